@@ -1,0 +1,307 @@
+//! The connection table shared by both transports: id allocation, the
+//! bounded send queues, closing, and the events that report it all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{Config, ConnId, DisconnectReason, Error, Event, Events};
+
+/// How long [`ConnTable::shutdown`] waits for connection tasks to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// An item of a connection's send queue.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A frame payload and the moment it was queued (used for link latency).
+    Frame(Bytes, Instant),
+    /// Close after everything queued before this marker is written.
+    Close,
+}
+
+/// The first reason recorded for a connection's end wins.
+#[derive(Debug, Default)]
+pub(crate) struct ReasonSlot(Mutex<Option<DisconnectReason>>);
+
+impl ReasonSlot {
+    pub(crate) fn set(&self, reason: DisconnectReason) {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<DisconnectReason> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What a connection's task owns: its queue's receiving end and its controls.
+#[derive(Debug)]
+pub(crate) struct ConnParts {
+    pub(crate) id: ConnId,
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) reason: Arc<ReasonSlot>,
+}
+
+impl ConnParts {
+    /// The reason to report after the cancel token fired.
+    pub(crate) fn cancelled_reason(&self) -> DisconnectReason {
+        self.reason.get().unwrap_or(DisconnectReason::Shutdown)
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    tx: mpsc::Sender<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+    reason: Arc<ReasonSlot>,
+    remote: String,
+    incoming: bool,
+    /// Implementation-defined tag: the peer endpoint's id for the memory
+    /// transport, 0 for TCP.
+    tag: u64,
+}
+
+/// Bounded table of open connections.
+///
+/// Bounded by the transport's limits: inbound entries by `max_inbound`,
+/// outbound entries by the caller's dials; entries are removed when their
+/// connection's task ends.
+#[derive(Debug)]
+pub(crate) struct ConnTable {
+    config: Config,
+    next_id: AtomicU64,
+    map: RwLock<HashMap<ConnId, Entry>>,
+    inbound: AtomicUsize,
+    events: mpsc::Sender<Event>,
+    pub(crate) root: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl ConnTable {
+    pub(crate) fn new(config: Config) -> (Arc<Self>, Events) {
+        let (events, rx) = mpsc::channel(config.event_buffer);
+        let table = Self {
+            config,
+            next_id: AtomicU64::new(1),
+            map: RwLock::new(HashMap::new()),
+            inbound: AtomicUsize::new(0),
+            events,
+            root: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        (Arc::new(table), Events::new(rx))
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Entry>> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Entry>> {
+        self.map.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether another inbound connection is allowed now.
+    pub(crate) fn inbound_full(&self) -> bool {
+        self.inbound.load(Ordering::Acquire) >= self.config.max_inbound
+    }
+
+    /// Registers a new connection and returns what its task needs.
+    ///
+    /// Returns `None` once the transport is shut down.
+    pub(crate) fn register(&self, remote: String, incoming: bool, tag: u64) -> Option<ConnParts> {
+        if self.root.is_cancelled() {
+            return None;
+        }
+        let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel(self.config.send_queue_frames);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let cancel = self.root.child_token();
+        let reason = Arc::new(ReasonSlot::default());
+        if incoming {
+            self.inbound.fetch_add(1, Ordering::AcqRel);
+        }
+        self.write().insert(
+            id,
+            Entry {
+                tx,
+                queued_bytes: queued_bytes.clone(),
+                cancel: cancel.clone(),
+                reason: reason.clone(),
+                remote,
+                incoming,
+                tag,
+            },
+        );
+        Some(ConnParts {
+            id,
+            rx,
+            queued_bytes,
+            cancel,
+            reason,
+        })
+    }
+
+    /// Emits `Connected` for a registered connection. Waits for room in the
+    /// event channel unless the connection or transport is cancelled first.
+    pub(crate) async fn emit_connected(
+        &self,
+        parts: &ConnParts,
+        remote: String,
+        incoming: bool,
+    ) -> bool {
+        self.emit(
+            Event::Connected {
+                conn: parts.id,
+                incoming,
+                remote,
+            },
+            &parts.cancel,
+        )
+        .await
+    }
+
+    /// Emits a frame event, waiting for room (this is the backpressure).
+    /// Returns `false` when the connection was cancelled meanwhile.
+    pub(crate) async fn emit(&self, event: Event, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => false,
+            sent = self.events.send(event) => sent.is_ok(),
+        }
+    }
+
+    /// Removes a connection whose task ended and reports it.
+    pub(crate) async fn finish(&self, id: ConnId, reason: DisconnectReason) {
+        let Some(entry) = self.write().remove(&id) else {
+            return;
+        };
+        if entry.incoming {
+            self.inbound.fetch_sub(1, Ordering::AcqRel);
+        }
+        entry.cancel.cancel();
+        tracing::debug!(conn = %id, remote = %entry.remote, %reason, "connection closed");
+        let event = Event::Disconnected { conn: id, reason };
+        // Wait for room, but never past shutdown: a consumer that stopped
+        // draining must not keep the task alive.
+        tokio::select! {
+            biased;
+            _ = self.events.send(event) => {}
+            _ = self.root.cancelled() => {}
+        }
+    }
+
+    /// Queues a frame without waiting.
+    pub(crate) fn send(&self, id: ConnId, frame: Bytes) -> Result<(), Error> {
+        let len = frame.len();
+        if len > self.config.max_frame_len {
+            return Err(Error::FrameTooLarge {
+                len: len as u64,
+                max: self.config.max_frame_len,
+            });
+        }
+        let map = self.read();
+        let entry = map.get(&id).ok_or(Error::UnknownConnection(id))?;
+        let queued = entry.queued_bytes.load(Ordering::Acquire);
+        let over_bytes = queued > 0 && queued + len > self.config.send_queue_bytes;
+        if !over_bytes {
+            // Count the bytes before the frame becomes visible to the writer,
+            // which subtracts them when it takes the frame.
+            entry.queued_bytes.fetch_add(len, Ordering::AcqRel);
+            match entry.tx.try_send(Outgoing::Frame(frame, Instant::now())) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    entry.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                    return Err(Error::UnknownConnection(id));
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    entry.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                }
+            }
+        }
+        let err = Error::SendQueueFull {
+            queued_frames: self.config.send_queue_frames - entry.tx.capacity(),
+            queued_bytes: entry.queued_bytes.load(Ordering::Acquire),
+        };
+        tracing::debug!(conn = %id, remote = %entry.remote, "peer too slow: {err}");
+        entry.reason.set(DisconnectReason::SendQueueFull);
+        entry.cancel.cancel();
+        Err(err)
+    }
+
+    /// Closes gracefully: queued frames are written first. When the queue is
+    /// full the connection is closed at once.
+    pub(crate) fn close(&self, id: ConnId) {
+        self.close_with(id, DisconnectReason::Closed);
+    }
+
+    /// Closes with a given reason (first reason recorded wins).
+    pub(crate) fn close_with(&self, id: ConnId, reason: DisconnectReason) {
+        let map = self.read();
+        if let Some(entry) = map.get(&id) {
+            entry.reason.set(reason);
+            if entry.tx.try_send(Outgoing::Close).is_err() {
+                entry.cancel.cancel();
+            }
+        }
+    }
+
+    /// Ends a connection at once, dropping whatever is queued.
+    pub(crate) fn abort_with(&self, id: ConnId, reason: DisconnectReason) {
+        if let Some(entry) = self.read().get(&id) {
+            entry.reason.set(reason);
+            entry.cancel.cancel();
+        }
+    }
+
+    /// Ends at once every connection whose tag matches.
+    pub(crate) fn abort_tagged(&self, tag: u64, reason: DisconnectReason) {
+        for entry in self.read().values().filter(|e| e.tag == tag) {
+            entry.reason.set(reason.clone());
+            entry.cancel.cancel();
+        }
+    }
+
+    pub(crate) fn remote_addr(&self, id: ConnId) -> Option<String> {
+        self.read().get(&id).map(|e| e.remote.clone())
+    }
+
+    pub(crate) fn connections(&self) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Cancels everything and waits, at most [`SHUTDOWN_GRACE`], for the
+    /// tasks to end.
+    pub(crate) async fn shutdown(&self) {
+        for entry in self.read().values() {
+            entry.reason.set(DisconnectReason::Shutdown);
+        }
+        self.root.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("transport tasks still running after {SHUTDOWN_GRACE:?}");
+        }
+    }
+}
