@@ -1,0 +1,120 @@
+//! Messaging limits.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Default response timeout: 10 s, the workshop's.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default limit of requests awaiting a response per connection: 1024.
+///
+/// Enough for a sync pipelining many block requests to one peer; a caller
+/// going past it gets [`Error::TooManyPending`] instead of growing the table.
+pub const DEFAULT_MAX_PENDING_PER_CONN: usize = 1024;
+
+/// Default limit of handler invocations running at once: 1024.
+///
+/// Messages arriving while all are busy are dropped with a warning (a request
+/// then times out at its sender). Dropping instead of waiting keeps the
+/// dispatcher free to deliver responses, which a handler that itself sends a
+/// request may be waiting for.
+pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 1024;
+
+/// Default capacity of the event channel to the layer above.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+
+/// Limits of the messaging layer. Build with [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_pending_per_conn: usize,
+    pub(crate) max_concurrent_handlers: usize,
+    pub(crate) event_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_pending_per_conn: DEFAULT_MAX_PENDING_PER_CONN,
+            max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            event_buffer: DEFAULT_EVENT_BUFFER,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Self::default())
+    }
+
+    /// Timeout of [`crate::Messenger::request`].
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Requests that may await a response on one connection.
+    pub fn max_pending_per_conn(&self) -> usize {
+        self.max_pending_per_conn
+    }
+
+    /// Handler invocations that may run at once.
+    pub fn max_concurrent_handlers(&self) -> usize {
+        self.max_concurrent_handlers
+    }
+}
+
+/// Builds a [`Config`]; [`ConfigBuilder::build`] checks the invariants.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Sets the default response timeout.
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.0.request_timeout = t;
+        self
+    }
+
+    /// Sets the limit of pending requests per connection.
+    pub fn max_pending_per_conn(mut self, n: usize) -> Self {
+        self.0.max_pending_per_conn = n;
+        self
+    }
+
+    /// Sets the limit of concurrently running handlers.
+    pub fn max_concurrent_handlers(mut self, n: usize) -> Self {
+        self.0.max_concurrent_handlers = n;
+        self
+    }
+
+    /// Sets the capacity of the event channel.
+    pub fn event_buffer(mut self, n: usize) -> Self {
+        self.0.event_buffer = n;
+        self
+    }
+
+    /// Checks the invariants and returns the config.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a limit is zero.
+    pub fn build(self) -> Result<Config, Error> {
+        let c = self.0;
+        let check = |ok: bool, field: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig {
+                    field,
+                    reason: "must be positive",
+                })
+            }
+        };
+        check(!c.request_timeout.is_zero(), "request_timeout")?;
+        check(c.max_pending_per_conn > 0, "max_pending_per_conn")?;
+        check(c.max_concurrent_handlers > 0, "max_concurrent_handlers")?;
+        check(c.event_buffer > 0, "event_buffer")?;
+        Ok(c)
+    }
+}

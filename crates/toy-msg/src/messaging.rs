@@ -1,0 +1,365 @@
+//! [`Messaging`]: the messaging layer over any [`Transport`].
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use toy_net::{ConnId, Transport};
+
+use crate::codec::{self, Message, MessageType};
+use crate::{Config, Error, Event, Events, Handler, Messenger};
+
+type Waiter = oneshot::Sender<Result<Bytes, Error>>;
+
+/// The messaging layer: one-way messages and requests with responses over a
+/// [`Transport`], with handlers registered per kind.
+///
+/// A cheap handle: clones share the same state. One dispatcher task reads the
+/// transport's events; handlers run in their own tasks, at most
+/// [`Config::max_concurrent_handlers`] at once.
+pub struct Messaging<T: Transport> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Transport> Clone for Messaging<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Transport> std::fmt::Debug for Messaging<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging")
+            .field("local_addr", &self.inner.transport.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<T> {
+    transport: T,
+    config: Config,
+    /// One entry per registered kind; only the local program adds entries.
+    handlers: RwLock<HashMap<String, Arc<dyn Handler>>>,
+    /// Requests awaiting a response: at most `max_pending_per_conn` per open
+    /// connection; an entry leaves when answered, timed out, cancelled or its
+    /// connection ends.
+    pending: Mutex<HashMap<ConnId, HashMap<u32, Waiter>>>,
+    next_id: AtomicU32,
+    events: mpsc::Sender<Event>,
+    handler_permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl<T: Transport> Messaging<T> {
+    /// Starts the messaging layer on `transport`, taking its events. Returns
+    /// the handle and the stream of connection events for the layer above.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn new(transport: T, net_events: toy_net::Events, config: Config) -> (Self, Events) {
+        let (tx, rx) = mpsc::channel(config.event_buffer);
+        let inner = Arc::new(Inner {
+            transport,
+            handler_permits: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
+            config,
+            handlers: RwLock::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+            events: tx,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let this = Self { inner };
+        let dispatcher = this.clone();
+        this.inner
+            .tracker
+            .spawn(async move { dispatcher.dispatch(net_events).await });
+        (this, Events::new(rx))
+    }
+
+    /// The transport underneath.
+    pub fn transport(&self) -> &T {
+        &self.inner.transport
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, HashMap<u32, Waiter>>> {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn dispatch(&self, mut net_events: toy_net::Events) {
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.inner.cancel.cancelled() => return,
+                ev = net_events.next() => match ev {
+                    Some(ev) => ev,
+                    None => return,
+                },
+            };
+            match event {
+                toy_net::Event::Connected {
+                    conn,
+                    incoming,
+                    remote,
+                } => {
+                    self.emit(Event::Connected {
+                        conn,
+                        incoming,
+                        remote,
+                    })
+                    .await;
+                }
+                toy_net::Event::Frame { conn, data } => self.on_frame(conn, data).await,
+                toy_net::Event::Disconnected { conn, reason } => {
+                    // Fail every request still waiting on this connection now,
+                    // not at its timeout.
+                    let waiting = self.pending().remove(&conn);
+                    for (_, waiter) in waiting.into_iter().flatten() {
+                        let _ = waiter.send(Err(Error::Disconnected { conn }));
+                    }
+                    self.emit(Event::Disconnected { conn, reason }).await;
+                }
+                other => tracing::debug!(?other, "unhandled transport event"),
+            }
+        }
+    }
+
+    async fn emit(&self, event: Event) {
+        tokio::select! {
+            biased;
+            _ = self.inner.cancel.cancelled() => {}
+            _ = self.inner.events.send(event) => {}
+        }
+    }
+
+    async fn on_frame(&self, conn: ConnId, data: Bytes) {
+        let msg = match Message::decode(data) {
+            Ok(msg) => msg,
+            Err(error) => {
+                let remote = self.inner.transport.remote_addr(conn).unwrap_or_default();
+                tracing::warn!(%conn, %remote, %error, "malformed message; closing connection");
+                self.inner.transport.close(conn);
+                self.emit(Event::Misbehaved { conn, error }).await;
+                return;
+            }
+        };
+        match msg.ty {
+            MessageType::Response => {
+                let waiter = {
+                    let mut pending = self.pending();
+                    let waiter = pending.get_mut(&conn).and_then(|m| m.remove(&msg.id));
+                    if pending.get(&conn).is_some_and(HashMap::is_empty) {
+                        pending.remove(&conn);
+                    }
+                    waiter
+                };
+                match waiter {
+                    Some(w) => {
+                        let _ = w.send(Ok(msg.payload));
+                    }
+                    None => {
+                        tracing::debug!(%conn, id = msg.id, "response to no pending request (late or unknown)")
+                    }
+                }
+            }
+            MessageType::OneWay | MessageType::Request => {
+                let handler = self
+                    .inner
+                    .handlers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&msg.kind)
+                    .cloned();
+                let Some(handler) = handler else {
+                    tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
+                    return;
+                };
+                let Ok(permit) = self.inner.handler_permits.clone().try_acquire_owned() else {
+                    tracing::warn!(%conn, kind = %msg.kind, "all handlers busy; message dropped");
+                    return;
+                };
+                let this = self.clone();
+                self.inner.tracker.spawn(async move {
+                    let _permit = permit;
+                    let response = tokio::select! {
+                        biased;
+                        _ = this.inner.cancel.cancelled() => return,
+                        r = handler.handle(conn, msg.payload) => r,
+                    };
+                    if msg.ty == MessageType::Request
+                        && let Some(payload) = response
+                    {
+                        match codec::encode(MessageType::Response, msg.id, "", &payload) {
+                            Ok(frame) => {
+                                if let Err(e) = this.inner.transport.send(conn, frame) {
+                                    tracing::debug!(%conn, kind = %msg.kind, "response not sent: {e}");
+                                }
+                            }
+                            Err(e) => tracing::error!("cannot encode response: {e}"),
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Registers a waiter for a new request id on `conn`.
+    fn register_waiter(
+        &self,
+        conn: ConnId,
+    ) -> Result<(u32, oneshot::Receiver<Result<Bytes, Error>>), Error> {
+        let max = self.inner.config.max_pending_per_conn;
+        let mut pending = self.pending();
+        let map = pending.entry(conn).or_default();
+        if map.len() >= max {
+            return Err(Error::TooManyPending { conn, max });
+        }
+        // Ids wrap after 2^32 requests; skip any still in use on this connection.
+        loop {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            if let Entry::Vacant(slot) = map.entry(id) {
+                let (tx, rx) = oneshot::channel();
+                slot.insert(tx);
+                return Ok((id, rx));
+            }
+        }
+    }
+
+    fn forget_waiter(&self, conn: ConnId, id: u32) {
+        let mut pending = self.pending();
+        if let Some(map) = pending.get_mut(&conn) {
+            map.remove(&id);
+            if map.is_empty() {
+                pending.remove(&conn);
+            }
+        }
+    }
+}
+
+/// Removes a request's waiter when the request future ends in any way,
+/// including being dropped, so cancelled requests leave nothing behind.
+struct WaiterGuard<'a, T: Transport> {
+    msg: &'a Messaging<T>,
+    conn: ConnId,
+    id: u32,
+}
+
+impl<T: Transport> Drop for WaiterGuard<'_, T> {
+    fn drop(&mut self) {
+        self.msg.forget_waiter(self.conn, self.id);
+    }
+}
+
+#[async_trait]
+impl<T: Transport> Messenger for Messaging<T> {
+    async fn listen(&self, addr: &str) -> Result<String, Error> {
+        Ok(self.inner.transport.listen(addr).await?)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<ConnId, Error> {
+        Ok(self.inner.transport.connect(addr).await?)
+    }
+
+    fn send(&self, conn: ConnId, kind: &str, payload: Bytes) -> Result<(), Error> {
+        let frame = codec::encode(MessageType::OneWay, 0, kind, &payload)?;
+        Ok(self.inner.transport.send(conn, frame)?)
+    }
+
+    async fn request_timeout(
+        &self,
+        conn: ConnId,
+        kind: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, Error> {
+        codec::check_kind(kind)?;
+        if self.inner.cancel.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        // Register before sending: a response or disconnect processed right
+        // after the send then finds the waiter.
+        let (id, rx) = self.register_waiter(conn)?;
+        let _guard = WaiterGuard {
+            msg: self,
+            conn,
+            id,
+        };
+        let frame = codec::encode(MessageType::Request, id, kind, &payload)?;
+        match self.inner.transport.send(conn, frame) {
+            Ok(()) => {}
+            Err(toy_net::Error::UnknownConnection(_)) => return Err(Error::Disconnected { conn }),
+            Err(e) => return Err(e.into()),
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            // The waiter was dropped without an answer: shutdown.
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Err(_) => Err(Error::Timeout {
+                conn,
+                kind: kind.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    fn default_timeout(&self) -> Duration {
+        self.inner.config.request_timeout
+    }
+
+    fn register_handler(&self, kind: &str, handler: Arc<dyn Handler>) -> Result<(), Error> {
+        codec::check_kind(kind)?;
+        let mut handlers = self
+            .inner
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match handlers.entry(kind.to_owned()) {
+            Entry::Occupied(_) => Err(Error::DuplicateHandler {
+                kind: kind.to_owned(),
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(handler);
+                Ok(())
+            }
+        }
+    }
+
+    fn close(&self, conn: ConnId) {
+        self.inner.transport.close(conn);
+    }
+
+    fn remote_addr(&self, conn: ConnId) -> Option<String> {
+        self.inner.transport.remote_addr(conn)
+    }
+
+    fn local_addr(&self) -> Option<String> {
+        self.inner.transport.local_addr()
+    }
+
+    fn connections(&self) -> Vec<ConnId> {
+        self.inner.transport.connections()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.transport.shutdown().await;
+        let pending = std::mem::take(&mut *self.pending());
+        for (_, waiter) in pending.into_values().flatten() {
+            let _ = waiter.send(Err(Error::Shutdown));
+        }
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
