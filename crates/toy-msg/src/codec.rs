@@ -165,7 +165,7 @@ mod tests {
         )
         .expect("valid");
         let mut want = vec![0x01, 0x01, 0x02, 0x03, 0x04];
-        want.extend_from_slice(b"p2p:hello\0127.0.0.1:15151");
+        want.extend_from_slice(b"p2p:hello\x00127.0.0.1:15151");
         assert_eq!(&frame[..], &want[..]);
         let resp = encode(MessageType::Response, 7, "", &[1]).expect("valid");
         assert_eq!(&resp[..], &[0x02, 0, 0, 0, 7, 0, 1]);
