@@ -18,7 +18,8 @@ pub const DEFAULT_MAX_PENDING_PER_CONN: usize = 1024;
 /// Messages arriving while all are busy are dropped with a warning (a request
 /// then times out at its sender). Dropping instead of waiting keeps the
 /// dispatcher free to deliver responses, which a handler that itself sends a
-/// request may be waiting for.
+/// request may be waiting for. Each running invocation holds its message's
+/// payload, so this also bounds that memory.
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 1024;
 
 /// Default capacity of the event channel to the layer above.

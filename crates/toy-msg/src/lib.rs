@@ -130,7 +130,11 @@ impl Events {
 
 /// Handles the messages of one kind.
 ///
-/// Invocations may run concurrently, for messages of one connection too.
+/// Invocations run concurrently (for messages of one connection too) as
+/// futures on the messaging layer's dispatcher task: awaiting is fine (a
+/// request to another peer, a channel send), blocking is not. Move CPU-heavy
+/// work (signature checks, hashing large data) to `spawn_blocking` or a task of
+/// your own and await its result.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Handles a message from `conn`. For a request, `Some(payload)` is sent

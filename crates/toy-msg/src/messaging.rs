@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use toy_net::{ConnId, Transport};
@@ -18,11 +21,14 @@ use crate::{Config, Error, Event, Events, Handler, Messenger};
 
 type Waiter = oneshot::Sender<Result<Bytes, Error>>;
 
+/// Transport events taken per wake-up of the dispatcher.
+const EVENT_BATCH: usize = 256;
+
 /// The messaging layer: one-way messages and requests with responses over a
 /// [`Transport`], with handlers registered per kind.
 ///
 /// A cheap handle: clones share the same state. One dispatcher task reads the
-/// transport's events; handlers run in their own tasks, at most
+/// transport's events and drives the handlers' futures, at most
 /// [`Config::max_concurrent_handlers`] at once.
 pub struct Messaging<T: Transport> {
     inner: Arc<Inner<T>>,
@@ -55,7 +61,6 @@ struct Inner<T> {
     pending: Mutex<HashMap<ConnId, HashMap<u32, Waiter>>>,
     next_id: AtomicU32,
     events: mpsc::Sender<Event>,
-    handler_permits: Arc<Semaphore>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -69,7 +74,6 @@ impl<T: Transport> Messaging<T> {
         let (tx, rx) = mpsc::channel(config.event_buffer);
         let inner = Arc::new(Inner {
             transport,
-            handler_permits: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
             config,
             handlers: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -98,45 +102,53 @@ impl<T: Transport> Messaging<T> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The dispatcher: takes the transport's events in batches and runs the
+    /// handlers as futures of its own (no task per message), so a handler
+    /// waiting for a response never stops the responses from being read.
     async fn dispatch(&self, mut net_events: toy_net::Events) {
+        let mut running: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        let mut batch = Vec::with_capacity(EVENT_BATCH);
         loop {
-            let event = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = self.inner.cancel.cancelled() => return,
-                ev = net_events.next() => match ev {
-                    Some(ev) => ev,
-                    None => return,
-                },
-            };
-            match event {
-                toy_net::Event::Connected {
-                    conn,
-                    incoming,
-                    remote,
-                } => {
-                    self.emit(Event::Connected {
-                        conn,
-                        incoming,
-                        remote,
-                    })
-                    .await;
-                }
-                toy_net::Event::Frame { conn, data } => self.on_frame(conn, data).await,
-                toy_net::Event::Disconnected { conn, reason } => {
-                    // Fail every request still waiting on this connection now,
-                    // not at its timeout.
-                    let waiting = self.pending().remove(&conn);
-                    for (_, waiter) in waiting.into_iter().flatten() {
-                        let _ = waiter.send(Err(Error::Disconnected { conn }));
+                Some(()) = running.next(), if !running.is_empty() => {}
+                n = net_events.next_batch(&mut batch, EVENT_BATCH) => {
+                    if n == 0 {
+                        return;
                     }
-                    self.emit(Event::Disconnected { conn, reason }).await;
+                    for event in batch.drain(..) {
+                        self.on_event(event, &mut running).await;
+                    }
                 }
-                other => tracing::debug!(?other, "unhandled transport event"),
             }
         }
     }
 
+    async fn on_event(&self, event: toy_net::Event, running: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
+        match event {
+            toy_net::Event::Connected { conn, incoming, remote } => {
+                self.emit(Event::Connected { conn, incoming, remote }).await;
+            }
+            toy_net::Event::Frame { conn, data } => self.on_frame(conn, data, running).await,
+            toy_net::Event::Disconnected { conn, reason } => {
+                // Fail every request still waiting on this connection now,
+                // not at its timeout.
+                let waiting = self.pending().remove(&conn);
+                for (_, waiter) in waiting.into_iter().flatten() {
+                    let _ = waiter.send(Err(Error::Disconnected { conn }));
+                }
+                self.emit(Event::Disconnected { conn, reason }).await;
+            }
+            other => tracing::debug!(?other, "unhandled transport event"),
+        }
+    }
+
     async fn emit(&self, event: Event) {
+        let event = match self.inner.events.try_send(event) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         tokio::select! {
             biased;
             _ = self.inner.cancel.cancelled() => {}
@@ -144,7 +156,7 @@ impl<T: Transport> Messaging<T> {
         }
     }
 
-    async fn on_frame(&self, conn: ConnId, data: Bytes) {
+    async fn on_frame(&self, conn: ConnId, data: Bytes, running: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
         let msg = match Message::decode(data) {
             Ok(msg) => msg,
             Err(error) => {
@@ -186,31 +198,26 @@ impl<T: Transport> Messaging<T> {
                     tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
                     return;
                 };
-                let Ok(permit) = self.inner.handler_permits.clone().try_acquire_owned() else {
+                if running.len() >= self.inner.config.max_concurrent_handlers {
                     tracing::warn!(%conn, kind = %msg.kind, "all handlers busy; message dropped");
                     return;
-                };
-                let this = self.clone();
-                self.inner.tracker.spawn(async move {
-                    let _permit = permit;
-                    let response = tokio::select! {
-                        biased;
-                        _ = this.inner.cancel.cancelled() => return,
-                        r = handler.handle(conn, msg.payload) => r,
-                    };
+                }
+                let transport = self.inner.clone();
+                running.push(Box::pin(async move {
+                    let response = handler.handle(conn, msg.payload).await;
                     if msg.ty == MessageType::Request
                         && let Some(payload) = response
                     {
                         match codec::encode(MessageType::Response, msg.id, "", &payload) {
                             Ok(frame) => {
-                                if let Err(e) = this.inner.transport.send(conn, frame) {
+                                if let Err(e) = transport.transport.send(conn, frame) {
                                     tracing::debug!(%conn, kind = %msg.kind, "response not sent: {e}");
                                 }
                             }
                             Err(e) => tracing::error!("cannot encode response: {e}"),
                         }
                     }
-                });
+                }));
             }
         }
     }

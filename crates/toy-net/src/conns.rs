@@ -19,8 +19,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// An item of a connection's send queue.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    /// A frame payload and the moment it was queued (used for link latency).
-    Frame(Bytes, Instant),
+    /// A frame payload and, when the transport simulates latency, the moment
+    /// it was queued.
+    Frame(Bytes, Option<Instant>),
     /// Close after everything queued before this marker is written.
     Close,
 }
@@ -87,12 +88,15 @@ pub(crate) struct ConnTable {
     map: RwLock<HashMap<ConnId, Entry>>,
     inbound: AtomicUsize,
     events: mpsc::Sender<Event>,
+    /// Whether frames carry their queueing time (the memory transport's
+    /// latency needs it; TCP skips the clock read).
+    stamp_time: bool,
     pub(crate) root: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
 
 impl ConnTable {
-    pub(crate) fn new(config: Config) -> (Arc<Self>, Events) {
+    pub(crate) fn new(config: Config, stamp_time: bool) -> (Arc<Self>, Events) {
         let (events, rx) = mpsc::channel(config.event_buffer);
         let table = Self {
             config,
@@ -100,6 +104,7 @@ impl ConnTable {
             map: RwLock::new(HashMap::new()),
             inbound: AtomicUsize::new(0),
             events,
+            stamp_time,
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
@@ -181,6 +186,12 @@ impl ConnTable {
     /// Emits a frame event, waiting for room (this is the backpressure).
     /// Returns `false` when the connection was cancelled meanwhile.
     pub(crate) async fn emit(&self, event: Event, cancel: &CancellationToken) -> bool {
+        // Fast path: room in the channel, no waiting and no cancel future.
+        let event = match self.events.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => false,
@@ -225,7 +236,7 @@ impl ConnTable {
             // Count the bytes before the frame becomes visible to the writer,
             // which subtracts them when it takes the frame.
             entry.queued_bytes.fetch_add(len, Ordering::AcqRel);
-            match entry.tx.try_send(Outgoing::Frame(frame, Instant::now())) {
+            match entry.tx.try_send(Outgoing::Frame(frame, self.stamp_time.then(Instant::now))) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     entry.queued_bytes.fetch_sub(len, Ordering::AcqRel);

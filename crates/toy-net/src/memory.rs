@@ -65,7 +65,7 @@ impl MemoryNetwork {
     /// A new endpoint on this network, and the stream of its events.
     pub fn endpoint(&self, config: Config) -> (MemoryTransport, Events) {
         let id = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed) + 1;
-        let (table, events) = ConnTable::new(config);
+        let (table, events) = ConnTable::new(config, true);
         let endpoint = Arc::new(Endpoint {
             id,
             table,
@@ -405,7 +405,7 @@ impl Side {
                 Some(Outgoing::Frame(data, queued_at)) => {
                     peer_queued.fetch_sub(data.len(), Ordering::AcqRel);
                     let latency = self.endpoint.net.latency(self.endpoint.id, self.peer.id);
-                    if !latency.is_zero() {
+                    if let Some(queued_at) = queued_at.filter(|_| !latency.is_zero()) {
                         tokio::time::sleep_until((queued_at + latency).into()).await;
                     }
                     if data.len() > max {

@@ -42,7 +42,7 @@ struct Inner {
 impl TcpTransport {
     /// A transport with the given limits, and the stream of its events.
     pub fn new(config: Config) -> (Self, Events) {
-        let (table, events) = ConnTable::new(config);
+        let (table, events) = ConnTable::new(config, false);
         let inner = Inner {
             table,
             local: Mutex::new(None),
