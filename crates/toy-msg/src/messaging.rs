@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -203,7 +204,7 @@ impl<T: Transport> Messaging<T> {
                     return;
                 }
                 let transport = self.inner.clone();
-                running.push(Box::pin(async move {
+                let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
                     let response = handler.handle(conn, msg.payload).await;
                     if msg.ty == MessageType::Request
                         && let Some(payload) = response
@@ -217,7 +218,15 @@ impl<T: Transport> Messaging<T> {
                             Err(e) => tracing::error!("cannot encode response: {e}"),
                         }
                     }
-                }));
+                });
+                // Most handlers finish without waiting: poll once here and only
+                // keep the future if it has to wait. A pending future was polled
+                // with the dispatcher's waker, which at worst wakes the
+                // dispatcher once more; `running` polls it with its own after.
+                let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                if first.is_pending() {
+                    running.push(fut);
+                }
             }
         }
     }
