@@ -231,7 +231,8 @@ fn one_way(c: &mut Criterion) {
             b.iter_custom(|iters| rt.block_on(run_batches(&mut msg, p, iters)))
         });
         // Memory: heap bytes allocated per message, over 20 batches.
-        for (name, path) in [("raw_framing", &mut raw as &mut dyn OneWay), ("toy_net", &mut net), ("toy_msg", &mut msg)] {
+        for (name, path) in [("raw_framing", &mut raw as &mut dyn OneWay), ("toy_net", &mut net), ("toy_msg", &mut msg)]
+        {
             let before = ALLOCATED.load(Ordering::Relaxed);
             rt.block_on(run_batches(path, &payload, 20));
             let per = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / (20 * BATCH) as f64;

@@ -12,14 +12,18 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use toy::msg::{handler_fn, Config, Event, Messaging, Messenger};
+use toy::msg::{Config, Event, Messaging, Messenger, handler_fn};
 use toy::net::TcpTransport;
 
 /// Echo over toy-msg on real TCP.
 #[derive(Parser)]
-#[command(version, about, long_about = "Echo over toy-msg on real TCP.\n\n\
+#[command(
+    version,
+    about,
+    long_about = "Echo over toy-msg on real TCP.\n\n\
 Run `echo server` in one terminal: it listens and answers every `echo` request with its own payload.\n\
-Run `echo client WORDS...` in another: it connects, sends each word as a request and prints the answer with its round-trip time.")]
+Run `echo client WORDS...` in another: it connects, sends each word as a request and prints the answer with its round-trip time."
+)]
 struct Args {
     #[command(subcommand)]
     role: Role,

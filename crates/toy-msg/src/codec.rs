@@ -91,9 +91,7 @@ pub struct InvalidKind {
 /// Checks that `kind` can be encoded (it must not contain 0x00).
 pub fn check_kind(kind: &str) -> Result<(), InvalidKind> {
     if kind.as_bytes().contains(&0) {
-        return Err(InvalidKind {
-            kind: kind.to_owned(),
-        });
+        return Err(InvalidKind { kind: kind.to_owned() });
     }
     Ok(())
 }
@@ -133,20 +131,10 @@ impl Message {
         let ty = MessageType::from_byte(frame[0]).ok_or(DecodeError::UnknownType(frame[0]))?;
         let id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
         let rest = &frame[HEADER_LEN..];
-        let nul = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(DecodeError::UnterminatedKind)?;
-        let kind = std::str::from_utf8(&rest[..nul])
-            .map_err(|_| DecodeError::KindNotUtf8)?
-            .to_owned();
+        let nul = rest.iter().position(|&b| b == 0).ok_or(DecodeError::UnterminatedKind)?;
+        let kind = std::str::from_utf8(&rest[..nul]).map_err(|_| DecodeError::KindNotUtf8)?.to_owned();
         let payload = frame.slice(HEADER_LEN + nul + 1..);
-        Ok(Self {
-            ty,
-            id,
-            kind,
-            payload,
-        })
+        Ok(Self { ty, id, kind, payload })
     }
 }
 
@@ -157,13 +145,7 @@ mod tests {
 
     #[test]
     fn matches_the_workshop_layout_byte_for_byte() {
-        let frame = encode(
-            MessageType::Request,
-            0x0102_0304,
-            "p2p:hello",
-            b"127.0.0.1:15151",
-        )
-        .expect("valid");
+        let frame = encode(MessageType::Request, 0x0102_0304, "p2p:hello", b"127.0.0.1:15151").expect("valid");
         let mut want = vec![0x01, 0x01, 0x02, 0x03, 0x04];
         want.extend_from_slice(b"p2p:hello\x00127.0.0.1:15151");
         assert_eq!(&frame[..], &want[..]);
@@ -173,26 +155,11 @@ mod tests {
 
     #[test]
     fn rejects_each_malformation() {
-        assert_eq!(
-            Message::decode(Bytes::from_static(b"")),
-            Err(DecodeError::TooShort { len: 0 })
-        );
-        assert_eq!(
-            Message::decode(Bytes::from_static(&[0, 0, 0, 0, 1])),
-            Err(DecodeError::TooShort { len: 5 })
-        );
-        assert_eq!(
-            Message::decode(Bytes::from_static(&[3, 0, 0, 0, 1, 0])),
-            Err(DecodeError::UnknownType(3))
-        );
-        assert_eq!(
-            Message::decode(Bytes::from_static(&[0, 0, 0, 0, 1, b'a'])),
-            Err(DecodeError::UnterminatedKind)
-        );
-        assert_eq!(
-            Message::decode(Bytes::from_static(&[0, 0, 0, 0, 1, 0xff, 0])),
-            Err(DecodeError::KindNotUtf8)
-        );
+        assert_eq!(Message::decode(Bytes::from_static(b"")), Err(DecodeError::TooShort { len: 0 }));
+        assert_eq!(Message::decode(Bytes::from_static(&[0, 0, 0, 0, 1])), Err(DecodeError::TooShort { len: 5 }));
+        assert_eq!(Message::decode(Bytes::from_static(&[3, 0, 0, 0, 1, 0])), Err(DecodeError::UnknownType(3)));
+        assert_eq!(Message::decode(Bytes::from_static(&[0, 0, 0, 0, 1, b'a'])), Err(DecodeError::UnterminatedKind));
+        assert_eq!(Message::decode(Bytes::from_static(&[0, 0, 0, 0, 1, 0xff, 0])), Err(DecodeError::KindNotUtf8));
         assert!(encode(MessageType::OneWay, 1, "a\0b", b"").is_err());
     }
 
@@ -200,18 +167,11 @@ mod tests {
     fn payload_may_contain_zero_bytes() {
         let frame = encode(MessageType::OneWay, 9, "k", &[0, 0, 1, 0]).expect("valid");
         let msg = Message::decode(frame).expect("decodes");
-        assert_eq!(
-            (msg.kind.as_str(), &msg.payload[..]),
-            ("k", &[0u8, 0, 1, 0][..])
-        );
+        assert_eq!((msg.kind.as_str(), &msg.payload[..]), ("k", &[0u8, 0, 1, 0][..]));
     }
 
     fn any_type() -> impl Strategy<Value = MessageType> {
-        prop_oneof![
-            Just(MessageType::OneWay),
-            Just(MessageType::Request),
-            Just(MessageType::Response)
-        ]
+        prop_oneof![Just(MessageType::OneWay), Just(MessageType::Request), Just(MessageType::Response)]
     }
 
     proptest! {

@@ -103,14 +103,7 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, Error> {
         let c = self.0;
         let check = |ok: bool, field: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::InvalidConfig {
-                    field,
-                    reason: "must be positive",
-                })
-            }
+            if ok { Ok(()) } else { Err(Error::InvalidConfig { field, reason: "must be positive" }) }
         };
         check(!c.request_timeout.is_zero(), "request_timeout")?;
         check(c.max_pending_per_conn > 0, "max_pending_per_conn")?;

@@ -69,8 +69,8 @@ use tokio::sync::mpsc;
 
 pub use codec::{DecodeError, InvalidKind, Message, MessageType};
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_CONCURRENT_HANDLERS,
-    DEFAULT_MAX_PENDING_PER_CONN, DEFAULT_REQUEST_TIMEOUT,
+    Config, ConfigBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_PENDING_PER_CONN,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::Error;
 pub use messaging::Messaging;
@@ -200,8 +200,7 @@ pub trait Messenger: Send + Sync + 'static {
     /// Sends a request and waits for its response, at most
     /// [`Messenger::default_timeout`]. Cancel-safe.
     async fn request(&self, conn: ConnId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
-        self.request_timeout(conn, kind, payload, self.default_timeout())
-            .await
+        self.request_timeout(conn, kind, payload, self.default_timeout()).await
     }
 
     /// Registers the handler of `kind`.

@@ -37,17 +37,13 @@ pub struct Messaging<T: Transport> {
 
 impl<T: Transport> Clone for Messaging<T> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
 impl<T: Transport> std::fmt::Debug for Messaging<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Messaging")
-            .field("local_addr", &self.inner.transport.local_addr())
-            .finish_non_exhaustive()
+        f.debug_struct("Messaging").field("local_addr", &self.inner.transport.local_addr()).finish_non_exhaustive()
     }
 }
 
@@ -85,9 +81,7 @@ impl<T: Transport> Messaging<T> {
         });
         let this = Self { inner };
         let dispatcher = this.clone();
-        this.inner
-            .tracker
-            .spawn(async move { dispatcher.dispatch(net_events).await });
+        this.inner.tracker.spawn(async move { dispatcher.dispatch(net_events).await });
         (this, Events::new(rx))
     }
 
@@ -97,10 +91,7 @@ impl<T: Transport> Messaging<T> {
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, HashMap<u32, Waiter>>> {
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The dispatcher: takes the transport's events in batches and runs the
@@ -188,13 +179,8 @@ impl<T: Transport> Messaging<T> {
                 }
             }
             MessageType::OneWay | MessageType::Request => {
-                let handler = self
-                    .inner
-                    .handlers
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&msg.kind)
-                    .cloned();
+                let handler =
+                    self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(&msg.kind).cloned();
                 let Some(handler) = handler else {
                     tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
                     return;
@@ -232,10 +218,7 @@ impl<T: Transport> Messaging<T> {
     }
 
     /// Registers a waiter for a new request id on `conn`.
-    fn register_waiter(
-        &self,
-        conn: ConnId,
-    ) -> Result<(u32, oneshot::Receiver<Result<Bytes, Error>>), Error> {
+    fn register_waiter(&self, conn: ConnId) -> Result<(u32, oneshot::Receiver<Result<Bytes, Error>>), Error> {
         let max = self.inner.config.max_pending_per_conn;
         let mut pending = self.pending();
         let map = pending.entry(conn).or_default();
@@ -307,11 +290,7 @@ impl<T: Transport> Messenger for Messaging<T> {
         // Register before sending: a response or disconnect processed right
         // after the send then finds the waiter.
         let (id, rx) = self.register_waiter(conn)?;
-        let _guard = WaiterGuard {
-            msg: self,
-            conn,
-            id,
-        };
+        let _guard = WaiterGuard { msg: self, conn, id };
         let frame = codec::encode(MessageType::Request, id, kind, &payload)?;
         match self.inner.transport.send(conn, frame) {
             Ok(()) => {}
@@ -322,11 +301,7 @@ impl<T: Transport> Messenger for Messaging<T> {
             Ok(Ok(result)) => result,
             // The waiter was dropped without an answer: shutdown.
             Ok(Err(_)) => Err(Error::Shutdown),
-            Err(_) => Err(Error::Timeout {
-                conn,
-                kind: kind.to_owned(),
-                after: timeout,
-            }),
+            Err(_) => Err(Error::Timeout { conn, kind: kind.to_owned(), after: timeout }),
         }
     }
 
@@ -336,15 +311,9 @@ impl<T: Transport> Messenger for Messaging<T> {
 
     fn register_handler(&self, kind: &str, handler: Arc<dyn Handler>) -> Result<(), Error> {
         codec::check_kind(kind)?;
-        let mut handlers = self
-            .inner
-            .handlers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut handlers = self.inner.handlers.write().unwrap_or_else(PoisonError::into_inner);
         match handlers.entry(kind.to_owned()) {
-            Entry::Occupied(_) => Err(Error::DuplicateHandler {
-                kind: kind.to_owned(),
-            }),
+            Entry::Occupied(_) => Err(Error::DuplicateHandler { kind: kind.to_owned() }),
             Entry::Vacant(slot) => {
                 slot.insert(handler);
                 Ok(())

@@ -11,25 +11,16 @@ use toy_net::conformance::{DEADLINE, Harness, MemoryHarness, TcpHarness};
 use toy_net::{DisconnectReason, Transport};
 
 /// Waits for the first messaging event matching `pred`.
-async fn wait_for<R>(
-    events: &mut Events,
-    what: &str,
-    mut pred: impl FnMut(Event) -> Option<R>,
-) -> R {
+async fn wait_for<R>(events: &mut Events, what: &str, mut pred: impl FnMut(Event) -> Option<R>) -> R {
     let fut = async {
         loop {
-            let ev = events
-                .next()
-                .await
-                .unwrap_or_else(|| panic!("events ended waiting for {what}"));
+            let ev = events.next().await.unwrap_or_else(|| panic!("events ended waiting for {what}"));
             if let Some(r) = pred(ev) {
                 return r;
             }
         }
     };
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
+    tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
 }
 
 fn node<H: Harness>(h: &H, config: Config) -> (Messaging<H::T>, Events) {
@@ -41,17 +32,9 @@ fn node<H: Harness>(h: &H, config: Config) -> (Messaging<H::T>, Events) {
 async fn echo_pair<H: Harness>(
     h: &H,
     client_cfg: Config,
-) -> (
-    Messaging<H::T>,
-    Events,
-    Messaging<H::T>,
-    Events,
-    toy_msg::ConnId,
-) {
+) -> (Messaging<H::T>, Events, Messaging<H::T>, Events, toy_msg::ConnId) {
     let (server, server_events) = node(h, Config::default());
-    server
-        .register_handler("echo", handler_fn(|_, p| async move { Some(p) }))
-        .expect("register");
+    server.register_handler("echo", handler_fn(|_, p| async move { Some(p) })).expect("register");
     let addr = server.listen(h.any_addr()).await.expect("listen");
     let (client, client_events) = node(h, client_cfg);
     let conn = client.connect(&addr).await.expect("connect");
@@ -61,10 +44,7 @@ async fn echo_pair<H: Harness>(
 async fn echo_round_trip<H: Harness>(h: H) {
     let (server, _se, client, _ce, conn) = echo_pair(&h, Config::default()).await;
     for payload in [&b""[..], b"ping", &[0u8; 5000][..]] {
-        let got = client
-            .request(conn, "echo", Bytes::copy_from_slice(payload))
-            .await
-            .expect("answered");
+        let got = client.request(conn, "echo", Bytes::copy_from_slice(payload)).await.expect("answered");
         assert_eq!(&got[..], payload);
     }
     client.shutdown().await;
@@ -78,10 +58,7 @@ async fn thousand_concurrent_requests_on_one_connection<H: Harness>(h: H) {
         let client = client.clone();
         tasks.spawn(async move {
             let payload = Bytes::from(format!("request number {i}"));
-            let got = client
-                .request(conn, "echo", payload.clone())
-                .await
-                .expect("answered");
+            let got = client.request(conn, "echo", payload.clone()).await.expect("answered");
             assert_eq!(got, payload, "response matched to its own request");
         });
     }
@@ -97,38 +74,20 @@ async fn thousand_concurrent_requests_on_one_connection<H: Harness>(h: H) {
 
 async fn unanswered_request_times_out<H: Harness>(h: H) {
     let (server, _se, client, _ce, conn) = echo_pair(&h, Config::default()).await;
-    server
-        .register_handler("silent", handler_fn(|_, _| async { None }))
-        .expect("register");
+    server.register_handler("silent", handler_fn(|_, _| async { None })).expect("register");
     let err = client
         .request_timeout(conn, "silent", Bytes::new(), Duration::from_millis(200))
         .await
         .expect_err("no response");
-    assert!(
-        matches!(err, Error::Timeout { ref kind, .. } if kind == "silent"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Timeout { ref kind, .. } if kind == "silent"), "{err}");
     // Unknown kinds are ignored too, and the connection stays usable.
     let err = client
-        .request_timeout(
-            conn,
-            "nobody:home",
-            Bytes::new(),
-            Duration::from_millis(200),
-        )
+        .request_timeout(conn, "nobody:home", Bytes::new(), Duration::from_millis(200))
         .await
         .expect_err("ignored");
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    client
-        .send(conn, "nobody:home", Bytes::from_static(b"x"))
-        .expect("one-way to unknown kind");
-    assert_eq!(
-        &client
-            .request(conn, "echo", Bytes::from_static(b"ok"))
-            .await
-            .expect("still open")[..],
-        b"ok"
-    );
+    client.send(conn, "nobody:home", Bytes::from_static(b"x")).expect("one-way to unknown kind");
+    assert_eq!(&client.request(conn, "echo", Bytes::from_static(b"ok")).await.expect("still open")[..], b"ok");
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -153,22 +112,11 @@ async fn disconnect_mid_request_resolves_at_once<H: Harness>(h: H) {
     let c = client.clone();
     // A timeout far longer than the test's deadline: only the disconnect can
     // end this request in time.
-    let req = tokio::spawn(async move {
-        c.request_timeout(conn, "hang", Bytes::new(), DEADLINE * 10)
-            .await
-    });
-    tokio::time::timeout(DEADLINE, entered.notified())
-        .await
-        .expect("handler entered");
+    let req = tokio::spawn(async move { c.request_timeout(conn, "hang", Bytes::new(), DEADLINE * 10).await });
+    tokio::time::timeout(DEADLINE, entered.notified()).await.expect("handler entered");
     server.shutdown().await;
-    let res = tokio::time::timeout(DEADLINE, req)
-        .await
-        .expect("resolved before the timeout")
-        .expect("task");
-    assert!(
-        matches!(res, Err(Error::Disconnected { conn: c }) if c == conn),
-        "{res:?}"
-    );
+    let res = tokio::time::timeout(DEADLINE, req).await.expect("resolved before the timeout").expect("task");
+    assert!(matches!(res, Err(Error::Disconnected { conn: c }) if c == conn), "{res:?}");
     client.shutdown().await;
 }
 
@@ -187,13 +135,8 @@ async fn one_way_messages_reach_their_handler<H: Harness>(h: H) {
             }),
         )
         .expect("register");
-    client
-        .send(conn, "note", Bytes::from_static(b"hi"))
-        .expect("send");
-    let got = tokio::time::timeout(DEADLINE, rx.recv())
-        .await
-        .expect("delivered")
-        .expect("open");
+    client.send(conn, "note", Bytes::from_static(b"hi")).expect("send");
+    let got = tokio::time::timeout(DEADLINE, rx.recv()).await.expect("delivered").expect("open");
     assert_eq!(&got[..], b"hi");
     client.shutdown().await;
     server.shutdown().await;
@@ -210,14 +153,8 @@ async fn malformed_message_closes_and_reports<H: Harness>(h: H) {
     for (bad, want) in [
         (&[0u8, 0, 0][..], DecodeError::TooShort { len: 3 }),
         (&[9, 0, 0, 0, 1, 0][..], DecodeError::UnknownType(9)),
-        (
-            &[0, 0, 0, 0, 1, b'k', b'k'][..],
-            DecodeError::UnterminatedKind,
-        ),
-        (
-            &[1, 0, 0, 0, 1, 0xc3, 0x28, 0][..],
-            DecodeError::KindNotUtf8,
-        ),
+        (&[0, 0, 0, 0, 1, b'k', b'k'][..], DecodeError::UnterminatedKind),
+        (&[1, 0, 0, 0, 1, 0xc3, 0x28, 0][..], DecodeError::KindNotUtf8),
     ] {
         // A raw transport speaks frames but not messages.
         let (raw, mut raw_events) = h.endpoint(toy_net::Config::default());
@@ -245,25 +182,15 @@ async fn malformed_message_closes_and_reports<H: Harness>(h: H) {
 
 async fn registering_a_kind_twice_fails<H: Harness>(h: H) {
     let (server, _se) = node(&h, Config::default());
-    server
-        .register_handler("k", handler_fn(|_, _| async { None }))
-        .expect("first");
-    let err = server
-        .register_handler("k", handler_fn(|_, _| async { None }))
-        .expect_err("second");
+    server.register_handler("k", handler_fn(|_, _| async { None })).expect("first");
+    let err = server.register_handler("k", handler_fn(|_, _| async { None })).expect_err("second");
     assert!(matches!(err, Error::DuplicateHandler { ref kind } if kind == "k"));
-    assert!(matches!(
-        server.register_handler("a\0b", handler_fn(|_, _| async { None })),
-        Err(Error::InvalidKind(_))
-    ));
+    assert!(matches!(server.register_handler("a\0b", handler_fn(|_, _| async { None })), Err(Error::InvalidKind(_))));
     server.shutdown().await;
 }
 
 async fn pending_requests_are_bounded<H: Harness>(h: H) {
-    let cfg = Config::builder()
-        .max_pending_per_conn(4)
-        .build()
-        .expect("config");
+    let cfg = Config::builder().max_pending_per_conn(4).build().expect("config");
     let (server, _se, client, _ce, conn) = echo_pair(&h, cfg).await;
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel(8);
     server
@@ -281,32 +208,19 @@ async fn pending_requests_are_bounded<H: Harness>(h: H) {
     let mut waiting = Vec::new();
     for _ in 0..4 {
         let c = client.clone();
-        waiting.push(tokio::spawn(async move {
-            c.request_timeout(conn, "silent", Bytes::new(), DEADLINE)
-                .await
-        }));
+        waiting.push(tokio::spawn(async move { c.request_timeout(conn, "silent", Bytes::new(), DEADLINE).await }));
     }
     // The server has seen all four, so all four are pending at the client.
     for _ in 0..4 {
-        tokio::time::timeout(DEADLINE, seen.recv())
-            .await
-            .expect("request arrives");
+        tokio::time::timeout(DEADLINE, seen.recv()).await.expect("request arrives");
     }
-    let fifth = client
-        .request_timeout(conn, "silent", Bytes::new(), DEADLINE)
-        .await;
-    assert!(
-        matches!(fifth, Err(Error::TooManyPending { max: 4, .. })),
-        "{fifth:?}"
-    );
+    let fifth = client.request_timeout(conn, "silent", Bytes::new(), DEADLINE).await;
+    assert!(matches!(fifth, Err(Error::TooManyPending { max: 4, .. })), "{fifth:?}");
     // Cancelling a request frees its slot.
     waiting.pop().expect("four").abort();
     let freed = tokio::time::timeout(DEADLINE, async {
         loop {
-            match client
-                .request_timeout(conn, "silent", Bytes::new(), Duration::from_millis(10))
-                .await
-            {
+            match client.request_timeout(conn, "silent", Bytes::new(), Duration::from_millis(10)).await {
                 Err(Error::Timeout { .. }) => return,
                 _ => tokio::task::yield_now().await,
             }
@@ -324,10 +238,7 @@ async fn peer_that_stops_reading_is_dropped<H: Harness>(h: H) {
     let (sender, mut se) = node(&h, Config::default());
     let addr = sender.listen(h.any_addr()).await.expect("listen");
     // A raw endpoint whose events nobody drains: it has stopped reading.
-    let cfg = toy_net::Config::builder()
-        .event_buffer(2)
-        .build()
-        .expect("config");
+    let cfg = toy_net::Config::builder().event_buffer(2).build().expect("config");
     let (raw, _raw_events) = h.endpoint(cfg);
     raw.connect(&addr).await.expect("connect");
     let conn = wait_for(&mut se, "Connected", |e| match e {
@@ -345,9 +256,7 @@ async fn peer_that_stops_reading_is_dropped<H: Harness>(h: H) {
             }
         }
     };
-    tokio::time::timeout(DEADLINE * 3, fill)
-        .await
-        .expect("queue fills");
+    tokio::time::timeout(DEADLINE * 3, fill).await.expect("queue fills");
     let reason = wait_for(&mut se, "Disconnected", |e| match e {
         Event::Disconnected { conn: c, reason } if c == conn => Some(reason),
         _ => None,
@@ -394,25 +303,14 @@ async fn oversize_length_prefix_over_tcp_is_a_peer_fault() {
     use tokio::io::AsyncWriteExt;
     let (server, mut se) = node(&TcpHarness, Config::default());
     let addr = server.listen("127.0.0.1:0").await.expect("listen");
-    let mut raw = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     raw.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
     let reason = wait_for(&mut se, "Disconnected", |e| match e {
         Event::Disconnected { reason, .. } => Some(reason),
         _ => None,
     })
     .await;
-    assert!(
-        matches!(
-            reason,
-            DisconnectReason::FrameTooLarge {
-                len: 0xffff_ffff,
-                ..
-            }
-        ),
-        "{reason:?}"
-    );
+    assert!(matches!(reason, DisconnectReason::FrameTooLarge { len: 0xffff_ffff, .. }), "{reason:?}");
     assert!(reason.is_peer_fault());
     server.shutdown().await;
 }

@@ -55,10 +55,7 @@ impl FrameCodec {
     pub fn encode_into(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), Error> {
         let len = payload.len();
         if len > self.max_frame_len || u32::try_from(len).is_err() {
-            return Err(Error::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame_len,
-            });
+            return Err(Error::FrameTooLarge { len: len as u64, max: self.max_frame_len });
         }
         dst.reserve(LEN_PREFIX + len);
         dst.put_u32(len as u32);
@@ -85,10 +82,7 @@ impl Decoder for FrameCodec {
         prefix.copy_from_slice(&src[..LEN_PREFIX]);
         let len = u32::from_be_bytes(prefix) as usize;
         if len > self.max_frame_len {
-            return Err(Error::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame_len,
-            });
+            return Err(Error::FrameTooLarge { len: len as u64, max: self.max_frame_len });
         }
         let total = LEN_PREFIX + len;
         if src.len() < total {
@@ -131,11 +125,7 @@ mod tests {
         let mut pos = 0;
         let mut i = 0;
         while pos < wire.len() {
-            let step = chunks
-                .get(i % chunks.len().max(1))
-                .copied()
-                .unwrap_or(1)
-                .max(1);
+            let step = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(1).max(1);
             let end = (pos + step).min(wire.len());
             buf.extend_from_slice(&wire[pos..end]);
             pos = end;
@@ -154,18 +144,8 @@ mod tests {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
         let cap_before = buf.capacity();
         let err = codec.decode(&mut buf).expect_err("oversize prefix");
-        assert!(matches!(
-            err,
-            Error::FrameTooLarge {
-                len: 0xffff_ffff,
-                max: 1024
-            }
-        ));
-        assert_eq!(
-            buf.capacity(),
-            cap_before,
-            "no memory reserved for the frame"
-        );
+        assert!(matches!(err, Error::FrameTooLarge { len: 0xffff_ffff, max: 1024 }));
+        assert_eq!(buf.capacity(), cap_before, "no memory reserved for the frame");
     }
 
     #[test]
@@ -173,10 +153,7 @@ mod tests {
         let mut codec = FrameCodec::new(8);
         let mut buf = BytesMut::new();
         codec.encode_into(&[7; 8], &mut buf).expect("fits");
-        assert_eq!(
-            codec.decode(&mut buf).expect("ok").as_deref(),
-            Some(&[7u8; 8][..])
-        );
+        assert_eq!(codec.decode(&mut buf).expect("ok").as_deref(), Some(&[7u8; 8][..]));
         assert!(codec.encode_into(&[7; 9], &mut buf).is_err());
         assert!(buf.is_empty());
     }

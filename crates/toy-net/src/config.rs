@@ -147,34 +147,14 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, Error> {
         let c = self.0;
         let check = |ok: bool, field: &'static str, reason: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::InvalidConfig { field, reason })
-            }
+            if ok { Ok(()) } else { Err(Error::InvalidConfig { field, reason }) }
         };
         check(c.max_frame_len > 0, "max_frame_len", "must be at least 1")?;
-        check(
-            u32::try_from(c.max_frame_len).is_ok(),
-            "max_frame_len",
-            "must fit the 4-byte length prefix",
-        )?;
-        check(
-            c.send_queue_frames > 0,
-            "send_queue_frames",
-            "must be at least 1",
-        )?;
-        check(
-            c.send_queue_bytes > 0,
-            "send_queue_bytes",
-            "must be at least 1",
-        )?;
+        check(u32::try_from(c.max_frame_len).is_ok(), "max_frame_len", "must fit the 4-byte length prefix")?;
+        check(c.send_queue_frames > 0, "send_queue_frames", "must be at least 1")?;
+        check(c.send_queue_bytes > 0, "send_queue_bytes", "must be at least 1")?;
         check(c.event_buffer > 0, "event_buffer", "must be at least 1")?;
-        check(
-            !c.connect_timeout.is_zero(),
-            "connect_timeout",
-            "must be positive",
-        )?;
+        check(!c.connect_timeout.is_zero(), "connect_timeout", "must be positive")?;
         Ok(c)
     }
 }
@@ -188,12 +168,7 @@ mod tests {
         assert!(Config::builder().max_frame_len(0).build().is_err());
         assert!(Config::builder().send_queue_frames(0).build().is_err());
         assert!(Config::builder().event_buffer(0).build().is_err());
-        assert!(
-            Config::builder()
-                .connect_timeout(Duration::ZERO)
-                .build()
-                .is_err()
-        );
+        assert!(Config::builder().connect_timeout(Duration::ZERO).build().is_err());
         let c = Config::builder().max_frame_len(100).build().expect("valid");
         assert_eq!(c.max_frame_len(), 100);
     }

@@ -16,9 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{
-    Config, ConnId, DisconnectReason, Event, Events, MemoryNetwork, TcpTransport, Transport,
-};
+use crate::{Config, ConnId, DisconnectReason, Event, Events, MemoryNetwork, TcpTransport, Transport};
 
 /// The longest any check waits for an event.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -113,11 +111,7 @@ pub async fn connected_pair<H: Harness>(h: &H, a_cfg: Config, b_cfg: Config) -> 
     let (a, mut a_events) = h.endpoint(a_cfg);
     let a_conn = a.connect(&addr).await.expect("connect");
     let (c, incoming) = wait_connected(&mut a_events).await;
-    assert_eq!(
-        (c, incoming),
-        (a_conn, false),
-        "dialler sees an outgoing connection"
-    );
+    assert_eq!((c, incoming), (a_conn, false), "dialler sees an outgoing connection");
     let (b_conn, incoming) = wait_connected(&mut b_events).await;
     assert!(incoming, "listener sees an incoming connection");
     (a, a_events, a_conn, b, b_events, b_conn)
@@ -133,8 +127,7 @@ fn frame(i: usize, len: usize) -> Bytes {
 
 /// Frames of many sizes arrive whole, in order, both ways.
 pub async fn frames_arrive_in_order_both_ways<H: Harness>(h: H) {
-    let (a, mut ae, ac, b, mut be, bc) =
-        connected_pair(&h, Config::default(), Config::default()).await;
+    let (a, mut ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), Config::default()).await;
     let sizes = [0usize, 1, 3, 4, 5, 100, 4096, 70_000, 1, 0, 300_000];
     for (i, &len) in sizes.iter().enumerate() {
         a.send(ac, frame(i, len)).expect("a sends");
@@ -160,8 +153,7 @@ pub async fn frames_arrive_in_order_both_ways<H: Harness>(h: H) {
 
 /// A close writes what was queued, then both sides report who ended it.
 pub async fn close_flushes_then_reports_both_sides<H: Harness>(h: H) {
-    let (a, mut ae, ac, b, mut be, bc) =
-        connected_pair(&h, Config::default(), Config::default()).await;
+    let (a, mut ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), Config::default()).await;
     for i in 0..50 {
         a.send(ac, frame(i, 1000)).expect("send");
     }
@@ -190,15 +182,10 @@ pub async fn close_flushes_then_reports_both_sides<H: Harness>(h: H) {
 /// A frame over the receiver's maximum closes the connection with
 /// `FrameTooLarge` at the receiver; the sender sees the peer end it.
 pub async fn oversize_frame_closes_receiver<H: Harness>(h: H) {
-    let small = Config::builder()
-        .max_frame_len(1024)
-        .build()
-        .expect("config");
+    let small = Config::builder().max_frame_len(1024).build().expect("config");
     let (a, mut ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), small).await;
-    a.send(ac, frame(0, 1024))
-        .expect("a frame of exactly the maximum");
-    a.send(ac, frame(1, 4096))
-        .expect("the sender's own limit is larger");
+    a.send(ac, frame(0, 1024)).expect("a frame of exactly the maximum");
+    a.send(ac, frame(1, 4096)).expect("the sender's own limit is larger");
     let got = wait_for(&mut be, "frame at b", |ev| match ev {
         Event::Frame { data, .. } => Some(data.len()),
         _ => None,
@@ -206,38 +193,20 @@ pub async fn oversize_frame_closes_receiver<H: Harness>(h: H) {
     .await;
     assert_eq!(got, 1024);
     let reason = wait_disconnected(&mut be, bc).await;
-    assert_eq!(
-        reason,
-        DisconnectReason::FrameTooLarge {
-            len: 4096,
-            max: 1024
-        }
-    );
+    assert_eq!(reason, DisconnectReason::FrameTooLarge { len: 4096, max: 1024 });
     assert!(reason.is_peer_fault());
     let reason = wait_disconnected(&mut ae, ac).await;
-    assert!(
-        !reason.initiated_by_us(),
-        "a sees the peer end it: {reason:?}"
-    );
+    assert!(!reason.initiated_by_us(), "a sees the peer end it: {reason:?}");
     a.shutdown().await;
     b.shutdown().await;
 }
 
 /// Sending more than our own maximum fails locally and keeps the connection.
 pub async fn send_checks_own_limits<H: Harness>(h: H) {
-    let small = Config::builder()
-        .max_frame_len(100)
-        .build()
-        .expect("config");
+    let small = Config::builder().max_frame_len(100).build().expect("config");
     let (a, _ae, ac, b, mut be, bc) = connected_pair(&h, small, Config::default()).await;
-    assert!(matches!(
-        a.send(ac, frame(0, 101)),
-        Err(crate::Error::FrameTooLarge { len: 101, max: 100 })
-    ));
-    assert!(matches!(
-        a.send(ConnId(u64::MAX), Bytes::new()),
-        Err(crate::Error::UnknownConnection(_))
-    ));
+    assert!(matches!(a.send(ac, frame(0, 101)), Err(crate::Error::FrameTooLarge { len: 101, max: 100 })));
+    assert!(matches!(a.send(ConnId(u64::MAX), Bytes::new()), Err(crate::Error::UnknownConnection(_))));
     a.send(ac, frame(1, 100)).expect("connection still open");
     let got = wait_for(&mut be, "frame", |ev| match ev {
         Event::Frame { conn, data } if conn == bc => Some(data),
@@ -252,11 +221,7 @@ pub async fn send_checks_own_limits<H: Harness>(h: H) {
 /// A peer that stops reading is disconnected once our send queue fills, and
 /// our queue never holds more than its limit.
 pub async fn slow_reader_is_disconnected<H: Harness>(h: H) {
-    let tight = Config::builder()
-        .send_queue_frames(8)
-        .send_queue_bytes(256 * 1024)
-        .build()
-        .expect("config");
+    let tight = Config::builder().send_queue_frames(8).send_queue_bytes(256 * 1024).build().expect("config");
     let reader = Config::builder().event_buffer(4).build().expect("config");
     // `b` never drains its events after the handshake: it has stopped reading.
     let (a, mut ae, ac, b, _be, _bc) = connected_pair(&h, tight, reader).await;
@@ -266,10 +231,7 @@ pub async fn slow_reader_is_disconnected<H: Harness>(h: H) {
         loop {
             match a.send(ac, chunk.clone()) {
                 Ok(()) => sent += 1,
-                Err(crate::Error::SendQueueFull {
-                    queued_frames,
-                    queued_bytes,
-                }) => {
+                Err(crate::Error::SendQueueFull { queued_frames, queued_bytes }) => {
                     assert!(queued_frames <= 8 && queued_bytes <= 256 * 1024);
                     return sent;
                 }
@@ -279,36 +241,23 @@ pub async fn slow_reader_is_disconnected<H: Harness>(h: H) {
             tokio::task::yield_now().await;
         }
     };
-    let sent = tokio::time::timeout(DEADLINE * 3, sent_until_full)
-        .await
-        .expect("the queue fills");
+    let sent = tokio::time::timeout(DEADLINE * 3, sent_until_full).await.expect("the queue fills");
     assert!(sent >= 8, "at least one queue's worth went out ({sent})");
-    assert_eq!(
-        wait_disconnected(&mut ae, ac).await,
-        DisconnectReason::SendQueueFull
-    );
+    assert_eq!(wait_disconnected(&mut ae, ac).await, DisconnectReason::SendQueueFull);
     a.shutdown().await;
     b.shutdown().await;
 }
 
 /// A reader that keeps up is never disconnected by the same traffic.
 pub async fn reading_peer_keeps_up<H: Harness>(h: H) {
-    let tight = Config::builder()
-        .send_queue_frames(8)
-        .send_queue_bytes(256 * 1024)
-        .build()
-        .expect("config");
+    let tight = Config::builder().send_queue_frames(8).send_queue_bytes(256 * 1024).build().expect("config");
     let (a, _ae, ac, b, mut be, bc) = connected_pair(&h, tight, Config::default()).await;
     let chunk = Bytes::from(vec![7u8; 16 * 1024]);
     let total = 400;
     // Interleave: send one, read one, so the queue never exceeds its bound.
     for _ in 0..total {
-        a.send(ac, chunk.clone())
-            .expect("queue has room while the reader keeps up");
-        wait_for(&mut be, "frame", |ev| {
-            matches!(ev, Event::Frame { conn, .. } if conn == bc).then_some(())
-        })
-        .await;
+        a.send(ac, chunk.clone()).expect("queue has room while the reader keeps up");
+        wait_for(&mut be, "frame", |ev| matches!(ev, Event::Frame { conn, .. } if conn == bc).then_some(())).await;
     }
     assert_eq!(a.connections(), vec![ac]);
     a.shutdown().await;
@@ -340,10 +289,7 @@ pub async fn inbound_limit_is_enforced<H: Harness>(h: H) {
     let (a0, mut a0e, c0) = dialers.remove(0);
     a0.close(c0);
     wait_disconnected(&mut a0e, c0).await;
-    wait_for(&mut be, "Disconnected at b", |ev| {
-        matches!(ev, Event::Disconnected { .. }).then_some(())
-    })
-    .await;
+    wait_for(&mut be, "Disconnected at b", |ev| matches!(ev, Event::Disconnected { .. }).then_some(())).await;
     let c = x.connect(&addr).await.expect("a slot is free again");
     let (got, incoming) = wait_connected(&mut xe).await;
     assert_eq!((got, incoming), (c, false));
@@ -361,26 +307,18 @@ pub async fn connect_to_nobody_fails<H: Harness>(h: H) {
     let addr = b.listen(h.any_addr()).await.expect("listen");
     b.shutdown().await;
     let (a, _ae) = h.endpoint(Config::default());
-    let res = tokio::time::timeout(DEADLINE, a.connect(&addr))
-        .await
-        .expect("connect returns");
+    let res = tokio::time::timeout(DEADLINE, a.connect(&addr)).await.expect("connect returns");
     assert!(res.is_err(), "nobody listens at {addr}");
     a.shutdown().await;
 }
 
 /// Shutting one side down ends its connections; the other side is told.
 pub async fn shutdown_disconnects_peers<H: Harness>(h: H) {
-    let (a, mut ae, ac, b, _be, _bc) =
-        connected_pair(&h, Config::default(), Config::default()).await;
+    let (a, mut ae, ac, b, _be, _bc) = connected_pair(&h, Config::default(), Config::default()).await;
     b.shutdown().await;
     let reason = wait_disconnected(&mut ae, ac).await;
     assert!(!reason.initiated_by_us(), "{reason:?}");
-    assert!(
-        b.connect(&a.local_addr().unwrap_or_default())
-            .await
-            .is_err(),
-        "a shut-down transport does not dial"
-    );
+    assert!(b.connect(&a.local_addr().unwrap_or_default()).await.is_err(), "a shut-down transport does not dial");
     a.shutdown().await;
 }
 

@@ -39,10 +39,7 @@ impl ReasonSlot {
     }
 
     pub(crate) fn get(&self) -> Option<DisconnectReason> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -155,32 +152,13 @@ impl ConnTable {
                 tag,
             },
         );
-        Some(ConnParts {
-            id,
-            rx,
-            queued_bytes,
-            cancel,
-            reason,
-        })
+        Some(ConnParts { id, rx, queued_bytes, cancel, reason })
     }
 
     /// Emits `Connected` for a registered connection. Waits for room in the
     /// event channel unless the connection or transport is cancelled first.
-    pub(crate) async fn emit_connected(
-        &self,
-        parts: &ConnParts,
-        remote: String,
-        incoming: bool,
-    ) -> bool {
-        self.emit(
-            Event::Connected {
-                conn: parts.id,
-                incoming,
-                remote,
-            },
-            &parts.cancel,
-        )
-        .await
+    pub(crate) async fn emit_connected(&self, parts: &ConnParts, remote: String, incoming: bool) -> bool {
+        self.emit(Event::Connected { conn: parts.id, incoming, remote }, &parts.cancel).await
     }
 
     /// Emits a frame event, waiting for room (this is the backpressure).
@@ -223,10 +201,7 @@ impl ConnTable {
     pub(crate) fn send(&self, id: ConnId, frame: Bytes) -> Result<(), Error> {
         let len = frame.len();
         if len > self.config.max_frame_len {
-            return Err(Error::FrameTooLarge {
-                len: len as u64,
-                max: self.config.max_frame_len,
-            });
+            return Err(Error::FrameTooLarge { len: len as u64, max: self.config.max_frame_len });
         }
         let map = self.read();
         let entry = map.get(&id).ok_or(Error::UnknownConnection(id))?;
@@ -308,10 +283,7 @@ impl ConnTable {
         }
         self.root.cancel();
         self.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait()).await.is_err() {
             tracing::warn!("transport tasks still running after {SHUTDOWN_GRACE:?}");
         }
     }

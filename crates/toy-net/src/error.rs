@@ -65,9 +65,6 @@ impl Error {
     /// Whether the error was caused by the remote peer's behaviour (and so may
     /// deserve a penalty), as opposed to a local or environmental failure.
     pub fn is_peer_fault(&self) -> bool {
-        matches!(
-            self,
-            Error::FrameTooLarge { .. } | Error::SendQueueFull { .. }
-        )
+        matches!(self, Error::FrameTooLarge { .. } | Error::SendQueueFull { .. })
     }
 }

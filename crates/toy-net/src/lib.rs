@@ -124,10 +124,7 @@ impl DisconnectReason {
     /// Whether the disconnect was initiated by our side (the workshop's
     /// `incoming = False` of `on_disconnect`).
     pub fn initiated_by_us(&self) -> bool {
-        matches!(
-            self,
-            Self::Closed | Self::FrameTooLarge { .. } | Self::SendQueueFull | Self::Shutdown
-        )
+        matches!(self, Self::Closed | Self::FrameTooLarge { .. } | Self::SendQueueFull | Self::Shutdown)
     }
 
     /// Whether the peer misbehaved (so the layer above may penalise it).

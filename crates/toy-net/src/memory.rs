@@ -56,22 +56,14 @@ impl MemoryNetwork {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, NetState> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A new endpoint on this network, and the stream of its events.
     pub fn endpoint(&self, config: Config) -> (MemoryTransport, Events) {
         let id = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed) + 1;
         let (table, events) = ConnTable::new(config, true);
-        let endpoint = Arc::new(Endpoint {
-            id,
-            table,
-            net: self.clone(),
-            local: Mutex::new(None),
-        });
+        let endpoint = Arc::new(Endpoint { id, table, net: self.clone(), local: Mutex::new(None) });
         self.state().endpoints.insert(id, Arc::downgrade(&endpoint));
         (MemoryTransport { endpoint }, events)
     }
@@ -93,11 +85,7 @@ impl MemoryNetwork {
             return Duration::ZERO;
         }
         let state = self.state();
-        state
-            .latency
-            .get(&pair(a, b))
-            .copied()
-            .unwrap_or(state.default_latency)
+        state.latency.get(&pair(a, b)).copied().unwrap_or(state.default_latency)
     }
 
     /// Cuts the link between `a` and `b`: their connections end with
@@ -191,23 +179,13 @@ impl Transport for MemoryTransport {
         if self.table().root.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        let mut local = self
-            .endpoint
-            .local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut local = self.endpoint.local.lock().unwrap_or_else(PoisonError::into_inner);
         if local.is_some() {
             return Err(Error::Listen("already listening".into()));
         }
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| Error::Listen(format!("{addr:?} is not host:port")))?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| Error::Listen(format!("{addr:?} is not host:port")))?;
         // Port 0 picks a unique port, as with TCP.
-        let bound = if port == "0" {
-            format!("{host}:{}", 10_000 + self.id())
-        } else {
-            addr.to_owned()
-        };
+        let bound = if port == "0" { format!("{host}:{}", 10_000 + self.id()) } else { addr.to_owned() };
         let mut state = self.endpoint.net.state();
         if state.listeners.contains_key(&bound) {
             return Err(Error::Listen(format!("{bound} already in use")));
@@ -224,84 +202,37 @@ impl Transport for MemoryTransport {
         let net = &self.endpoint.net;
         let remote = {
             let state = net.state();
-            let unreachable = |reason: &str| Error::Unreachable {
-                addr: addr.to_owned(),
-                reason: reason.to_owned(),
-            };
-            let id = *state
-                .listeners
-                .get(addr)
-                .ok_or_else(|| unreachable("connection refused"))?;
+            let unreachable = |reason: &str| Error::Unreachable { addr: addr.to_owned(), reason: reason.to_owned() };
+            let id = *state.listeners.get(addr).ok_or_else(|| unreachable("connection refused"))?;
             if state.cut.contains(&pair(self.id(), id)) {
-                return Err(Error::ConnectTimeout {
-                    addr: addr.to_owned(),
-                });
+                return Err(Error::ConnectTimeout { addr: addr.to_owned() });
             }
-            state
-                .endpoints
-                .get(&id)
-                .and_then(Weak::upgrade)
-                .ok_or_else(|| unreachable("connection refused"))?
+            state.endpoints.get(&id).and_then(Weak::upgrade).ok_or_else(|| unreachable("connection refused"))?
         };
         if remote.table.root.is_cancelled() {
-            return Err(Error::Unreachable {
-                addr: addr.to_owned(),
-                reason: "connection refused".into(),
-            });
+            return Err(Error::Unreachable { addr: addr.to_owned(), reason: "connection refused".into() });
         }
         if remote.table.inbound_full() {
-            return Err(Error::Unreachable {
-                addr: addr.to_owned(),
-                reason: "connection reset".into(),
-            });
+            return Err(Error::Unreachable { addr: addr.to_owned(), reason: "connection reset".into() });
         }
-        let ours = self
-            .table()
-            .register(addr.to_owned(), false, remote.id)
-            .ok_or(Error::Shutdown)?;
+        let ours = self.table().register(addr.to_owned(), false, remote.id).ok_or(Error::Shutdown)?;
         let Some(theirs) = remote.table.register(self.endpoint.name(), true, self.id()) else {
-            self.table()
-                .finish(ours.id, DisconnectReason::RemoteClosed)
-                .await;
-            return Err(Error::Unreachable {
-                addr: addr.to_owned(),
-                reason: "connection refused".into(),
-            });
+            self.table().finish(ours.id, DisconnectReason::RemoteClosed).await;
+            return Err(Error::Unreachable { addr: addr.to_owned(), reason: "connection refused".into() });
         };
         let id = ours.id;
         let (our_id, their_id) = (ours.id, theirs.id);
         // Each end's task delivers the frames the *other* end queued.
-        let our_side = Side {
-            endpoint: self.endpoint.clone(),
-            conn: our_id,
-            peer: remote.clone(),
-            peer_conn: their_id,
-        };
-        let their_side = Side {
-            endpoint: remote.clone(),
-            conn: their_id,
-            peer: self.endpoint.clone(),
-            peer_conn: our_id,
-        };
+        let our_side =
+            Side { endpoint: self.endpoint.clone(), conn: our_id, peer: remote.clone(), peer_conn: their_id };
+        let their_side =
+            Side { endpoint: remote.clone(), conn: their_id, peer: self.endpoint.clone(), peer_conn: our_id };
         // Swap the queues: each task drains the other end's send queue and
         // releases that end's queued-byte count.
-        let our_parts = ConnParts {
-            rx: theirs.rx,
-            queued_bytes: theirs.queued_bytes,
-            ..ours
-        };
-        let their_parts = ConnParts {
-            rx: ours.rx,
-            queued_bytes: ours.queued_bytes,
-            ..theirs
-        };
-        self.table()
-            .tracker
-            .spawn(our_side.run(our_parts, addr.to_owned(), false));
-        remote
-            .table
-            .tracker
-            .spawn(their_side.run(their_parts, self.endpoint.name(), true));
+        let our_parts = ConnParts { rx: theirs.rx, queued_bytes: theirs.queued_bytes, ..ours };
+        let their_parts = ConnParts { rx: ours.rx, queued_bytes: ours.queued_bytes, ..theirs };
+        self.table().tracker.spawn(our_side.run(our_parts, addr.to_owned(), false));
+        remote.table.tracker.spawn(their_side.run(their_parts, self.endpoint.name(), true));
         Ok(id)
     }
 
@@ -318,11 +249,7 @@ impl Transport for MemoryTransport {
     }
 
     fn local_addr(&self) -> Option<String> {
-        self.endpoint
-            .local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.endpoint.local.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn connections(&self) -> Vec<ConnId> {
@@ -372,11 +299,7 @@ impl Side {
         } else {
             parts.cancelled_reason()
         };
-        let reason = parts
-            .reason
-            .get()
-            .filter(|_| reason == DisconnectReason::RemoteClosed)
-            .unwrap_or(reason);
+        let reason = parts.reason.get().filter(|_| reason == DisconnectReason::RemoteClosed).unwrap_or(reason);
         table.finish(self.conn, reason.clone()).await;
         let peer_reason = match reason {
             DisconnectReason::LinkCut => DisconnectReason::LinkCut,
@@ -397,9 +320,7 @@ impl Side {
             match rx.recv().await {
                 None => return DisconnectReason::RemoteClosed,
                 Some(Outgoing::Close) => {
-                    self.peer
-                        .table
-                        .abort_with(self.peer_conn, DisconnectReason::Closed);
+                    self.peer.table.abort_with(self.peer_conn, DisconnectReason::Closed);
                     return DisconnectReason::RemoteClosed;
                 }
                 Some(Outgoing::Frame(data, queued_at)) => {
@@ -410,21 +331,9 @@ impl Side {
                     }
                     if data.len() > max {
                         tracing::warn!(conn = %self.conn, len = data.len(), max, "peer sent an oversize frame; closing");
-                        return DisconnectReason::FrameTooLarge {
-                            len: data.len() as u64,
-                            max,
-                        };
+                        return DisconnectReason::FrameTooLarge { len: data.len() as u64, max };
                     }
-                    if !table
-                        .emit(
-                            Event::Frame {
-                                conn: self.conn,
-                                data,
-                            },
-                            cancel,
-                        )
-                        .await
-                    {
+                    if !table.emit(Event::Frame { conn: self.conn, data }, cancel).await {
                         return DisconnectReason::Shutdown;
                     }
                 }

@@ -43,16 +43,8 @@ impl TcpTransport {
     /// A transport with the given limits, and the stream of its events.
     pub fn new(config: Config) -> (Self, Events) {
         let (table, events) = ConnTable::new(config, false);
-        let inner = Inner {
-            table,
-            local: Mutex::new(None),
-        };
-        (
-            Self {
-                inner: Arc::new(inner),
-            },
-            events,
-        )
+        let inner = Inner { table, local: Mutex::new(None) };
+        (Self { inner: Arc::new(inner) }, events)
     }
 
     fn table(&self) -> &Arc<ConnTable> {
@@ -66,9 +58,7 @@ impl TcpTransport {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(conn = %id, "set_nodelay failed: {e}");
         }
-        self.table()
-            .tracker
-            .spawn(run_conn(table, stream, parts, remote, incoming));
+        self.table().tracker.spawn(run_conn(table, stream, parts, remote, incoming));
         Some(id)
     }
 }
@@ -85,11 +75,7 @@ impl Transport for TcpTransport {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?.to_string();
         {
-            let mut local = self
-                .inner
-                .local
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
             if local.is_some() {
                 return Err(Error::Listen("already listening".into()));
             }
@@ -114,24 +100,15 @@ impl Transport for TcpTransport {
         let timeout = self.table().config().connect_timeout();
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => {
-                return Err(Error::ConnectTimeout {
-                    addr: addr.to_owned(),
-                });
+                return Err(Error::ConnectTimeout { addr: addr.to_owned() });
             }
             Ok(Err(e)) => {
-                return Err(Error::Unreachable {
-                    addr: addr.to_owned(),
-                    reason: e.to_string(),
-                });
+                return Err(Error::Unreachable { addr: addr.to_owned(), reason: e.to_string() });
             }
             Ok(Ok(stream)) => stream,
         };
-        let remote = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| addr.to_owned());
-        self.spawn_conn(stream, remote, false)
-            .ok_or(Error::Shutdown)
+        let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_owned());
+        self.spawn_conn(stream, remote, false).ok_or(Error::Shutdown)
     }
 
     fn send(&self, conn: ConnId, frame: Bytes) -> Result<(), Error> {
@@ -147,11 +124,7 @@ impl Transport for TcpTransport {
     }
 
     fn local_addr(&self) -> Option<String> {
-        self.inner
-            .local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.local.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn connections(&self) -> Vec<ConnId> {
@@ -190,13 +163,7 @@ impl TcpTransport {
 
 /// Runs one connection: reports it, then reads and writes until either side
 /// ends, the connection is closed or the transport shuts down.
-async fn run_conn(
-    table: Arc<ConnTable>,
-    stream: TcpStream,
-    mut parts: ConnParts,
-    remote: String,
-    incoming: bool,
-) {
+async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, mut parts: ConnParts, remote: String, incoming: bool) {
     let reason = if table.emit_connected(&parts, remote, incoming).await {
         let (r, w) = stream.into_split();
         let cancel = parts.cancel.clone();

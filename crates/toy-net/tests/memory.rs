@@ -3,16 +3,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use toy_net::conformance::{
-    MemoryHarness, connected_pair, wait_connected, wait_disconnected, wait_for,
-};
+use toy_net::conformance::{MemoryHarness, connected_pair, wait_connected, wait_disconnected, wait_for};
 use toy_net::{Config, DisconnectReason, Event, MemoryNetwork, Transport};
 
 #[tokio::test(start_paused = true)]
 async fn latency_delays_frames_without_limiting_throughput() {
     let h = MemoryHarness::default();
-    let (a, _ae, ac, b, mut be, bc) =
-        connected_pair(&h, Config::default(), Config::default()).await;
+    let (a, _ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), Config::default()).await;
     h.net.set_latency(&a, &b, Duration::from_millis(50));
     let start = tokio::time::Instant::now();
     for i in 0..100u8 {
@@ -35,17 +32,10 @@ async fn latency_delays_frames_without_limiting_throughput() {
 #[tokio::test]
 async fn cut_link_disconnects_and_refuses_until_healed() {
     let h = MemoryHarness::default();
-    let (a, mut ae, ac, b, mut be, bc) =
-        connected_pair(&h, Config::default(), Config::default()).await;
+    let (a, mut ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), Config::default()).await;
     h.net.cut(&a, &b);
-    assert_eq!(
-        wait_disconnected(&mut ae, ac).await,
-        DisconnectReason::LinkCut
-    );
-    assert_eq!(
-        wait_disconnected(&mut be, bc).await,
-        DisconnectReason::LinkCut
-    );
+    assert_eq!(wait_disconnected(&mut ae, ac).await, DisconnectReason::LinkCut);
+    assert_eq!(wait_disconnected(&mut be, bc).await, DisconnectReason::LinkCut);
     let addr = b.local_addr().expect("listening");
     assert!(a.connect(&addr).await.is_err(), "cut link refuses dials");
     h.net.heal_link(&a, &b);
@@ -87,11 +77,7 @@ async fn partition_splits_groups_and_heal_restores() {
             .await;
             assert_eq!(reason, DisconnectReason::LinkCut);
         }
-        assert_eq!(
-            t.connections().len(),
-            1,
-            "only the link inside the group is left"
-        );
+        assert_eq!(t.connections().len(), 1, "only the link inside the group is left");
     }
     let addr2 = nodes[2].2.clone();
     assert!(nodes[0].0.connect(&addr2).await.is_err());
@@ -102,13 +88,8 @@ async fn partition_splits_groups_and_heal_restores() {
 #[tokio::test]
 async fn thousands_of_endpoints_fit_in_one_process() {
     let net = MemoryNetwork::new();
-    let small = Config::builder()
-        .event_buffer(16)
-        .send_queue_frames(16)
-        .build()
-        .expect("config");
-    let (hub, mut hub_events) =
-        net.endpoint(Config::builder().max_inbound(5000).build().expect("config"));
+    let small = Config::builder().event_buffer(16).send_queue_frames(16).build().expect("config");
+    let (hub, mut hub_events) = net.endpoint(Config::builder().max_inbound(5000).build().expect("config"));
     let hub_addr = hub.listen("hub:1").await.expect("listen");
     let mut spokes = Vec::new();
     for _ in 0..2000 {
@@ -119,10 +100,7 @@ async fn thousands_of_endpoints_fit_in_one_process() {
     }
     let mut frames = 0;
     while frames < 2000 {
-        wait_for(&mut hub_events, "frame", |e| {
-            matches!(e, Event::Frame { .. }).then_some(())
-        })
-        .await;
+        wait_for(&mut hub_events, "frame", |e| matches!(e, Event::Frame { .. }).then_some(())).await;
         frames += 1;
     }
     assert_eq!(hub.connections().len(), 2000);

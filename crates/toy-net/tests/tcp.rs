@@ -15,22 +15,12 @@ async fn oversize_length_prefix_closes_before_allocating() {
     let mut raw = TcpStream::connect(&addr).await.expect("connect");
     let (conn, _) = wait_connected(&mut events).await;
     // Announce 4 GiB - 1 and send only a few bytes of it.
-    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
-        .await
-        .expect("write");
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await.expect("write");
     let reason = wait_disconnected(&mut events, conn).await;
-    assert_eq!(
-        reason,
-        DisconnectReason::FrameTooLarge {
-            len: 0xffff_ffff,
-            max: toy_net::DEFAULT_MAX_FRAME_LEN
-        }
-    );
+    assert_eq!(reason, DisconnectReason::FrameTooLarge { len: 0xffff_ffff, max: toy_net::DEFAULT_MAX_FRAME_LEN });
     // The raw peer sees the socket close.
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(DEADLINE, raw.read(&mut buf))
-        .await
-        .expect("closed in time");
+    let n = tokio::time::timeout(DEADLINE, raw.read(&mut buf)).await.expect("closed in time");
     assert!(matches!(n, Ok(0) | Err(_)), "connection closed: {n:?}");
     server.shutdown().await;
 }
@@ -43,9 +33,7 @@ async fn frames_split_across_reads_and_merged_in_one_read() {
     raw.set_nodelay(true).expect("nodelay");
     let (conn, _) = wait_connected(&mut events).await;
     // Three frames in one write.
-    raw.write_all(b"\0\0\0\x01a\0\0\0\x02bc\0\0\0\0")
-        .await
-        .expect("write");
+    raw.write_all(b"\0\0\0\x01a\0\0\0\x02bc\0\0\0\0").await.expect("write");
     // One frame dribbled byte by byte.
     for b in b"\0\0\0\x03xyz" {
         raw.write_all(&[*b]).await.expect("write");
@@ -62,23 +50,14 @@ async fn frames_split_across_reads_and_merged_in_one_read() {
     }
     assert_eq!(
         got,
-        vec![
-            Bytes::from_static(b"a"),
-            Bytes::from_static(b"bc"),
-            Bytes::new(),
-            Bytes::from_static(b"xyz")
-        ]
+        vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc"), Bytes::new(), Bytes::from_static(b"xyz")]
     );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn peer_that_never_reads_is_dropped_with_bounded_queue() {
-    let config = Config::builder()
-        .send_queue_frames(64)
-        .send_queue_bytes(1024 * 1024)
-        .build()
-        .expect("config");
+    let config = Config::builder().send_queue_frames(64).send_queue_bytes(1024 * 1024).build().expect("config");
     let (server, mut events) = TcpTransport::new(config);
     let addr = server.listen("127.0.0.1:0").await.expect("listen");
     // A raw client that connects and never reads a byte.
@@ -91,10 +70,7 @@ async fn peer_that_never_reads_is_dropped_with_bounded_queue() {
             match server.send(conn, chunk.clone()) {
                 Ok(()) => sent += 1,
                 Err(toy_net::Error::SendQueueFull { queued_bytes, .. }) => {
-                    assert!(
-                        queued_bytes <= 1024 * 1024,
-                        "queue stayed within its byte limit"
-                    );
+                    assert!(queued_bytes <= 1024 * 1024, "queue stayed within its byte limit");
                     return sent;
                 }
                 Err(e) => panic!("unexpected {e}"),
@@ -103,18 +79,10 @@ async fn peer_that_never_reads_is_dropped_with_bounded_queue() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
-    let sent = tokio::time::timeout(DEADLINE * 3, fill)
-        .await
-        .expect("the queue fills");
+    let sent = tokio::time::timeout(DEADLINE * 3, fill).await.expect("the queue fills");
     // Kernel socket buffers absorb some megabytes before the queue fills.
-    assert!(
-        sent > 16,
-        "some frames went out before the queue filled ({sent})"
-    );
-    assert_eq!(
-        wait_disconnected(&mut events, conn).await,
-        DisconnectReason::SendQueueFull
-    );
+    assert!(sent > 16, "some frames went out before the queue filled ({sent})");
+    assert_eq!(wait_disconnected(&mut events, conn).await, DisconnectReason::SendQueueFull);
     server.shutdown().await;
 }
 
@@ -122,20 +90,9 @@ async fn peer_that_never_reads_is_dropped_with_bounded_queue() {
 async fn connect_timeout_is_reported() {
     // A non-routable address (TEST-NET-1, RFC 5737): the SYN goes nowhere, or
     // the sandbox refuses it at once; either way connect returns an error.
-    let config = Config::builder()
-        .connect_timeout(Duration::from_millis(200))
-        .build()
-        .expect("config");
+    let config = Config::builder().connect_timeout(Duration::from_millis(200)).build().expect("config");
     let (client, _events) = TcpTransport::new(config);
-    let res = tokio::time::timeout(DEADLINE, client.connect("192.0.2.1:15151"))
-        .await
-        .expect("bounded by timeout");
-    assert!(
-        matches!(
-            res,
-            Err(toy_net::Error::ConnectTimeout { .. } | toy_net::Error::Unreachable { .. })
-        ),
-        "{res:?}"
-    );
+    let res = tokio::time::timeout(DEADLINE, client.connect("192.0.2.1:15151")).await.expect("bounded by timeout");
+    assert!(matches!(res, Err(toy_net::Error::ConnectTimeout { .. } | toy_net::Error::Unreachable { .. })), "{res:?}");
     client.shutdown().await;
 }
