@@ -1,0 +1,76 @@
+//! # toy-chain — transactions, blocks and the state transition
+//!
+//! The chain layer of toy: an account-model proof-of-work chain.
+//!
+//! ```text
+//!  Transaction { kind, sender, recipient, amount, fee, nonce, signature }
+//!        │ id = SHA-256(postcard(tx without signature)); signed with secp256k1
+//!        ▼
+//!  Mempool ──build_template──► Block { Header, txs }
+//!                                 │ hash = SHA-256(165-byte header, nonce last)
+//!                                 ▼
+//!  Chain::insert ── check_header ─ apply_body(State) ─► Undo ─► Store::connect (atomic)
+//!     │  block tree: most work wins, reorg via undo, orphans, invalid set, pruning
+//!     └► watch::Receiver<Tip>
+//! ```
+//!
+//! * [`types`] — addresses (compressed public keys), transactions, headers,
+//!   blocks; strict postcard decoding (trailing bytes, oversize input and
+//!   non-canonical encodings are errors).
+//! * [`crypto`] — keys, deterministic low-S signatures, the [`Verifier`]
+//!   trait (k256 by default) and a bounded [`SigCache`].
+//! * [`params`] — [`ChainParams`] with the `workshop`, `dev` and `test` presets.
+//! * [`state`] — [`State`], [`apply_block`] and its [`Undo`].
+//! * [`mempool`], [`builder`] — pending transactions and block templates.
+//! * [`tree`] — [`Chain`]: the block tree over a [`Store`].
+//! * [`store`] — the [`Store`] trait, [`MemoryStore`] and [`RedbStore`].
+//!
+//! This crate needs no network: the chain's networking sits above it.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use toy_chain::{Chain, ChainParams, InsertOutcome, K256Verifier, Keypair, MemoryStore, SigCache, Transaction, TxKind, Signature};
+//!
+//! let params = ChainParams::test();
+//! let mut chain = Chain::open(params, MemoryStore::new(), Arc::new(K256Verifier), Arc::new(SigCache::default()), Default::default())?;
+//!
+//! // A genesis wallet pays someone.
+//! let alice = toy_chain::ChainParams::dev_wallet(0);
+//! let bob = Keypair::from_seed(b"bob");
+//! let mut tx = Transaction { kind: TxKind::Transfer, sender: alice.address(), recipient: bob.address(), amount: 500, fee: 2, nonce: 0, signature: Signature::EMPTY };
+//! alice.sign_tx(&mut tx);
+//! let now = toy_chain::now_ms();
+//! chain.add_tx(tx, now)?;
+//!
+//! // Mine a block with it and import it.
+//! let miner = Keypair::from_seed(b"miner");
+//! let template = chain.template(miner.address(), now);
+//! let block = toy_chain::mine_simple(template).expect("test difficulty is tiny");
+//! assert!(matches!(chain.insert_at(block, now)?, InsertOutcome::Connected { height: 1, .. }));
+//! assert_eq!(chain.account(&bob.address()).balance, 500);
+//! assert_eq!(chain.account(&miner.address()).balance, 10_000 + 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod builder;
+pub mod crypto;
+pub mod error;
+pub mod mempool;
+pub mod params;
+pub mod state;
+pub mod store;
+pub mod target;
+pub mod tree;
+pub mod types;
+
+pub use builder::{build_template, mine_simple};
+pub use crypto::{K256Verifier, Keypair, SigCache, Verifier};
+pub use error::{BlockError, ChainError, DecodeError, KeyError, StoreError, TxError};
+pub use mempool::{Mempool, MempoolConfig, MempoolError};
+pub use params::{ChainParams, Retarget};
+pub use state::{Account, BlockContext, State, Undo, apply_block};
+pub use store::{MemoryStore, RedbStore, Store};
+pub use tree::{Chain, InsertOutcome, Tip, TreeConfig, now_ms};
+pub use types::{Address, Block, Hash, Header, Signature, Transaction, TxKind};

@@ -1,0 +1,205 @@
+//! The embedded-database store, on redb (pure Rust, ACID, copy-on-write).
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{AccountWrite, Store};
+use crate::error::StoreError;
+use crate::state::{Account, Undo};
+use crate::types::{Address, Block, Hash, Header};
+
+const BLOCKS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("blocks");
+const HEADERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("headers");
+const CANONICAL: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("canonical");
+const UNDO: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("undo");
+const ACCOUNTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("accounts");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const TIP: &str = "tip";
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn hash_from(bytes: &[u8]) -> Result<Hash, StoreError> {
+    <[u8; 32]>::try_from(bytes).map(Hash).map_err(|_| StoreError::Corrupt("hash of wrong length".into()))
+}
+
+fn encode_account(a: &Account) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.balance.to_be_bytes());
+    out[8..].copy_from_slice(&a.nonce.to_be_bytes());
+    out
+}
+
+fn decode_account(b: &[u8]) -> Result<Account, StoreError> {
+    let arr = <[u8; 16]>::try_from(b).map_err(|_| StoreError::Corrupt("account of wrong length".into()))?;
+    let mut bal = [0u8; 8];
+    let mut non = [0u8; 8];
+    bal.copy_from_slice(&arr[..8]);
+    non.copy_from_slice(&arr[8..]);
+    Ok(Account { balance: u64::from_be_bytes(bal), nonce: u64::from_be_bytes(non) })
+}
+
+/// A [`Store`] in a redb database file. Every connect and disconnect is one
+/// durable write transaction.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the file cannot be opened or is not a redb
+    /// database.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let db = Database::create(path).map_err(db_err)?;
+        let tx = db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(BLOCKS).map_err(db_err)?;
+            tx.open_table(HEADERS).map_err(db_err)?;
+            tx.open_table(CANONICAL).map_err(db_err)?;
+            tx.open_table(UNDO).map_err(db_err)?;
+            tx.open_table(ACCOUNTS).map_err(db_err)?;
+            tx.open_table(META).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    fn write_accounts(tx: &redb::WriteTransaction, accounts: &[AccountWrite]) -> Result<(), StoreError> {
+        let mut t = tx.open_table(ACCOUNTS).map_err(db_err)?;
+        for (addr, acc) in accounts {
+            match acc {
+                Some(a) => {
+                    t.insert(&addr.0[..], &encode_account(a)[..]).map_err(db_err)?;
+                }
+                None => {
+                    t.remove(&addr.0[..]).map_err(db_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    fn put_block(&mut self, hash: &Hash, block: &Block) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut blocks = tx.open_table(BLOCKS).map_err(db_err)?;
+            if blocks.get(&hash.0[..]).map_err(db_err)?.is_none() {
+                blocks.insert(&hash.0[..], &block.encode()[..]).map_err(db_err)?;
+                let header = postcard::to_allocvec(&block.header).map_err(db_err)?;
+                tx.open_table(HEADERS).map_err(db_err)?.insert(&hash.0[..], &header[..]).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn delete_block(&mut self, hash: &Hash) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(BLOCKS).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
+            tx.open_table(HEADERS).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(BLOCKS).map_err(db_err)?;
+        match t.get(&hash.0[..]).map_err(db_err)? {
+            Some(v) => Block::decode(v.value()).map(Some).map_err(|e| corrupt("block", e)),
+            None => Ok(None),
+        }
+    }
+
+    fn headers(&self) -> Result<Vec<Header>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(HEADERS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(postcard::from_bytes(v.value()).map_err(|e| corrupt("header", e))?);
+        }
+        Ok(out)
+    }
+
+    fn connect(&mut self, hash: &Hash, height: u64, undo: &Undo, accounts: &[AccountWrite]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(CANONICAL).map_err(db_err)?.insert(height, &hash.0[..]).map_err(db_err)?;
+            let undo = postcard::to_allocvec(undo).map_err(db_err)?;
+            tx.open_table(UNDO).map_err(db_err)?.insert(&hash.0[..], &undo[..]).map_err(db_err)?;
+            Self::write_accounts(&tx, accounts)?;
+            tx.open_table(META).map_err(db_err)?.insert(TIP, &hash.0[..]).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn disconnect(
+        &mut self,
+        hash: &Hash,
+        height: u64,
+        parent: &Hash,
+        accounts: &[AccountWrite],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(CANONICAL).map_err(db_err)?.remove(height).map_err(db_err)?;
+            tx.open_table(UNDO).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
+            Self::write_accounts(&tx, accounts)?;
+            tx.open_table(META).map_err(db_err)?.insert(TIP, &parent.0[..]).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn tip(&self) -> Result<Option<Hash>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(META).map_err(db_err)?;
+        t.get(TIP).map_err(db_err)?.map(|v| hash_from(v.value())).transpose()
+    }
+
+    fn canonical(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(CANONICAL).map_err(db_err)?;
+        t.get(height).map_err(db_err)?.map(|v| hash_from(v.value())).transpose()
+    }
+
+    fn undo(&self, hash: &Hash) -> Result<Option<Undo>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(UNDO).map_err(db_err)?;
+        match t.get(&hash.0[..]).map_err(db_err)? {
+            Some(v) => postcard::from_bytes(v.value()).map(Some).map_err(|e| corrupt("undo", e)),
+            None => Ok(None),
+        }
+    }
+
+    fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(ACCOUNTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let addr =
+                <[u8; 33]>::try_from(k.value()).map_err(|_| StoreError::Corrupt("address of wrong length".into()))?;
+            out.push((Address(addr), decode_account(v.value())?));
+        }
+        Ok(out)
+    }
+}
