@@ -1,0 +1,90 @@
+//! Helpers shared by the chain's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use toy_chain::{
+    Address, Block, Chain, ChainParams, Hash, Header, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Store,
+    Transaction, TxKind, mine_simple,
+};
+
+/// A fixed "now" for deterministic timestamps: one day after genesis.
+pub const NOW: u64 = 1_700_000_000_000 + 86_400_000;
+
+pub fn chain() -> Chain<MemoryStore> {
+    open(MemoryStore::new())
+}
+
+pub fn open<S: Store>(store: S) -> Chain<S> {
+    Chain::open(ChainParams::test(), store, Arc::new(K256Verifier), Arc::new(SigCache::default()), Default::default())
+        .expect("open chain")
+}
+
+pub fn wallet(i: usize) -> Keypair {
+    ChainParams::dev_wallet(i)
+}
+
+pub fn transfer(from: &Keypair, to: Address, amount: u64, fee: u64, nonce: u64) -> Transaction {
+    let mut tx = Transaction {
+        kind: TxKind::Transfer,
+        sender: from.address(),
+        recipient: to,
+        amount,
+        fee,
+        nonce,
+        signature: Signature::EMPTY,
+    };
+    from.sign_tx(&mut tx);
+    tx
+}
+
+pub fn mint(authority: &Keypair, to: Address, amount: u64, nonce: u64) -> Transaction {
+    let mut tx = Transaction {
+        kind: TxKind::Mint,
+        sender: authority.address(),
+        recipient: to,
+        amount,
+        fee: 0,
+        nonce,
+        signature: Signature::EMPTY,
+    };
+    authority.sign_tx(&mut tx);
+    tx
+}
+
+/// An unmined block on `parent` with `txs`, the right target and a valid
+/// timestamp (`slot` ms after the parent), paying `miner` reward + fees.
+pub fn unmined<S: Store>(chain: &Chain<S>, parent: Hash, txs: Vec<Transaction>, miner: Address, slot: u64) -> Block {
+    let ctx = chain.context_for(&parent, NOW).expect("parent known");
+    let parent_ts = chain.header(&parent).expect("parent").timestamp_ms;
+    let fees: u64 = txs.iter().map(|t| t.fee).sum();
+    Block {
+        header: Header {
+            version: 1,
+            height: ctx.parent_height + 1,
+            parent,
+            merkle_root: toy_chain::types::merkle_root(txs.iter().map(Transaction::id)),
+            timestamp_ms: (parent_ts + slot).max(ctx.median_time_past_ms + 1),
+            target: ctx.expected_target,
+            miner,
+            reward: chain.params().block_reward + fees,
+            nonce: 0,
+        },
+        txs,
+    }
+}
+
+/// A mined child of `parent`.
+pub fn child<S: Store>(chain: &Chain<S>, parent: Hash, txs: Vec<Transaction>, miner: Address, slot: u64) -> Block {
+    mine(unmined(chain, parent, txs, miner, slot))
+}
+
+/// Grinds the nonce (test difficulty: a few hundred hashes).
+pub fn mine(block: Block) -> Block {
+    mine_simple(block).expect("test difficulty")
+}
+
+/// A miner address that holds nothing at genesis.
+pub fn miner() -> Address {
+    Keypair::from_seed(b"test-miner").address()
+}

@@ -1,0 +1,208 @@
+//! The block tree: forks, reorganisations, orphans, pruning, the mempool
+//! following the best chain, and reopening from disk.
+
+mod common;
+
+use common::*;
+use toy_chain::{Chain, Hash, InsertOutcome, Keypair, MemoryStore, RedbStore, Store};
+
+/// Extends `parent` with `n` empty blocks (slot distinguishes branches).
+fn extend<S: Store>(c: &mut Chain<S>, mut parent: Hash, n: usize, slot: u64) -> Vec<Hash> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let b = child(c, parent, vec![], miner(), slot);
+        parent = b.hash();
+        let outcome = c.insert_at(b, NOW).expect("insert");
+        assert!(!matches!(outcome, InsertOutcome::Invalid { .. } | InsertOutcome::Orphan { .. }), "{outcome:?}");
+        out.push(parent);
+    }
+    out
+}
+
+#[test]
+fn most_work_wins_and_first_seen_breaks_ties() {
+    let mut c = chain();
+    let g = c.tip().hash;
+    let a = extend(&mut c, g, 2, 1000);
+    let b = extend(&mut c, g, 2, 1001);
+    assert_eq!(c.tip().hash, a[1], "equal work: the first seen stays");
+    let b3 = child(&c, b[1], vec![], miner(), 1001);
+    let b3h = b3.hash();
+    let outcome = c.insert_at(b3, NOW).expect("insert");
+    assert_eq!(outcome, InsertOutcome::Reorganised { from: a[1], to: b3h, disconnected: 2, connected: 3 });
+    assert_eq!(c.tip().hash, b3h);
+    assert_eq!(c.hash_at(1), Some(b[0]));
+}
+
+#[test]
+fn reorg_returns_disconnected_txs_to_mempool() {
+    let mut c = chain();
+    let g = c.tip().hash;
+    let bob = Keypair::from_seed(b"bob").address();
+    let tx = transfer(&wallet(0), bob, 100, 5, 0);
+    // Branch A includes the payment.
+    let a1 = child(&c, g, vec![tx.clone()], miner(), 1000);
+    c.insert_at(a1, NOW).expect("a1");
+    assert_eq!(c.account(&bob).balance, 100);
+    // Branch B, without it, overtakes.
+    extend(&mut c, g, 2, 1001);
+    assert_eq!(c.account(&bob).balance, 0, "payment undone");
+    assert!(c.mempool().contains(&tx.id()), "and back in the mempool");
+    // The next template mines it again.
+    let t = c.template(miner(), NOW);
+    assert_eq!(t.txs, vec![tx]);
+    let b = mine(t);
+    c.insert_at(b, NOW).expect("mined again");
+    assert_eq!(c.account(&bob).balance, 100);
+    assert!(c.mempool().is_empty());
+}
+
+#[test]
+fn reorganising_a_to_b_to_a_equals_staying_on_a() {
+    let mut c = chain();
+    let g = c.tip().hash;
+    let bob = Keypair::from_seed(b"bob").address();
+    let a1 = child(&c, g, vec![transfer(&wallet(0), bob, 7, 1, 0)], miner(), 1000);
+    let a1h = a1.hash();
+    c.insert_at(a1, NOW).expect("a1");
+    let a2 = extend(&mut c, a1h, 1, 1000)[0];
+    let on_a = c.state().clone();
+    let b = extend(&mut c, g, 3, 1001);
+    assert_eq!(c.tip().hash, b[2]);
+    extend(&mut c, a2, 2, 1000);
+    let back = c.tip();
+    assert_eq!(back.height, 4);
+    // Same state as a chain that never left A (same blocks).
+    let mut straight = chain();
+    for h in 1..=4 {
+        let block = c.block_at(h).expect("read").expect("canonical");
+        straight.insert_at(block, NOW).expect("replay");
+    }
+    assert_eq!(c.state(), straight.state());
+    assert_ne!(c.state(), &on_a, "two more blocks of rewards since");
+}
+
+#[test]
+fn invalid_block_on_a_heavier_branch_restores_the_old_chain() {
+    let mut c = chain();
+    let g = c.tip().hash;
+    let a = extend(&mut c, g, 2, 1000);
+    let state = c.state().clone();
+    // B: a bad transaction (wrong nonce) in its first block, then more work.
+    let bad = child(&c, g, vec![transfer(&wallet(0), miner(), 1, 0, 9)], miner(), 1001);
+    let bad_h = bad.hash();
+    assert_eq!(c.insert_at(bad, NOW).expect("ok"), InsertOutcome::SideBranch { hash: bad_h });
+    let b2 = child(&c, bad_h, vec![], miner(), 1001);
+    let b2h = b2.hash();
+    c.insert_at(b2, NOW).expect("ok");
+    let b3 = child(&c, b2h, vec![], miner(), 1001);
+    assert!(matches!(c.insert_at(b3.clone(), NOW).expect("ok"), InsertOutcome::Invalid { .. }));
+    assert_eq!(c.tip().hash, a[1]);
+    assert_eq!(c.state(), &state);
+    assert!(c.is_invalid(&bad_h));
+    // Its descendants are refused from now on.
+    let b4 = child_of_known_header(&b3);
+    assert!(matches!(c.insert_at(b4, NOW).expect("ok"), InsertOutcome::Invalid { .. }));
+}
+
+/// A child of a block the chain no longer indexes, built by hand.
+fn child_of_known_header(parent: &toy_chain::Block) -> toy_chain::Block {
+    let mut h = parent.header.clone();
+    h.parent = parent.hash();
+    h.height += 1;
+    h.timestamp_ms += 1000;
+    h.merkle_root = Hash::ZERO;
+    mine(toy_chain::Block { header: h, txs: vec![] })
+}
+
+#[test]
+fn side_branch_behind_prune_depth_is_dropped_and_its_txs_return() {
+    let mut c = chain();
+    let g = c.tip().hash;
+    let bob = Keypair::from_seed(b"bob").address();
+    let tx = transfer(&wallet(3), bob, 50, 2, 0);
+    let side = child(&c, g, vec![tx.clone()], miner(), 1001);
+    let side_h = side.hash();
+    let main = extend(&mut c, g, 1, 1000);
+    assert_eq!(c.insert_at(side, NOW).expect("ok"), InsertOutcome::SideBranch { hash: side_h });
+    assert!(c.header(&side_h).is_some());
+    let depth = c.params().prune_depth as usize;
+    extend(&mut c, main[0], depth + 1, 1000);
+    assert!(c.header(&side_h).is_none(), "pruned");
+    assert!(c.block(&side_h).expect("read").is_none(), "deleted from the store");
+    assert!(c.mempool().contains(&tx.id()), "its transaction went back to the mempool");
+}
+
+#[test]
+fn orphans_are_bounded() {
+    let mut c = Chain::open(
+        toy_chain::ChainParams::test(),
+        MemoryStore::new(),
+        std::sync::Arc::new(toy_chain::K256Verifier),
+        std::sync::Arc::new(toy_chain::SigCache::default()),
+        toy_chain::TreeConfig { max_orphans: 4, ..Default::default() },
+    )
+    .expect("open");
+    for i in 0..10u8 {
+        let mut b = c.params().genesis();
+        b.header.parent = Hash([i + 1; 32]);
+        b.header.height = 5;
+        let out = c.insert_at(b, NOW).expect("ok");
+        assert!(matches!(out, InsertOutcome::Orphan { .. }));
+    }
+    assert_eq!(c.orphan_count(), 4);
+}
+
+#[test]
+fn duplicate_is_reported() {
+    let mut c = chain();
+    let b = child(&c, c.tip().hash, vec![], miner(), 1000);
+    c.insert_at(b.clone(), NOW).expect("first");
+    assert_eq!(c.insert_at(b, NOW).expect("second"), InsertOutcome::Duplicate);
+}
+
+#[test]
+fn locator_walks_back_exponentially_to_genesis() {
+    let mut c = chain();
+    let g = c.tip().hash;
+    extend(&mut c, g, 40, 1000);
+    let loc = c.locator();
+    assert_eq!(loc[0], c.tip().hash);
+    assert_eq!(*loc.last().expect("non-empty"), g);
+    assert!(loc.len() < 20);
+}
+
+#[test]
+fn tip_subscription_sees_new_tips() {
+    let mut c = chain();
+    let rx = c.subscribe();
+    let b = child(&c, c.tip().hash, vec![], miner(), 1000);
+    let h = b.hash();
+    c.insert_at(b, NOW).expect("ok");
+    assert_eq!(rx.borrow().hash, h);
+    assert_eq!(rx.borrow().height, 1);
+}
+
+#[test]
+fn redb_chain_reopens_with_same_tip_state_and_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.redb");
+    let (tip, state) = {
+        let mut c = open(RedbStore::open(&path).expect("open"));
+        let g = c.tip().hash;
+        let bob = Keypair::from_seed(b"bob").address();
+        let b1 = child(&c, g, vec![transfer(&wallet(0), bob, 9, 1, 0)], miner(), 1000);
+        let h1 = b1.hash();
+        c.insert_at(b1, NOW).expect("b1");
+        extend(&mut c, h1, 3, 1000);
+        // A fork that wins, to exercise disconnect on disk.
+        extend(&mut c, g, 5, 1001);
+        (c.tip(), c.state().clone())
+    };
+    let c = open(RedbStore::open(&path).expect("reopen"));
+    assert_eq!(c.tip(), tip);
+    assert_eq!(c.state(), &state);
+    for h in 0..=tip.height {
+        assert!(c.block_at(h).expect("read").is_some(), "canonical block {h}");
+    }
+}
