@@ -391,7 +391,7 @@ impl<S: Store> Chain<S> {
     fn expected_target(&self, parent: &Node) -> Hash {
         let Some(rt) = &self.params.retarget else { return self.params.initial_target };
         let height = parent.header.height + 1;
-        if rt.interval == 0 || height % rt.interval != 0 || height < rt.interval {
+        if rt.interval == 0 || !height.is_multiple_of(rt.interval) || height < rt.interval {
             return parent.header.target;
         }
         let parent_hash = parent.header.hash();

@@ -143,7 +143,7 @@ proptest! {
         let mut c = chain();
         let g = c.tip().hash;
         // Branch A carries payments; B is empty and longer; A then grows past B.
-        let mut next = vec![0u64; SENDERS];
+        let mut next = [0u64; SENDERS];
         let mut parent = g;
         let mut a_blocks = Vec::new();
         for i in 0..len_a {
