@@ -1,6 +1,6 @@
 //! Keys, signing and verification, and the signature cache.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -140,13 +140,55 @@ pub trait Verifier: Send + Sync + 'static {
     fn verify(&self, hash: &Hash, sig: &Signature, signer: &Address) -> bool;
 }
 
-/// Verification with the pure-Rust `k256` crate.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct K256Verifier;
+/// Default number of parsed public keys [`K256Verifier`] keeps: 4 096.
+///
+/// Parsing a compressed key costs a square root in the field, about a sixth
+/// of a verification; accounts sign again and again, so their parsed keys are
+/// kept.
+pub const DEFAULT_KEY_CACHE: usize = 4096;
+
+/// Verification with the pure-Rust `k256` crate, keeping parsed public keys.
+///
+/// Bounded: at most [`DEFAULT_KEY_CACHE`] keys; when full, the oldest is
+/// dropped first (FIFO).
+#[derive(Debug, Default)]
+pub struct K256Verifier {
+    keys: Mutex<KeyCache>,
+}
+
+#[derive(Debug, Default)]
+struct KeyCache {
+    map: HashMap<Address, VerifyingKey>,
+    order: VecDeque<Address>,
+}
+
+impl K256Verifier {
+    /// A verifier with an empty key cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(&self, signer: &Address) -> Option<VerifyingKey> {
+        if let Some(k) = self.keys.lock().unwrap_or_else(PoisonError::into_inner).map.get(signer) {
+            return Some(*k);
+        }
+        let key = VerifyingKey::from_sec1_bytes(&signer.0).ok()?;
+        let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.map.insert(*signer, key).is_none() {
+            cache.order.push_back(*signer);
+            while cache.order.len() > DEFAULT_KEY_CACHE {
+                if let Some(old) = cache.order.pop_front() {
+                    cache.map.remove(&old);
+                }
+            }
+        }
+        Some(key)
+    }
+}
 
 impl Verifier for K256Verifier {
     fn verify(&self, hash: &Hash, sig: &Signature, signer: &Address) -> bool {
-        let Ok(key) = VerifyingKey::from_sec1_bytes(&signer.0) else {
+        let Some(key) = self.key(signer) else {
             return false;
         };
         let Ok(sig) = k256::ecdsa::Signature::from_slice(&sig.0) else {
@@ -264,7 +306,7 @@ mod tests {
         let k = Keypair::from_seed(b"alice");
         let t = tx(&k, Keypair::from_seed(b"bob").address());
         assert_eq!(k.sign_hash(&t.id()), t.signature, "deterministic");
-        assert!(K256Verifier.verify(&t.id(), &t.signature, &k.address()));
+        assert!(K256Verifier::new().verify(&t.id(), &t.signature, &k.address()));
         let sig = k256::ecdsa::Signature::from_slice(&t.signature.0).expect("valid");
         assert!(sig.normalize_s().is_none(), "low S");
     }
@@ -274,19 +316,19 @@ mod tests {
         let k = Keypair::from_seed(b"alice");
         let other = Keypair::from_seed(b"mallory");
         let t = tx(&k, other.address());
-        assert!(!K256Verifier.verify(&t.id(), &t.signature, &other.address()));
+        assert!(!K256Verifier::new().verify(&t.id(), &t.signature, &other.address()));
         let mut changed = t.clone();
         changed.amount += 1;
-        assert!(!K256Verifier.verify(&changed.id(), &changed.signature, &k.address()));
-        assert!(!K256Verifier.verify(&t.id(), &Signature::EMPTY, &k.address()));
+        assert!(!K256Verifier::new().verify(&changed.id(), &changed.signature, &k.address()));
+        assert!(!K256Verifier::new().verify(&t.id(), &Signature::EMPTY, &k.address()));
         // The high-S twin of a valid signature: s' = n - s.
         let sig = k256::ecdsa::Signature::from_slice(&t.signature.0).expect("valid");
         let (r, s) = sig.split_scalars();
         let high = k256::ecdsa::Signature::from_scalars(r, -*s).expect("valid scalars");
         let mut bytes = [0u8; 64];
         bytes.copy_from_slice(&high.to_bytes());
-        assert!(!K256Verifier.verify(&t.id(), &Signature(bytes), &k.address()), "high S refused");
-        assert!(!K256Verifier.verify(&t.id(), &t.signature, &Address([0; 33])), "invalid key");
+        assert!(!K256Verifier::new().verify(&t.id(), &Signature(bytes), &k.address()), "high S refused");
+        assert!(!K256Verifier::new().verify(&t.id(), &t.signature, &Address([0; 33])), "invalid key");
     }
 
     #[test]
@@ -295,7 +337,7 @@ mod tests {
         let k = Keypair::from_seed(b"a");
         let t = tx(&k, k.address());
         let id = t.id();
-        assert!(cache.verify_tx(&K256Verifier, &t, &id));
+        assert!(cache.verify_tx(&K256Verifier::new(), &t, &id));
         assert!(cache.contains(&id, &t.signature));
         assert!(!cache.contains(&id, &Signature::EMPTY), "another signature is not cached");
         cache.insert(Hash([1; 32]), Signature::EMPTY);

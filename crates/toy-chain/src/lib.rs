@@ -34,7 +34,7 @@
 //! use toy_chain::{Chain, ChainParams, InsertOutcome, K256Verifier, Keypair, MemoryStore, SigCache, Transaction, TxKind, Signature};
 //!
 //! let params = ChainParams::test();
-//! let mut chain = Chain::open(params, MemoryStore::new(), Arc::new(K256Verifier), Arc::new(SigCache::default()), Default::default())?;
+//! let mut chain = Chain::open(params, MemoryStore::new(), Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
 //!
 //! // A genesis wallet pays someone.
 //! let alice = toy_chain::ChainParams::dev_wallet(0);

@@ -18,7 +18,7 @@ impl Pool {
         Self { pool: Mempool::new(config), state: State::genesis(&params), params, cache: SigCache::default() }
     }
     fn add(&mut self, tx: toy_chain::Transaction) -> Result<toy_chain::Hash, MempoolError> {
-        self.pool.add(tx, &self.state, &self.params, &K256Verifier, &self.cache, NOW)
+        self.pool.add(tx, &self.state, &self.params, &K256Verifier::new(), &self.cache, NOW)
     }
 }
 

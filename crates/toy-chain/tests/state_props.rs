@@ -108,7 +108,7 @@ proptest! {
             let snapshot_next = next.clone();
             let block = block_of(build_txs(&plans, &keys, &mut next), extra);
             let before = state.clone();
-            match apply_body(&mut state, &block, &params, &K256Verifier, &cache) {
+            match apply_body(&mut state, &block, &params, &K256Verifier::new(), &cache) {
                 Ok(undo) => {
                     let minted: u128 = block.txs.iter().filter(|t| t.kind == TxKind::Mint).map(|t| t.amount as u128).sum();
                     let fees: u128 = block.txs.iter().map(|t| t.fee as u128).sum();

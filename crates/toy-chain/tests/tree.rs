@@ -138,7 +138,7 @@ fn orphans_are_bounded() {
     let mut c = Chain::open(
         toy_chain::ChainParams::test(),
         MemoryStore::new(),
-        std::sync::Arc::new(toy_chain::K256Verifier),
+        std::sync::Arc::new(toy_chain::K256Verifier::new()),
         std::sync::Arc::new(toy_chain::SigCache::default()),
         toy_chain::TreeConfig { max_orphans: 4, ..Default::default() },
     )

@@ -16,7 +16,7 @@ pub fn chain() -> Chain<MemoryStore> {
 }
 
 pub fn open<S: Store>(store: S) -> Chain<S> {
-    Chain::open(ChainParams::test(), store, Arc::new(K256Verifier), Arc::new(SigCache::default()), Default::default())
+    Chain::open(ChainParams::test(), store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())
         .expect("open chain")
 }
 
