@@ -16,8 +16,14 @@ pub fn chain() -> Chain<MemoryStore> {
 }
 
 pub fn open<S: Store>(store: S) -> Chain<S> {
-    Chain::open(ChainParams::test(), store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())
-        .expect("open chain")
+    Chain::open(
+        ChainParams::test(),
+        store,
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        Default::default(),
+    )
+    .expect("open chain")
 }
 
 pub fn wallet(i: usize) -> Keypair {

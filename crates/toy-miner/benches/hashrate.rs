@@ -1,0 +1,76 @@
+//! Miner hash rate next to raw SHA-256 compression, in the same run.
+//!
+//! * `raw_compress256` — sha2's `compress256`, one 64-byte block per
+//!   iteration: the ceiling for one thread.
+//! * `midstate_grind/1_thread` — the miner's inner loop (one compression per
+//!   nonce from the midstate, target check included).
+//! * `midstate_grind/all_threads` — the same on every core at once.
+//! * `python_like/full_header_hash` — hashing the whole 165-byte header per
+//!   nonce (three compressions), what a straightforward loop does.
+//!
+//! Run: `cargo bench -p toy-miner --bench hashrate`.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use sha2::compress256;
+use sha2::digest::generic_array::GenericArray;
+use toy_chain::{ChainParams, Hash};
+use toy_miner::pow::Midstate;
+
+const BATCH: u64 = 100_000;
+
+fn hashrate(c: &mut Criterion) {
+    let mut header = ChainParams::dev().genesis().header;
+    header.target = Hash::ZERO; // never met: every nonce is tried
+    let mid = Midstate::new(&header);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut g = c.benchmark_group("hashrate");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("raw_compress256", |b| {
+        let block = GenericArray::clone_from_slice(&[0x5au8; 64]);
+        let mut state = [0u32; 8];
+        b.iter(|| {
+            for _ in 0..BATCH {
+                compress256(&mut state, std::slice::from_ref(&block));
+            }
+            std::hint::black_box(state)
+        })
+    });
+    g.bench_function("midstate_grind/1_thread", |b| b.iter(|| std::hint::black_box(mid.grind(0, BATCH))));
+    g.throughput(Throughput::Elements(BATCH * threads as u64));
+    g.bench_function("midstate_grind/all_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for t in 0..threads as u64 {
+                    let mid = &mid;
+                    s.spawn(move || std::hint::black_box(mid.grind(t * BATCH, BATCH)));
+                }
+            })
+        })
+    });
+    g.throughput(Throughput::Elements(BATCH / 10));
+    g.bench_function("python_like/full_header_hash", |b| {
+        b.iter(|| {
+            let mut h = header.clone();
+            for n in 0..BATCH / 10 {
+                h.nonce = n;
+                std::hint::black_box(h.hash());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    targets = hashrate
+}
+
+fn main() {
+    println!("threads: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
