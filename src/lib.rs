@@ -34,5 +34,7 @@
 //! # }
 //! ```
 
+pub use toy_chain as chain;
+pub use toy_miner as miner;
 pub use toy_msg as msg;
 pub use toy_net as net;

@@ -10,6 +10,7 @@
 //!
 //! Run: `cargo bench -p toy-miner --bench hashrate`.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
+#![allow(deprecated)] // sha2 0.10 takes generic-array 0.14 blocks (see toy_miner::pow)
 
 use std::time::Duration;
 

@@ -11,7 +11,12 @@
 //!
 //! Each nonce then costs one compression of block 2 from the midstate.
 
+// sha2 0.10's `compress256` takes generic-array 0.14 blocks, which that crate
+// now marks deprecated in favour of 1.x; sha2 0.10 offers no other type.
+#![allow(deprecated)]
+
 use sha2::compress256;
+use sha2::digest::consts::U64;
 use sha2::digest::generic_array::GenericArray;
 use toy_chain::types::{HEADER_BYTES, NONCE_OFFSET};
 use toy_chain::{Hash, Header};
@@ -27,7 +32,7 @@ const NONCE_IN_TAIL: usize = NONCE_OFFSET - 128;
 #[derive(Debug, Clone)]
 pub struct Midstate {
     state: [u32; 8],
-    tail: [u8; 64],
+    tail: [GenericArray<u8, U64>; 1],
     target: [u8; 32],
     /// The target's first word, for a one-comparison early exit.
     target_word0: u32,
@@ -43,11 +48,11 @@ impl Midstate {
         let bytes = header.hashing_bytes();
         let mut state = IV;
         compress256(&mut state, &[*GenericArray::from_slice(&bytes[..64]), *GenericArray::from_slice(&bytes[64..128])]);
-        let mut tail = [0u8; 64];
+        let mut tail = [GenericArray::default()];
         let rest = HEADER_BYTES - 128;
-        tail[..rest].copy_from_slice(&bytes[128..]);
-        tail[rest] = 0x80;
-        tail[56..].copy_from_slice(&((HEADER_BYTES as u64) * 8).to_be_bytes());
+        tail[0][..rest].copy_from_slice(&bytes[128..]);
+        tail[0][rest] = 0x80;
+        tail[0][56..].copy_from_slice(&((HEADER_BYTES as u64) * 8).to_be_bytes());
         let target = header.target.0;
         Self { state, tail, target, target_word0: u32::from_be_bytes([target[0], target[1], target[2], target[3]]) }
     }
@@ -63,10 +68,10 @@ impl Midstate {
     }
 
     #[inline(always)]
-    fn compress(&self, tail: &mut [u8; 64], nonce: u64) -> [u32; 8] {
-        tail[NONCE_IN_TAIL..NONCE_IN_TAIL + 8].copy_from_slice(&nonce.to_be_bytes());
+    fn compress(&self, tail: &mut [GenericArray<u8, U64>; 1], nonce: u64) -> [u32; 8] {
+        tail[0][NONCE_IN_TAIL..NONCE_IN_TAIL + 8].copy_from_slice(&nonce.to_be_bytes());
         let mut state = self.state;
-        compress256(&mut state, std::slice::from_ref(GenericArray::from_slice(&tail[..])));
+        compress256(&mut state, tail);
         state
     }
 
