@@ -1,0 +1,354 @@
+//! Flood gossip and search over a [`PeerNetwork`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use toy_p2p::{Misbehaviour, PeerId, PeerNetwork, peer_handler_fn};
+
+use crate::seen::{IdMap, MsgId};
+use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, MAX_PENDING_SEARCHES, SearchAnswerer, Verdict, new_id};
+
+/// Limits of the flood gossip.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Ids remembered (default 100 000: minutes of a busy network).
+    pub seen_capacity: usize,
+    /// How long an id is remembered (default 10 min, far longer than a
+    /// message takes to cross the network).
+    pub seen_ttl: Duration,
+    /// Search return paths remembered (default 10 000).
+    pub route_capacity: usize,
+    /// How long a return path is kept (default 60 s, longer than any search
+    /// timeout).
+    pub route_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            seen_capacity: 100_000,
+            seen_ttl: Duration::from_secs(600),
+            route_capacity: 10_000,
+            route_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of what this node's gossip did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Gossip messages received (first copies and duplicates).
+    pub received: u64,
+    /// Copies dropped because their id was seen.
+    pub duplicates: u64,
+    /// Messages sent to peers (originated or forwarded), counted per peer.
+    pub sent: u64,
+    /// Messages a handler rejected.
+    pub rejected: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    sent: AtomicU64,
+    rejected: AtomicU64,
+}
+
+struct Inner<P: PeerNetwork> {
+    p2p: P,
+    handlers: RwLock<HashMap<String, Arc<dyn GossipHandler>>>,
+    answerers: RwLock<HashMap<String, Arc<dyn SearchAnswerer>>>,
+    /// Kinds whose response handler is installed on the peer network.
+    response_kinds: Mutex<HashSet<String>>,
+    seen: Mutex<IdMap<()>>,
+    routes: Mutex<IdMap<PeerId>>,
+    searches: Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>,
+    counters: Counters,
+}
+
+/// The workshop's flood gossip; implements [`GossipNetwork`].
+pub struct Gossip<P: PeerNetwork> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P: PeerNetwork> Clone for Gossip<P> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<P: PeerNetwork> std::fmt::Debug for Gossip<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn with_id(id: &MsgId, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(ID_LEN + body.len());
+    b.put_slice(id);
+    b.put_slice(body);
+    b.freeze()
+}
+
+fn split_id(payload: &Bytes) -> Option<(MsgId, Bytes)> {
+    let id: MsgId = payload.get(..ID_LEN)?.try_into().ok()?;
+    Some((id, payload.slice(ID_LEN..)))
+}
+
+impl<P: PeerNetwork> Gossip<P> {
+    /// Flood gossip over `p2p`.
+    pub fn new(p2p: P, config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                p2p,
+                handlers: RwLock::new(HashMap::new()),
+                answerers: RwLock::new(HashMap::new()),
+                response_kinds: Mutex::new(HashSet::new()),
+                seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
+                routes: Mutex::new(IdMap::new(config.route_capacity, config.route_ttl)),
+                searches: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The peer network underneath.
+    pub fn p2p(&self) -> &P {
+        &self.inner.p2p
+    }
+
+    /// What this node's gossip has done so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            received: c.received.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    fn weak(&self) -> Weak<Inner<P>> {
+        Arc::downgrade(&self.inner)
+    }
+
+    fn from_weak(weak: &Weak<Inner<P>>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
+    /// First sight of `id`? Counts receipts and duplicates.
+    fn first_sight(&self, id: MsgId) -> bool {
+        let c = &self.inner.counters;
+        c.received.fetch_add(1, Ordering::Relaxed);
+        let new = lock(&self.inner.seen).insert(id, ());
+        if !new {
+            c.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
+
+    fn forward(&self, wire_kind: &str, payload: Bytes, except: &[PeerId]) {
+        let n = self.inner.p2p.broadcast(wire_kind, payload, except);
+        self.inner.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    async fn on_gossip(&self, kind: &str, wire_kind: &str, from: PeerId, payload: Bytes) {
+        let Some((id, message)) = split_id(&payload) else {
+            self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
+            return;
+        };
+        if !self.first_sight(id) {
+            return;
+        }
+        let handler = self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+        let Some(handler) = handler else { return };
+        match handler.handle(Some(from.clone()), message).await {
+            Verdict::Accept => self.forward(wire_kind, payload, &[from]),
+            Verdict::Ignore => {}
+            Verdict::Reject => {
+                self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, kind, "gossip rejected; sender penalised");
+                self.inner.p2p.report(&from, Misbehaviour::InvalidGossip);
+            }
+        }
+    }
+
+    async fn on_search(&self, kind: &str, from: PeerId, payload: Bytes) {
+        let Some((id, query)) = split_id(&payload) else {
+            self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
+            return;
+        };
+        if !self.first_sight(id) {
+            return;
+        }
+        lock(&self.inner.routes).insert(id, from.clone());
+        let answerer = self.inner.answerers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+        if let Some(answerer) = answerer
+            && let Some(answer) = answerer.answer(query).await
+        {
+            let _ = self.inner.p2p.send(&from, &format!("search_response:{kind}"), with_id(&id, &answer));
+            return;
+        }
+        self.forward(&format!("gossip:search:{kind}"), payload, &[from]);
+    }
+
+    fn on_response(&self, kind: &str, from: &PeerId, payload: Bytes) {
+        let Some((id, answer)) = split_id(&payload) else {
+            self.inner.p2p.report(from, Misbehaviour::ProtocolViolation);
+            return;
+        };
+        if let Some(tx) = lock(&self.inner.searches).get(&id) {
+            let _ = tx.try_send(answer);
+            return;
+        }
+        let back = lock(&self.inner.routes).get(&id).cloned();
+        match back {
+            Some(peer) => {
+                let _ = self.inner.p2p.send(&peer, &format!("search_response:{kind}"), payload);
+            }
+            None => tracing::debug!(%from, kind, "search response with no return path"),
+        }
+    }
+
+    fn install_response_handler(&self, kind: &str) -> Result<(), Error> {
+        if !lock(&self.inner.response_kinds).insert(kind.to_owned()) {
+            return Ok(());
+        }
+        let weak = self.weak();
+        let k = kind.to_owned();
+        self.inner.p2p.register_handler(
+            &format!("search_response:{kind}"),
+            peer_handler_fn(move |from, payload| {
+                if let Some(g) = Self::from_weak(&weak) {
+                    g.on_response(&k, &from, payload);
+                }
+                async { None }
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// Removes a finished search's channel, however the search ends.
+struct SearchGuard<'a> {
+    searches: &'a Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>,
+    id: MsgId,
+}
+
+impl Drop for SearchGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.searches).remove(&self.id);
+    }
+}
+
+#[async_trait]
+impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
+    fn broadcast(&self, kind: &str, message: Bytes) -> Result<(), Error> {
+        let id = new_id();
+        lock(&self.inner.seen).insert(id, ());
+        self.forward(&format!("gossip:{kind}"), with_id(&id, &message), &[]);
+        Ok(())
+    }
+
+    fn register_handler(&self, kind: &str, handler: Arc<dyn GossipHandler>) -> Result<(), Error> {
+        {
+            let mut handlers = self.inner.handlers.write().unwrap_or_else(PoisonError::into_inner);
+            if handlers.contains_key(kind) {
+                return Err(Error::DuplicateHandler(kind.to_owned()));
+            }
+            handlers.insert(kind.to_owned(), handler);
+        }
+        let weak = self.weak();
+        let k = kind.to_owned();
+        let wire = format!("gossip:{kind}");
+        let w = wire.clone();
+        self.inner.p2p.register_handler(
+            &wire,
+            peer_handler_fn(move |from, payload| {
+                let g = Self::from_weak(&weak);
+                let (k, w) = (k.clone(), w.clone());
+                async move {
+                    if let Some(g) = g {
+                        g.on_gossip(&k, &w, from, payload).await;
+                    }
+                    None
+                }
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn register_search_answerer(&self, kind: &str, answerer: Arc<dyn SearchAnswerer>) -> Result<(), Error> {
+        {
+            let mut answerers = self.inner.answerers.write().unwrap_or_else(PoisonError::into_inner);
+            if answerers.contains_key(kind) {
+                return Err(Error::DuplicateHandler(format!("search:{kind}")));
+            }
+            answerers.insert(kind.to_owned(), answerer);
+        }
+        let weak = self.weak();
+        let k = kind.to_owned();
+        self.inner.p2p.register_handler(
+            &format!("gossip:search:{kind}"),
+            peer_handler_fn(move |from, payload| {
+                let g = Self::from_weak(&weak);
+                let k = k.clone();
+                async move {
+                    if let Some(g) = g {
+                        g.on_search(&k, from, payload).await;
+                    }
+                    None
+                }
+            }),
+        )?;
+        // Relaying answers back needs the response kind on every node that
+        // takes part in searches of this kind.
+        self.install_response_handler(kind)
+    }
+
+    async fn search(
+        &self,
+        kind: &str,
+        query: Bytes,
+        timeout: Duration,
+        on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
+    ) -> Result<(), Error> {
+        self.install_response_handler(kind)?;
+        let id = new_id();
+        let (tx, mut rx) = mpsc::channel(64);
+        {
+            let mut searches = lock(&self.inner.searches);
+            if searches.len() >= MAX_PENDING_SEARCHES {
+                return Err(Error::TooManySearches);
+            }
+            searches.insert(id, tx);
+        }
+        let _guard = SearchGuard { searches: &self.inner.searches, id };
+        lock(&self.inner.seen).insert(id, ());
+        self.forward(&format!("gossip:search:{kind}"), with_id(&id, &query), &[]);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => {
+                    if on_answer(Some(answer)) == Flow::Done {
+                        return Ok(());
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    on_answer(None);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The central relay (toycoin seed) and the gossip implementation over it.
+//!
+//! The relay is a node of the peer network like any other, with three kinds:
+//!
+//! | kind | payload | |
+//! | --- | --- | --- |
+//! | `relay:subscribe` | channel name | client → relay |
+//! | `relay:publish` | channel `0x00` message | client → relay |
+//! | `relay:message` | channel `0x00` message | relay → every other subscriber |
+//!
+//! [`RelayGossip`] maps the [`GossipNetwork`] trait onto channels:
+//! `gossip:<kind>` carries `[id][message]`, `search:<kind>` carries
+//! `[id][query]` and `search_response:<kind>` carries `[id][answer]`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use toy_p2p::{PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
+
+use crate::seen::{IdMap, MsgId};
+use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, MAX_PENDING_SEARCHES, SearchAnswerer, Verdict, new_id};
+
+/// Most channels a relay keeps: 1 024.
+pub const MAX_CHANNELS: usize = 1024;
+/// Longest channel name: 128 bytes.
+pub const MAX_CHANNEL_LEN: usize = 128;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn framed(channel: &str, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(channel.len() + 1 + body.len());
+    b.put_slice(channel.as_bytes());
+    b.put_u8(0);
+    b.put_slice(body);
+    b.freeze()
+}
+
+fn unframe(payload: &Bytes) -> Option<(String, Bytes)> {
+    let nul = payload.iter().position(|b| *b == 0)?;
+    let channel = std::str::from_utf8(&payload[..nul]).ok()?;
+    if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN {
+        return None;
+    }
+    Some((channel.to_owned(), payload.slice(nul + 1..)))
+}
+
+/// The relay's subscriptions: channel → subscribers.
+///
+/// Bounded: [`MAX_CHANNELS`] channels (new ones refused beyond); subscribers
+/// are the relay's peers (bounded by its peer limit) and leave with them.
+#[derive(Debug, Default)]
+pub struct RelayServer {
+    channels: Mutex<HashMap<String, HashSet<PeerId>>>,
+}
+
+impl RelayServer {
+    /// Installs the relay's kinds on `p2p` and follows its peers leaving.
+    ///
+    /// # Errors
+    /// When a `relay:*` kind is already registered.
+    pub fn install<P: PeerNetwork + Clone>(p2p: &P) -> Result<Arc<Self>, Error> {
+        let server = Arc::new(Self::default());
+        let s = server.clone();
+        p2p.register_handler(
+            "relay:subscribe",
+            peer_handler_fn(move |peer, payload| {
+                let s = s.clone();
+                async move {
+                    let ok = s.subscribe(peer, &payload);
+                    Some(Bytes::from_static(if ok { &[1] } else { &[0] }))
+                }
+            }),
+        )?;
+        let s = server.clone();
+        let net = p2p.clone();
+        p2p.register_handler(
+            "relay:publish",
+            peer_handler_fn(move |peer, payload| {
+                let s = s.clone();
+                let net = net.clone();
+                async move {
+                    s.publish(&net, &peer, payload);
+                    None
+                }
+            }),
+        )?;
+        let s = Arc::downgrade(&server);
+        let mut events = p2p.subscribe();
+        tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                let Some(s) = s.upgrade() else { return };
+                if let PeerEvent::Removed(peer) = ev {
+                    for subs in lock(&s.channels).values_mut() {
+                        subs.remove(&peer);
+                    }
+                }
+            }
+        });
+        Ok(server)
+    }
+
+    fn subscribe(&self, peer: PeerId, payload: &[u8]) -> bool {
+        let Some(channel) = std::str::from_utf8(payload).ok().filter(|c| !c.is_empty() && c.len() <= MAX_CHANNEL_LEN)
+        else {
+            return false;
+        };
+        let mut channels = lock(&self.channels);
+        if !channels.contains_key(channel) && channels.len() >= MAX_CHANNELS {
+            return false;
+        }
+        channels.entry(channel.to_owned()).or_default().insert(peer);
+        true
+    }
+
+    fn publish<P: PeerNetwork>(&self, p2p: &P, from: &PeerId, payload: Bytes) {
+        let Some((channel, _)) = unframe(&payload) else { return };
+        let subs: Vec<PeerId> = lock(&self.channels)
+            .get(&channel)
+            .map(|s| s.iter().filter(|p| *p != from).cloned().collect())
+            .unwrap_or_default();
+        for sub in subs {
+            let _ = p2p.send(&sub, "relay:message", payload.clone());
+        }
+    }
+
+    /// Subscribers of `channel`.
+    pub fn subscribers(&self, channel: &str) -> usize {
+        lock(&self.channels).get(channel).map_or(0, HashSet::len)
+    }
+}
+
+struct Inner<P: PeerNetwork> {
+    p2p: P,
+    relay: PeerId,
+    handlers: RwLock<HashMap<String, Arc<dyn GossipHandler>>>,
+    answerers: RwLock<HashMap<String, Arc<dyn SearchAnswerer>>>,
+    channels: Mutex<HashSet<String>>,
+    seen: Mutex<IdMap<()>>,
+    searches: Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>,
+}
+
+/// [`GossipNetwork`] over a central relay: publish instead of flooding.
+pub struct RelayGossip<P: PeerNetwork> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P: PeerNetwork> Clone for RelayGossip<P> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<P: PeerNetwork> RelayGossip<P> {
+    /// Gossip through the relay at `relay` (a peer of `p2p`, e.g. its only
+    /// bootstrap address). Subscriptions are renewed whenever the relay
+    /// (re)connects.
+    ///
+    /// # Errors
+    /// When `relay:message` is already registered on `p2p`.
+    pub fn new(p2p: P, relay: PeerId, config: crate::Config) -> Result<Self, Error> {
+        let inner = Arc::new(Inner {
+            p2p,
+            relay,
+            handlers: RwLock::new(HashMap::new()),
+            answerers: RwLock::new(HashMap::new()),
+            channels: Mutex::new(HashSet::new()),
+            seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
+            searches: Mutex::new(HashMap::new()),
+        });
+        let weak: Weak<Inner<P>> = Arc::downgrade(&inner);
+        inner.p2p.register_handler(
+            "relay:message",
+            peer_handler_fn(move |from, payload| {
+                let this = weak.upgrade().map(|inner| RelayGossip { inner });
+                async move {
+                    if let Some(this) = this
+                        && from == this.inner.relay
+                    {
+                        this.on_message(payload).await;
+                    }
+                    None
+                }
+            }),
+        )?;
+        let weak = Arc::downgrade(&inner);
+        let mut events = inner.p2p.subscribe();
+        tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                if ev == PeerEvent::Added(inner.relay.clone()) {
+                    let channels: Vec<String> = lock(&inner.channels).iter().cloned().collect();
+                    for c in channels {
+                        let _ = inner.p2p.send(&inner.relay, "relay:subscribe", Bytes::from(c));
+                    }
+                }
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    fn subscribe(&self, channel: String) {
+        if lock(&self.inner.channels).insert(channel.clone()) {
+            // If the relay is not connected yet, the reconnect hook sends it.
+            let _ = self.inner.p2p.send(&self.inner.relay, "relay:subscribe", Bytes::from(channel));
+        }
+    }
+
+    fn publish(&self, channel: &str, body: &[u8]) {
+        if let Err(e) = self.inner.p2p.send(&self.inner.relay, "relay:publish", framed(channel, body)) {
+            tracing::debug!(channel, "relay publish failed: {e}");
+        }
+    }
+
+    async fn on_message(&self, payload: Bytes) {
+        let Some((channel, body)) = unframe(&payload) else { return };
+        let Some(id) = body.get(..ID_LEN).and_then(|b| <MsgId>::try_from(b).ok()) else { return };
+        let rest = body.slice(ID_LEN..);
+        if let Some(kind) = channel.strip_prefix("search_response:") {
+            let _ = kind;
+            if let Some(tx) = lock(&self.inner.searches).get(&id) {
+                let _ = tx.try_send(rest);
+            }
+            return;
+        }
+        if !lock(&self.inner.seen).insert(id, ()) {
+            return;
+        }
+        if let Some(kind) = channel.strip_prefix("search:") {
+            let answerer = self.inner.answerers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+            if let Some(answerer) = answerer
+                && let Some(answer) = answerer.answer(rest).await
+            {
+                let mut b = BytesMut::with_capacity(ID_LEN + answer.len());
+                b.put_slice(&id);
+                b.put_slice(&answer);
+                self.publish(&format!("search_response:{kind}"), &b);
+            }
+        } else if let Some(kind) = channel.strip_prefix("gossip:") {
+            let handler = self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+            if let Some(handler) = handler
+                && handler.handle(None, rest).await == Verdict::Reject
+            {
+                // The relay hides the sender: nobody to penalise.
+                tracing::debug!(kind, "relayed gossip rejected");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
+    fn broadcast(&self, kind: &str, message: Bytes) -> Result<(), Error> {
+        let id = new_id();
+        lock(&self.inner.seen).insert(id, ());
+        let mut b = BytesMut::with_capacity(ID_LEN + message.len());
+        b.put_slice(&id);
+        b.put_slice(&message);
+        self.publish(&format!("gossip:{kind}"), &b);
+        Ok(())
+    }
+
+    fn register_handler(&self, kind: &str, handler: Arc<dyn GossipHandler>) -> Result<(), Error> {
+        let mut handlers = self.inner.handlers.write().unwrap_or_else(PoisonError::into_inner);
+        if handlers.contains_key(kind) {
+            return Err(Error::DuplicateHandler(kind.to_owned()));
+        }
+        handlers.insert(kind.to_owned(), handler);
+        drop(handlers);
+        self.subscribe(format!("gossip:{kind}"));
+        Ok(())
+    }
+
+    fn register_search_answerer(&self, kind: &str, answerer: Arc<dyn SearchAnswerer>) -> Result<(), Error> {
+        let mut answerers = self.inner.answerers.write().unwrap_or_else(PoisonError::into_inner);
+        if answerers.contains_key(kind) {
+            return Err(Error::DuplicateHandler(format!("search:{kind}")));
+        }
+        answerers.insert(kind.to_owned(), answerer);
+        drop(answerers);
+        self.subscribe(format!("search:{kind}"));
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        kind: &str,
+        query: Bytes,
+        timeout: Duration,
+        on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
+    ) -> Result<(), Error> {
+        self.subscribe(format!("search_response:{kind}"));
+        let id = new_id();
+        let (tx, mut rx) = mpsc::channel(64);
+        {
+            let mut searches = lock(&self.inner.searches);
+            if searches.len() >= MAX_PENDING_SEARCHES {
+                return Err(Error::TooManySearches);
+            }
+            searches.insert(id, tx);
+        }
+        struct Guard<'a>(&'a Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>, MsgId);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                lock(self.0).remove(&self.1);
+            }
+        }
+        let _guard = Guard(&self.inner.searches, id);
+        lock(&self.inner.seen).insert(id, ());
+        let mut b = BytesMut::with_capacity(ID_LEN + query.len());
+        b.put_slice(&id);
+        b.put_slice(&query);
+        self.publish(&format!("search:{kind}"), &b);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => {
+                    if on_answer(Some(answer)) == Flow::Done {
+                        return Ok(());
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    on_answer(None);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,964 @@
+//! # toy-p2p — peering and discovery
+//!
+//! Turns connections into *peers*: nodes that completed the workshop's
+//! `p2p:hello` handshake and are known by the listening address they
+//! announced. Keeps the peer count between `max_peers / 2` and `max_peers`
+//! (accepting inbound up to `2 × max_peers`), discovers addresses, and drops
+//! and bans peers that misbehave.
+//!
+//! ```text
+//!  dialler                                   listener
+//!  ── p2p:hello  "10.0.0.1:15151" ─────────►  accept?  not itself, not a duplicate,
+//!  ◄──────── 0x01 "10.0.0.2:15151,10.0.0.3:15151"      not banned, inbound < 2·max
+//!             (0x00 + peers on rejection: the dialler closes and tries those)
+//!  ── p2p:get_peers  "" ───────────────────►
+//!  ◄──────── "10.0.0.2:15151,10.0.0.3:15151"
+//! ```
+//!
+//! Discovery sources, each optional and combinable: a bootstrap list, the
+//! persisted [`book::PeerBook`], a [`tracker`], and the peer lists of peers.
+//! Addresses learned from others are only *candidates* until a dial to them
+//! succeeds. When two nodes dial each other at once, the connection opened by
+//! the node with the smaller address wins on both sides.
+//!
+//! The layer above uses the [`PeerNetwork`] trait; [`P2p`] implements it over
+//! any [`toy_msg::Messenger`] — TCP or the in-memory network alike.
+//!
+//! ## Example
+//!
+//! ```
+//! use toy_msg::{Messaging, Messenger};
+//! use toy_net::MemoryNetwork;
+//! use toy_p2p::{Config, P2p, PeerNetwork};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), toy_p2p::Error> {
+//! let net = MemoryNetwork::new();
+//! let mut nodes = Vec::new();
+//! for i in 0..3 {
+//!     let (t, ev) = net.endpoint(Default::default());
+//!     let (msg, events) = Messaging::new(t, ev, Default::default());
+//!     let addr = msg.listen(&format!("node{i}:1")).await?;
+//!     let bootstrap = if i == 0 { vec![] } else { vec!["node0:1".to_owned()] };
+//!     let config = Config::builder().max_peers(4).bootstrap(bootstrap).build()?;
+//!     nodes.push(P2p::start(msg, events, config)?);
+//! }
+//! // Wait (bounded) until node 0 sees both others.
+//! let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+//! while nodes[0].peers().len() < 2 && tokio::time::Instant::now() < deadline {
+//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! }
+//! assert_eq!(nodes[0].peers().len(), 2);
+//! # for n in &nodes { n.shutdown().await; }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod book;
+mod error;
+pub mod tracker;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use toy_msg::{ConnId, Messenger, handler_fn};
+
+pub use error::Error;
+
+use crate::book::PeerBook;
+
+/// A peer, known by the listening address it announced in `p2p:hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub String);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Something a peer did wrong; each costs a penalty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Misbehaviour {
+    /// A message that does not parse (closes the connection too).
+    MalformedMessage,
+    /// A frame over the maximum length.
+    OversizeFrame,
+    /// Gossip its handler rejected.
+    InvalidGossip,
+    /// An invalid block.
+    InvalidBlock,
+    /// An invalid transaction.
+    InvalidTransaction,
+    /// Too many messages.
+    Spam,
+    /// A protocol rule broken.
+    ProtocolViolation,
+    /// A custom penalty.
+    Custom(u32),
+}
+
+impl Misbehaviour {
+    /// The penalty added to the peer's score; 100 is a ban.
+    pub fn penalty(self) -> u32 {
+        match self {
+            Self::MalformedMessage | Self::OversizeFrame | Self::InvalidBlock => 100,
+            Self::InvalidGossip | Self::ProtocolViolation => 50,
+            Self::InvalidTransaction => 25,
+            Self::Spam => 10,
+            Self::Custom(p) => p,
+        }
+    }
+}
+
+/// Peers coming and going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A handshake completed.
+    Added(PeerId),
+    /// A peer disconnected or was dropped.
+    Removed(PeerId),
+}
+
+/// Handles one message kind from peers.
+#[async_trait]
+pub trait PeerHandler: Send + Sync + 'static {
+    /// Handles `payload` from `peer`; for a request, `Some` is the response.
+    async fn handle(&self, peer: PeerId, payload: Bytes) -> Option<Bytes>;
+}
+
+struct PeerHandlerFn<F>(F);
+
+#[async_trait]
+impl<F, Fut> PeerHandler for PeerHandlerFn<F>
+where
+    F: Fn(PeerId, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<Bytes>> + Send + 'static,
+{
+    async fn handle(&self, peer: PeerId, payload: Bytes) -> Option<Bytes> {
+        (self.0)(peer, payload).await
+    }
+}
+
+/// Wraps an async closure `|peer, payload| async { ... }` as a handler.
+pub fn peer_handler_fn<F, Fut>(f: F) -> Arc<dyn PeerHandler>
+where
+    F: Fn(PeerId, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<Bytes>> + Send + 'static,
+{
+    Arc::new(PeerHandlerFn(f))
+}
+
+/// The peer network the gossip layer is generic over.
+#[async_trait]
+pub trait PeerNetwork: Send + Sync + 'static {
+    /// The current peers.
+    fn peers(&self) -> Vec<PeerId>;
+
+    /// Sends a one-way message to a peer.
+    fn send(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<(), Error>;
+
+    /// Sends a request to a peer and waits for its response (the messaging
+    /// layer's timeout). Cancel-safe.
+    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error>;
+
+    /// Sends to every peer not in `except`; returns how many were sent.
+    fn broadcast(&self, kind: &str, payload: Bytes, except: &[PeerId]) -> usize {
+        self.peers()
+            .iter()
+            .filter(|p| !except.contains(p))
+            .filter(|p| self.send(p, kind, payload.clone()).is_ok())
+            .count()
+    }
+
+    /// Registers the handler of `kind`; only handshaked peers reach it.
+    fn register_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error>;
+
+    /// Peer added / removed events. Bounded: a receiver that falls more than
+    /// 1 024 events behind misses the oldest.
+    fn subscribe(&self) -> broadcast::Receiver<PeerEvent>;
+
+    /// Reports misbehaviour; past the threshold the peer is dropped and its
+    /// address banned for the ban period.
+    fn report(&self, peer: &PeerId, what: Misbehaviour);
+
+    /// The address we announce.
+    fn local_addr(&self) -> String;
+}
+
+/// Whether `s` looks like `host:port`.
+pub fn is_valid_addr(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && host.len() <= 253
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && !host.contains(',')
+                && host.chars().all(|c| c.is_ascii_graphic())
+        }
+        None => false,
+    }
+}
+
+/// Parses a comma-separated peer list, keeping at most `max` valid addresses.
+pub fn parse_addrs(bytes: &[u8], max: usize) -> Vec<String> {
+    std::str::from_utf8(bytes)
+        .map(|s| s.split(',').map(str::trim).filter(|a| is_valid_addr(a)).take(max).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Joins addresses with commas.
+pub fn join_addrs<'a>(addrs: impl IntoIterator<Item = &'a str>) -> String {
+    addrs.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// Default maximum of peers: 8.
+pub const DEFAULT_MAX_PEERS: usize = 8;
+/// Most candidate addresses remembered: 1 000 (oldest dropped first).
+pub const MAX_CANDIDATES: usize = 1000;
+/// Most addresses taken from one peer list.
+pub const MAX_ADDRS_PER_LIST: usize = 100;
+/// Most bans remembered: 10 000 (the soonest to expire dropped first).
+pub const MAX_BANS: usize = 10_000;
+/// Dials in flight at once.
+pub const MAX_PARALLEL_DIALS: usize = 8;
+/// Score at which a peer is dropped and banned.
+pub const BAN_THRESHOLD: u32 = 100;
+
+/// Peering settings. Build with [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    max_peers: usize,
+    advertise: Option<String>,
+    bootstrap: Vec<String>,
+    book_path: Option<PathBuf>,
+    tracker: Option<String>,
+    tick: Duration,
+    handshake_timeout: Duration,
+    ban_period: Duration,
+    tracker_ping: Duration,
+    seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_peers: DEFAULT_MAX_PEERS,
+            advertise: None,
+            bootstrap: Vec::new(),
+            book_path: None,
+            tracker: None,
+            tick: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(10),
+            ban_period: Duration::from_secs(600),
+            tracker_ping: Duration::from_secs(10),
+            seed: None,
+        }
+    }
+}
+
+impl Config {
+    /// A builder from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Self::default())
+    }
+
+    /// The peer maximum.
+    pub fn max_peers(&self) -> usize {
+        self.max_peers
+    }
+}
+
+/// Builds a [`Config`].
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Peers kept: between `max / 2` and `max` (default 8).
+    pub fn max_peers(mut self, max: usize) -> Self {
+        self.0.max_peers = max;
+        self
+    }
+    /// The address announced in `p2p:hello` (default: the listening address).
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.0.advertise = Some(addr.into());
+        self
+    }
+    /// Addresses dialled at start and whenever no peer is left.
+    pub fn bootstrap(mut self, addrs: Vec<String>) -> Self {
+        self.0.bootstrap = addrs;
+        self
+    }
+    /// File of the persisted peers book.
+    pub fn book_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.book_path = Some(path.into());
+        self
+    }
+    /// A tracker to join and ping.
+    pub fn tracker(mut self, addr: impl Into<String>) -> Self {
+        self.0.tracker = Some(addr.into());
+        self
+    }
+    /// Period of the maintenance task (default 500 ms).
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.0.tick = tick;
+        self
+    }
+    /// How long an inbound connection may stay without `p2p:hello` (10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.0.handshake_timeout = t;
+        self
+    }
+    /// How long a banned address is refused (default 10 min).
+    pub fn ban_period(mut self, t: Duration) -> Self {
+        self.0.ban_period = t;
+        self
+    }
+    /// Seed of the peer-selection randomness (default: from the OS).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.0.seed = Some(seed);
+        self
+    }
+    /// Checks invariants.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero maximum or tick, or a bad address.
+    pub fn build(self) -> Result<Config, Error> {
+        let c = self.0;
+        if c.max_peers == 0 {
+            return Err(Error::InvalidConfig("max_peers must be at least 1"));
+        }
+        if c.tick.is_zero() || c.handshake_timeout.is_zero() {
+            return Err(Error::InvalidConfig("tick and handshake_timeout must be positive"));
+        }
+        if c.bootstrap.iter().chain(c.advertise.iter()).chain(c.tracker.iter()).any(|a| !is_valid_addr(a)) {
+            return Err(Error::InvalidConfig("addresses must be host:port"));
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug)]
+struct PeerInfo {
+    conn: ConnId,
+    outbound: bool,
+    score: u32,
+}
+
+/// Everything the peer manager knows. Bounded: peers by `2 × max_peers`
+/// inbound plus `max_peers` outbound; pending handshakes by the transport's
+/// inbound limit and the handshake timeout; candidates by [`MAX_CANDIDATES`];
+/// bans by [`MAX_BANS`]; the book by its own limit.
+struct State {
+    peers: HashMap<PeerId, PeerInfo>,
+    by_conn: HashMap<ConnId, PeerId>,
+    pending_inbound: HashMap<ConnId, Instant>,
+    dialing: HashSet<String>,
+    candidates: VecDeque<String>,
+    bans: HashMap<String, Instant>,
+    book: PeerBook,
+    rng: rand::rngs::StdRng,
+    tracker_conn: Option<ConnId>,
+    last_tracker_ping: Option<Instant>,
+    ticks: u64,
+}
+
+impl State {
+    fn add_candidate(&mut self, addr: String, me: &str) {
+        if addr == me || self.peers.contains_key(&PeerId(addr.clone())) || self.candidates.contains(&addr) {
+            return;
+        }
+        self.candidates.push_back(addr);
+        while self.candidates.len() > MAX_CANDIDATES {
+            self.candidates.pop_front();
+        }
+    }
+
+    fn banned(&self, addr: &str) -> bool {
+        self.bans.get(addr).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn peer_list(&self, except: Option<&str>) -> String {
+        join_addrs(self.peers.keys().map(|p| p.0.as_str()).filter(|a| Some(*a) != except))
+    }
+
+    fn inbound_count(&self) -> usize {
+        self.peers.values().filter(|p| !p.outbound).count()
+    }
+}
+
+struct Inner<M: Messenger> {
+    msg: M,
+    config: Config,
+    me: String,
+    state: Mutex<State>,
+    events: broadcast::Sender<PeerEvent>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The peer manager over a [`Messenger`]; implements [`PeerNetwork`].
+///
+/// A cheap handle (clones share state). Runs two tasks: one reading the
+/// messaging layer's events, one doing maintenance every tick (dialling,
+/// trimming, discovery, handshake timeouts, the book, the tracker).
+pub struct P2p<M: Messenger> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: Messenger> Clone for P2p<M> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<M: Messenger> fmt::Debug for P2p<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("P2p").field("me", &self.inner.me).field("peers", &self.peers().len()).finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<M: Messenger> P2p<M> {
+    /// Starts peering on `msg`, which should already listen. Takes the
+    /// messaging layer's events.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] without an address to announce;
+    /// [`Error::Msg`] if the `p2p:*` kinds are taken.
+    pub fn start(msg: M, msg_events: toy_msg::Events, config: Config) -> Result<Self, Error> {
+        let me = config
+            .advertise
+            .clone()
+            .or_else(|| msg.local_addr())
+            .ok_or(Error::InvalidConfig("listen first or set an advertise address"))?;
+        let book = match &config.book_path {
+            Some(p) => PeerBook::load(p),
+            None => PeerBook::in_memory(),
+        };
+        let rng = match config.seed {
+            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
+        let mut state = State {
+            peers: HashMap::new(),
+            by_conn: HashMap::new(),
+            pending_inbound: HashMap::new(),
+            dialing: HashSet::new(),
+            candidates: VecDeque::new(),
+            bans: HashMap::new(),
+            book,
+            rng,
+            tracker_conn: None,
+            last_tracker_ping: None,
+            ticks: 0,
+        };
+        for a in config.bootstrap.iter().cloned().chain(state.book.addrs()) {
+            state.add_candidate(a, &me);
+        }
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            msg,
+            config,
+            me,
+            state: Mutex::new(state),
+            events,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let this = Self { inner };
+        this.install_handlers()?;
+        let (a, b) = (this.clone(), this.clone());
+        this.inner.tasks.spawn(async move { a.event_loop(msg_events).await });
+        this.inner.tasks.spawn(async move { b.maintenance().await });
+        Ok(this)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn weak(&self) -> Weak<Inner<M>> {
+        Arc::downgrade(&self.inner)
+    }
+
+    fn install_handlers(&self) -> Result<(), Error> {
+        let weak = self.weak();
+        self.inner.msg.register_handler(
+            "p2p:hello",
+            handler_fn(move |conn, payload| {
+                let this = weak.upgrade().map(|inner| P2p { inner });
+                async move { Some(this?.on_hello(conn, &payload)) }
+            }),
+        )?;
+        let weak = self.weak();
+        self.inner.msg.register_handler(
+            "p2p:get_peers",
+            handler_fn(move |conn, _| {
+                let this = weak.upgrade().map(|inner| P2p { inner });
+                async move {
+                    let this = this?;
+                    let st = this.state();
+                    let asker = st.by_conn.get(&conn).map(|p| p.0.clone());
+                    Some(Bytes::from(st.peer_list(asker.as_deref())))
+                }
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Decides an inbound `p2p:hello`.
+    fn on_hello(&self, conn: ConnId, payload: &[u8]) -> Bytes {
+        let me = &self.inner.me;
+        let max = self.inner.config.max_peers;
+        let mut st = self.state();
+        let addr = std::str::from_utf8(payload).ok().filter(|a| is_valid_addr(a)).map(str::to_owned);
+        let verdict = match &addr {
+            None => Err("malformed address"),
+            Some(a) if a == me => Err("that is us"),
+            Some(_) if st.by_conn.contains_key(&conn) => Err("already handshaked"),
+            Some(a) if st.banned(a) => Err("banned"),
+            Some(a) if st.peers.contains_key(&PeerId(a.clone())) => Err("already peers"),
+            // Both dial at once: the connection opened by the smaller address wins.
+            Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => Err("simultaneous dial; ours wins"),
+            Some(_) if st.inbound_count() >= 2 * max => Err("full"),
+            Some(_) => Ok(()),
+        };
+        let list = st.peer_list(addr.as_deref());
+        match (verdict, addr) {
+            (Ok(()), Some(a)) => {
+                st.pending_inbound.remove(&conn);
+                let id = PeerId(a);
+                st.by_conn.insert(conn, id.clone());
+                st.peers.insert(id.clone(), PeerInfo { conn, outbound: false, score: 0 });
+                drop(st);
+                tracing::debug!(me = %self.inner.me, peer = %id, "inbound peer accepted");
+                let _ = self.inner.events.send(PeerEvent::Added(id));
+                let mut out = vec![1u8];
+                out.extend_from_slice(list.as_bytes());
+                Bytes::from(out)
+            }
+            (verdict, addr) => {
+                tracing::debug!(me = %self.inner.me, ?addr, reason = verdict.err().unwrap_or(""), "hello rejected");
+                let mut out = vec![0u8];
+                out.extend_from_slice(list.as_bytes());
+                Bytes::from(out)
+            }
+        }
+    }
+
+    async fn event_loop(&self, mut events: toy_msg::Events) {
+        loop {
+            let ev = tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                ev = events.next() => match ev { Some(ev) => ev, None => return },
+            };
+            match ev {
+                toy_msg::Event::Connected { conn, incoming: true, .. } => {
+                    let deadline = Instant::now() + self.inner.config.handshake_timeout;
+                    self.state().pending_inbound.insert(conn, deadline);
+                }
+                toy_msg::Event::Disconnected { conn, reason } => {
+                    let removed = {
+                        let mut st = self.state();
+                        st.pending_inbound.remove(&conn);
+                        if st.tracker_conn == Some(conn) {
+                            st.tracker_conn = None;
+                        }
+                        let id = st.by_conn.remove(&conn);
+                        if let Some(id) = &id
+                            && st.peers.get(id).is_some_and(|p| p.conn == conn)
+                        {
+                            st.peers.remove(id);
+                        }
+                        id
+                    };
+                    if let Some(id) = removed {
+                        if reason.is_peer_fault() {
+                            self.report(&id, Misbehaviour::OversizeFrame);
+                        }
+                        tracing::debug!(me = %self.inner.me, peer = %id, %reason, "peer removed");
+                        let _ = self.inner.events.send(PeerEvent::Removed(id));
+                    }
+                }
+                toy_msg::Event::Misbehaved { conn, error } => {
+                    let id = self.state().by_conn.get(&conn).cloned();
+                    if let Some(id) = id {
+                        tracing::info!(peer = %id, %error, "peer sent a malformed message");
+                        self.report(&id, Misbehaviour::MalformedMessage);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Dials `addr` and performs the handshake.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for ourselves, an existing peer or a banned address,
+    /// [`Error::Rejected`] when the peer said no, and transport errors.
+    pub async fn connect(&self, addr: &str) -> Result<PeerId, Error> {
+        if !is_valid_addr(addr) {
+            return Err(Error::BadAddress(addr.to_owned()));
+        }
+        {
+            let mut st = self.state();
+            let refuse = |reason| Err(Error::Refused { addr: addr.to_owned(), reason });
+            if addr == self.inner.me {
+                return refuse("that is us");
+            }
+            if st.peers.contains_key(&PeerId(addr.to_owned())) {
+                return refuse("already a peer");
+            }
+            if st.banned(addr) {
+                return refuse("banned");
+            }
+            if !st.dialing.insert(addr.to_owned()) {
+                return refuse("already dialling");
+            }
+        }
+        let result = self.dial(addr).await;
+        let mut st = self.state();
+        st.dialing.remove(addr);
+        match &result {
+            Ok(_) => st.book.seen(addr, now_ms()),
+            Err(Error::Rejected { .. }) => st.book.seen(addr, now_ms()),
+            Err(_) => st.book.failed(addr),
+        }
+        result
+    }
+
+    async fn dial(&self, addr: &str) -> Result<PeerId, Error> {
+        let msg = &self.inner.msg;
+        let conn = msg.connect(addr).await?;
+        let response = match msg.request(conn, "p2p:hello", Bytes::from(self.inner.me.clone())).await {
+            Ok(r) => r,
+            Err(e) => {
+                msg.close(conn);
+                return Err(e.into());
+            }
+        };
+        let Some((&flag, list)) = response.split_first() else {
+            msg.close(conn);
+            return Err(Error::BadHelloResponse { addr: addr.to_owned() });
+        };
+        let learned = parse_addrs(list, MAX_ADDRS_PER_LIST);
+        let mut st = self.state();
+        for a in learned {
+            st.add_candidate(a, &self.inner.me);
+        }
+        let id = PeerId(addr.to_owned());
+        match flag {
+            1 if !st.peers.contains_key(&id) => {
+                st.by_conn.insert(conn, id.clone());
+                st.peers.insert(id.clone(), PeerInfo { conn, outbound: true, score: 0 });
+                drop(st);
+                tracing::debug!(me = %self.inner.me, peer = %id, "outbound peer added");
+                let _ = self.inner.events.send(PeerEvent::Added(id.clone()));
+                Ok(id)
+            }
+            1 => {
+                // They dialled us meanwhile and that connection won.
+                drop(st);
+                msg.close(conn);
+                Err(Error::Refused { addr: addr.to_owned(), reason: "already a peer" })
+            }
+            0 => {
+                drop(st);
+                msg.close(conn);
+                Err(Error::Rejected { addr: addr.to_owned() })
+            }
+            _ => {
+                drop(st);
+                msg.close(conn);
+                Err(Error::BadHelloResponse { addr: addr.to_owned() })
+            }
+        }
+    }
+
+    /// Drops a peer (closing its connection).
+    pub fn disconnect(&self, peer: &PeerId) {
+        let conn = self.state().peers.get(peer).map(|p| p.conn);
+        if let Some(conn) = conn {
+            self.inner.msg.close(conn);
+        }
+    }
+
+    /// Addresses waiting to be tried.
+    pub fn candidates(&self) -> Vec<String> {
+        self.state().candidates.iter().cloned().collect()
+    }
+
+    /// The peers book's addresses.
+    pub fn book(&self) -> Vec<String> {
+        self.state().book.addrs()
+    }
+
+    /// A peer's misbehaviour score (`None` if not a peer).
+    pub fn score(&self, peer: &PeerId) -> Option<u32> {
+        self.state().peers.get(peer).map(|p| p.score)
+    }
+
+    /// Whether `addr` is banned now.
+    pub fn is_banned(&self, addr: &str) -> bool {
+        self.state().banned(addr)
+    }
+
+    /// The messaging layer underneath.
+    pub fn messenger(&self) -> &M {
+        &self.inner.msg
+    }
+
+    /// Stops the tasks, saves the book and shuts the messaging layer down.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        if let Some(conn) = self.state().tracker_conn {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.inner.msg.request(conn, "tracker:leave", Bytes::from(self.inner.me.clone())),
+            )
+            .await;
+        }
+        self.inner.msg.shutdown().await;
+        self.inner.tasks.wait().await;
+        if let Err(e) = self.state().book.save() {
+            tracing::warn!("cannot save peers book: {e}");
+        }
+    }
+
+    async fn maintenance(&self) {
+        let mut interval = tokio::time::interval(self.inner.config.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            self.tick().await;
+        }
+    }
+
+    async fn tick(&self) {
+        let max = self.inner.config.max_peers;
+        let now = Instant::now();
+        let (to_close, dials, ask, trim, tracker_due) = {
+            let mut st = self.state();
+            st.ticks += 1;
+            // Handshake timeouts and expired bans.
+            let expired: Vec<ConnId> = st.pending_inbound.iter().filter(|(_, d)| **d <= now).map(|(c, _)| *c).collect();
+            for c in &expired {
+                st.pending_inbound.remove(c);
+            }
+            st.bans.retain(|_, until| *until > now);
+            let n = st.peers.len();
+            // Re-bootstrap when alone with nothing to try.
+            if n == 0 && st.candidates.is_empty() && st.dialing.is_empty() {
+                let again: Vec<String> = self.inner.config.bootstrap.iter().cloned().chain(st.book.addrs()).collect();
+                for a in again {
+                    st.add_candidate(a, &self.inner.me);
+                }
+            }
+            let mut dials = Vec::new();
+            if n < max.div_ceil(2).max(1) || (n < max && st.ticks.is_multiple_of(4)) {
+                let room = (max - n).min(MAX_PARALLEL_DIALS.saturating_sub(st.dialing.len()));
+                while dials.len() < room {
+                    let Some(a) = st.candidates.pop_front() else { break };
+                    if !st.peers.contains_key(&PeerId(a.clone())) && !st.dialing.contains(&a) && !st.banned(&a) {
+                        dials.push(a);
+                    }
+                }
+            }
+            // Top up candidates from a random peer's list now and then.
+            let ask = if n > 0 && n < max && st.ticks.is_multiple_of(4) {
+                let peers: Vec<PeerId> = st.peers.keys().cloned().collect();
+                let mut rng = st.rng.clone();
+                let pick = peers.choose(&mut rng).cloned();
+                st.rng = rng;
+                pick
+            } else {
+                None
+            };
+            // Trim above the maximum, inbound first.
+            let mut trim = Vec::new();
+            if n > max {
+                let mut inbound: Vec<PeerId> =
+                    st.peers.iter().filter(|(_, p)| !p.outbound).map(|(id, _)| id.clone()).collect();
+                let mut outbound: Vec<PeerId> =
+                    st.peers.iter().filter(|(_, p)| p.outbound).map(|(id, _)| id.clone()).collect();
+                let mut rng = st.rng.clone();
+                inbound.shuffle(&mut rng);
+                outbound.shuffle(&mut rng);
+                st.rng = rng;
+                trim = inbound.into_iter().chain(outbound).take(n - max).collect();
+            }
+            if st.ticks.is_multiple_of(20) {
+                st.book.age_out(now_ms());
+                if let Err(e) = st.book.save() {
+                    tracing::warn!("cannot save peers book: {e}");
+                }
+            }
+            let tracker_due = self.inner.config.tracker.is_some()
+                && (st.tracker_conn.is_none()
+                    || st.last_tracker_ping.is_none_or(|t| t.elapsed() >= self.inner.config.tracker_ping));
+            (expired, dials, ask, trim, tracker_due)
+        };
+        for c in to_close {
+            tracing::debug!(conn = %c, "no hello in time; closing");
+            self.inner.msg.close(c);
+        }
+        for p in trim {
+            tracing::debug!(peer = %p, "above max peers; dropping");
+            self.disconnect(&p);
+        }
+        for addr in dials {
+            let this = self.clone();
+            self.inner.tasks.spawn(async move {
+                if let Err(e) = this.connect(&addr).await {
+                    tracing::debug!(me = %this.inner.me, %addr, "dial failed: {e}");
+                }
+            });
+        }
+        if let Some(peer) = ask {
+            let this = self.clone();
+            self.inner.tasks.spawn(async move {
+                if let Ok(list) = this.request(&peer, "p2p:get_peers", Bytes::new()).await {
+                    let mut st = this.state();
+                    for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
+                        st.add_candidate(a, &this.inner.me);
+                    }
+                }
+            });
+        }
+        if tracker_due {
+            self.tracker_round().await;
+        }
+    }
+
+    /// Joins the tracker (when not a member) or pings it.
+    async fn tracker_round(&self) {
+        let Some(tracker) = self.inner.config.tracker.clone() else { return };
+        let me = Bytes::from(self.inner.me.clone());
+        let existing = self.state().tracker_conn;
+        let conn = match existing {
+            Some(c) => c,
+            None => match self.inner.msg.connect(&tracker).await {
+                Ok(c) => {
+                    self.state().tracker_conn = Some(c);
+                    c
+                }
+                Err(e) => {
+                    tracing::debug!(%tracker, "tracker unreachable: {e}");
+                    self.state().last_tracker_ping = Some(Instant::now());
+                    return;
+                }
+            },
+        };
+        let joined = existing.is_some()
+            && matches!(self.inner.msg.request(conn, "tracker:ping", me.clone()).await.as_deref(), Ok([1]));
+        if !joined {
+            match self.inner.msg.request(conn, "tracker:join", me).await {
+                Ok(list) => {
+                    let mut st = self.state();
+                    for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
+                        st.add_candidate(a, &self.inner.me);
+                    }
+                }
+                Err(e) => tracing::debug!(%tracker, "tracker join failed: {e}"),
+            }
+        }
+        self.state().last_tracker_ping = Some(Instant::now());
+    }
+
+    fn conn_of(&self, peer: &PeerId) -> Result<ConnId, Error> {
+        self.state().peers.get(peer).map(|p| p.conn).ok_or_else(|| Error::UnknownPeer(peer.0.clone()))
+    }
+}
+
+#[async_trait]
+impl<M: Messenger> PeerNetwork for P2p<M> {
+    fn peers(&self) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = self.state().peers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn send(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<(), Error> {
+        let conn = self.conn_of(peer)?;
+        Ok(self.inner.msg.send(conn, kind, payload)?)
+    }
+
+    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
+        let conn = self.conn_of(peer)?;
+        Ok(self.inner.msg.request(conn, kind, payload).await?)
+    }
+
+    fn register_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {
+        let weak = self.weak();
+        self.inner.msg.register_handler(
+            kind,
+            handler_fn(move |conn, payload| {
+                // Only handshaked peers reach the layer above.
+                let peer = weak.upgrade().and_then(|inner| {
+                    inner.state.lock().unwrap_or_else(PoisonError::into_inner).by_conn.get(&conn).cloned()
+                });
+                let handler = handler.clone();
+                async move { handler.handle(peer?, payload).await }
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn report(&self, peer: &PeerId, what: Misbehaviour) {
+        let conn = {
+            let mut st = self.state();
+            let Some(info) = st.peers.get_mut(peer) else {
+                // Already gone: still ban when the offence alone deserves it.
+                if what.penalty() >= BAN_THRESHOLD {
+                    let until = Instant::now() + self.inner.config.ban_period;
+                    st.bans.insert(peer.0.clone(), until);
+                }
+                return;
+            };
+            info.score = info.score.saturating_add(what.penalty());
+            tracing::debug!(%peer, ?what, score = info.score, "misbehaviour reported");
+            if info.score < BAN_THRESHOLD {
+                return;
+            }
+            let conn = info.conn;
+            let until = Instant::now() + self.inner.config.ban_period;
+            st.bans.insert(peer.0.clone(), until);
+            if st.bans.len() > MAX_BANS
+                && let Some(first) = st.bans.iter().min_by_key(|(_, u)| **u).map(|(a, _)| a.clone())
+            {
+                st.bans.remove(&first);
+            }
+            conn
+        };
+        tracing::info!(%peer, "peer banned for misbehaviour");
+        self.inner.msg.close(conn);
+    }
+
+    fn local_addr(&self) -> String {
+        self.inner.me.clone()
+    }
+}
