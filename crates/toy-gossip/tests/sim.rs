@@ -21,6 +21,13 @@ fn addr(i: usize) -> String {
     format!("node{i}:15151")
 }
 
+/// Whether the peer graph of `members` is one connected component.
+fn connected(nodes: &[MemNode], members: &[usize]) -> bool {
+    let graph: Vec<(String, &toy_p2p::P2p<_>)> = members.iter().map(|&i| (addr(i), &nodes[i].0)).collect();
+    let d = distances(&graph, &addr(members[0]));
+    members.iter().all(|&i| d.contains_key(&addr(i)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_nodes_peer_gossip_search_and_recover() {
     let net = MemoryNetwork::new();
@@ -33,6 +40,8 @@ async fn two_hundred_nodes_peer_gossip_search_and_recover() {
     }
     let min = MAX_PEERS / 2;
     wait_until("every node has the minimum peer count", || nodes.iter().all(|(p, _)| p.peers().len() >= min)).await;
+    // Flooding reaches a connected graph; the slow top-up joins any clusters.
+    wait_until("the peer graph is connected", || connected(&nodes, &(0..N).collect::<Vec<_>>())).await;
 
     // One gossip message reaches every node, each handles it once.
     let handled: Vec<Arc<AtomicUsize>> = (0..N).map(|_| Arc::new(AtomicUsize::new(0))).collect();
@@ -129,6 +138,7 @@ async fn two_hundred_nodes_peer_gossip_search_and_recover() {
     }
     let live: Vec<usize> = (0..N).filter(|i| !dead.contains(i)).collect();
     wait_until("live nodes re-peer to the minimum", || live.iter().all(|&i| nodes[i].0.peers().len() >= min)).await;
+    wait_until("the live graph is connected", || connected(&nodes, &live)).await;
     nodes[live[0]].1.broadcast("note", Bytes::from_static(b"still here")).expect("broadcast");
     wait_until("the second message reaches every live node", || {
         live[1..].iter().all(|&i| handled[i].load(Ordering::SeqCst) >= 2)

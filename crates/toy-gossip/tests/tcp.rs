@@ -41,8 +41,13 @@ async fn ten_nodes_bootstrap_from_one_and_gossip_reaches_all() {
     }
     nodes[9].1.broadcast("note", Bytes::from_static(b"over tcp")).expect("broadcast");
     wait_until("gossip reaches all", || counters[..9].iter().all(|c| c.load(Ordering::SeqCst) == 1)).await;
+    // Inbound peers may briefly exceed the maximum; trimming brings every
+    // node back between max/2 and max.
+    wait_until("all nodes settle between max/2 and max peers", || {
+        nodes.iter().all(|(p, _)| (2..=4).contains(&p.peers().len()))
+    })
+    .await;
     for (p, _) in &nodes {
-        assert!(p.peers().len() <= 4 * 2, "never above the inbound allowance");
         p.shutdown().await;
     }
 }
@@ -111,7 +116,10 @@ async fn gossip_over_the_relay_reaches_every_subscriber() {
     // Search over the relay too.
     clients[2]
         .1
-        .register_search_answerer("obj", toy_gossip::answerer_fn(|q| async move { (&q[..] == b"k").then(|| Bytes::from_static(b"v")) }))
+        .register_search_answerer(
+            "obj",
+            toy_gossip::answerer_fn(|q| async move { (&q[..] == b"k").then(|| Bytes::from_static(b"v")) }),
+        )
         .expect("answerer");
     wait_until("answerer subscribed", || server.subscribers("search:obj") == 1).await;
     let mut got = None;

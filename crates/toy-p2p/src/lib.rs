@@ -233,6 +233,9 @@ pub const MAX_ADDRS_PER_LIST: usize = 100;
 pub const MAX_BANS: usize = 10_000;
 /// Dials in flight at once.
 pub const MAX_PARALLEL_DIALS: usize = 8;
+/// Between `max_peers / 2` and `max_peers`, one extra dial every this many
+/// ticks.
+pub const TOP_UP_EVERY: u64 = 10;
 /// Score at which a peer is dropped and banned.
 pub const BAN_THRESHOLD: u32 = 100;
 
@@ -579,13 +582,16 @@ impl<M: Messenger> P2p<M> {
                         if st.tracker_conn == Some(conn) {
                             st.tracker_conn = None;
                         }
-                        let id = st.by_conn.remove(&conn);
-                        if let Some(id) = &id
-                            && st.peers.get(id).is_some_and(|p| p.conn == conn)
-                        {
-                            st.peers.remove(id);
+                        // Only a handshaked peer on this very connection is
+                        // removed (a provisional dial or a replaced
+                        // connection is not).
+                        match st.by_conn.remove(&conn) {
+                            Some(id) if st.peers.get(&id).is_some_and(|p| p.conn == conn) => {
+                                st.peers.remove(&id);
+                                Some(id)
+                            }
+                            _ => None,
                         }
-                        id
                     };
                     if let Some(id) = removed {
                         if reason.is_peer_fault() {
@@ -646,26 +652,32 @@ impl<M: Messenger> P2p<M> {
     async fn dial(&self, addr: &str) -> Result<PeerId, Error> {
         let msg = &self.inner.msg;
         let conn = msg.connect(addr).await?;
+        let id = PeerId(addr.to_owned());
+        // Provisionally map the connection to the peer: if it accepts, it may
+        // send us gossip before its answer to our hello is processed here.
+        self.state().by_conn.insert(conn, id.clone());
+        let fail = |e: Error| {
+            self.state().by_conn.remove(&conn);
+            msg.close(conn);
+            Err(e)
+        };
         let response = match msg.request(conn, "p2p:hello", Bytes::from(self.inner.me.clone())).await {
             Ok(r) => r,
-            Err(e) => {
-                msg.close(conn);
-                return Err(e.into());
-            }
+            Err(e) => return fail(e.into()),
         };
         let Some((&flag, list)) = response.split_first() else {
-            msg.close(conn);
-            return Err(Error::BadHelloResponse { addr: addr.to_owned() });
+            return fail(Error::BadHelloResponse { addr: addr.to_owned() });
         };
         let learned = parse_addrs(list, MAX_ADDRS_PER_LIST);
         let mut st = self.state();
         for a in learned {
             st.add_candidate(a, &self.inner.me);
         }
-        let id = PeerId(addr.to_owned());
+        if flag != 1 || st.peers.contains_key(&id) {
+            st.by_conn.remove(&conn);
+        }
         match flag {
             1 if !st.peers.contains_key(&id) => {
-                st.by_conn.insert(conn, id.clone());
                 st.peers.insert(id.clone(), PeerInfo { conn, outbound: true, score: 0 });
                 drop(st);
                 tracing::debug!(me = %self.inner.me, peer = %id, "outbound peer added");
@@ -767,16 +779,33 @@ impl<M: Messenger> P2p<M> {
             }
             st.bans.retain(|_, until| *until > now);
             let n = st.peers.len();
-            // Re-bootstrap when alone with nothing to try.
-            if n == 0 && st.candidates.is_empty() && st.dialing.is_empty() {
+            // Re-bootstrap when alone, or short of peers, with nothing to try.
+            if n < max && st.candidates.is_empty() && st.dialing.is_empty() {
                 let again: Vec<String> = self.inner.config.bootstrap.iter().cloned().chain(st.book.addrs()).collect();
                 for a in again {
                     st.add_candidate(a, &self.inner.me);
                 }
             }
             let mut dials = Vec::new();
-            if n < max.div_ceil(2).max(1) || (n < max && st.ticks.is_multiple_of(4)) {
-                let room = (max - n).min(MAX_PARALLEL_DIALS.saturating_sub(st.dialing.len()));
+            // Below max/2: dial until back in range at once. Between max/2 and
+            // max: one dial every TOP_UP_EVERY ticks, slow enough not to churn,
+            // steady enough that separate clusters of peers find each other.
+            let low = max.div_ceil(2).max(1);
+            let room = if n < low {
+                low - n
+            } else if n < max && st.ticks.is_multiple_of(TOP_UP_EVERY) {
+                1
+            } else {
+                0
+            };
+            if room > 0 {
+                let room = room.min(MAX_PARALLEL_DIALS.saturating_sub(st.dialing.len()));
+                // Random picks mix the graph better than oldest-first.
+                let mut pool: Vec<String> = st.candidates.drain(..).collect();
+                let mut rng = st.rng.clone();
+                pool.shuffle(&mut rng);
+                st.rng = rng;
+                st.candidates = pool.into();
                 while dials.len() < room {
                     let Some(a) = st.candidates.pop_front() else { break };
                     if !st.peers.contains_key(&PeerId(a.clone())) && !st.dialing.contains(&a) && !st.banned(&a) {
@@ -785,7 +814,7 @@ impl<M: Messenger> P2p<M> {
                 }
             }
             // Top up candidates from a random peer's list now and then.
-            let ask = if n > 0 && n < max && st.ticks.is_multiple_of(4) {
+            let ask = if n > 0 && n < max && st.candidates.len() < max && st.ticks.is_multiple_of(4) {
                 let peers: Vec<PeerId> = st.peers.keys().cloned().collect();
                 let mut rng = st.rng.clone();
                 let pick = peers.choose(&mut rng).cloned();
