@@ -100,10 +100,10 @@ async fn gossip_over_the_relay_reaches_every_subscriber() {
     let relay_addr = relay.0.local_addr();
     let counters: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let mut clients = Vec::new();
-    for i in 0..3 {
+    for (i, counter) in counters.iter().enumerate() {
         let (p2p, _) = tcp_node("127.0.0.1:0", p2p_config(1, vec![relay_addr.clone()], 10 + i as u64)).await;
         let g = RelayGossip::new(p2p.clone(), PeerId(relay_addr.clone()), Default::default()).expect("relay gossip");
-        g.register_handler("note", counting_handler(&counters[i])).expect("register");
+        g.register_handler("note", counting_handler(counter)).expect("register");
         clients.push((p2p, g));
     }
     wait_until("all clients subscribed", || server.subscribers("gossip:note") == 3).await;

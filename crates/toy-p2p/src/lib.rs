@@ -740,7 +740,8 @@ impl<M: Messenger> P2p<M> {
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
-        if let Some(conn) = self.state().tracker_conn {
+        let tracker_conn = self.state().tracker_conn;
+        if let Some(conn) = tracker_conn {
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
                 self.inner.msg.request(conn, "tracker:leave", Bytes::from(self.inner.me.clone())),
