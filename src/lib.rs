@@ -3,6 +3,12 @@
 //! This facade re-exports the layers so a program can depend on one crate:
 //!
 //! ```text
+//!   toy-miner   nonce grinding on all cores                         (TemplateSource)
+//!   toy-chain   transactions, blocks, state, block tree, storage    (Store, Verifier)
+//!   toy-gossip  flood gossip, search, relay                         (GossipNetwork)
+//!      │ generic over
+//!   toy-p2p     peers: p2p:hello, discovery, scores                 (PeerNetwork)
+//!      │ generic over
 //!   toy-msg   messages: type, id, kind, payload; request/response   (Messenger)
 //!      │ generic over
 //!   toy-net   frames: [len u32 BE][payload] over TCP or in memory   (Transport)
@@ -35,6 +41,8 @@
 //! ```
 
 pub use toy_chain as chain;
+pub use toy_gossip as gossip;
 pub use toy_miner as miner;
 pub use toy_msg as msg;
 pub use toy_net as net;
+pub use toy_p2p as p2p;
