@@ -1,0 +1,149 @@
+//! Peering rules over the in-memory network: no self-peering, no duplicate
+//! peering (also on simultaneous dials), handshake required, bans.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use toy_msg::{Messaging, Messenger};
+use toy_net::{MemoryNetwork, MemoryTransport, Transport};
+use toy_p2p::{Config, Misbehaviour, P2p, PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn node(net: &MemoryNetwork, addr: &str, boot: Vec<String>) -> P2p<Messaging<MemoryTransport>> {
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen(addr).await.expect("listen");
+    let config =
+        Config::builder().max_peers(4).bootstrap(boot).seed(1).tick(Duration::from_millis(50)).build().expect("config");
+    P2p::start(msg, events, config).expect("start")
+}
+
+#[tokio::test]
+async fn never_peers_with_itself() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec!["a:1".into()]).await;
+    assert!(a.connect("a:1").await.is_err());
+    assert!(a.peers().is_empty());
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_leave_one_link() {
+    for round in 0..20 {
+        let net = MemoryNetwork::new();
+        let a = node(&net, "a:1", vec![]).await;
+        let b = node(&net, "b:1", vec![]).await;
+        let (ra, rb) = tokio::join!(a.connect("b:1"), b.connect("a:1"));
+        assert!(ra.is_ok() || rb.is_ok(), "round {round}: one of the dials wins");
+        wait_until("both see each other", || {
+            a.peers() == vec![PeerId("b:1".into())] && b.peers() == vec![PeerId("a:1".into())]
+        })
+        .await;
+        // The losing connection is closed by its dialler.
+        wait_until("a single connection is left", || {
+            a.messenger().connections().len() == 1 && b.messenger().connections().len() == 1
+        })
+        .await;
+        assert_eq!(a.peers().len(), 1, "round {round}");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn duplicate_dial_is_refused() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    a.connect("b:1").await.expect("first");
+    assert!(a.connect("b:1").await.is_err());
+    assert_eq!(a.peers().len(), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_handshaked_peers_reach_handlers() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    a.register_handler(
+        "app:ping",
+        peer_handler_fn(move |peer, _| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(peer).await;
+                Some(Bytes::from_static(b"pong"))
+            }
+        }),
+    )
+    .expect("register");
+    // A raw messaging client that never says hello.
+    let (t, ev) = net.endpoint(Default::default());
+    let (raw, _events) = Messaging::new(t, ev, Default::default());
+    let conn = raw.connect("a:1").await.expect("connect");
+    let res = raw.request_timeout(conn, "app:ping", Bytes::new(), Duration::from_millis(300)).await;
+    assert!(res.is_err(), "no answer without a handshake");
+    // A real peer is answered and identified.
+    let b = node(&net, "b:1", vec![]).await;
+    b.connect("a:1").await.expect("peer");
+    let answer = b.request(&PeerId("a:1".into()), "app:ping", Bytes::new()).await.expect("answered");
+    assert_eq!(&answer[..], b"pong");
+    assert_eq!(rx.recv().await, Some(PeerId("b:1".into())));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn misbehaving_peer_is_dropped_and_banned() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    let mut events = a.subscribe();
+    b.connect("a:1").await.expect("peer");
+    let bid = PeerId("b:1".into());
+    wait_until("a sees b", || a.peers().contains(&bid)).await;
+    a.report(&bid, Misbehaviour::InvalidTransaction);
+    assert_eq!(a.score(&bid), Some(25), "below the threshold: kept");
+    a.report(&bid, Misbehaviour::InvalidBlock);
+    wait_until("b dropped", || a.peers().is_empty()).await;
+    assert!(a.is_banned("b:1"));
+    loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await.expect("event").expect("open") {
+            PeerEvent::Removed(p) if p == bid => break,
+            _ => continue,
+        }
+    }
+    // Its hello is refused for the ban period.
+    wait_until("b notices", || b.peers().is_empty()).await;
+    assert!(matches!(b.connect("a:1").await, Err(toy_p2p::Error::Rejected { .. })));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_messages_get_the_sender_banned() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("m:1").await.expect("listen");
+    let m = P2p::start(msg, events, Config::builder().build().expect("config")).expect("start");
+    m.connect("a:1").await.expect("peer");
+    wait_until("a sees m", || a.peers().len() == 1).await;
+    // Bypass the codec: a frame that is not a message.
+    let conn = m.messenger().connections()[0];
+    m.messenger().transport().send(conn, Bytes::from_static(&[9, 9])).expect("raw send");
+    wait_until("m dropped and banned", || a.peers().is_empty() && a.is_banned("m:1")).await;
+    a.shutdown().await;
+    m.shutdown().await;
+}
