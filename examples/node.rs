@@ -1,0 +1,313 @@
+//! A full toy node: TCP, peers, gossip, the chain on disk, a miner — the
+//! layers wired together, nothing more.
+//!
+//! ```text
+//! cargo run --example node                                   # first node, mining
+//! cargo run --example node -- --peer 127.0.0.1:15151         # a second one
+//! RUST_LOG=debug cargo run --example node -- --no-mine --peer 127.0.0.1:15151
+//! ```
+//!
+//! With no flags it listens on 15151 (or the next free port), uses the `dev`
+//! preset, keeps its data in `toy-data/node-<port>/` (chain database, peers
+//! book, wallet key created on first run) and mines on every core.
+//!
+//! How blocks travel: a mined block is gossiped as `bc:new_block`; every node
+//! validates it before forwarding (an invalid one is rejected and its sender
+//! penalised). A block whose parent is unknown waits as an orphan while the
+//! parent is fetched with a `search:block`, walking back until the chains
+//! join. When a peer connects, each side announces its tip the same way, so a
+//! node that was away catches up.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use toy::chain::{
+    Block, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MempoolError, RedbStore, SigCache,
+    Transaction, now_ms,
+};
+use toy::gossip::relay::RelayGossip;
+use toy::gossip::{Flow, Gossip, GossipNetwork, Verdict, answerer_fn, gossip_handler_fn};
+use toy::miner::{Config as MinerConfig, Miner};
+use toy::msg::{Messaging, Messenger};
+use toy::net::TcpTransport;
+use toy::p2p::{P2p, PeerEvent, PeerId, PeerNetwork};
+
+/// A toy proof-of-work node.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on; the port is the first free one from here.
+    #[arg(long, default_value = "127.0.0.1:15151")]
+    listen: String,
+    /// Address announced to peers (default: the listening address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// A peer to connect to (repeatable).
+    #[arg(long)]
+    peer: Vec<String>,
+    /// A tracker to discover peers through.
+    #[arg(long)]
+    tracker: Option<String>,
+    /// Gossip through this relay instead of flooding.
+    #[arg(long)]
+    relay: Option<String>,
+    /// Data directory (default: toy-data/node-<port>).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Wallet key file (default: <data-dir>/wallet.key, created if absent).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Mine (the default).
+    #[arg(long, overrides_with = "no_mine")]
+    mine: bool,
+    /// Do not mine.
+    #[arg(long)]
+    no_mine: bool,
+    /// Mining threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Chain preset: dev, workshop or test.
+    #[arg(long, default_value = "dev")]
+    preset: String,
+    /// Peers kept (between half and all of this).
+    #[arg(long, default_value_t = 8)]
+    max_peers: usize,
+}
+
+/// Blocks fetched backwards through search before giving up on a branch.
+const MAX_FETCH_DEPTH: usize = 10_000;
+/// How long one `search:block` waits for an answer.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+type SharedChain = Arc<Mutex<Chain<RedbStore>>>;
+
+fn lock(chain: &SharedChain) -> std::sync::MutexGuard<'_, Chain<RedbStore>> {
+    chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Binds the first free port from `addr`'s port upward.
+fn free_listen_addr(addr: &str) -> anyhow::Result<String> {
+    let (host, port) = addr.rsplit_once(':').context("--listen must be host:port")?;
+    let port: u16 = port.parse().context("bad port")?;
+    if port == 0 {
+        return Ok(addr.to_owned());
+    }
+    for p in port..port.saturating_add(100) {
+        if StdListener::bind((host, p)).is_ok() {
+            return Ok(format!("{host}:{p}"));
+        }
+    }
+    anyhow::bail!("no free port from {port}")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args = Args::parse();
+    let params = ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?;
+    let listen = free_listen_addr(&args.listen)?;
+    let port = listen.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let key_path = args.key.clone().unwrap_or_else(|| data_dir.join("wallet.key"));
+    let (wallet, created) = Keypair::load_or_create(&key_path).with_context(|| format!("key {}", key_path.display()))?;
+
+    // The chain, on disk.
+    let store = RedbStore::open(&data_dir.join("chain.redb"))?;
+    let chain = Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
+    let mut tips = chain.subscribe();
+    let chain: SharedChain = Arc::new(Mutex::new(chain));
+
+    // The network stack: TCP → messages → peers → gossip.
+    let (transport, net_events) = TcpTransport::new(Default::default());
+    let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
+    let addr = msg.listen(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let mut p2p_config = toy::p2p::Config::builder()
+        .max_peers(if args.relay.is_some() { 1 } else { args.max_peers })
+        .book_path(data_dir.join("peers.json"))
+        .bootstrap(args.peer.iter().cloned().chain(args.relay.iter().cloned()).collect());
+    if let Some(a) = &args.advertise {
+        p2p_config = p2p_config.advertise(a.clone());
+    }
+    if let Some(t) = &args.tracker {
+        p2p_config = p2p_config.tracker(t.clone());
+    }
+    let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
+    let gossip: Arc<dyn GossipNetwork> = match &args.relay {
+        Some(r) => Arc::new(RelayGossip::new(p2p.clone(), PeerId(r.clone()), Default::default())?),
+        None => Arc::new(Gossip::new(p2p.clone(), Default::default())),
+    };
+
+    let mining = !args.no_mine;
+    println!("toy node listening on {addr}");
+    println!("wallet {} ({})", wallet.address(), if created { "new key" } else { "existing key" });
+    println!("data in {}; preset {}; mining {}", data_dir.display(), args.preset, if mining { "on" } else { "off" });
+    {
+        let tip = lock(&chain).tip();
+        println!("tip {} at height {}", tip.hash, tip.height);
+    }
+
+    let fetching = Arc::new(AtomicBool::new(false));
+    install_chain_protocol(&chain, &gossip, &fetching)?;
+
+    // The miner, fed from the chain; its blocks are imported and announced.
+    let miner = if mining {
+        let c = chain.clone();
+        let miner_addr = wallet.address();
+        let source = move || lock(&c).template(miner_addr, now_ms());
+        let config = MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
+        let (miner, mut found) = Miner::start(config, Arc::new(source))?;
+        let (c, g) = (chain.clone(), gossip.clone());
+        tokio::spawn(async move {
+            while let Some(block) = found.recv().await {
+                let encoded = Bytes::from(block.encode());
+                let c = c.clone();
+                let outcome = tokio::task::spawn_blocking(move || lock(&c).insert(block)).await;
+                if let Ok(Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. })) = outcome {
+                    let _ = g.broadcast("block", encoded);
+                }
+            }
+        });
+        Some(miner)
+    } else {
+        None
+    };
+
+    // Announce our tip to every new peer, so either side can catch up.
+    let mut peer_events = p2p.subscribe();
+    let mut last_height = lock(&chain).tip().height;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            changed = tips.changed() => {
+                if changed.is_err() { break; }
+                let tip = tips.borrow_and_update().clone();
+                if let Some(m) = &miner { m.new_template(); }
+                let rate = miner.as_ref().map(|m| format!(", {:.2} MH/s", m.hash_rate() / 1e6)).unwrap_or_default();
+                let marker = if tip.height <= last_height { " (reorg)" } else { "" };
+                last_height = tip.height;
+                println!("tip {} at height {}{marker}, {} peers{rate}", tip.hash, tip.height, p2p.peers().len());
+            }
+            ev = peer_events.recv() => {
+                if let Ok(PeerEvent::Added(_)) = ev {
+                    let tip_block = { let c = lock(&chain); c.block(&c.tip().hash) };
+                    if let Ok(Some(b)) = tip_block {
+                        let _ = gossip.broadcast("block", Bytes::from(b.encode()));
+                    }
+                }
+            }
+        }
+    }
+    println!("shutting down");
+    if let Some(m) = miner {
+        tokio::task::spawn_blocking(move || m.stop()).await?;
+    }
+    p2p.shutdown().await;
+    drop(chain);
+    Ok(())
+}
+
+/// `bc:new_block` / `bc:new_tx` gossip (kinds `block` and `tx` on the gossip
+/// layer) and the `block` search answerer.
+fn install_chain_protocol(chain: &SharedChain, gossip: &Arc<dyn GossipNetwork>, fetching: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let (c, g, f) = (chain.clone(), gossip.clone(), fetching.clone());
+    gossip.register_handler(
+        "block",
+        gossip_handler_fn(move |_, bytes| {
+            let (c, g, f) = (c.clone(), g.clone(), f.clone());
+            async move {
+                let Ok(block) = Block::decode(&bytes) else { return Verdict::Reject };
+                let c2 = c.clone();
+                let outcome = tokio::task::spawn_blocking(move || lock(&c2).insert(block)).await;
+                match outcome {
+                    Ok(Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. })) => Verdict::Accept,
+                    Ok(Ok(InsertOutcome::Orphan { missing_parent })) => {
+                        fetch_ancestors(c, g, f, missing_parent);
+                        Verdict::Ignore
+                    }
+                    Ok(Ok(InsertOutcome::Invalid { reason })) => {
+                        tracing::info!(%reason, "invalid block from the network");
+                        Verdict::Reject
+                    }
+                    _ => Verdict::Ignore,
+                }
+            }
+        }),
+    )?;
+    let c = chain.clone();
+    gossip.register_handler(
+        "tx",
+        gossip_handler_fn(move |_, bytes| {
+            let c = c.clone();
+            async move {
+                let Ok(tx) = Transaction::decode(&bytes) else { return Verdict::Reject };
+                let result = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
+                match result {
+                    Ok(Ok(_)) => Verdict::Accept,
+                    Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => Verdict::Reject,
+                    _ => Verdict::Ignore,
+                }
+            }
+        }),
+    )?;
+    let c = chain.clone();
+    gossip.register_search_answerer(
+        "block",
+        answerer_fn(move |query| {
+            let c = c.clone();
+            async move {
+                let hash = Hash(query.as_ref().try_into().ok()?);
+                let block = lock(&c).block(&hash).ok()??;
+                Some(Bytes::from(block.encode()))
+            }
+        }),
+    )?;
+    Ok(())
+}
+
+/// Fetches `missing` and its ancestors through `search:block` until the
+/// branch connects; one fetch at a time, at most [`MAX_FETCH_DEPTH`] blocks.
+fn fetch_ancestors(chain: SharedChain, gossip: Arc<dyn GossipNetwork>, fetching: Arc<AtomicBool>, missing: Hash) {
+    if fetching.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut want = Some(missing);
+        let mut depth = 0;
+        while let Some(hash) = want.take() {
+            depth += 1;
+            if depth > MAX_FETCH_DEPTH || lock(&chain).contains(&hash) {
+                break;
+            }
+            let mut found: Option<Block> = None;
+            let _ = gossip
+                .search("block", Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| {
+                    match answer.and_then(|a| Block::decode(&a).ok()).filter(|b| b.hash() == hash) {
+                        Some(b) => {
+                            found = Some(b);
+                            Flow::Done
+                        }
+                        None => Flow::Continue,
+                    }
+                })
+                .await;
+            let Some(block) = found else { break };
+            let c = chain.clone();
+            if let Ok(Ok(InsertOutcome::Orphan { missing_parent })) = tokio::task::spawn_blocking(move || lock(&c).insert(block)).await {
+                want = Some(missing_parent);
+            }
+            if depth % 100 == 0 {
+                println!("catching up: {depth} blocks fetched");
+            }
+        }
+        fetching.store(false, Ordering::Release);
+    });
+}
