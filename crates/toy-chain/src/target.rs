@@ -1,6 +1,6 @@
 //! Proof-of-work targets: checking, work, retargeting.
 //!
-//! A target is a 256-bit big-endian number stored as a [`Hash`]; a block
+//! A target is a 256-bit big-endian number stored as a [`Hash`](struct@crate::types::Hash); a block
 //! meets it when its hash, read the same way, is not above it. All arithmetic
 //! is integer and deterministic, so every node agrees on work and targets.
 
