@@ -118,11 +118,13 @@ async fn main() -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let key_path = args.key.clone().unwrap_or_else(|| data_dir.join("wallet.key"));
-    let (wallet, created) = Keypair::load_or_create(&key_path).with_context(|| format!("key {}", key_path.display()))?;
+    let (wallet, created) =
+        Keypair::load_or_create(&key_path).with_context(|| format!("key {}", key_path.display()))?;
 
     // The chain, on disk.
     let store = RedbStore::open(&data_dir.join("chain.redb"))?;
-    let chain = Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
+    let chain =
+        Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
     let mut tips = chain.subscribe();
     let chain: SharedChain = Arc::new(Mutex::new(chain));
 
@@ -163,7 +165,8 @@ async fn main() -> anyhow::Result<()> {
         let c = chain.clone();
         let miner_addr = wallet.address();
         let source = move || lock(&c).template(miner_addr, now_ms());
-        let config = MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
+        let config =
+            MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
         let (miner, mut found) = Miner::start(config, Arc::new(source))?;
         let (c, g) = (chain.clone(), gossip.clone());
         tokio::spawn(async move {
@@ -217,7 +220,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// `bc:new_block` / `bc:new_tx` gossip (kinds `block` and `tx` on the gossip
 /// layer) and the `block` search answerer.
-fn install_chain_protocol(chain: &SharedChain, gossip: &Arc<dyn GossipNetwork>, fetching: &Arc<AtomicBool>) -> anyhow::Result<()> {
+fn install_chain_protocol(
+    chain: &SharedChain,
+    gossip: &Arc<dyn GossipNetwork>,
+    fetching: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let (c, g, f) = (chain.clone(), gossip.clone(), fetching.clone());
     gossip.register_handler(
         "block",
@@ -228,7 +235,11 @@ fn install_chain_protocol(chain: &SharedChain, gossip: &Arc<dyn GossipNetwork>, 
                 let c2 = c.clone();
                 let outcome = tokio::task::spawn_blocking(move || lock(&c2).insert(block)).await;
                 match outcome {
-                    Ok(Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. })) => Verdict::Accept,
+                    Ok(Ok(
+                        InsertOutcome::Connected { .. }
+                        | InsertOutcome::Reorganised { .. }
+                        | InsertOutcome::SideBranch { .. },
+                    )) => Verdict::Accept,
                     Ok(Ok(InsertOutcome::Orphan { missing_parent })) => {
                         fetch_ancestors(c, g, f, missing_parent);
                         Verdict::Ignore
@@ -252,7 +263,9 @@ fn install_chain_protocol(chain: &SharedChain, gossip: &Arc<dyn GossipNetwork>, 
                 let result = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
                 match result {
                     Ok(Ok(_)) => Verdict::Accept,
-                    Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => Verdict::Reject,
+                    Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => {
+                        Verdict::Reject
+                    }
                     _ => Verdict::Ignore,
                 }
             }
@@ -289,19 +302,22 @@ fn fetch_ancestors(chain: SharedChain, gossip: Arc<dyn GossipNetwork>, fetching:
             }
             let mut found: Option<Block> = None;
             let _ = gossip
-                .search("block", Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| {
-                    match answer.and_then(|a| Block::decode(&a).ok()).filter(|b| b.hash() == hash) {
-                        Some(b) => {
-                            found = Some(b);
-                            Flow::Done
-                        }
-                        None => Flow::Continue,
+                .search("block", Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| match answer
+                    .and_then(|a| Block::decode(&a).ok())
+                    .filter(|b| b.hash() == hash)
+                {
+                    Some(b) => {
+                        found = Some(b);
+                        Flow::Done
                     }
+                    None => Flow::Continue,
                 })
                 .await;
             let Some(block) = found else { break };
             let c = chain.clone();
-            if let Ok(Ok(InsertOutcome::Orphan { missing_parent })) = tokio::task::spawn_blocking(move || lock(&c).insert(block)).await {
+            if let Ok(Ok(InsertOutcome::Orphan { missing_parent })) =
+                tokio::task::spawn_blocking(move || lock(&c).insert(block)).await
+            {
                 want = Some(missing_parent);
             }
             if depth % 100 == 0 {

@@ -206,3 +206,53 @@ fn redb_chain_reopens_with_same_tip_state_and_index() {
         assert!(c.block_at(h).expect("read").is_some(), "canonical block {h}");
     }
 }
+
+#[test]
+fn retargeting_follows_the_block_interval() {
+    use toy_chain::{ChainParams, Retarget};
+    let params = ChainParams {
+        retarget: Some(Retarget { interval: 5, target_block_ms: 10_000 }),
+        pow_limit: toy_chain::target::leading_zeros(4),
+        initial_target: toy_chain::target::leading_zeros(8),
+        ..ChainParams::test()
+    };
+    let mut c = Chain::open(
+        params,
+        MemoryStore::new(),
+        std::sync::Arc::new(toy_chain::K256Verifier::new()),
+        std::sync::Arc::new(toy_chain::SigCache::default()),
+        Default::default(),
+    )
+    .expect("open");
+    // Blocks every second instead of every ten: at height 5 (the first
+    // adjustment) the target must tighten.
+    let mut parent = c.tip().hash;
+    for _ in 0..4 {
+        let b = child(&c, parent, vec![], miner(), 1000);
+        parent = b.hash();
+        assert!(matches!(c.insert_at(b, NOW).expect("ok"), InsertOutcome::Connected { .. }));
+    }
+    let before = c.header(&parent).expect("tip").target;
+    let ctx = c.context_for(&parent, NOW).expect("ctx");
+    assert!(ctx.expected_target.0 < before.0, "faster blocks → harder target");
+    // At most 4× harder per adjustment.
+    let floor = toy_chain::target::scale(&before, 1, 4, &toy_chain::target::leading_zeros(0));
+    assert!(ctx.expected_target.0 >= floor.0);
+    // A block claiming the old target is refused at the adjustment height.
+    let mut stale = unmined(&c, parent, vec![], miner(), 1000);
+    stale.header.target = before;
+    let out = c.insert_at(mine(stale), NOW).expect("ok");
+    assert!(matches!(out, InsertOutcome::Invalid { reason: toy_chain::BlockError::WrongTarget { .. } }), "{out:?}");
+    // Slow blocks loosen it again, up to the limit.
+    let b = child(&c, parent, vec![], miner(), 1000);
+    let mut parent = b.hash();
+    c.insert_at(b, NOW).expect("ok");
+    for _ in 0..4 {
+        let b = child(&c, parent, vec![], miner(), 100_000);
+        parent = b.hash();
+        c.insert_at(b, NOW + 10_000_000).expect("ok");
+    }
+    let tight = c.header(&parent).expect("tip").target;
+    let ctx = c.context_for(&parent, NOW + 10_000_000).expect("ctx");
+    assert!(ctx.expected_target.0 > tight.0, "slower blocks → easier target");
+}

@@ -136,3 +136,25 @@ fn zero_threads_is_refused() {
     let r = Miner::start(Config { threads: 0, ..Default::default() }, Arc::new(|| ChainParams::test().genesis()));
     assert!(r.is_err());
 }
+
+#[test]
+fn refreshes_templates_on_its_interval_and_reports_a_hash_rate() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let source = {
+        let calls = calls.clone();
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let mut b = ChainParams::test().genesis();
+            b.header.target = toy_chain::Hash::ZERO; // never met: keeps grinding
+            b
+        }
+    };
+    let config = Config { threads: 1, refresh: Duration::from_millis(50), ..Default::default() };
+    let (miner, _found) = Miner::start(config, Arc::new(source)).expect("start");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while calls.load(Ordering::SeqCst) < 3 || miner.hash_rate() <= 0.0 {
+        assert!(std::time::Instant::now() < deadline, "no refresh or no hash rate");
+        std::thread::yield_now();
+    }
+    miner.stop();
+}
