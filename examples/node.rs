@@ -20,19 +20,14 @@
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use clap::Parser;
-use toy::chain::{
-    Block, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MempoolError, RedbStore, SigCache,
-    Transaction, now_ms,
-};
+use toy::chain::network::{ChainNode, SharedChain, lock};
+use toy::chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, now_ms};
 use toy::gossip::relay::RelayGossip;
-use toy::gossip::{Flow, Gossip, GossipNetwork, Verdict, answerer_fn, gossip_handler_fn};
+use toy::gossip::{Gossip, GossipNetwork};
 use toy::miner::{Config as MinerConfig, Miner};
 use toy::msg::{Messaging, Messenger};
 use toy::net::TcpTransport;
@@ -80,17 +75,6 @@ struct Args {
     max_peers: usize,
 }
 
-/// Blocks fetched backwards through search before giving up on a branch.
-const MAX_FETCH_DEPTH: usize = 10_000;
-/// How long one `search:block` waits for an answer.
-const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-type SharedChain = Arc<Mutex<Chain<RedbStore>>>;
-
-fn lock(chain: &SharedChain) -> std::sync::MutexGuard<'_, Chain<RedbStore>> {
-    chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Binds the first free port from `addr`'s port upward.
 fn free_listen_addr(addr: &str) -> anyhow::Result<String> {
     let (host, port) = addr.rsplit_once(':').context("--listen must be host:port")?;
@@ -126,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let chain =
         Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
     let mut tips = chain.subscribe();
-    let chain: SharedChain = Arc::new(Mutex::new(chain));
+    let chain: SharedChain<RedbStore> = Arc::new(Mutex::new(chain));
 
     // The network stack: TCP → messages → peers → gossip.
     let (transport, net_events) = TcpTransport::new(Default::default());
@@ -157,8 +141,7 @@ async fn main() -> anyhow::Result<()> {
         println!("tip {} at height {}", tip.hash, tip.height);
     }
 
-    let fetching = Arc::new(AtomicBool::new(false));
-    install_chain_protocol(&chain, &gossip, &fetching)?;
+    let node = ChainNode::install(chain.clone(), gossip.clone())?;
 
     // The miner, fed from the chain; its blocks are imported and announced.
     let miner = if mining {
@@ -168,14 +151,11 @@ async fn main() -> anyhow::Result<()> {
         let config =
             MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
         let (miner, mut found) = Miner::start(config, Arc::new(source))?;
-        let (c, g) = (chain.clone(), gossip.clone());
+        let n = node.clone();
         tokio::spawn(async move {
             while let Some(block) = found.recv().await {
-                let encoded = Bytes::from(block.encode());
-                let c = c.clone();
-                let outcome = tokio::task::spawn_blocking(move || lock(&c).insert(block)).await;
-                if let Ok(Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. })) = outcome {
-                    let _ = g.broadcast("block", encoded);
+                if let Err(e) = n.submit_block(block).await {
+                    tracing::warn!("mined block not imported: {e}");
                 }
             }
         });
@@ -200,11 +180,10 @@ async fn main() -> anyhow::Result<()> {
                 println!("tip {} at height {}{marker}, {} peers{rate}", tip.hash, tip.height, p2p.peers().len());
             }
             ev = peer_events.recv() => {
-                if let Ok(PeerEvent::Added(_)) = ev {
-                    let tip_block = { let c = lock(&chain); c.block(&c.tip().hash) };
-                    if let Ok(Some(b)) = tip_block {
-                        let _ = gossip.broadcast("block", Bytes::from(b.encode()));
-                    }
+                if let Ok(PeerEvent::Added(_)) = ev
+                    && let Err(e) = node.announce_tip()
+                {
+                    tracing::warn!("cannot announce the tip: {e}");
                 }
             }
         }
@@ -216,114 +195,4 @@ async fn main() -> anyhow::Result<()> {
     p2p.shutdown().await;
     drop(chain);
     Ok(())
-}
-
-/// `bc:new_block` / `bc:new_tx` gossip (kinds `block` and `tx` on the gossip
-/// layer) and the `block` search answerer.
-fn install_chain_protocol(
-    chain: &SharedChain,
-    gossip: &Arc<dyn GossipNetwork>,
-    fetching: &Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let (c, g, f) = (chain.clone(), gossip.clone(), fetching.clone());
-    gossip.register_handler(
-        "block",
-        gossip_handler_fn(move |_, bytes| {
-            let (c, g, f) = (c.clone(), g.clone(), f.clone());
-            async move {
-                let Ok(block) = Block::decode(&bytes) else { return Verdict::Reject };
-                let c2 = c.clone();
-                let outcome = tokio::task::spawn_blocking(move || lock(&c2).insert(block)).await;
-                match outcome {
-                    Ok(Ok(
-                        InsertOutcome::Connected { .. }
-                        | InsertOutcome::Reorganised { .. }
-                        | InsertOutcome::SideBranch { .. },
-                    )) => Verdict::Accept,
-                    Ok(Ok(InsertOutcome::Orphan { missing_parent })) => {
-                        fetch_ancestors(c, g, f, missing_parent);
-                        Verdict::Ignore
-                    }
-                    Ok(Ok(InsertOutcome::Invalid { reason })) => {
-                        tracing::info!(%reason, "invalid block from the network");
-                        Verdict::Reject
-                    }
-                    _ => Verdict::Ignore,
-                }
-            }
-        }),
-    )?;
-    let c = chain.clone();
-    gossip.register_handler(
-        "tx",
-        gossip_handler_fn(move |_, bytes| {
-            let c = c.clone();
-            async move {
-                let Ok(tx) = Transaction::decode(&bytes) else { return Verdict::Reject };
-                let result = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
-                match result {
-                    Ok(Ok(_)) => Verdict::Accept,
-                    Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => {
-                        Verdict::Reject
-                    }
-                    _ => Verdict::Ignore,
-                }
-            }
-        }),
-    )?;
-    let c = chain.clone();
-    gossip.register_search_answerer(
-        "block",
-        answerer_fn(move |query| {
-            let c = c.clone();
-            async move {
-                let hash = Hash(query.as_ref().try_into().ok()?);
-                let block = lock(&c).block(&hash).ok()??;
-                Some(Bytes::from(block.encode()))
-            }
-        }),
-    )?;
-    Ok(())
-}
-
-/// Fetches `missing` and its ancestors through `search:block` until the
-/// branch connects; one fetch at a time, at most [`MAX_FETCH_DEPTH`] blocks.
-fn fetch_ancestors(chain: SharedChain, gossip: Arc<dyn GossipNetwork>, fetching: Arc<AtomicBool>, missing: Hash) {
-    if fetching.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut want = Some(missing);
-        let mut depth = 0;
-        while let Some(hash) = want.take() {
-            depth += 1;
-            if depth > MAX_FETCH_DEPTH || lock(&chain).contains(&hash) {
-                break;
-            }
-            let mut found: Option<Block> = None;
-            let _ = gossip
-                .search("block", Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| match answer
-                    .and_then(|a| Block::decode(&a).ok())
-                    .filter(|b| b.hash() == hash)
-                {
-                    Some(b) => {
-                        found = Some(b);
-                        Flow::Done
-                    }
-                    None => Flow::Continue,
-                })
-                .await;
-            let Some(block) = found else { break };
-            let c = chain.clone();
-            if let Ok(Ok(InsertOutcome::Orphan { missing_parent })) =
-                tokio::task::spawn_blocking(move || lock(&c).insert(block)).await
-            {
-                want = Some(missing_parent);
-            }
-            if depth % 100 == 0 {
-                println!("catching up: {depth} blocks fetched");
-            }
-        }
-        fetching.store(false, Ordering::Release);
-    });
 }

@@ -58,6 +58,7 @@ pub mod builder;
 pub mod crypto;
 pub mod error;
 pub mod mempool;
+pub mod network;
 pub mod params;
 pub mod state;
 pub mod store;

@@ -1,0 +1,140 @@
+//! Several chain nodes over the in-memory network (TCP-free): blocks and
+//! transactions propagate, nodes converge on one tip, a late node catches up
+//! through search, and an invalid block is rejected at the first hop.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use toy_chain::network::{ChainNode, lock};
+use toy_chain::{InsertOutcome, Keypair, MemoryStore, now_ms};
+use toy_gossip::Gossip;
+use toy_msg::{Messaging, Messenger};
+use toy_net::{MemoryNetwork, MemoryTransport};
+use toy_p2p::{P2p, PeerNetwork};
+
+type Net = Gossip<P2p<Messaging<MemoryTransport>>>;
+type Node = (P2p<Messaging<MemoryTransport>>, ChainNode<MemoryStore, Net>);
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start(net: &MemoryNetwork, i: usize, boot: Vec<String>) -> Node {
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen(&format!("chain{i}:1")).await.expect("listen");
+    let config = toy_p2p::Config::builder()
+        .max_peers(4)
+        .bootstrap(boot)
+        .seed(i as u64)
+        .tick(Duration::from_millis(50))
+        .build()
+        .expect("config");
+    let p2p = P2p::start(msg, events, config).expect("p2p");
+    let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
+    let node = ChainNode::install(Arc::new(Mutex::new(chain())), gossip).expect("install");
+    (p2p, node)
+}
+
+/// Mines one block on `node`'s tip (test difficulty) and announces it.
+async fn mine_one(node: &ChainNode<MemoryStore, Net>, who: &str) {
+    let template = lock(node.chain()).template(Keypair::from_seed(who.as_bytes()).address(), now_ms());
+    let out = node.submit_block(mine(template)).await.expect("submit");
+    assert!(matches!(out, InsertOutcome::Connected { .. }), "{out:?}");
+}
+
+fn tip(node: &ChainNode<MemoryStore, Net>) -> toy_chain::Tip {
+    lock(node.chain()).tip()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_two_miners_converge_and_a_late_node_catches_up() {
+    let net = MemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        let boot = if i == 0 { vec![] } else { vec!["chain0:1".to_owned()] };
+        nodes.push(start(&net, i, boot).await);
+    }
+    wait_until("everyone has a peer", || nodes.iter().all(|(p, _)| p.peers().len() >= 2)).await;
+
+    // A payment travels to every mempool, then into a block.
+    let bob = Keypair::from_seed(b"bob").address();
+    nodes[3].1.submit_tx(transfer(&wallet(0), bob, 777, 3, 0)).await.expect("tx");
+    wait_until("the payment reaches every mempool", || nodes.iter().all(|(_, n)| lock(n.chain()).mempool().len() == 1))
+        .await;
+    // Two miners take turns.
+    for round in 0..10 {
+        let (who, idx) = if round % 2 == 0 { ("miner-a", 1) } else { ("miner-b", 4) };
+        mine_one(&nodes[idx].1, who).await;
+        let want = tip(&nodes[idx].1);
+        wait_until("every node reaches the new tip", || nodes.iter().all(|(_, n)| tip(n) == want)).await;
+    }
+    for (_, n) in &nodes {
+        let c = lock(n.chain());
+        assert_eq!(c.account(&bob).balance, 777, "the payment is in the chain everywhere");
+        assert!(c.mempool().is_empty());
+    }
+
+    // A node that joins late fetches the 10 blocks it missed.
+    let late = start(&net, 9, vec!["chain2:1".to_owned()]).await;
+    wait_until("late node peers", || !late.0.peers().is_empty()).await;
+    nodes[2].1.announce_tip().expect("announce");
+    let want = tip(&nodes[0].1);
+    wait_until("the late node catches up", || tip(&late.1) == want).await;
+    assert_eq!(lock(late.1.chain()).account(&bob).balance, 777);
+    for (p, _) in nodes.iter().chain(std::iter::once(&late)) {
+        p.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_block_is_rejected_at_the_first_hop_and_its_sender_penalised() {
+    let net = MemoryNetwork::new();
+    let honest_a = start(&net, 0, vec![]).await;
+    let honest_b = start(&net, 1, vec!["chain0:1".to_owned()]).await;
+    // The adversary: a plain gossip node with a chain of its own.
+    let adversary = start(&net, 2, vec!["chain0:1".to_owned()]).await;
+    wait_until("peered", || honest_a.0.peers().len() == 2 && !adversary.0.peers().is_empty()).await;
+    let b_before = tip(&honest_b.1);
+    // A block paying the miner more than reward + fees, properly mined.
+    let bad = {
+        let c = lock(adversary.1.chain());
+        let mut bad = unmined(&c, c.tip().hash, vec![], miner(), 1000);
+        bad.header.reward += 1;
+        bad.header.timestamp_ms = now_ms();
+        mine(bad)
+    };
+    honest_a_receives_bad_block(&adversary, Bytes::from(bad.encode())).await;
+    let adversary_id = toy_p2p::PeerId("chain2:1".into());
+    wait_until("the adversary is penalised", || {
+        honest_a.0.score(&adversary_id).is_none_or(|s| s >= toy_p2p::Misbehaviour::InvalidGossip.penalty())
+    })
+    .await;
+    assert!(lock(honest_a.1.chain()).is_invalid(&bad.hash()));
+    assert_eq!(tip(&honest_b.1), b_before, "not forwarded: b never saw it connect");
+    if !honest_b.0.peers().contains(&adversary_id) {
+        assert!(!lock(honest_b.1.chain()).is_invalid(&bad.hash()), "a did not forward it to b");
+    }
+    for n in [&honest_a, &honest_b, &adversary] {
+        n.0.shutdown().await;
+    }
+}
+
+/// Pushes raw `gossip:block` bytes from the adversary to its peers, the way
+/// a hostile node would (bypassing its own chain's checks).
+async fn honest_a_receives_bad_block(adversary: &Node, block: Bytes) {
+    let mut payload = vec![0x42u8; 16];
+    payload.extend_from_slice(&block);
+    let n = adversary.0.broadcast("gossip:block", Bytes::from(payload), &[]);
+    assert!(n >= 1, "sent to at least one honest peer");
+}
