@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
 use toy_p2p::{Misbehaviour, PeerId, PeerNetwork, peer_handler_fn};
 
 use crate::seen::{IdMap, MsgId};
-use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, MAX_PENDING_SEARCHES, SearchAnswerer, Verdict, new_id};
+use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, SearchAnswerer, Verdict, new_id};
 
 /// Limits of the flood gossip.
 #[derive(Debug, Clone)]
@@ -68,7 +67,7 @@ struct Inner<P: PeerNetwork> {
     response_kinds: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
     routes: Mutex<IdMap<PeerId>>,
-    searches: Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>,
+    searches: crate::Searches,
     counters: Counters,
 }
 
@@ -116,7 +115,7 @@ impl<P: PeerNetwork> Gossip<P> {
                 response_kinds: Mutex::new(HashSet::new()),
                 seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
                 routes: Mutex::new(IdMap::new(config.route_capacity, config.route_ttl)),
-                searches: Mutex::new(HashMap::new()),
+                searches: crate::Searches::default(),
                 counters: Counters::default(),
             }),
         }
@@ -207,8 +206,7 @@ impl<P: PeerNetwork> Gossip<P> {
             self.inner.p2p.report(from, Misbehaviour::ProtocolViolation);
             return;
         };
-        if let Some(tx) = lock(&self.inner.searches).get(&id) {
-            let _ = tx.try_send(answer);
+        if self.inner.searches.deliver(&id, answer) {
             return;
         }
         let back = lock(&self.inner.routes).get(&id).cloned();
@@ -236,18 +234,6 @@ impl<P: PeerNetwork> Gossip<P> {
             }),
         )?;
         Ok(())
-    }
-}
-
-/// Removes a finished search's channel, however the search ends.
-struct SearchGuard<'a> {
-    searches: &'a Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>,
-    id: MsgId,
-}
-
-impl Drop for SearchGuard<'_> {
-    fn drop(&mut self) {
-        lock(self.searches).remove(&self.id);
     }
 }
 
@@ -324,31 +310,10 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
         on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
     ) -> Result<(), Error> {
         self.install_response_handler(kind)?;
-        let id = new_id();
-        let (tx, mut rx) = mpsc::channel(64);
-        {
-            let mut searches = lock(&self.inner.searches);
-            if searches.len() >= MAX_PENDING_SEARCHES {
-                return Err(Error::TooManySearches);
-            }
-            searches.insert(id, tx);
-        }
-        let _guard = SearchGuard { searches: &self.inner.searches, id };
-        lock(&self.inner.seen).insert(id, ());
-        self.forward(&format!("gossip:search:{kind}"), with_id(&id, &query), &[]);
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(answer)) => {
-                    if on_answer(Some(answer)) == Flow::Done {
-                        return Ok(());
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    on_answer(None);
-                    return Ok(());
-                }
-            }
-        }
+        let slot = self.inner.searches.open()?;
+        lock(&self.inner.seen).insert(slot.id, ());
+        self.forward(&format!("gossip:search:{kind}"), with_id(&slot.id, &query), &[]);
+        slot.collect(timeout, on_answer).await;
+        Ok(())
     }
 }

@@ -202,4 +202,83 @@ pub trait GossipNetwork: Send + Sync + 'static {
 pub(crate) fn new_id() -> seen::MsgId {
     rand::random()
 }
+
+/// This node's searches in flight, shared by both implementations.
+///
+/// Bounded: at most [`MAX_PENDING_SEARCHES`]; each entry leaves when its
+/// search ends, however it ends (see [`SearchSlot`]).
+#[derive(Debug, Default)]
+pub(crate) struct Searches(std::sync::Mutex<std::collections::HashMap<seen::MsgId, tokio::sync::mpsc::Sender<Bytes>>>);
+
+/// Answers buffered per search before further ones are dropped.
+const SEARCH_ANSWER_BUFFER: usize = 64;
+
+impl Searches {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<seen::MsgId, tokio::sync::mpsc::Sender<Bytes>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens a search with a fresh id.
+    pub(crate) fn open(&self) -> Result<SearchSlot<'_>, Error> {
+        let id = new_id();
+        let (tx, rx) = tokio::sync::mpsc::channel(SEARCH_ANSWER_BUFFER);
+        let mut map = self.lock();
+        if map.len() >= MAX_PENDING_SEARCHES {
+            return Err(Error::TooManySearches);
+        }
+        map.insert(id, tx);
+        Ok(SearchSlot { searches: self, id, rx })
+    }
+
+    /// Hands an answer to our own search `id`; `false` if it is not ours.
+    pub(crate) fn deliver(&self, id: &seen::MsgId, answer: Bytes) -> bool {
+        match self.lock().get(id) {
+            Some(tx) => {
+                let _ = tx.try_send(answer);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One open search; closing it (dropping) forgets its id.
+pub(crate) struct SearchSlot<'a> {
+    searches: &'a Searches,
+    pub(crate) id: seen::MsgId,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl SearchSlot<'_> {
+    /// Feeds answers to `on_answer` until it says done, or `None` once at
+    /// the timeout.
+    pub(crate) async fn collect(
+        mut self,
+        timeout: Duration,
+        on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(answer)) => {
+                    if on_answer(Some(answer)) == Flow::Done {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    on_answer(None);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SearchSlot<'_> {
+    fn drop(&mut self) {
+        self.searches.lock().remove(&self.id);
+    }
+}
 pub use crate::flood::Config;

@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
 use toy_p2p::{PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
 
 use crate::seen::{IdMap, MsgId};
-use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, MAX_PENDING_SEARCHES, SearchAnswerer, Verdict, new_id};
+use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, SearchAnswerer, Verdict, new_id};
 
 /// Most channels a relay keeps: 1 024.
 pub const MAX_CHANNELS: usize = 1024;
@@ -142,7 +141,7 @@ struct Inner<P: PeerNetwork> {
     answerers: RwLock<HashMap<String, Arc<dyn SearchAnswerer>>>,
     channels: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
-    searches: Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>,
+    searches: crate::Searches,
 }
 
 /// [`GossipNetwork`] over a central relay: publish instead of flooding.
@@ -171,7 +170,7 @@ impl<P: PeerNetwork> RelayGossip<P> {
             answerers: RwLock::new(HashMap::new()),
             channels: Mutex::new(HashSet::new()),
             seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
-            searches: Mutex::new(HashMap::new()),
+            searches: crate::Searches::default(),
         });
         let weak: Weak<Inner<P>> = Arc::downgrade(&inner);
         inner.p2p.register_handler(
@@ -221,11 +220,8 @@ impl<P: PeerNetwork> RelayGossip<P> {
         let Some((channel, body)) = unframe(&payload) else { return };
         let Some(id) = body.get(..ID_LEN).and_then(|b| <MsgId>::try_from(b).ok()) else { return };
         let rest = body.slice(ID_LEN..);
-        if let Some(kind) = channel.strip_prefix("search_response:") {
-            let _ = kind;
-            if let Some(tx) = lock(&self.inner.searches).get(&id) {
-                let _ = tx.try_send(rest);
-            }
+        if channel.starts_with("search_response:") {
+            self.inner.searches.deliver(&id, rest);
             return;
         }
         if !lock(&self.inner.seen).insert(id, ()) {
@@ -295,40 +291,13 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
         on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
     ) -> Result<(), Error> {
         self.subscribe(format!("search_response:{kind}"));
-        let id = new_id();
-        let (tx, mut rx) = mpsc::channel(64);
-        {
-            let mut searches = lock(&self.inner.searches);
-            if searches.len() >= MAX_PENDING_SEARCHES {
-                return Err(Error::TooManySearches);
-            }
-            searches.insert(id, tx);
-        }
-        struct Guard<'a>(&'a Mutex<HashMap<MsgId, mpsc::Sender<Bytes>>>, MsgId);
-        impl Drop for Guard<'_> {
-            fn drop(&mut self) {
-                lock(self.0).remove(&self.1);
-            }
-        }
-        let _guard = Guard(&self.inner.searches, id);
-        lock(&self.inner.seen).insert(id, ());
+        let slot = self.inner.searches.open()?;
+        lock(&self.inner.seen).insert(slot.id, ());
         let mut b = BytesMut::with_capacity(ID_LEN + query.len());
-        b.put_slice(&id);
+        b.put_slice(&slot.id);
         b.put_slice(&query);
         self.publish(&format!("search:{kind}"), &b);
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(answer)) => {
-                    if on_answer(Some(answer)) == Flow::Done {
-                        return Ok(());
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    on_answer(None);
-                    return Ok(());
-                }
-            }
-        }
+        slot.collect(timeout, on_answer).await;
+        Ok(())
     }
 }
