@@ -13,7 +13,7 @@ use toy_chain::network::{ChainNode, lock};
 use toy_chain::{InsertOutcome, Keypair, MemoryStore, now_ms};
 use toy_gossip::Gossip;
 use toy_msg::{Messaging, Messenger};
-use toy_net::{MemoryNetwork, MemoryTransport};
+use toy_net::{MemoryNetwork, MemoryTransport, TcpTransport, Transport};
 use toy_p2p::{P2p, PeerNetwork};
 
 type Net = Gossip<P2p<Messaging<MemoryTransport>>>;
@@ -31,8 +31,19 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 async fn start(net: &MemoryNetwork, i: usize, boot: Vec<String>) -> Node {
     let (t, ev) = net.endpoint(Default::default());
+    attach(t, ev, &format!("chain{i}:1"), i, boot).await
+}
+
+/// A chain node on any transport, listening at `listen`.
+async fn attach<T: Transport>(
+    t: T,
+    ev: toy_net::Events,
+    listen: &str,
+    i: usize,
+    boot: Vec<String>,
+) -> (P2p<Messaging<T>>, ChainNode<MemoryStore, Gossip<P2p<Messaging<T>>>>) {
     let (msg, events) = Messaging::new(t, ev, Default::default());
-    msg.listen(&format!("chain{i}:1")).await.expect("listen");
+    msg.listen(listen).await.expect("listen");
     let config = toy_p2p::Config::builder()
         .max_peers(4)
         .bootstrap(boot)
@@ -47,13 +58,13 @@ async fn start(net: &MemoryNetwork, i: usize, boot: Vec<String>) -> Node {
 }
 
 /// Mines one block on `node`'s tip (test difficulty) and announces it.
-async fn mine_one(node: &ChainNode<MemoryStore, Net>, who: &str) {
+async fn mine_one<G: toy_gossip::GossipNetwork>(node: &ChainNode<MemoryStore, G>, who: &str) {
     let template = lock(node.chain()).template(Keypair::from_seed(who.as_bytes()).address(), now_ms());
     let out = node.submit_block(mine(template)).await.expect("submit");
     assert!(matches!(out, InsertOutcome::Connected { .. }), "{out:?}");
 }
 
-fn tip(node: &ChainNode<MemoryStore, Net>) -> toy_chain::Tip {
+fn tip<G: toy_gossip::GossipNetwork>(node: &ChainNode<MemoryStore, G>) -> toy_chain::Tip {
     lock(node.chain()).tip()
 }
 
@@ -137,4 +148,33 @@ async fn honest_a_receives_bad_block(adversary: &Node, block: Bytes) {
     payload.extend_from_slice(&block);
     let n = adversary.0.broadcast("gossip:block", Bytes::from(payload), &[]);
     assert!(n >= 1, "sent to at least one honest peer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_five_nodes_and_two_miners_converge() {
+    let mut nodes = Vec::new();
+    let mut boot = Vec::new();
+    for i in 0..5 {
+        let (t, ev) = TcpTransport::new(Default::default());
+        let node = attach(t, ev, "127.0.0.1:0", i, boot.clone()).await;
+        if i == 0 {
+            boot.push(node.0.local_addr());
+        }
+        nodes.push(node);
+    }
+    wait_until("everyone has two peers", || nodes.iter().all(|(p, _)| p.peers().len() >= 2)).await;
+    let bob = Keypair::from_seed(b"bob").address();
+    nodes[2].1.submit_tx(transfer(&wallet(1), bob, 55, 1, 0)).await.expect("tx");
+    wait_until("the payment reaches every mempool", || nodes.iter().all(|(_, n)| lock(n.chain()).mempool().len() == 1))
+        .await;
+    for round in 0..6 {
+        let (who, idx) = if round % 2 == 0 { ("tcp-miner-a", 0) } else { ("tcp-miner-b", 3) };
+        mine_one(&nodes[idx].1, who).await;
+        let want = tip(&nodes[idx].1);
+        wait_until("every node reaches the new tip", || nodes.iter().all(|(_, n)| tip(n) == want)).await;
+    }
+    for (p, n) in &nodes {
+        assert_eq!(lock(n.chain()).account(&bob).balance, 55);
+        p.shutdown().await;
+    }
 }
