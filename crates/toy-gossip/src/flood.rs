@@ -1,16 +1,16 @@
 //! Flood gossip and search over a [`PeerNetwork`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use toy_p2p::{Misbehaviour, PeerId, PeerNetwork, peer_handler_fn};
 
 use crate::seen::{IdMap, MsgId};
-use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, SearchAnswerer, Verdict, new_id};
+use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
 
 /// Limits of the flood gossip.
 #[derive(Debug, Clone)]
@@ -61,8 +61,8 @@ struct Counters {
 
 struct Inner<P: PeerNetwork> {
     p2p: P,
-    handlers: RwLock<HashMap<String, Arc<dyn GossipHandler>>>,
-    answerers: RwLock<HashMap<String, Arc<dyn SearchAnswerer>>>,
+    handlers: crate::Registry<dyn GossipHandler>,
+    answerers: crate::Registry<dyn SearchAnswerer>,
     /// Kinds whose response handler is installed on the peer network.
     response_kinds: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
@@ -88,30 +88,14 @@ impl<P: PeerNetwork> std::fmt::Debug for Gossip<P> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn with_id(id: &MsgId, body: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(ID_LEN + body.len());
-    b.put_slice(id);
-    b.put_slice(body);
-    b.freeze()
-}
-
-fn split_id(payload: &Bytes) -> Option<(MsgId, Bytes)> {
-    let id: MsgId = payload.get(..ID_LEN)?.try_into().ok()?;
-    Some((id, payload.slice(ID_LEN..)))
-}
-
 impl<P: PeerNetwork> Gossip<P> {
     /// Flood gossip over `p2p`.
     pub fn new(p2p: P, config: Config) -> Self {
         Self {
             inner: Arc::new(Inner {
                 p2p,
-                handlers: RwLock::new(HashMap::new()),
-                answerers: RwLock::new(HashMap::new()),
+                handlers: crate::Registry::default(),
+                answerers: crate::Registry::default(),
                 response_kinds: Mutex::new(HashSet::new()),
                 seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
                 routes: Mutex::new(IdMap::new(config.route_capacity, config.route_ttl)),
@@ -169,7 +153,7 @@ impl<P: PeerNetwork> Gossip<P> {
         if !self.first_sight(id) {
             return;
         }
-        let handler = self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+        let handler = self.inner.handlers.get(kind);
         let Some(handler) = handler else { return };
         match handler.handle(Some(from.clone()), message).await {
             Verdict::Accept => self.forward(wire_kind, payload, &[from]),
@@ -191,7 +175,7 @@ impl<P: PeerNetwork> Gossip<P> {
             return;
         }
         lock(&self.inner.routes).insert(id, from.clone());
-        let answerer = self.inner.answerers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+        let answerer = self.inner.answerers.get(kind);
         if let Some(answerer) = answerer
             && let Some(answer) = answerer.answer(query).await
         {
@@ -247,13 +231,7 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
     }
 
     fn register_handler(&self, kind: &str, handler: Arc<dyn GossipHandler>) -> Result<(), Error> {
-        {
-            let mut handlers = self.inner.handlers.write().unwrap_or_else(PoisonError::into_inner);
-            if handlers.contains_key(kind) {
-                return Err(Error::DuplicateHandler(kind.to_owned()));
-            }
-            handlers.insert(kind.to_owned(), handler);
-        }
+        self.inner.handlers.insert(kind, handler, kind.to_owned())?;
         let weak = self.weak();
         let k = kind.to_owned();
         let wire = format!("gossip:{kind}");
@@ -275,13 +253,7 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
     }
 
     fn register_search_answerer(&self, kind: &str, answerer: Arc<dyn SearchAnswerer>) -> Result<(), Error> {
-        {
-            let mut answerers = self.inner.answerers.write().unwrap_or_else(PoisonError::into_inner);
-            if answerers.contains_key(kind) {
-                return Err(Error::DuplicateHandler(format!("search:{kind}")));
-            }
-            answerers.insert(kind.to_owned(), answerer);
-        }
+        self.inner.answerers.insert(kind, answerer, format!("search:{kind}"))?;
         let weak = self.weak();
         let k = kind.to_owned();
         self.inner.p2p.register_handler(

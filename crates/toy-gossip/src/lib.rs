@@ -282,3 +282,49 @@ impl Drop for SearchSlot<'_> {
     }
 }
 pub use crate::flood::Config;
+
+/// Locks a mutex, recovering from poisoning (the guarded maps stay valid).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `id ‖ body`: the payload of gossip, search queries and search answers.
+pub(crate) fn with_id(id: &seen::MsgId, body: &[u8]) -> Bytes {
+    let mut b = bytes::BytesMut::with_capacity(ID_LEN + body.len());
+    b.extend_from_slice(id);
+    b.extend_from_slice(body);
+    b.freeze()
+}
+
+/// Splits `id ‖ body`; `None` when shorter than an id.
+pub(crate) fn split_id(payload: &Bytes) -> Option<(seen::MsgId, Bytes)> {
+    let id: seen::MsgId = payload.get(..ID_LEN)?.try_into().ok()?;
+    Some((id, payload.slice(ID_LEN..)))
+}
+
+/// Handlers (or answerers) by kind, registered once each by the local
+/// program; shared by both implementations.
+pub(crate) struct Registry<T: ?Sized>(std::sync::RwLock<std::collections::HashMap<String, Arc<T>>>);
+
+impl<T: ?Sized> Default for Registry<T> {
+    fn default() -> Self {
+        Self(std::sync::RwLock::new(std::collections::HashMap::new()))
+    }
+}
+
+impl<T: ?Sized> Registry<T> {
+    /// Adds the entry of `kind`; an existing one is an error named `what`.
+    pub(crate) fn insert(&self, kind: &str, value: Arc<T>, what: String) -> Result<(), Error> {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.contains_key(kind) {
+            return Err(Error::DuplicateHandler(what));
+        }
+        map.insert(kind.to_owned(), value);
+        Ok(())
+    }
+
+    /// The entry of `kind`.
+    pub(crate) fn get(&self, kind: &str) -> Option<Arc<T>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(kind).cloned()
+    }
+}

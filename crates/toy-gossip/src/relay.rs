@@ -13,24 +13,20 @@
 //! `[id][query]` and `search_response:<kind>` carries `[id][answer]`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use toy_p2p::{PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
 
-use crate::seen::{IdMap, MsgId};
-use crate::{Error, Flow, GossipHandler, GossipNetwork, ID_LEN, SearchAnswerer, Verdict, new_id};
+use crate::seen::IdMap;
+use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
 
 /// Most channels a relay keeps: 1 024.
 pub const MAX_CHANNELS: usize = 1024;
 /// Longest channel name: 128 bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn framed(channel: &str, body: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(channel.len() + 1 + body.len());
@@ -137,8 +133,8 @@ impl RelayServer {
 struct Inner<P: PeerNetwork> {
     p2p: P,
     relay: PeerId,
-    handlers: RwLock<HashMap<String, Arc<dyn GossipHandler>>>,
-    answerers: RwLock<HashMap<String, Arc<dyn SearchAnswerer>>>,
+    handlers: crate::Registry<dyn GossipHandler>,
+    answerers: crate::Registry<dyn SearchAnswerer>,
     channels: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
     searches: crate::Searches,
@@ -166,8 +162,8 @@ impl<P: PeerNetwork> RelayGossip<P> {
         let inner = Arc::new(Inner {
             p2p,
             relay,
-            handlers: RwLock::new(HashMap::new()),
-            answerers: RwLock::new(HashMap::new()),
+            handlers: crate::Registry::default(),
+            answerers: crate::Registry::default(),
             channels: Mutex::new(HashSet::new()),
             seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
             searches: crate::Searches::default(),
@@ -218,8 +214,7 @@ impl<P: PeerNetwork> RelayGossip<P> {
 
     async fn on_message(&self, payload: Bytes) {
         let Some((channel, body)) = unframe(&payload) else { return };
-        let Some(id) = body.get(..ID_LEN).and_then(|b| <MsgId>::try_from(b).ok()) else { return };
-        let rest = body.slice(ID_LEN..);
+        let Some((id, rest)) = split_id(&body) else { return };
         if channel.starts_with("search_response:") {
             self.inner.searches.deliver(&id, rest);
             return;
@@ -228,17 +223,14 @@ impl<P: PeerNetwork> RelayGossip<P> {
             return;
         }
         if let Some(kind) = channel.strip_prefix("search:") {
-            let answerer = self.inner.answerers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+            let answerer = self.inner.answerers.get(kind);
             if let Some(answerer) = answerer
                 && let Some(answer) = answerer.answer(rest).await
             {
-                let mut b = BytesMut::with_capacity(ID_LEN + answer.len());
-                b.put_slice(&id);
-                b.put_slice(&answer);
-                self.publish(&format!("search_response:{kind}"), &b);
+                self.publish(&format!("search_response:{kind}"), &with_id(&id, &answer));
             }
         } else if let Some(kind) = channel.strip_prefix("gossip:") {
-            let handler = self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned();
+            let handler = self.inner.handlers.get(kind);
             if let Some(handler) = handler
                 && handler.handle(None, rest).await == Verdict::Reject
             {
@@ -254,31 +246,18 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
     fn broadcast(&self, kind: &str, message: Bytes) -> Result<(), Error> {
         let id = new_id();
         lock(&self.inner.seen).insert(id, ());
-        let mut b = BytesMut::with_capacity(ID_LEN + message.len());
-        b.put_slice(&id);
-        b.put_slice(&message);
-        self.publish(&format!("gossip:{kind}"), &b);
+        self.publish(&format!("gossip:{kind}"), &with_id(&id, &message));
         Ok(())
     }
 
     fn register_handler(&self, kind: &str, handler: Arc<dyn GossipHandler>) -> Result<(), Error> {
-        let mut handlers = self.inner.handlers.write().unwrap_or_else(PoisonError::into_inner);
-        if handlers.contains_key(kind) {
-            return Err(Error::DuplicateHandler(kind.to_owned()));
-        }
-        handlers.insert(kind.to_owned(), handler);
-        drop(handlers);
+        self.inner.handlers.insert(kind, handler, kind.to_owned())?;
         self.subscribe(format!("gossip:{kind}"));
         Ok(())
     }
 
     fn register_search_answerer(&self, kind: &str, answerer: Arc<dyn SearchAnswerer>) -> Result<(), Error> {
-        let mut answerers = self.inner.answerers.write().unwrap_or_else(PoisonError::into_inner);
-        if answerers.contains_key(kind) {
-            return Err(Error::DuplicateHandler(format!("search:{kind}")));
-        }
-        answerers.insert(kind.to_owned(), answerer);
-        drop(answerers);
+        self.inner.answerers.insert(kind, answerer, format!("search:{kind}"))?;
         self.subscribe(format!("search:{kind}"));
         Ok(())
     }
@@ -293,10 +272,7 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
         self.subscribe(format!("search_response:{kind}"));
         let slot = self.inner.searches.open()?;
         lock(&self.inner.seen).insert(slot.id, ());
-        let mut b = BytesMut::with_capacity(ID_LEN + query.len());
-        b.put_slice(&slot.id);
-        b.put_slice(&query);
-        self.publish(&format!("search:{kind}"), &b);
+        self.publish(&format!("search:{kind}"), &with_id(&slot.id, &query));
         slot.collect(timeout, on_answer).await;
         Ok(())
     }
