@@ -14,9 +14,10 @@
 //! How blocks travel: a mined block is gossiped as `bc:new_block`; every node
 //! validates it before forwarding (an invalid one is rejected and its sender
 //! penalised). A block whose parent is unknown waits as an orphan while the
-//! parent is fetched with a `search:block`, walking back until the chains
-//! join. When a peer connects, each side announces its tip the same way, so a
-//! node that was away catches up.
+//! node asks the peers directly (`chain:status`, `chain:hashes`,
+//! `chain:blocks`) and downloads what it misses in batches; over a relay it
+//! walks back with `search:block` instead. When a peer connects both sides
+//! exchange their tip and work, so a node that was away catches up.
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use toy::gossip::{Gossip, GossipNetwork};
 use toy::miner::{Config as MinerConfig, Miner};
 use toy::msg::{Messaging, Messenger};
 use toy::net::TcpTransport;
-use toy::p2p::{P2p, PeerEvent, PeerId, PeerNetwork};
+use toy::p2p::{P2p, PeerId, PeerNetwork};
 
 /// A toy proof-of-work node.
 #[derive(Parser, Debug)]
@@ -164,8 +165,6 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
-    // Announce our tip to every new peer, so either side can catch up.
-    let mut peer_events = p2p.subscribe();
     let mut last_height = lock(&chain).tip().height;
     loop {
         tokio::select! {
@@ -178,13 +177,6 @@ async fn main() -> anyhow::Result<()> {
                 let marker = if tip.height <= last_height { " (reorg)" } else { "" };
                 last_height = tip.height;
                 println!("tip {} at height {}{marker}, {} peers{rate}", tip.hash, tip.height, p2p.peers().len());
-            }
-            ev = peer_events.recv() => {
-                if let Ok(PeerEvent::Added(_)) = ev
-                    && let Err(e) = node.announce_tip()
-                {
-                    tracing::warn!("cannot announce the tip: {e}");
-                }
             }
         }
     }

@@ -62,6 +62,7 @@ pub mod network;
 pub mod params;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod target;
 pub mod tree;
 pub mod types;

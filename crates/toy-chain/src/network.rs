@@ -6,20 +6,31 @@
 //! | `tx` (wire: `gossip:tx`, the workshop's `bc:new_tx`) | postcard [`Transaction`] | Accept when admitted to the mempool; Reject for a bad signature, an unauthorised mint or an overflow; Ignore otherwise |
 //! | search `block` | the 32-byte block hash | the postcard block |
 //!
-//! A block whose parent is unknown waits in the orphan pool while its
-//! ancestors are fetched through `search:block`, one at a time, until the
-//! branch connects. Announcing the tip when a peer connects
-//! ([`ChainNode::announce_tip`]) lets either side catch up the same way.
+//! Direct requests ([`crate::sync`]): `chain:status`, `chain:hashes` and
+//! `chain:blocks`, answered for every peer.
+//!
+//! Sync: when a peer connects, when a block arrives whose parent is unknown,
+//! every 30 s, and on [`ChainNode::resolve`], a sync round asks each peer for
+//! its tip and work and downloads what we miss from the peers with more
+//! work, in batches, several at once. When no peer can be asked directly
+//! (over a relay) or none has the missing parent, it is fetched through
+//! `search:block`, walking back one block at a time until the branch
+//! connects.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use toy_gossip::{Flow, GossipNetwork, Verdict, answerer_fn, gossip_handler_fn};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use toy_gossip::{
+    Flow, GossipNetwork, Misbehaviour, PeerEvent, PeerId, Verdict, answerer_fn, gossip_handler_fn, peer_handler_fn,
+};
 
 use crate::mempool::MempoolError;
 use crate::store::Store;
+use crate::sync::{self, HashesRequest, ProgressLog, Status, SyncProgress};
 use crate::tree::{Chain, InsertOutcome, now_ms};
 use crate::types::{Block, Hash, Transaction};
 
@@ -27,6 +38,11 @@ use crate::types::{Block, Hash, Transaction};
 pub const MAX_FETCH_DEPTH: usize = 10_000;
 /// How long one `search:block` waits for an answer.
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A sync round is also started this often, without a reason.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Most sync rounds in a row before pausing for new reasons (each round
+/// imports at most [`sync::MAX_HASHES`] blocks).
+pub const MAX_ROUNDS: usize = 10_000;
 
 /// A chain shared between the network handlers, the miner and the program.
 pub type SharedChain<S> = Arc<Mutex<Chain<S>>>;
@@ -53,34 +69,90 @@ pub enum NetworkError {
     /// A blocking task was cancelled.
     #[error("chain task cancelled")]
     Cancelled,
+    /// A peer's answer was unusable.
+    #[error("peer {peer}: {what}")]
+    Peer {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong.
+        what: String,
+    },
 }
 
-/// The chain attached to a gossip network.
+/// What a [`ChainNode::resolve`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResolveReport {
+    /// Peers that answered with their status.
+    pub peers_asked: usize,
+    /// The peer with the most work, if it had more than us.
+    pub best_peer: Option<String>,
+    /// Blocks imported.
+    pub imported: u64,
+    /// Our height afterwards.
+    pub height: u64,
+    /// Whether our tip changed.
+    pub tip_changed: bool,
+}
+
+/// The chain attached to a gossip network: gossip handlers, request
+/// handlers and the background sync task (stopped by
+/// [`ChainNode::shutdown`] or when the gossip layer stops).
 pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     chain: SharedChain<S>,
     gossip: Arc<G>,
     fetching: Arc<AtomicBool>,
+    sync: Arc<SyncShared>,
+}
+
+/// State of the sync task shared by the clones of a node.
+struct SyncShared {
+    /// One sync round at a time.
+    running: tokio::sync::Mutex<()>,
+    /// Wakes the sync task (collapses repeated wake-ups into one).
+    wake: tokio::sync::Notify,
+    progress: Mutex<SyncProgress>,
+    /// The latest missing parent to search for if a sync does not bring it
+    /// (one slot: a newer orphan replaces it).
+    missing: Mutex<Option<Hash>>,
+    cancel: CancellationToken,
 }
 
 impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
     fn clone(&self) -> Self {
-        Self { chain: self.chain.clone(), gossip: self.gossip.clone(), fetching: self.fetching.clone() }
+        Self {
+            chain: self.chain.clone(),
+            gossip: self.gossip.clone(),
+            fetching: self.fetching.clone(),
+            sync: self.sync.clone(),
+        }
     }
 }
 
 impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
-    /// Registers the chain's gossip handlers and search answerer on `gossip`.
+    /// Registers the chain's gossip handlers, search answerer and direct
+    /// request handlers on `gossip`, and starts the sync task.
     ///
     /// # Errors
-    /// When the `block` or `tx` kinds are already registered.
+    /// When one of the chain's kinds is already registered.
     pub fn install(chain: SharedChain<S>, gossip: Arc<G>) -> Result<Self, NetworkError> {
-        let node = Self { chain, gossip, fetching: Arc::new(AtomicBool::new(false)) };
+        let node = Self {
+            chain,
+            gossip,
+            fetching: Arc::new(AtomicBool::new(false)),
+            sync: Arc::new(SyncShared {
+                running: tokio::sync::Mutex::new(()),
+                wake: tokio::sync::Notify::new(),
+                progress: Mutex::new(SyncProgress::default()),
+                missing: Mutex::new(None),
+                cancel: CancellationToken::new(),
+            }),
+        };
         let n = node.clone();
         node.gossip.register_handler(
             "block",
-            gossip_handler_fn(move |_, bytes| {
+            gossip_handler_fn(move |from, bytes| {
                 let n = n.clone();
-                async move { n.on_block(bytes).await }
+                async move { n.on_block(from, bytes).await }
             }),
         )?;
         let n = node.clone();
@@ -103,12 +175,81 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 }
             }),
         )?;
+        node.install_request_handlers()?;
+        let n = node.clone();
+        tokio::spawn(async move { n.sync_task().await });
         Ok(node)
+    }
+
+    fn install_request_handlers(&self) -> Result<(), NetworkError> {
+        let c = self.chain.clone();
+        self.gossip.register_request_handler(
+            sync::STATUS,
+            peer_handler_fn(move |_, _| {
+                let status = status_of(&lock(&c));
+                async move { Some(Bytes::from(status.encode())) }
+            }),
+        )?;
+        let c = self.chain.clone();
+        self.gossip.register_request_handler(
+            sync::HASHES,
+            peer_handler_fn(move |_, payload| {
+                let c = c.clone();
+                async move {
+                    let req = HashesRequest::decode(&payload).ok()?;
+                    let c = lock(&c);
+                    let start = req
+                        .locator
+                        .iter()
+                        .find(|h| c.is_canonical(h))
+                        .and_then(|h| c.header(h))
+                        .map_or(1, |h| h.height + 1);
+                    let max = (req.max as usize).min(sync::MAX_HASHES) as u64;
+                    let end = c.tip().height.min(start.saturating_add(max).saturating_sub(1));
+                    let hashes: Vec<Hash> = (start..=end).map_while(|h| c.hash_at(h)).collect();
+                    Some(sync::encode_hashes(&hashes))
+                }
+            }),
+        )?;
+        let c = self.chain.clone();
+        self.gossip.register_request_handler(
+            sync::BLOCKS,
+            peer_handler_fn(move |_, payload| {
+                let c = c.clone();
+                async move {
+                    let hashes = sync::decode_hashes(&payload, sync::BATCH)?;
+                    tokio::task::spawn_blocking(move || {
+                        let blocks: Vec<Vec<u8>> =
+                            hashes.iter().map_while(|h| lock(&c).block(h).ok().flatten().map(|b| b.encode())).collect();
+                        sync::encode_blocks(blocks)
+                    })
+                    .await
+                    .ok()
+                }
+            }),
+        )?;
+        Ok(())
     }
 
     /// The shared chain.
     pub fn chain(&self) -> &SharedChain<S> {
         &self.chain
+    }
+
+    /// The gossip network the node runs on.
+    pub fn gossip(&self) -> &Arc<G> {
+        &self.gossip
+    }
+
+    /// How the current (or last) sync round went.
+    pub fn sync_progress(&self) -> SyncProgress {
+        lock_plain(&self.sync.progress).clone()
+    }
+
+    /// Stops the sync task (handlers stay registered until the gossip layer
+    /// stops).
+    pub fn shutdown(&self) {
+        self.sync.cancel.cancel();
     }
 
     /// Inserts off the async runtime (signature checks and disk writes block).
@@ -120,14 +261,21 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             .map_err(Into::into)
     }
 
-    async fn on_block(&self, bytes: Bytes) -> Verdict {
+    async fn on_block(&self, from: Option<PeerId>, bytes: Bytes) -> Verdict {
         let Ok(block) = Block::decode(&bytes) else { return Verdict::Reject };
         match self.insert(block).await {
             Ok(
                 InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. },
             ) => Verdict::Accept,
             Ok(InsertOutcome::Orphan { missing_parent }) => {
-                self.fetch_ancestors(missing_parent);
+                if from.is_some() && !self.gossip.peers().is_empty() {
+                    // The announcer (and anyone else ahead) is asked directly;
+                    // the sync task falls back to search if that fails.
+                    *lock_plain(&self.sync.missing) = Some(missing_parent);
+                    self.sync.wake.notify_one();
+                } else {
+                    self.fetch_ancestors(missing_parent);
+                }
                 Verdict::Ignore
             }
             Ok(InsertOutcome::Invalid { reason }) => {
@@ -181,7 +329,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         Ok(id)
     }
 
-    /// Announces the tip block, so peers behind us fetch what they miss.
+    /// Announces the tip block by gossip.
     ///
     /// # Errors
     /// Storage or gossip failures.
@@ -194,6 +342,259 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             self.gossip.broadcast("block", Bytes::from(b.encode()))?;
         }
         Ok(())
+    }
+
+    /// Asks a peer for its [`Status`].
+    ///
+    /// # Errors
+    /// No answer in time, or an undecodable one.
+    pub async fn peer_status(&self, peer: &PeerId) -> Result<Status, NetworkError> {
+        let answer = tokio::time::timeout(sync::REQUEST_TIMEOUT, self.gossip.request(peer, sync::STATUS, Bytes::new()))
+            .await
+            .map_err(|_| peer_error(peer, "no status in time"))??;
+        Status::decode(&answer).map_err(|e| peer_error(peer, format!("bad status: {e}")))
+    }
+
+    /// The toychain seed's "resolve": asks every peer for its tip and work
+    /// and syncs to the best, repeating until no peer has more work.
+    ///
+    /// # Errors
+    /// Storage failures; a misbehaving peer is reported and skipped instead.
+    pub async fn resolve(&self) -> Result<ResolveReport, NetworkError> {
+        let _running = self.sync.running.lock().await;
+        let before = lock(&self.chain).tip();
+        let mut report = ResolveReport::default();
+        let mut log = ProgressLog::new();
+        let mut done = 0u64;
+        for _ in 0..MAX_ROUNDS {
+            let (asked, best) = self.best_peer().await;
+            report.peers_asked = report.peers_asked.max(asked);
+            let Some((peer, status, others)) = best else { break };
+            report.best_peer = Some(peer.0.clone());
+            match self.sync_round(&peer, status, &others, &mut log, &mut done).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(NetworkError::Peer { peer, what }) => {
+                    tracing::info!(%peer, "sync stopped: {what}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let after = lock(&self.chain).tip();
+        {
+            let mut p = lock_plain(&self.sync.progress);
+            p.active = false;
+            p.rounds += 1;
+        }
+        if done > 0 {
+            tracing::info!(imported = done, height = after.height, "sync finished");
+        }
+        report.imported = done;
+        report.height = after.height;
+        report.tip_changed = after.hash != before.hash;
+        Ok(report)
+    }
+
+    /// Asks every peer for its status: how many answered, and the peer with
+    /// the most work above ours with its status and the other peers ahead.
+    async fn best_peer(&self) -> (usize, Option<(PeerId, Status, Vec<PeerId>)>) {
+        let (genesis, ours) = {
+            let c = lock(&self.chain);
+            (c.params().genesis_hash(), c.tip().work)
+        };
+        let peers = self.gossip.peers();
+        let statuses = futures::future::join_all(peers.iter().map(|p| self.peer_status(p))).await;
+        let mut answered = 0;
+        let mut ahead: Vec<(PeerId, Status)> = Vec::new();
+        for (peer, status) in peers.into_iter().zip(statuses) {
+            match status {
+                Ok(s) => {
+                    answered += 1;
+                    if s.genesis == genesis && s.work > ours {
+                        ahead.push((peer, s));
+                    }
+                }
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        ahead.sort_by_key(|a| std::cmp::Reverse(a.1.work));
+        let mut it = ahead.into_iter();
+        let best = it.next().map(|(p, s)| (p, s, it.map(|(p, _)| p).collect()));
+        (answered, best)
+    }
+
+    /// One round against `best`: its hashes after our locator, then the
+    /// blocks from `best` and `others`. Returns the blocks imported.
+    async fn sync_round(
+        &self,
+        best: &PeerId,
+        status: Status,
+        others: &[PeerId],
+        log: &mut ProgressLog,
+        done: &mut u64,
+    ) -> Result<u64, NetworkError> {
+        let (locator, our_height) = {
+            let c = lock(&self.chain);
+            (c.locator(), c.tip().height)
+        };
+        let locator: Vec<Hash> = if locator.len() > sync::MAX_LOCATOR {
+            // Keep the newest entries and genesis.
+            let mut l = locator[..sync::MAX_LOCATOR - 1].to_vec();
+            l.extend(locator.last().copied());
+            l
+        } else {
+            locator
+        };
+        let req = HashesRequest { locator, max: sync::MAX_HASHES as u32 };
+        let answer = tokio::time::timeout(
+            sync::REQUEST_TIMEOUT,
+            self.gossip.request(best, sync::HASHES, Bytes::from(req.encode())),
+        )
+        .await
+        .map_err(|_| peer_error(best, "no hashes in time"))??;
+        let Some(hashes) = sync::decode_hashes(&answer, sync::MAX_HASHES) else {
+            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            return Err(peer_error(best, "malformed hashes"));
+        };
+        let wanted: Vec<Hash> = {
+            let c = lock(&self.chain);
+            hashes.into_iter().skip_while(|h| c.contains(h)).collect()
+        };
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut p = lock_plain(&self.sync.progress);
+            p.active = true;
+            p.target_height = status.height;
+        }
+        let total = *done + status.height.saturating_sub(our_height).max(wanted.len() as u64);
+        let sources: Vec<PeerId> = std::iter::once(best.clone()).chain(others.iter().cloned()).collect();
+        let batches: Vec<Vec<Hash>> = wanted.chunks(sync::BATCH).map(<[Hash]>::to_vec).collect();
+        let mut downloads = futures::stream::iter(batches.into_iter().enumerate())
+            .map(|(i, batch)| {
+                let source = sources[i % sources.len()].clone();
+                async move { self.fetch_batch(&source, best, batch).await }
+            })
+            .buffered(sync::IN_FLIGHT);
+        let mut imported = 0u64;
+        while let Some(batch) = downloads.next().await {
+            if self.sync.cancel.is_cancelled() {
+                break;
+            }
+            let (source, blocks) = batch?;
+            let c = self.chain.clone();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                let mut outcomes = Vec::with_capacity(blocks.len());
+                for b in blocks {
+                    let outcome = lock(&c).insert(b);
+                    let stop = !matches!(
+                        outcome,
+                        Ok(InsertOutcome::Connected { .. }
+                            | InsertOutcome::Reorganised { .. }
+                            | InsertOutcome::SideBranch { .. }
+                            | InsertOutcome::Duplicate)
+                    );
+                    outcomes.push(outcome);
+                    if stop {
+                        break;
+                    }
+                }
+                outcomes
+            })
+            .await
+            .map_err(|_| NetworkError::Cancelled)?;
+            for outcome in outcomes {
+                match outcome? {
+                    InsertOutcome::Invalid { reason } => {
+                        self.gossip.report(&source, Misbehaviour::InvalidBlock);
+                        return Err(peer_error(&source, format!("sent an invalid block: {reason}")));
+                    }
+                    InsertOutcome::Orphan { .. } => {
+                        self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                        return Err(peer_error(best, "its hashes do not connect to our chain"));
+                    }
+                    _ => {
+                        imported += 1;
+                        *done += 1;
+                    }
+                }
+            }
+            log.update(&mut lock_plain(&self.sync.progress), *done, total);
+        }
+        Ok(imported)
+    }
+
+    /// Downloads one batch from `source`, or from `best` when `source`
+    /// cannot serve all of it. Returns who served it and the blocks.
+    async fn fetch_batch(
+        &self,
+        source: &PeerId,
+        best: &PeerId,
+        batch: Vec<Hash>,
+    ) -> Result<(PeerId, Vec<Block>), NetworkError> {
+        let mut tried_best = false;
+        for peer in [source, best] {
+            if tried_best {
+                break;
+            }
+            tried_best = peer == best;
+            let Ok(Ok(answer)) = tokio::time::timeout(
+                sync::REQUEST_TIMEOUT,
+                self.gossip.request(peer, sync::BLOCKS, sync::encode_hashes(&batch)),
+            )
+            .await
+            else {
+                continue;
+            };
+            let blocks = match sync::decode_blocks(&answer, batch.len()) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.gossip.report(peer, Misbehaviour::MalformedMessage);
+                    return Err(peer_error(peer, format!("malformed blocks: {e}")));
+                }
+            };
+            if blocks.iter().zip(&batch).any(|(b, h)| b.hash() != *h) {
+                self.gossip.report(peer, Misbehaviour::ProtocolViolation);
+                return Err(peer_error(peer, "sent blocks we did not ask for"));
+            }
+            if blocks.len() == batch.len() {
+                return Ok((peer.clone(), blocks));
+            }
+        }
+        Err(peer_error(best, "could not serve the blocks it announced"))
+    }
+
+    /// The background task: a resolve when a peer connects, when woken, and
+    /// every [`SYNC_INTERVAL`]; ends on [`ChainNode::shutdown`] or when the
+    /// peer events end.
+    async fn sync_task(self) {
+        let mut events = self.gossip.subscribe();
+        let mut interval = tokio::time::interval(SYNC_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.sync.cancel.cancelled() => return,
+                () = self.sync.wake.notified() => {}
+                _ = interval.tick() => {}
+                ev = events.recv() => match ev {
+                    Ok(PeerEvent::Added(_)) => {}
+                    Ok(PeerEvent::Removed(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            if let Err(e) = self.resolve().await {
+                tracing::warn!("sync failed: {e}");
+            }
+            let missing = lock_plain(&self.sync.missing).take();
+            if let Some(hash) = missing
+                && !lock(&self.chain).contains(&hash)
+            {
+                self.fetch_ancestors(hash);
+            }
+        }
     }
 
     /// Fetches `missing` and its ancestors through `search:block` until the
@@ -241,4 +642,18 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             this.fetching.store(false, Ordering::Release);
         });
     }
+}
+
+/// Our status.
+fn status_of<S: Store>(c: &Chain<S>) -> Status {
+    let tip = c.tip();
+    Status { genesis: c.params().genesis_hash(), tip: tip.hash, height: tip.height, work: tip.work }
+}
+
+fn peer_error(peer: &PeerId, what: impl Into<String>) -> NetworkError {
+    NetworkError::Peer { peer: peer.clone(), what: what.into() }
+}
+
+fn lock_plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

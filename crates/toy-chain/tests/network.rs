@@ -1,6 +1,6 @@
 //! Several chain nodes over the in-memory network (TCP-free): blocks and
 //! transactions propagate, nodes converge on one tip, a late node catches up
-//! through search, and an invalid block is rejected at the first hop.
+//! by direct requests (and a long chain in batches), and an invalid block is rejected at the first hop.
 
 mod common;
 
@@ -98,8 +98,6 @@ async fn five_nodes_two_miners_converge_and_a_late_node_catches_up() {
 
     // A node that joins late fetches the 10 blocks it missed.
     let late = start(&net, 9, vec!["chain2:1".to_owned()]).await;
-    wait_until("late node peers", || !late.0.peers().is_empty()).await;
-    nodes[2].1.announce_tip().expect("announce");
     let want = tip(&nodes[0].1);
     wait_until("the late node catches up", || tip(&late.1) == want).await;
     assert_eq!(lock(late.1.chain()).account(&bob).balance, 777);
@@ -137,6 +135,39 @@ async fn invalid_block_is_rejected_at_the_first_hop_and_its_sender_penalised() {
         assert!(!lock(honest_b.1.chain()).is_invalid(&bad.hash()), "a did not forward it to b");
     }
     for n in [&honest_a, &honest_b, &adversary] {
+        n.0.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_node_downloads_a_long_chain_in_batches_from_several_peers() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, 0, vec![]).await;
+    // 600 blocks built locally, not gossiped.
+    {
+        let who = Keypair::from_seed(b"long").address();
+        let mut c = lock(a.1.chain());
+        for i in 0..600u64 {
+            let template = c.template(who, now_ms() + i);
+            let out = c.insert(mine(template)).expect("insert");
+            assert!(matches!(out, InsertOutcome::Connected { .. }), "{out:?}");
+        }
+    }
+    let want = tip(&a.1);
+    assert_eq!(want.height, 600);
+    let b = start(&net, 1, vec!["chain0:1".to_owned()]).await;
+    wait_until("b syncs from a", || tip(&b.1) == want).await;
+    // The late node has two peers ahead and downloads from both.
+    let late = start(&net, 2, vec!["chain0:1".to_owned(), "chain1:1".to_owned()]).await;
+    wait_until("the late node syncs", || tip(&late.1) == want).await;
+    let progress = late.1.sync_progress();
+    assert!(!progress.active && progress.rounds >= 1, "{progress:?}");
+    // Resolve when already at the best tip does nothing.
+    let report = late.1.resolve().await.expect("resolve");
+    assert_eq!((report.imported, report.height, report.tip_changed), (0, 600, false), "{report:?}");
+    assert!(report.peers_asked >= 1);
+    for n in [&a, &b, &late] {
+        n.1.shutdown();
         n.0.shutdown().await;
     }
 }

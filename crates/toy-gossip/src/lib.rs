@@ -71,7 +71,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use flood::{Gossip, Stats};
-pub use toy_p2p::{PeerId, PeerNetwork};
+pub use toy_p2p::{Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
 /// Length of gossip and search ids.
 pub const ID_LEN: usize = 16;
@@ -196,6 +196,27 @@ pub trait GossipNetwork: Send + Sync + 'static {
         timeout: Duration,
         on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
     ) -> Result<(), Error>;
+
+    // Services of the peering layer, passed through so that the layer above
+    // (the chain asking one peer for blocks) never reaches past this one.
+
+    /// Peers that can be asked directly ([`GossipNetwork::request`]); empty
+    /// over a relay, where the only peer is the relay itself.
+    fn peers(&self) -> Vec<PeerId>;
+
+    /// Sends a request of `kind` to one peer and waits for its response.
+    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error>;
+
+    /// Registers the handler of direct requests (and one-way messages) of
+    /// `kind` from peers.
+    fn register_request_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error>;
+
+    /// Peers arriving and leaving (only those in [`GossipNetwork::peers`]).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent>;
+
+    /// Reports a peer that sent bad data outside gossip (a bad block in a
+    /// direct response, say).
+    fn report(&self, peer: &PeerId, what: Misbehaviour);
 }
 
 /// A fresh random id.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use toy_p2p::{PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
+use toy_p2p::{Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
 use crate::seen::IdMap;
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
@@ -138,6 +138,8 @@ struct Inner<P: PeerNetwork> {
     channels: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
     searches: crate::Searches,
+    /// Peer events other than the relay's own (bounded broadcast channel).
+    peer_events: tokio::sync::broadcast::Sender<PeerEvent>,
 }
 
 /// [`GossipNetwork`] over a central relay: publish instead of flooding.
@@ -167,6 +169,7 @@ impl<P: PeerNetwork> RelayGossip<P> {
             channels: Mutex::new(HashSet::new()),
             seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
             searches: crate::Searches::default(),
+            peer_events: tokio::sync::broadcast::channel(64).0,
         });
         let weak: Weak<Inner<P>> = Arc::downgrade(&inner);
         inner.p2p.register_handler(
@@ -188,6 +191,12 @@ impl<P: PeerNetwork> RelayGossip<P> {
         tokio::spawn(async move {
             while let Ok(ev) = events.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
+                let about = match &ev {
+                    PeerEvent::Added(p) | PeerEvent::Removed(p) => p,
+                };
+                if *about != inner.relay {
+                    let _ = inner.peer_events.send(ev.clone());
+                }
                 if ev == PeerEvent::Added(inner.relay.clone()) {
                     let channels: Vec<String> = lock(&inner.channels).iter().cloned().collect();
                     for c in channels {
@@ -199,7 +208,7 @@ impl<P: PeerNetwork> RelayGossip<P> {
         Ok(Self { inner })
     }
 
-    fn subscribe(&self, channel: String) {
+    fn join_channel(&self, channel: String) {
         if lock(&self.inner.channels).insert(channel.clone()) {
             // If the relay is not connected yet, the reconnect hook sends it.
             let _ = self.inner.p2p.send(&self.inner.relay, "relay:subscribe", Bytes::from(channel));
@@ -252,13 +261,13 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
 
     fn register_handler(&self, kind: &str, handler: Arc<dyn GossipHandler>) -> Result<(), Error> {
         self.inner.handlers.insert(kind, handler, kind.to_owned())?;
-        self.subscribe(format!("gossip:{kind}"));
+        self.join_channel(format!("gossip:{kind}"));
         Ok(())
     }
 
     fn register_search_answerer(&self, kind: &str, answerer: Arc<dyn SearchAnswerer>) -> Result<(), Error> {
         self.inner.answerers.insert(kind, answerer, format!("search:{kind}"))?;
-        self.subscribe(format!("search:{kind}"));
+        self.join_channel(format!("search:{kind}"));
         Ok(())
     }
 
@@ -269,11 +278,32 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
         timeout: Duration,
         on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
     ) -> Result<(), Error> {
-        self.subscribe(format!("search_response:{kind}"));
+        self.join_channel(format!("search_response:{kind}"));
         let slot = self.inner.searches.open()?;
         lock(&self.inner.seen).insert(slot.id, ());
         self.publish(&format!("search:{kind}"), &with_id(&slot.id, &query));
         slot.collect(timeout, on_answer).await;
         Ok(())
+    }
+
+    /// Direct peers other than the relay (none when it is the only one).
+    fn peers(&self) -> Vec<PeerId> {
+        self.inner.p2p.peers().into_iter().filter(|p| *p != self.inner.relay).collect()
+    }
+
+    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
+        Ok(self.inner.p2p.request(peer, kind, payload).await?)
+    }
+
+    fn register_request_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {
+        Ok(self.inner.p2p.register_handler(kind, handler)?)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent> {
+        self.inner.peer_events.subscribe()
+    }
+
+    fn report(&self, peer: &PeerId, what: Misbehaviour) {
+        self.inner.p2p.report(peer, what);
     }
 }
