@@ -79,6 +79,43 @@ pub enum NetworkError {
     },
 }
 
+/// Counters of what the node received, for metrics.
+///
+/// Bounded: the labels are the fixed message kinds and the names of the
+/// rejection reasons (enum variants), at most [`MAX_LABELS`] each.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    counts: Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
+}
+
+/// Most distinct labels per counter family.
+pub const MAX_LABELS: usize = 64;
+
+impl NodeStats {
+    /// Adds one to `family{label}`.
+    pub fn bump(&self, family: &'static str, label: &str) {
+        let mut m = lock_plain(&self.counts);
+        let key = (family, label.to_owned());
+        if let Some(n) = m.get_mut(&key) {
+            *n += 1;
+        } else if m.keys().filter(|(f, _)| *f == family).count() < MAX_LABELS {
+            m.insert(key, 1);
+        }
+    }
+
+    /// Every counter: `(family, label, count)`. Families:
+    /// `messages` (by kind), `blocks_accepted`, `blocks_rejected` and
+    /// `txs_rejected` (by reason), `txs_accepted`.
+    pub fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
+        lock_plain(&self.counts).iter().map(|((f, l), n)| (*f, l.clone(), *n)).collect()
+    }
+}
+
+/// The name of an enum value's variant (`NonceTooLow { .. }` → `NonceTooLow`).
+pub fn variant_name(value: &impl std::fmt::Debug) -> String {
+    format!("{value:?}").chars().take_while(char::is_ascii_alphanumeric).collect()
+}
+
 /// What a [`ChainNode::resolve`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolveReport {
@@ -102,6 +139,7 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     gossip: Arc<G>,
     fetching: Arc<AtomicBool>,
     sync: Arc<SyncShared>,
+    stats: Arc<NodeStats>,
 }
 
 /// State of the sync task shared by the clones of a node.
@@ -124,6 +162,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             gossip: self.gossip.clone(),
             fetching: self.fetching.clone(),
             sync: self.sync.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -146,6 +185,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 missing: Mutex::new(None),
                 cancel: CancellationToken::new(),
             }),
+            stats: Arc::default(),
         };
         let n = node.clone();
         node.gossip.register_handler(
@@ -164,9 +204,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }),
         )?;
         let c = node.chain.clone();
+        let stats = node.stats.clone();
         node.gossip.register_search_answerer(
             "block",
             answerer_fn(move |query| {
+                stats.bump("messages", "search:block");
                 let c = c.clone();
                 async move {
                     let hash = Hash(query.as_ref().try_into().ok()?);
@@ -183,17 +225,21 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
 
     fn install_request_handlers(&self) -> Result<(), NetworkError> {
         let c = self.chain.clone();
+        let stats = self.stats.clone();
         self.gossip.register_request_handler(
             sync::STATUS,
             peer_handler_fn(move |_, _| {
+                stats.bump("messages", sync::STATUS);
                 let status = status_of(&lock(&c));
                 async move { Some(Bytes::from(status.encode())) }
             }),
         )?;
         let c = self.chain.clone();
+        let stats = self.stats.clone();
         self.gossip.register_request_handler(
             sync::HASHES,
             peer_handler_fn(move |_, payload| {
+                stats.bump("messages", sync::HASHES);
                 let c = c.clone();
                 async move {
                     let req = HashesRequest::decode(&payload).ok()?;
@@ -212,9 +258,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }),
         )?;
         let c = self.chain.clone();
+        let stats = self.stats.clone();
         self.gossip.register_request_handler(
             sync::BLOCKS,
             peer_handler_fn(move |_, payload| {
+                stats.bump("messages", sync::BLOCKS);
                 let c = c.clone();
                 async move {
                     let hashes = sync::decode_hashes(&payload, sync::BATCH)?;
@@ -261,9 +309,33 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             .map_err(Into::into)
     }
 
+    /// Counters of received messages and verdicts.
+    pub fn stats(&self) -> &Arc<NodeStats> {
+        &self.stats
+    }
+
     async fn on_block(&self, from: Option<PeerId>, bytes: Bytes) -> Verdict {
-        let Ok(block) = Block::decode(&bytes) else { return Verdict::Reject };
-        match self.insert(block).await {
+        self.stats.bump("messages", "gossip:block");
+        let block = match Block::decode(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.bump("blocks_rejected", &format!("Decode{}", variant_name(&e)));
+                return Verdict::Reject;
+            }
+        };
+        let outcome = self.insert(block).await;
+        match &outcome {
+            Ok(InsertOutcome::Invalid { reason }) => self.stats.bump("blocks_rejected", &variant_name(reason)),
+            Ok(
+                o @ (InsertOutcome::Connected { .. }
+                | InsertOutcome::Reorganised { .. }
+                | InsertOutcome::SideBranch { .. }),
+            ) => {
+                self.stats.bump("blocks_accepted", &variant_name(o));
+            }
+            _ => {}
+        }
+        match outcome {
             Ok(
                 InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. },
             ) => Verdict::Accept,
@@ -291,9 +363,22 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     async fn on_tx(&self, bytes: Bytes) -> Verdict {
-        let Ok(tx) = Transaction::decode(&bytes) else { return Verdict::Reject };
+        self.stats.bump("messages", "gossip:tx");
+        let tx = match Transaction::decode(&bytes) {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.stats.bump("txs_rejected", &format!("Decode{}", variant_name(&e)));
+                return Verdict::Reject;
+            }
+        };
         let c = self.chain.clone();
-        match tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await {
+        let outcome = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
+        match &outcome {
+            Ok(Ok(_)) => self.stats.bump("txs_accepted", "gossip"),
+            Ok(Err(e)) => self.stats.bump("txs_rejected", &variant_name(e)),
+            Err(_) => {}
+        }
+        match outcome {
             Ok(Ok(_)) => Verdict::Accept,
             Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => {
                 Verdict::Reject

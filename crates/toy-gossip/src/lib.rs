@@ -217,6 +217,12 @@ pub trait GossipNetwork: Send + Sync + 'static {
     /// Reports a peer that sent bad data outside gossip (a bad block in a
     /// direct response, say).
     fn report(&self, peer: &PeerId, what: Misbehaviour);
+
+    /// Dials a peer and completes the handshake (manual registration).
+    async fn connect(&self, addr: &str) -> Result<PeerId, Error>;
+
+    /// The address this node announces.
+    fn local_addr(&self) -> String;
 }
 
 /// A fresh random id.

@@ -306,4 +306,12 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
     fn report(&self, peer: &PeerId, what: Misbehaviour) {
         self.inner.p2p.report(peer, what);
     }
+
+    async fn connect(&self, addr: &str) -> Result<PeerId, Error> {
+        Ok(self.inner.p2p.connect(addr).await?)
+    }
+
+    fn local_addr(&self) -> String {
+        self.inner.p2p.local_addr()
+    }
 }

@@ -195,6 +195,10 @@ pub trait PeerNetwork: Send + Sync + 'static {
 
     /// The address we announce.
     fn local_addr(&self) -> String;
+
+    /// Dials `addr` and completes the handshake (manual registration of a
+    /// peer, toychain's `/nodes/register`).
+    async fn connect(&self, addr: &str) -> Result<PeerId, Error>;
 }
 
 /// Whether `s` looks like `host:port`.
@@ -936,6 +940,10 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
     async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
         let conn = self.conn_of(peer)?;
         Ok(self.inner.msg.request(conn, kind, payload).await?)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<PeerId, Error> {
+        P2p::connect(self, addr).await
     }
 
     fn register_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {
