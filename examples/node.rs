@@ -74,6 +74,12 @@ struct Args {
     /// Peers kept (between half and all of this).
     #[arg(long, default_value_t = 8)]
     max_peers: usize,
+    /// HTTP API and web wallet address; the port is the first free one from here.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// Do not serve the HTTP API and web wallet.
+    #[arg(long)]
+    no_http: bool,
 }
 
 /// Binds the first free port from `addr`'s port upward.
@@ -165,6 +171,29 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    // The HTTP API and the web wallet.
+    let http_cancel = tokio_util::sync::CancellationToken::new();
+    if !args.no_http {
+        let listener = toy::api::bind_free(&args.http).await.with_context(|| format!("--http {}", args.http))?;
+        let http_addr = listener.local_addr()?;
+        let rate = miner.as_ref().map(|m| m.rate_handle());
+        let live = toy::api::LiveNode::new(
+            node.clone(),
+            toy::api::LiveConfig {
+                wallet: wallet.clone(),
+                can_mine: args.preset != "workshop",
+                hash_rate: rate.map(|r| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
+            },
+        );
+        let cancel = http_cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = toy::api::serve(listener, Arc::new(live), cancel).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+        println!("web wallet and API on http://{http_addr}/ (docs at /docs)");
+    }
+
     let mut last_height = lock(&chain).tip().height;
     loop {
         tokio::select! {
@@ -181,6 +210,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("shutting down");
+    http_cancel.cancel();
+    node.shutdown();
     if let Some(m) = miner {
         tokio::task::spawn_blocking(move || m.stop()).await?;
     }

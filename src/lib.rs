@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+pub use toy_api as api;
 pub use toy_chain as chain;
 pub use toy_gossip as gossip;
 pub use toy_miner as miner;

@@ -24,9 +24,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use toy_gossip::{
-    Flow, GossipNetwork, Misbehaviour, PeerEvent, PeerId, Verdict, answerer_fn, gossip_handler_fn, peer_handler_fn,
-};
+use toy_gossip::{Flow, Misbehaviour, PeerEvent, Verdict, answerer_fn, gossip_handler_fn, peer_handler_fn};
+pub use toy_gossip::{GossipNetwork, PeerId};
 
 use crate::mempool::MempoolError;
 use crate::store::Store;

@@ -341,6 +341,19 @@ impl<S: Store> Chain<S> {
         self.invalid.set.contains(hash)
     }
 
+    /// Every indexed block at height `low` or above, canonical and side
+    /// branches alike (the recent block tree), ordered by height.
+    pub fn recent_headers(&self, low: u64) -> Vec<(Hash, Header)> {
+        let mut out: Vec<(Hash, Header)> = self.canonical[(low as usize).min(self.canonical.len())..]
+            .iter()
+            .chain(self.side.iter())
+            .filter_map(|h| self.index.get(h).map(|n| (*h, n.header.clone())))
+            .filter(|(_, h)| h.height >= low)
+            .collect();
+        out.sort_by_key(|(_, h)| h.height);
+        out
+    }
+
     /// Orphans waiting for a parent.
     pub fn orphan_count(&self) -> usize {
         self.orphans.len()

@@ -146,6 +146,23 @@ enum Command {
     Stop,
 }
 
+/// Reads a [`Miner`]'s hash rate; cheap to clone.
+#[derive(Clone)]
+pub struct RateHandle(Arc<Shared>);
+
+impl std::fmt::Debug for RateHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RateHandle").field(&self.hash_rate()).finish()
+    }
+}
+
+impl RateHandle {
+    /// Hashes per second over the last second (0 once the miner stopped).
+    pub fn hash_rate(&self) -> f64 {
+        if self.0.stop.load(Ordering::Relaxed) { 0.0 } else { f64::from_bits(self.0.rate_bits.load(Ordering::Relaxed)) }
+    }
+}
+
 /// A running miner. Dropping it stops the threads.
 pub struct Miner {
     shared: Arc<Shared>,
@@ -209,6 +226,12 @@ impl Miner {
         // Stop grinding the stale template now, before the new one is built.
         self.shared.set_job(None);
         let _ = self.commands.try_send(Command::NewTemplate);
+    }
+
+    /// A handle that reads the hash rate from anywhere (an API, say),
+    /// independent of the miner's lifetime.
+    pub fn rate_handle(&self) -> RateHandle {
+        RateHandle(self.shared.clone())
     }
 
     /// Hashes per second over the last second.

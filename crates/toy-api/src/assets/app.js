@@ -1,0 +1,219 @@
+// The toy node's web wallet and explorer. Plain JavaScript, no libraries:
+// everything comes from the node's own JSON API.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const short = (h) => (h ? h.slice(0, 10) + "…" : "");
+const el = (tag, attrs = {}, text = "") => {
+  const e = document.createElementNS(tag === "svg" || ["circle", "line", "rect", "text", "g", "title"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text) e.textContent = text;
+  return e;
+};
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+  const res = await fetch(path, opts);
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* not JSON */ }
+  if (!res.ok) throw new Error((data && data.error) || res.statusText);
+  return data;
+}
+
+let wallet = null;   // { address, balance, nonce }
+let tracked = null;  // id of the last sent transaction
+
+async function refreshStatus() {
+  try {
+    const s = await api("/api/status");
+    $("status").textContent = `height ${s.height} · tip ${short(s.tip)} · ${s.peers} peers · mempool ${s.mempool} · ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
+    $("mine").hidden = !s.can_mine;
+    const sy = s.sync;
+    $("sync").hidden = !sy.active;
+    if (sy.active) {
+      $("sync-bar").max = Math.max(sy.total, 1);
+      $("sync-bar").value = sy.done;
+      $("sync-text").textContent = `syncing ${sy.done}/${sy.total} blocks, ${sy.blocks_per_s.toFixed(0)} blocks/s, ~${sy.eta_s.toFixed(0)} s left`;
+    }
+    $("rate").textContent = `· hash rate ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
+  } catch (e) {
+    $("status").textContent = "node unreachable: " + e.message;
+  }
+}
+
+async function refreshWallet() {
+  try {
+    wallet = await api("/api/wallet");
+    $("address").textContent = wallet.address;
+    $("balance").textContent = wallet.balance.toLocaleString("en");
+    $("nonce").textContent = wallet.nonce;
+  } catch (e) { /* shown by the status line */ }
+}
+
+async function refreshBlocks() {
+  try {
+    const blocks = await api("/api/blocks?limit=24");
+    const box = $("blocks");
+    box.replaceChildren(...blocks.map((b) => {
+      const card = el("div", { class: "block-card", "data-height": b.height, "data-hash": b.hash, tabindex: "0" });
+      card.append(el("div", { class: "h" }, `#${b.height}`), el("code", {}, short(b.hash)),
+        el("div", { class: "muted" }, new Date(b.time_ms).toLocaleTimeString()),
+        el("div", { class: "muted" }, `miner ${short(b.miner)}`),
+        el("div", { class: "muted txs" }, `${b.tx_count} transaction${b.tx_count === 1 ? "" : "s"}`));
+      card.addEventListener("click", () => openBlock(b.hash));
+      card.addEventListener("keydown", (e) => { if (e.key === "Enter") openBlock(b.hash); });
+      return card;
+    }));
+    drawIntervals(blocks);
+  } catch (e) { /* shown by the status line */ }
+}
+
+async function openBlock(hash) {
+  const b = await api("/api/blocks/" + hash);
+  $("dialog-title").textContent = `Block #${b.height}`;
+  $("dialog-meta").textContent = `${b.hash} · ${new Date(b.time_ms).toLocaleString()} · ${b.confirmations} confirmations · reward ${b.reward}`;
+  $("dialog-txs").replaceChildren(...(b.txs.length ? b.txs.map((t) => {
+    const tr = el("tr", { class: "tx-row" });
+    tr.append(el("td", {}, ""), el("td", {}, ""), el("td", {}, ""), el("td", {}, String(t.amount)), el("td", {}, String(t.fee)));
+    tr.children[0].append(el("code", {}, short(t.id)));
+    tr.children[1].append(el("code", {}, short(t.sender)));
+    tr.children[2].append(el("code", {}, short(t.recipient)));
+    return tr;
+  }) : [(() => { const tr = el("tr"); tr.append(el("td", { colspan: "5" }, "no transactions")); return tr; })()]));
+  $("block-dialog").showModal();
+}
+
+function showResult(text, ok) {
+  const r = $("result");
+  r.textContent = text;
+  r.className = "result " + (ok ? "ok" : "bad");
+}
+
+async function send(ev) {
+  ev.preventDefault();
+  const to = $("to").value.trim();
+  const amount = Number($("amount").value);
+  const fee = Number($("fee").value || 0);
+  if (!/^[0-9a-fA-F]{66}$/.test(to)) return showResult("The recipient must be an address of 66 hex digits.", false);
+  if (!Number.isInteger(amount) || amount <= 0) return showResult("The amount must be a whole number above 0.", false);
+  if (!Number.isInteger(fee) || fee < 0) return showResult("The fee must be a whole number, 0 or more.", false);
+  if (wallet && amount + fee > wallet.balance) return showResult(`Not enough balance: ${wallet.balance} available.`, false);
+  try {
+    const r = await api("/api/wallet/send", { to, amount, fee, sign: $("sign").checked });
+    tracked = r.id;
+    showResult(`Sent: ${r.id} — pending`, true);
+    followTracked();
+  } catch (e) {
+    tracked = null;
+    showResult("Rejected: " + e.message, false);
+  }
+}
+
+async function followTracked() {
+  if (!tracked) return;
+  try {
+    const t = await api("/api/txs/" + tracked);
+    if (t.status === "confirmed") {
+      showResult(`Confirmed: ${t.tx.id} in block #${t.block_height} (${t.confirmations} confirmation${t.confirmations === 1 ? "" : "s"})`, true);
+    } else {
+      showResult(`Sent: ${t.tx.id} — pending`, true);
+    }
+  } catch (e) { /* keep the last state */ }
+}
+
+async function refreshNetwork() {
+  try {
+    const [peers, net, tree] = await Promise.all([api("/api/peers"), api("/api/network"), api("/api/tree?depth=30")]);
+    $("peers").replaceChildren(...(peers.length ? peers.map((p) => el("li", {}, p)) : [el("li", {}, "no peers")]));
+    drawGraph(net.nodes);
+    drawTree(tree);
+  } catch (e) { /* shown by the status line */ }
+}
+
+function drawGraph(nodes) {
+  const svg = $("graph");
+  const names = new Set();
+  for (const n of nodes) { names.add(n.addr); n.peers.forEach((p) => names.add(p)); }
+  const list = [...names].slice(0, 40);
+  const pos = new Map(list.map((a, i) => {
+    const ang = (2 * Math.PI * i) / list.length;
+    return [a, [150 + 115 * Math.cos(ang), 150 + 115 * Math.sin(ang)]];
+  }));
+  const parts = [];
+  for (const n of nodes) for (const p of n.peers) {
+    const a = pos.get(n.addr), b = pos.get(p);
+    if (a && b) parts.push(el("line", { x1: a[0], y1: a[1], x2: b[0], y2: b[1], stroke: "#9ca3af" }));
+  }
+  list.forEach((a, i) => {
+    const [x, y] = pos.get(a);
+    const g = el("g");
+    g.append(el("circle", { cx: x, cy: y, r: 8, fill: i === 0 ? "#2957d9" : "#10b981" }), el("title", {}, a));
+    g.append(el("text", { x, y: y - 11, "font-size": 9, "text-anchor": "middle" }, a.split(":").pop()));
+    parts.push(g);
+  });
+  svg.replaceChildren(...parts);
+}
+
+function drawTree(blocks) {
+  const svg = $("tree");
+  if (!blocks.length) return svg.replaceChildren();
+  const minH = blocks[0].height;
+  const lanes = new Map();  // hash -> lane
+  let nextLane = 1;
+  const byHash = new Map(blocks.map((b) => [b.hash, b]));
+  for (const b of blocks) lanes.set(b.hash, b.canonical ? 0 : (lanes.get(b.parent) > 0 ? lanes.get(b.parent) : nextLane++));
+  const x = (h) => 20 + (h - minH) * 34, y = (l) => 20 + l * 30;
+  const width = x(blocks[blocks.length - 1].height) + 30;
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", y(Math.max(...lanes.values())) + 30);
+  const parts = [];
+  for (const b of blocks) {
+    const p = byHash.get(b.parent);
+    if (p) parts.push(el("line", { x1: x(p.height), y1: y(lanes.get(p.hash)), x2: x(b.height), y2: y(lanes.get(b.hash)), stroke: "#9ca3af" }));
+  }
+  for (const b of blocks) {
+    const g = el("g");
+    g.append(el("rect", { x: x(b.height) - 12, y: y(lanes.get(b.hash)) - 9, width: 24, height: 18, rx: 4, fill: b.canonical ? "#2957d9" : "#f59e0b" }));
+    g.append(el("title", {}, `#${b.height} ${b.hash}${b.canonical ? "" : " (side branch)"}`));
+    g.append(el("text", { x: x(b.height), y: y(lanes.get(b.hash)) + 4, "font-size": 8, fill: "#fff", "text-anchor": "middle" }, String(b.height % 1000)));
+    parts.push(g);
+  }
+  svg.replaceChildren(...parts);
+}
+
+function drawIntervals(blocks) {
+  const svg = $("intervals");
+  const ints = [];
+  for (let i = 0; i + 1 < blocks.length; i++) ints.push(Math.max(0, blocks[i].time_ms - blocks[i + 1].time_ms) / 1000);
+  ints.reverse();
+  const max = Math.max(1, ...ints);
+  const w = 300 / Math.max(ints.length, 1);
+  svg.replaceChildren(...ints.map((s, i) => {
+    const h = (s / max) * 70;
+    const r = el("rect", { x: i * w + 1, y: 78 - h, width: Math.max(w - 2, 1), height: h, fill: "#6366f1" });
+    r.append(el("title", {}, `${s.toFixed(1)} s`));
+    return r;
+  }));
+}
+
+$("copy").addEventListener("click", async () => {
+  const text = $("address").textContent;
+  try { await navigator.clipboard.writeText(text); $("copy").textContent = "Copied"; }
+  catch (_) {
+    const r = document.createRange(); r.selectNodeContents($("address"));
+    const s = getSelection(); s.removeAllRanges(); s.addRange(r); document.execCommand("copy");
+    $("copy").textContent = "Copied";
+  }
+  setTimeout(() => { $("copy").textContent = "Copy"; }, 1500);
+});
+$("send-form").addEventListener("submit", send);
+$("mine").addEventListener("click", async () => {
+  try { const b = await api("/api/mine", {}); showResult(`Mined block #${b.height}`, true); refreshBlocks(); }
+  catch (e) { showResult("Mining failed: " + e.message, false); }
+});
+
+function tick() { refreshStatus(); refreshWallet(); refreshBlocks(); followTracked(); }
+tick();
+refreshNetwork();
+setInterval(tick, 3000);
+setInterval(refreshNetwork, 6000);

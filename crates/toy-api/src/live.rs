@@ -1,0 +1,304 @@
+//! [`NodeApi`] over a real node: a [`ChainNode`] on any gossip network.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, PeerId, ResolveReport, lock};
+use toy_chain::{Address, Chain, Hash, Keypair, MempoolError, Signature, Store, Transaction, TxKind, now_ms};
+
+use crate::{
+    AccountView, ApiError, BlockId, BlockSummary, BlockView, MetricsSnapshot, NetworkNode, NetworkView, NodeApi,
+    SendRequest, StatusView, TreeNode, TxJson, TxStatus, summarise,
+};
+
+/// How many blocks below the tip `/api/txs/{id}` searches (newest first)
+/// for a transaction that is not in the mempool.
+pub const TX_SCAN_DEPTH: u64 = 1_000;
+
+/// Most peers asked for their peers by `/api/network`.
+const MAX_NETWORK_FANOUT: usize = 32;
+
+/// How the node is set up, for [`LiveNode`].
+pub struct LiveConfig {
+    /// The node wallet (signs `/api/wallet/send`, receives `/api/mine`).
+    pub wallet: Keypair,
+    /// Whether `/api/mine` may mine (only on easy presets).
+    pub can_mine: bool,
+    /// The miner's hash rate, when the node mines.
+    pub hash_rate: Option<Arc<dyn Fn() -> f64 + Send + Sync>>,
+}
+
+/// The API of a running node.
+pub struct LiveNode<S: Store, G: GossipNetwork + ?Sized> {
+    node: ChainNode<S, G>,
+    config: LiveConfig,
+    /// Serialises sends from the node wallet so that nonces do not collide.
+    send_lock: tokio::sync::Mutex<()>,
+}
+
+impl<S: Store, G: GossipNetwork + ?Sized> LiveNode<S, G> {
+    /// The API over `node`.
+    pub fn new(node: ChainNode<S, G>, config: LiveConfig) -> Self {
+        Self { node, config, send_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Runs `f` on the chain off the async runtime (store reads block).
+    async fn with_chain<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Chain<S>) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let c = self.node.chain().clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&c)))
+            .await
+            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("storage: {e}"))
+}
+
+fn mempool_err(e: NetworkError) -> ApiError {
+    match e {
+        NetworkError::Mempool(m) => ApiError::Rejected(format!("rejected: {m}")),
+        other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+/// The nonce `addr`'s next transaction needs, counting its pending ones.
+fn next_nonce<S: Store>(c: &Chain<S>, addr: &Address) -> u64 {
+    let base = c.account(addr).nonce;
+    c.mempool().iter().filter(|(_, t)| t.sender == *addr).map(|(_, t)| t.nonce + 1).max().unwrap_or(base).max(base)
+}
+
+fn account_view<S: Store>(c: &Chain<S>, addr: &Address) -> AccountView {
+    let a = c.account(addr);
+    AccountView { address: addr.to_hex(), balance: a.balance, nonce: a.nonce, next_nonce: next_nonce(c, addr) }
+}
+
+#[async_trait]
+impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
+    async fn status(&self) -> Result<StatusView, ApiError> {
+        let c = lock(self.node.chain());
+        let tip = c.tip();
+        Ok(StatusView {
+            height: tip.height,
+            tip: tip.hash.to_hex(),
+            work: tip.work.to_string(),
+            peers: self.node.gossip().peers().len(),
+            mempool: c.mempool().len(),
+            mempool_bytes: c.mempool().bytes(),
+            orphans: c.orphan_count(),
+            hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
+            address: self.node.gossip().local_addr(),
+            wallet: self.config.wallet.address().to_hex(),
+            can_mine: self.config.can_mine,
+            sync: self.node.sync_progress(),
+        })
+    }
+
+    async fn blocks(&self, from: Option<u64>, limit: usize) -> Result<Vec<BlockSummary>, ApiError> {
+        self.with_chain(move |c| {
+            let tip = c.tip().height;
+            let from = from.unwrap_or(tip).min(tip);
+            let mut out = Vec::with_capacity(limit);
+            for h in (0..=from).rev().take(limit) {
+                if let Some(b) = c.block_at(h).map_err(store_err)? {
+                    out.push(summarise(&b, true, tip));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn block(&self, id: BlockId) -> Result<BlockView, ApiError> {
+        self.with_chain(move |c| {
+            let block = match id {
+                BlockId::Height(h) => c.block_at(h),
+                BlockId::Hash(h) => c.block(&h),
+            }
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::NotFound("no such block".into()))?;
+            let canonical = c.is_canonical(&block.hash());
+            Ok(BlockView {
+                summary: summarise(&block, canonical, c.tip().height),
+                txs: block.txs.iter().map(TxJson::from).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn tx(&self, id: Hash) -> Result<TxStatus, ApiError> {
+        self.with_chain(move |c| {
+            if let Some(tx) = c.mempool().get(&id) {
+                return Ok(TxStatus {
+                    tx: tx.into(),
+                    status: "pending".into(),
+                    block_height: None,
+                    block_hash: None,
+                    confirmations: 0,
+                });
+            }
+            let tip = c.tip().height;
+            for h in (0..=tip).rev().take(TX_SCAN_DEPTH as usize) {
+                let Some(b) = c.block_at(h).map_err(store_err)? else { continue };
+                if let Some(tx) = b.txs.iter().find(|t| t.id() == id) {
+                    return Ok(TxStatus {
+                        tx: tx.into(),
+                        status: "confirmed".into(),
+                        block_height: Some(h),
+                        block_hash: Some(b.hash().to_hex()),
+                        confirmations: tip - h + 1,
+                    });
+                }
+            }
+            Err(ApiError::NotFound(format!(
+                "transaction {id} is neither pending nor in the last {TX_SCAN_DEPTH} blocks"
+            )))
+        })
+        .await
+    }
+
+    async fn account(&self, address: Address) -> Result<AccountView, ApiError> {
+        Ok(account_view(&lock(self.node.chain()), &address))
+    }
+
+    async fn submit_tx(&self, tx: Transaction) -> Result<String, ApiError> {
+        self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
+    }
+
+    async fn wallet(&self) -> Result<AccountView, ApiError> {
+        Ok(account_view(&lock(self.node.chain()), &self.config.wallet.address()))
+    }
+
+    async fn send(&self, req: SendRequest) -> Result<String, ApiError> {
+        let recipient = crate::parse_address("to", &req.to)?;
+        let _one_at_a_time = self.send_lock.lock().await;
+        let me = self.config.wallet.address();
+        let (balance, nonce) = {
+            let c = lock(self.node.chain());
+            (c.account(&me).balance, next_nonce(&c, &me))
+        };
+        let cost =
+            req.amount.checked_add(req.fee).ok_or_else(|| ApiError::BadRequest("amount + fee overflows".into()))?;
+        if cost > balance {
+            return Err(ApiError::Rejected(format!("insufficient balance: have {balance}, need {cost}")));
+        }
+        let mut tx = Transaction {
+            kind: TxKind::Transfer,
+            sender: me,
+            recipient,
+            amount: req.amount,
+            fee: req.fee,
+            nonce,
+            signature: Signature::EMPTY,
+        };
+        if req.sign {
+            self.config.wallet.sign_tx(&mut tx);
+        }
+        self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
+    }
+
+    async fn mine(&self) -> Result<BlockSummary, ApiError> {
+        if !self.config.can_mine {
+            return Err(ApiError::Forbidden("mining on demand is only for the dev and test presets".into()));
+        }
+        let miner = self.config.wallet.address();
+        let template = lock(self.node.chain()).template(miner, now_ms());
+        let block = tokio::task::spawn_blocking(move || toy_chain::mine_simple(template))
+            .await
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))?
+            .ok_or_else(|| ApiError::Unavailable("no nonce found; try again".into()))?;
+        let outcome = self.node.submit_block(block.clone()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        match outcome {
+            toy_chain::InsertOutcome::Connected { .. }
+            | toy_chain::InsertOutcome::Reorganised { .. }
+            | toy_chain::InsertOutcome::SideBranch { .. } => {
+                // A side branch: the local miner found a sibling first.
+                let c = lock(self.node.chain());
+                Ok(summarise(&block, c.is_canonical(&block.hash()), c.tip().height))
+            }
+            other => Err(ApiError::Unavailable(format!("the mined block was not connected: {other:?}"))),
+        }
+    }
+
+    async fn peers(&self) -> Result<Vec<String>, ApiError> {
+        Ok(self.node.gossip().peers().into_iter().map(|p| p.0).collect())
+    }
+
+    async fn register_peer(&self, addr: String) -> Result<String, ApiError> {
+        let peer = self.node.gossip().connect(&addr).await.map_err(|e| ApiError::Rejected(e.to_string()))?;
+        Ok(peer.0)
+    }
+
+    async fn resolve(&self) -> Result<ResolveReport, ApiError> {
+        self.node.resolve().await.map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    async fn network(&self) -> Result<NetworkView, ApiError> {
+        let g = self.node.gossip();
+        let me = g.local_addr();
+        let peers = g.peers();
+        let asks = peers.iter().take(MAX_NETWORK_FANOUT).map(|p| async move {
+            let answer =
+                tokio::time::timeout(std::time::Duration::from_secs(3), g.request(p, "p2p:get_peers", Bytes::new()))
+                    .await;
+            let list = match answer {
+                Ok(Ok(b)) => Some(
+                    String::from_utf8_lossy(&b)
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .take(256)
+                        .collect(),
+                ),
+                _ => None,
+            };
+            (p.clone(), list)
+        });
+        let answers: Vec<(PeerId, Option<Vec<String>>)> = futures::future::join_all(asks).await;
+        let mut nodes =
+            vec![NetworkNode { addr: me, peers: peers.iter().map(|p| p.0.clone()).collect(), reachable: true }];
+        for (p, list) in answers {
+            nodes.push(NetworkNode { addr: p.0, reachable: list.is_some(), peers: list.unwrap_or_default() });
+        }
+        Ok(NetworkView { nodes })
+    }
+
+    async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError> {
+        let c = lock(self.node.chain());
+        let tip = c.tip().height;
+        let low = tip.saturating_sub(depth);
+        Ok(c.recent_headers(low)
+            .into_iter()
+            .map(|(hash, h)| TreeNode {
+                hash: hash.to_hex(),
+                parent: h.parent.to_hex(),
+                height: h.height,
+                canonical: c.is_canonical(&hash),
+                miner: h.miner.to_hex(),
+                time_ms: h.timestamp_ms,
+            })
+            .collect())
+    }
+
+    async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
+        let c = lock(self.node.chain());
+        Ok(MetricsSnapshot {
+            height: c.tip().height,
+            peers: self.node.gossip().peers().len() as u64,
+            mempool: c.mempool().len() as u64,
+            orphans: c.orphan_count() as u64,
+            hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
+            counters: self.node.stats().snapshot(),
+        })
+    }
+}
+
+impl From<MempoolError> for ApiError {
+    fn from(e: MempoolError) -> Self {
+        ApiError::Rejected(format!("rejected: {e}"))
+    }
+}

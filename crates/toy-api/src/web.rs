@@ -1,0 +1,29 @@
+//! The web wallet and explorer, and the `/docs` page: static files embedded
+//! in the binary (no CDN; the page works offline).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::NodeApi;
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+const DOCS: &str = include_str!("assets/docs.html");
+
+fn asset(body: &'static str, ty: &'static str) -> impl IntoResponse {
+    ([(CONTENT_TYPE, ty), (CACHE_CONTROL, "no-cache")], body)
+}
+
+/// `/`, `/app.js`, `/style.css` and `/docs`.
+pub(crate) fn routes() -> Router<Arc<dyn NodeApi>> {
+    Router::new()
+        .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
+        .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/style.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/docs", get(|| async { asset(DOCS, "text/html; charset=utf-8") }))
+}
