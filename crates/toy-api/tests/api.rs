@@ -1,0 +1,386 @@
+//! Every endpoint with good and bad input, against a real chain node (over
+//! the in-memory network, two nodes) and against a double.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use toy_api::{ApiError, LiveConfig, LiveNode, NodeApi};
+use toy_chain::network::{ChainNode, lock};
+use toy_chain::{Chain, ChainParams, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Transaction, TxKind};
+use toy_gossip::Gossip;
+use toy_msg::{Messaging, Messenger};
+use toy_net::{MemoryNetwork, MemoryTransport};
+use toy_p2p::P2p;
+
+type Node = ChainNode<MemoryStore, Gossip<P2p<Messaging<MemoryTransport>>>>;
+
+struct Fixture {
+    base: String,
+    http: reqwest::Client,
+    node: Node,
+    wallet: Keypair,
+    _other: (P2p<Messaging<MemoryTransport>>, Node),
+}
+
+async fn chain_node(net: &MemoryNetwork, name: &str, boot: Vec<String>) -> (P2p<Messaging<MemoryTransport>>, Node) {
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen(name).await.expect("listen");
+    let config = toy_p2p::Config::builder().bootstrap(boot).tick(Duration::from_millis(50)).build().expect("config");
+    let p2p = P2p::start(msg, events, config).expect("p2p");
+    let chain = Chain::open(
+        ChainParams::test(),
+        MemoryStore::new(),
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        Default::default(),
+    )
+    .expect("chain");
+    let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
+    let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
+    (p2p, node)
+}
+
+async fn fixture() -> Fixture {
+    let net = MemoryNetwork::new();
+    let other = chain_node(&net, "other:1", vec![]).await;
+    let (_p2p, node) = chain_node(&net, "api:1", vec![]).await;
+    // The node wallet is a funded genesis wallet.
+    let wallet = ChainParams::dev_wallet(0);
+    let live = LiveNode::new(
+        node.clone(),
+        LiveConfig { wallet: wallet.clone(), can_mine: true, hash_rate: Some(Arc::new(|| 1234.0)) },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let api: Arc<dyn NodeApi> = Arc::new(live);
+    tokio::spawn(async move { axum::serve(listener, toy_api::router(api)).await });
+    Fixture { base, http: reqwest::Client::new(), node, wallet, _other: other }
+}
+
+impl Fixture {
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.expect("get");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.expect("post");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, path: &str, body: &'static str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A 4xx with an `error` text.
+fn assert_error(got: (StatusCode, Value), status: StatusCode, contains: &str) {
+    assert_eq!(got.0, status, "{:?}", got.1);
+    let text = got.1["error"].as_str().unwrap_or_default();
+    assert!(text.contains(contains), "error {text:?} should mention {contains:?}");
+}
+
+fn signed(from: &Keypair, to: &Keypair, amount: u64, nonce: u64) -> Transaction {
+    let mut tx = Transaction {
+        kind: TxKind::Transfer,
+        sender: from.address(),
+        recipient: to.address(),
+        amount,
+        fee: 1,
+        nonce,
+        signature: Signature::EMPTY,
+    };
+    from.sign_tx(&mut tx);
+    tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_wallet_mine_blocks_and_txs() {
+    let f = fixture().await;
+    let (s, status) = f.get("/api/status").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(status["height"], 0);
+    assert_eq!(status["hash_rate"], 1234.0);
+    assert_eq!(status["wallet"], f.wallet.address().to_hex());
+
+    let (s, w) = f.get("/api/wallet").await;
+    assert_eq!(s, StatusCode::OK);
+    let start = w["balance"].as_u64().expect("balance");
+    assert!(start > 0);
+
+    // Send signed from the node wallet: pending, then confirmed by /api/mine.
+    let bob = Keypair::from_seed(b"bob");
+    let (s, sent) = f.post("/api/wallet/send", json!({"to": bob.address().to_hex(), "amount": 500, "fee": 2})).await;
+    assert_eq!(s, StatusCode::OK, "{sent:?}");
+    let id = sent["id"].as_str().expect("id").to_owned();
+    let (_, t) = f.get(&format!("/api/txs/{id}")).await;
+    assert_eq!(t["status"], "pending");
+    let (s, mined) = f.post("/api/mine", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{mined:?}");
+    assert_eq!(mined["height"], 1);
+    assert_eq!(mined["tx_count"], 1);
+    let (_, t) = f.get(&format!("/api/txs/{id}")).await;
+    assert_eq!(
+        (t["status"].as_str(), t["block_height"].as_u64(), t["confirmations"].as_u64()),
+        (Some("confirmed"), Some(1), Some(1))
+    );
+    let (_, acct) = f.get(&format!("/api/accounts/{}", bob.address().to_hex())).await;
+    assert_eq!((acct["balance"].as_u64(), acct["nonce"].as_u64()), (Some(500), Some(0)));
+    let (_, w) = f.get("/api/wallet").await;
+    let reward = ChainParams::test().block_reward;
+    assert_eq!(w["balance"].as_u64(), Some(start - 500 + reward), "the node wallet mined: reward and its fee back");
+    assert_eq!(w["nonce"], 1);
+
+    // Blocks: list, by height, by hash, its transactions.
+    let (s, list) = f.get("/api/blocks?limit=5").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "block 1 and genesis");
+    assert_eq!(list[0]["height"], 1);
+    let hash = list[0]["hash"].as_str().expect("hash").to_owned();
+    let (_, by_height) = f.get("/api/blocks/1").await;
+    let (_, by_hash) = f.get(&format!("/api/blocks/{hash}")).await;
+    assert_eq!(by_height, by_hash);
+    assert_eq!(by_hash["txs"][0]["id"], id.as_str());
+    let (_, txs) = f.get(&format!("/api/blocks/{hash}/txs")).await;
+    assert_eq!(txs.as_array().map(Vec::len), Some(1));
+    let (_, page) = f.get("/api/blocks?from=0&limit=1").await;
+    assert_eq!(page[0]["height"], 0);
+    let (s, tree) = f.get("/api/tree?depth=5").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(tree.as_array().map(Vec::len), Some(2));
+
+    // Submit a transaction signed elsewhere.
+    let carol = ChainParams::dev_wallet(1);
+    let tx = signed(&carol, &bob, 70, 0);
+    let body = serde_json::to_value(toy_api::TxJson::from(&tx)).expect("json");
+    let (s, r) = f.post("/api/txs", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{r:?}");
+    assert_eq!(r["id"], tx.id().to_hex());
+    // The same again: a duplicate is refused with the mempool's reason.
+    assert_error(f.post("/api/txs", body).await, StatusCode::UNPROCESSABLE_ENTITY, "already");
+    let (_, acct) = f.get(&format!("/api/accounts/{}", carol.address().to_hex())).await;
+    assert_eq!(acct["next_nonce"], 1, "counts the pending one");
+
+    let s = f.http.get(format!("{}/metrics", f.base)).send().await.expect("metrics");
+    assert_eq!(s.status(), StatusCode::OK);
+    let text = s.text().await.expect("text");
+    assert!(text.contains("toy_height 1\n"), "{text}");
+    assert!(text.contains("toy_hash_rate 1234\n"));
+    assert_eq!(lock(f.node.chain()).tip().height, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx() {
+    let f = fixture().await;
+    let bob = Keypair::from_seed(b"bob").address().to_hex();
+    // Unsigned send: the rejection comes back.
+    assert_error(
+        f.post("/api/wallet/send", json!({"to": bob, "amount": 5, "sign": false})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "bad signature",
+    );
+    assert_error(
+        f.post("/api/wallet/send", json!({"to": "nope", "amount": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "to must be",
+    );
+    assert_error(f.post("/api/wallet/send", json!({"to": bob, "amount": 0})).await, StatusCode::BAD_REQUEST, "amount");
+    assert_error(f.post("/api/wallet/send", json!({"to": bob})).await, StatusCode::BAD_REQUEST, "amount");
+    assert_error(
+        f.post("/api/wallet/send", json!({"to": bob, "amount": u64::MAX})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient",
+    );
+    assert_error(
+        f.post("/api/wallet/send", json!({"to": bob, "amount": u64::MAX, "fee": 1})).await,
+        StatusCode::BAD_REQUEST,
+        "overflows",
+    );
+    assert_error(f.post_raw("/api/wallet/send", "{not json").await, StatusCode::BAD_REQUEST, "");
+    assert_error(f.post_raw("/api/txs", "[]").await, StatusCode::BAD_REQUEST, "");
+    let good = toy_api::TxJson::from(&signed(&ChainParams::dev_wallet(2), &Keypair::from_seed(b"x"), 1, 0));
+    let mut bad_kind = serde_json::to_value(&good).expect("json");
+    bad_kind["kind"] = json!("steal");
+    assert_error(f.post("/api/txs", bad_kind).await, StatusCode::BAD_REQUEST, "kind");
+    let mut bad_sig = serde_json::to_value(&good).expect("json");
+    bad_sig["signature"] = json!("00");
+    assert_error(f.post("/api/txs", bad_sig).await, StatusCode::BAD_REQUEST, "signature");
+    let mut forged = serde_json::to_value(&good).expect("json");
+    forged["amount"] = json!(2);
+    assert_error(f.post("/api/txs", forged).await, StatusCode::UNPROCESSABLE_ENTITY, "bad signature");
+    let mut replay = serde_json::to_value(&good).expect("json");
+    replay["nonce"] = json!(1_000_000);
+    assert_error(f.post("/api/txs", replay).await, StatusCode::UNPROCESSABLE_ENTITY, "");
+    let poor = Keypair::from_seed(b"poor");
+    let broke = toy_api::TxJson::from(&signed(&poor, &Keypair::from_seed(b"x"), 10, 0));
+    assert_error(
+        f.post("/api/txs", serde_json::to_value(&broke).expect("json")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient",
+    );
+    let mut huge = String::from("{\"to\":\"");
+    huge.push_str(&"a".repeat(toy_api::MAX_BODY + 10));
+    huge.push_str("\",\"amount\":1}");
+    let r = f.http.post(format!("{}/api/wallet/send", f.base)).header("content-type", "application/json").body(huge);
+    let r = r.send().await.expect("post");
+    assert!(r.status().is_client_error(), "{}", r.status());
+
+    assert_error(f.get("/api/blocks/zz").await, StatusCode::BAD_REQUEST, "neither a height");
+    assert_error(f.get("/api/blocks/99").await, StatusCode::NOT_FOUND, "no such block");
+    assert_error(f.get(&format!("/api/blocks/{}", "ab".repeat(32))).await, StatusCode::NOT_FOUND, "no such block");
+    assert_error(f.get("/api/blocks/99/txs").await, StatusCode::NOT_FOUND, "");
+    assert_error(f.get("/api/blocks?limit=0").await, StatusCode::BAD_REQUEST, "limit");
+    assert_error(f.get("/api/blocks?limit=1000").await, StatusCode::BAD_REQUEST, "limit");
+    assert_error(f.get("/api/blocks?from=-1").await, StatusCode::BAD_REQUEST, "");
+    assert_error(f.get("/api/txs/12").await, StatusCode::BAD_REQUEST, "64 hex");
+    assert_error(f.get(&format!("/api/txs/{}", "cd".repeat(32))).await, StatusCode::NOT_FOUND, "neither pending");
+    assert_error(f.get("/api/accounts/xyz").await, StatusCode::BAD_REQUEST, "address");
+    assert_error(f.get("/api/tree?depth=0").await, StatusCode::BAD_REQUEST, "depth");
+    assert_error(f.get("/api/tree?depth=abc").await, StatusCode::BAD_REQUEST, "");
+    assert_error(f.post("/api/peers", json!({"addr": "no-port"})).await, StatusCode::BAD_REQUEST, "host:port");
+    assert_error(f.post("/api/peers", json!({"addr": "nowhere:9"})).await, StatusCode::UNPROCESSABLE_ENTITY, "");
+    assert_error(f.post("/api/peers", json!({})).await, StatusCode::BAD_REQUEST, "");
+    assert_error(f.get("/api/nothing").await, StatusCode::NOT_FOUND, "no such endpoint");
+    // An unknown account is simply empty.
+    let (s, a) = f.get(&format!("/api/accounts/{bob}")).await;
+    assert_eq!((s, a["balance"].as_u64()), (StatusCode::OK, Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_register_resolve_and_network() {
+    let f = fixture().await;
+    let (s, peers) = f.get("/api/peers").await;
+    assert_eq!((s, peers), (StatusCode::OK, json!([])));
+    // The other node mines three blocks; registering it lets us sync.
+    {
+        let other = &f._other.1;
+        for _ in 0..3 {
+            let t = lock(other.chain()).template(Keypair::from_seed(b"o").address(), toy_chain::now_ms());
+            other.submit_block(toy_chain::mine_simple(t).expect("mine")).await.expect("submit");
+        }
+    }
+    let (s, r) = f.post("/api/peers", json!({"addr": "other:1"})).await;
+    assert_eq!(s, StatusCode::OK, "{r:?}");
+    assert_eq!(r["peer"], "other:1");
+    let (s, report) = f.post("/api/resolve", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(report["height"], 3, "{report:?}");
+    let (_, net) = f.get("/api/network").await;
+    assert_eq!(net["nodes"][0]["addr"], "api:1");
+    assert_eq!(net["nodes"][1]["addr"], "other:1");
+    assert_eq!(net["nodes"][1]["reachable"], true);
+    assert!(net["nodes"][1]["peers"].is_array(), "its list (without the asker)");
+}
+
+#[tokio::test]
+async fn openapi_docs_and_the_page_are_served() {
+    let f = fixture().await;
+    let (s, doc) = f.get("/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/api/status", "/api/blocks/{id}", "/api/wallet/send", "/api/peers", "/api/tree"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    for (path, needle) in
+        [("/", "send-form"), ("/app.js", "refreshWallet"), ("/style.css", "block-card"), ("/docs", "openapi.json")]
+    {
+        let r = f.http.get(format!("{}{path}", f.base)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains(needle), "{path} contains {needle}");
+        assert!(!body.contains("https://"), "{path}: no CDN, works offline");
+    }
+}
+
+/// A double that refuses everything: the router maps each error to its
+/// status and never answers 500.
+struct Refuses;
+
+#[async_trait::async_trait]
+impl NodeApi for Refuses {
+    async fn status(&self) -> Result<toy_api::StatusView, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
+    }
+    async fn blocks(&self, _: Option<u64>, _: usize) -> Result<Vec<toy_api::BlockSummary>, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
+    }
+    async fn block(&self, _: toy_api::BlockId) -> Result<toy_api::BlockView, ApiError> {
+        Err(ApiError::NotFound("double".into()))
+    }
+    async fn tx(&self, _: toy_chain::Hash) -> Result<toy_api::TxStatus, ApiError> {
+        Err(ApiError::NotFound("double".into()))
+    }
+    async fn account(&self, _: toy_chain::Address) -> Result<toy_api::AccountView, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
+    }
+    async fn submit_tx(&self, _: Transaction) -> Result<String, ApiError> {
+        Err(ApiError::Rejected("double".into()))
+    }
+    async fn wallet(&self) -> Result<toy_api::AccountView, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
+    }
+    async fn send(&self, _: toy_api::SendRequest) -> Result<String, ApiError> {
+        Err(ApiError::Rejected("double".into()))
+    }
+    async fn mine(&self) -> Result<toy_api::BlockSummary, ApiError> {
+        Err(ApiError::Forbidden("double".into()))
+    }
+    async fn peers(&self) -> Result<Vec<String>, ApiError> {
+        Ok(vec!["a:1".into()])
+    }
+    async fn register_peer(&self, _: String) -> Result<String, ApiError> {
+        Err(ApiError::Rejected("double".into()))
+    }
+    async fn resolve(&self) -> Result<toy_chain::network::ResolveReport, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
+    }
+    async fn network(&self) -> Result<toy_api::NetworkView, ApiError> {
+        Ok(toy_api::NetworkView { nodes: vec![] })
+    }
+    async fn tree(&self, _: u64) -> Result<Vec<toy_api::TreeNode>, ApiError> {
+        Ok(vec![])
+    }
+    async fn metrics(&self) -> Result<toy_api::MetricsSnapshot, ApiError> {
+        Ok(Default::default())
+    }
+}
+
+#[tokio::test]
+async fn a_double_behind_the_router() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, toy_api::router(Arc::new(Refuses))).await });
+    let http = reqwest::Client::new();
+    let addr = Keypair::from_seed(b"a").address().to_hex();
+    let cases = [
+        ("GET", "/api/status", StatusCode::SERVICE_UNAVAILABLE),
+        ("GET", "/api/blocks", StatusCode::SERVICE_UNAVAILABLE),
+        ("GET", "/api/blocks/3", StatusCode::NOT_FOUND),
+        ("POST", "/api/mine", StatusCode::FORBIDDEN),
+        ("GET", "/api/peers", StatusCode::OK),
+        ("POST", "/api/resolve", StatusCode::SERVICE_UNAVAILABLE),
+        ("GET", "/api/network", StatusCode::OK),
+        ("GET", "/metrics", StatusCode::OK),
+    ];
+    for (method, path, want) in cases {
+        let req = if method == "GET" { http.get(format!("{base}{path}")) } else { http.post(format!("{base}{path}")) };
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status(), want, "{method} {path}");
+    }
+    let r = http.get(format!("{base}/api/accounts/{addr}")).send().await.expect("send");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
