@@ -1,0 +1,264 @@
+//! The toycoin transaction oracle: random valid transfers between wallets
+//! funded at genesis, sent to the nodes' HTTP APIs, with the authoritative
+//! ledger kept here; `--verify` then checks every node against it.
+//!
+//! ```text
+//! cargo run --example oracle -- --node http://127.0.0.1:8080 --count 200 --verify
+//! ```
+//!
+//! The wallets are the dev preset's genesis wallets (deterministic keys,
+//! `ChainParams::dev_wallet(i)`). The opening ledger is read from the first
+//! node (at height 0 it is exactly the genesis allocation), so the oracle can
+//! be run again on a chain it already used. Each transfer moves a random
+//! amount between two oracle wallets; only transfers a node accepted enter
+//! the ledger. With `--verify` the oracle waits until the nodes are quiet
+//! (same tip, empty mempools, for a few polls), then compares every node's
+//! balance and nonce of every oracle wallet with the ledger, prints each
+//! mismatch and exits non-zero on any.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use toy::api::{AccountView, TxJson};
+use toy::chain::{ChainParams, Keypair, Signature, Transaction, TxKind, params::DEV_WALLETS};
+
+/// Random transfers, and a check of every node's ledger.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A node's HTTP API (repeatable); transfers go to a random one.
+    #[arg(long = "node", default_value = "http://127.0.0.1:8080")]
+    nodes: Vec<String>,
+    /// Oracle wallets: the first N dev genesis wallets (2 to 16).
+    #[arg(long, default_value_t = 8)]
+    wallets: usize,
+    /// Transfers to send (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Mean pause between transfers in milliseconds (uniform 0..2×).
+    #[arg(long, default_value_t = 200)]
+    interval_ms: u64,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// After sending, wait for the nodes to be quiet and compare them with the ledger.
+    #[arg(long)]
+    verify: bool,
+    /// Longest wait for the nodes to be quiet, in seconds.
+    #[arg(long, default_value_t = 180)]
+    quiet_timeout: u64,
+}
+
+/// What the oracle believes each wallet holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    balance: u64,
+    nonce: u64,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    height: u64,
+    tip: String,
+    mempool: usize,
+}
+
+#[derive(Deserialize)]
+struct Submitted {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn get<T: for<'de> Deserialize<'de>>(&self, node: &str, path: &str) -> anyhow::Result<T> {
+        let r = self.http.get(format!("{node}{path}")).send().await.with_context(|| format!("{node}{path}"))?;
+        if !r.status().is_success() {
+            bail!("{node}{path}: {}", r.status());
+        }
+        Ok(r.json().await?)
+    }
+
+    /// Submits; `Ok(Err(reason))` when the node refused it.
+    async fn submit(&self, node: &str, tx: &Transaction) -> anyhow::Result<Result<String, String>> {
+        let r = self.http.post(format!("{node}/api/txs")).json(&TxJson::from(tx)).send().await?;
+        if r.status().is_success() {
+            Ok(Ok(r.json::<Submitted>().await?.id))
+        } else if r.status().is_client_error() {
+            Ok(Err(r.json::<ErrorBody>().await.map(|e| e.error).unwrap_or_default()))
+        } else {
+            bail!("{node}: {}", r.status())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args = Args::parse();
+    if !(2..=DEV_WALLETS).contains(&args.wallets) {
+        bail!("--wallets must be 2 to {DEV_WALLETS}");
+    }
+    let nodes: Vec<String> = args.nodes.iter().map(|n| n.trim_end_matches('/').to_owned()).collect();
+    let client = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()? };
+    let keys: Vec<Keypair> = (0..args.wallets).map(ChainParams::dev_wallet).collect();
+
+    // The opening ledger, from the first node that answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut ledger: HashMap<usize, Entry> = 'open: loop {
+        for node in &nodes {
+            let mut all = HashMap::new();
+            for (i, k) in keys.iter().enumerate() {
+                match client.get::<AccountView>(node, &format!("/api/accounts/{}", k.address())).await {
+                    Ok(a) => {
+                        all.insert(i, Entry { balance: a.balance, nonce: a.next_nonce });
+                    }
+                    Err(_) => break,
+                }
+            }
+            if all.len() == keys.len() {
+                println!("oracle: {} wallets, opening ledger from {node}", keys.len());
+                break 'open all;
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no node answered in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut sent = 0u64;
+    let mut refused = 0u64;
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    while args.count == 0 || sent < args.count {
+        let from = rng.gen_range(0..keys.len());
+        let mut to = rng.gen_range(0..keys.len() - 1);
+        if to >= from {
+            to += 1;
+        }
+        let amount = rng.gen_range(1..=1_000u64);
+        let fee = rng.gen_range(1..=5u64);
+        let entry = ledger[&from];
+        if entry.balance < amount + fee {
+            continue;
+        }
+        let mut tx = Transaction {
+            kind: TxKind::Transfer,
+            sender: keys[from].address(),
+            recipient: keys[to].address(),
+            amount,
+            fee,
+            nonce: entry.nonce,
+            signature: Signature::EMPTY,
+        };
+        keys[from].sign_tx(&mut tx);
+        let node = &nodes[rng.gen_range(0..nodes.len())];
+        match client.submit(node, &tx).await {
+            Ok(Ok(id)) => {
+                sent += 1;
+                let e = ledger.get_mut(&from).context("wallet")?;
+                e.balance -= amount + fee;
+                e.nonce += 1;
+                ledger.get_mut(&to).context("wallet")?.balance += amount;
+                tracing::debug!(%id, from, to, amount, fee, "sent");
+                if sent.is_multiple_of(50) {
+                    println!("oracle: {sent} transfers sent");
+                }
+            }
+            Ok(Err(reason)) => {
+                // Too many pending for this sender, say: slow down, retry later.
+                refused += 1;
+                tracing::info!(%reason, "transfer refused");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        let pause = Duration::from_millis(rng.gen_range(0..=2 * args.interval_ms));
+        tokio::select! {
+            _ = &mut stop => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    println!("oracle: {sent} transfers sent, {refused} refused and retried");
+
+    if args.verify && !verify(&client, &nodes, &keys, &ledger, Duration::from_secs(args.quiet_timeout)).await? {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Waits until the nodes agree and their mempools are empty (three polls in
+/// a row), then compares them with the ledger. `true` when all match.
+async fn verify(
+    client: &Client,
+    nodes: &[String],
+    keys: &[Keypair],
+    ledger: &HashMap<usize, Entry>,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut quiet_polls = 0;
+    let mut last = String::new();
+    loop {
+        let mut tips = Vec::new();
+        let mut pending = 0;
+        for n in nodes {
+            match client.get::<Status>(n, "/api/status").await {
+                Ok(s) => {
+                    tips.push((s.tip, s.height));
+                    pending += s.mempool;
+                }
+                Err(e) => tips.push((format!("unreachable: {e}"), 0)),
+            }
+        }
+        let same = tips.windows(2).all(|w| w[0].0 == w[1].0);
+        let now = format!("{tips:?}");
+        quiet_polls = if same && pending == 0 && now == last { quiet_polls + 1 } else { 0 };
+        last = now;
+        if quiet_polls >= 3 {
+            println!("oracle: nodes quiet at height {} ({})", tips[0].1, tips[0].0);
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            println!("oracle: MISMATCH the nodes did not settle in {timeout:?}: tips {tips:?}, {pending} pending");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    let mut mismatches = 0;
+    for n in nodes {
+        for (i, k) in keys.iter().enumerate() {
+            let want = ledger[&i];
+            let got = client.get::<AccountView>(n, &format!("/api/accounts/{}", k.address())).await?;
+            if got.balance != want.balance || got.nonce != want.nonce {
+                mismatches += 1;
+                println!(
+                    "oracle: MISMATCH {n} wallet {i}: balance {} nonce {} — ledger balance {} nonce {}",
+                    got.balance, got.nonce, want.balance, want.nonce
+                );
+            }
+        }
+    }
+    if mismatches == 0 {
+        println!("oracle: verified {} nodes × {} wallets: all match the ledger", nodes.len(), keys.len());
+    }
+    Ok(mismatches == 0)
+}
