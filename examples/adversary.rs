@@ -210,8 +210,11 @@ fn forge_from((tip, tip_header, ctx, nonce, mid, params): Snapshot) -> Vec<Attac
     }
     out.push(tx_attack("transaction without funds", transfer(&poor, &me, 100, 0)));
     out.push(tx_attack("unauthorised mint transaction", mint));
-    out.push(tx_attack("double spend (first)", transfer(&victim, &me, 7, nonce)));
-    out.push(tx_attack("double spend (second, same nonce)", transfer(&victim, &poor, 7, nonce)));
+    // A double spend: the first half is a valid payment, the second spends
+    // the same nonce again.
+    let first = transfer(&victim, &me, 7, nonce);
+    out.push(Attack { kind: "tx", case: "double spend, first half (valid)", id: None, bytes: first.encode() });
+    out.push(tx_attack("double spend, second half (same nonce)", transfer(&victim, &poor, 7, nonce)));
 
     // Malformed bytes.
     let mut rng = rand::thread_rng();
@@ -269,7 +272,8 @@ async fn main() -> anyhow::Result<()> {
         let (transport, net_events) = TcpTransport::new(Default::default());
         let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
         msg.listen("127.0.0.1:0").await?;
-        let config = toy::p2p::Config::builder().max_peers(args.peer.len().max(1)).bootstrap(args.peer.clone()).build()?;
+        let config =
+            toy::p2p::Config::builder().max_peers(args.peer.len().max(1)).bootstrap(args.peer.clone()).build()?;
         let p2p = P2p::start(msg, msg_events, config)?;
         let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
         let node = ChainNode::install(chain.clone(), gossip)?;

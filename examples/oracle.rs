@@ -12,7 +12,7 @@
 //! be run again on a chain it already used. Each transfer moves a random
 //! amount between two oracle wallets; only transfers a node accepted enter
 //! the ledger. With `--verify` the oracle waits until the nodes are quiet
-//! (same tip, empty mempools, for a few polls), then compares every node's
+//! (same tip, none of its transfers pending, for a few polls), then compares every node's
 //! balance and nonce of every oracle wallet with the ledger, prints each
 //! mismatch and exits non-zero on any.
 
@@ -36,9 +36,9 @@ struct Args {
     /// Oracle wallets: the first N dev genesis wallets (2 to 16).
     #[arg(long, default_value_t = 8)]
     wallets: usize,
-    /// Transfers to send (0: until Ctrl-C).
-    #[arg(long, default_value_t = 0)]
-    count: u64,
+    /// Transfers to send (default: until Ctrl-C; 0 with --verify: only verify).
+    #[arg(long)]
+    count: Option<u64>,
     /// Mean pause between transfers in milliseconds (uniform 0..2×).
     #[arg(long, default_value_t = 200)]
     interval_ms: u64,
@@ -51,10 +51,14 @@ struct Args {
     /// Longest wait for the nodes to be quiet, in seconds.
     #[arg(long, default_value_t = 180)]
     quiet_timeout: u64,
+    /// Keep the ledger in this JSON file: read at start if it exists (instead
+    /// of the first node's view), written after sending.
+    #[arg(long)]
+    ledger: Option<std::path::PathBuf>,
 }
 
 /// What the oracle believes each wallet holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 struct Entry {
     balance: u64,
     nonce: u64,
@@ -116,28 +120,44 @@ async fn main() -> anyhow::Result<()> {
     let client = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()? };
     let keys: Vec<Keypair> = (0..args.wallets).map(ChainParams::dev_wallet).collect();
 
-    // The opening ledger, from the first node that answers.
+    // The opening ledger: the saved one, or the first node's view.
+    let saved: Option<HashMap<usize, Entry>> = match &args.ledger {
+        Some(path) if path.exists() => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let ledger: HashMap<usize, Entry> = serde_json::from_str(&text).context("ledger file")?;
+            if (0..keys.len()).any(|i| !ledger.contains_key(&i)) {
+                bail!("{} does not cover {} wallets", path.display(), keys.len());
+            }
+            println!("oracle: {} wallets, ledger from {}", keys.len(), path.display());
+            Some(ledger)
+        }
+        _ => None,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut ledger: HashMap<usize, Entry> = 'open: loop {
-        for node in &nodes {
-            let mut all = HashMap::new();
-            for (i, k) in keys.iter().enumerate() {
-                match client.get::<AccountView>(node, &format!("/api/accounts/{}", k.address())).await {
-                    Ok(a) => {
-                        all.insert(i, Entry { balance: a.balance, nonce: a.next_nonce });
+    let mut ledger: HashMap<usize, Entry> = if let Some(l) = saved {
+        l
+    } else {
+        'open: loop {
+            for node in &nodes {
+                let mut all = HashMap::new();
+                for (i, k) in keys.iter().enumerate() {
+                    match client.get::<AccountView>(node, &format!("/api/accounts/{}", k.address())).await {
+                        Ok(a) => {
+                            all.insert(i, Entry { balance: a.balance, nonce: a.next_nonce });
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
+                }
+                if all.len() == keys.len() {
+                    println!("oracle: {} wallets, opening ledger from {node}", keys.len());
+                    break 'open all;
                 }
             }
-            if all.len() == keys.len() {
-                println!("oracle: {} wallets, opening ledger from {node}", keys.len());
-                break 'open all;
+            if tokio::time::Instant::now() > deadline {
+                bail!("no node answered in 60 s");
             }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if tokio::time::Instant::now() > deadline {
-            bail!("no node answered in 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -145,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     let mut refused = 0u64;
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
-    while args.count == 0 || sent < args.count {
+    while args.count.is_none_or(|c| sent < c) {
         let from = rng.gen_range(0..keys.len());
         let mut to = rng.gen_range(0..keys.len() - 1);
         if to >= from {
@@ -198,6 +218,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("oracle: {sent} transfers sent, {refused} refused and retried");
+    if let Some(path) = &args.ledger {
+        std::fs::write(path, serde_json::to_string_pretty(&ledger)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
 
     if args.verify && !verify(&client, &nodes, &keys, &ledger, Duration::from_secs(args.quiet_timeout)).await? {
         std::process::exit(1);
@@ -215,6 +239,7 @@ async fn verify(
     timeout: Duration,
 ) -> anyhow::Result<bool> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let ours: Vec<String> = keys.iter().map(|k| k.address().to_hex()).collect();
     let mut quiet_polls = 0;
     let mut last = String::new();
     loop {
@@ -224,7 +249,12 @@ async fn verify(
             match client.get::<Status>(n, "/api/status").await {
                 Ok(s) => {
                     tips.push((s.tip, s.height));
-                    pending += s.mempool;
+                    if s.mempool > 0 {
+                        // Only our own transfers count: others' may wait
+                        // for a missing nonce until they expire.
+                        let txs = client.get::<Vec<TxJson>>(n, "/api/mempool?limit=100").await.unwrap_or_default();
+                        pending += txs.iter().filter(|t| ours.contains(&t.sender)).count();
+                    }
                 }
                 Err(e) => tips.push((format!("unreachable: {e}"), 0)),
             }
@@ -239,6 +269,18 @@ async fn verify(
         }
         if tokio::time::Instant::now() > deadline {
             println!("oracle: MISMATCH the nodes did not settle in {timeout:?}: tips {tips:?}, {pending} pending");
+            for n in nodes {
+                if let Ok(txs) = client.get::<Vec<TxJson>>(n, "/api/mempool?limit=10").await {
+                    for t in txs {
+                        println!(
+                            "oracle: {n} pending {} from {} nonce {}",
+                            t.id.unwrap_or_default(),
+                            t.sender,
+                            t.nonce
+                        );
+                    }
+                }
+            }
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(1_000)).await;

@@ -22,6 +22,7 @@
 //! | POST | `/api/resolve` | sync with the peer with the most work |
 //! | GET | `/api/network` | each reachable node and its peers |
 //! | GET | `/api/tree?depth=` | the recent block tree with its forks |
+//! | GET | `/api/mempool?limit=` | pending transactions, highest fee first |
 //! | GET | `/openapi.json`, `/docs`, `/metrics`, `/` | document, docs page, metrics, web page |
 //!
 //! Every error is a 4xx (or 503 when the node cannot serve) with
@@ -51,6 +52,7 @@
 //! #     async fn network(&self) -> Result<NetworkView, ApiError> { Ok(NetworkView { nodes: vec![] }) }
 //! #     async fn tree(&self, _: u64) -> Result<Vec<TreeNode>, ApiError> { Ok(vec![]) }
 //! #     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> { Ok(Default::default()) }
+//! #     async fn mempool(&self, _: usize) -> Result<Vec<TxJson>, ApiError> { Ok(vec![]) }
 //! # }
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
@@ -422,6 +424,8 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError>;
     /// Figures for `/metrics`.
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError>;
+    /// Up to `limit` pending transactions, highest fee first.
+    async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError>;
 }
 
 /// A block's summary.
@@ -573,6 +577,14 @@ async fn tree(State(api): Api, Q(d): Q<Depth>) -> Result<Json<Vec<TreeNode>>, Ap
     api.tree(depth).await.map(Json)
 }
 
+async fn mempool(State(api): Api, Q(page): Q<Page>) -> Result<Json<Vec<TxJson>>, ApiError> {
+    let limit = page.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    api.mempool(limit).await.map(Json)
+}
+
 async fn metrics_text(State(api): Api) -> Result<Response, ApiError> {
     let snapshot = api.metrics().await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], snapshot.render()).into_response())
@@ -600,6 +612,7 @@ pub fn router(api: Arc<dyn NodeApi>) -> Router {
         .route("/api/resolve", post(resolve))
         .route("/api/network", get(network))
         .route("/api/tree", get(tree))
+        .route("/api/mempool", get(mempool))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(web::routes())

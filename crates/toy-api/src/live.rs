@@ -284,6 +284,13 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             .collect())
     }
 
+    async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError> {
+        let c = lock(self.node.chain());
+        let mut txs: Vec<&Transaction> = c.mempool().iter().map(|(_, t)| t).collect();
+        txs.sort_by_key(|t| (std::cmp::Reverse(t.fee), t.sender.0, t.nonce));
+        Ok(txs.into_iter().take(limit).map(TxJson::from).collect())
+    }
+
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
         let c = lock(self.node.chain());
         Ok(MetricsSnapshot {

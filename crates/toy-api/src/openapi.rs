@@ -55,6 +55,7 @@ pub(crate) fn document() -> Value {
             },
             "/api/resolve": { "post": op("Ask every peer for its tip and sync to the best", vec![], None, "Resolve") },
             "/api/network": { "get": op("This node, its peers and their peers (p2p:get_peers)", vec![], None, "Network") },
+            "/api/mempool": { "get": op("Pending transactions, highest fee first", vec![param("limit", "query", "1 to 100 (default 100)", false)], None, "TxList") },
             "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", false)], None, "Tree") }
         },
         "components": { "schemas": {

@@ -174,6 +174,10 @@ async fn status_wallet_mine_blocks_and_txs() {
     assert_error(f.post("/api/txs", body).await, StatusCode::UNPROCESSABLE_ENTITY, "already");
     let (_, acct) = f.get(&format!("/api/accounts/{}", carol.address().to_hex())).await;
     assert_eq!(acct["next_nonce"], 1, "counts the pending one");
+    let (s, pool) = f.get("/api/mempool?limit=10").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(pool[0]["id"], tx.id().to_hex());
+    assert_error(f.get("/api/mempool?limit=0").await, StatusCode::BAD_REQUEST, "limit");
 
     let s = f.http.get(format!("{}/metrics", f.base)).send().await.expect("metrics");
     assert_eq!(s.status(), StatusCode::OK);
@@ -356,6 +360,9 @@ impl NodeApi for Refuses {
     }
     async fn metrics(&self) -> Result<toy_api::MetricsSnapshot, ApiError> {
         Ok(Default::default())
+    }
+    async fn mempool(&self, _: usize) -> Result<Vec<toy_api::TxJson>, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
     }
 }
 

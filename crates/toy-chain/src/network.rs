@@ -2,7 +2,7 @@
 //!
 //! | gossip kind | payload | verdict |
 //! | --- | --- | --- |
-//! | `block` (wire: `gossip:block`, the workshop's `bc:new_block`) | postcard [`Block`] | Accept when connected, reorganised or kept on a side branch; Reject when invalid or undecodable; Ignore otherwise |
+//! | `block` (wire: `gossip:block`, the workshop's `bc:new_block`) | postcard [`Block`] | Accept when connected or reorganised to (fully validated); Reject when invalid or undecodable; Ignore otherwise — a block kept on a side branch is not forwarded, since its body is only validated if that branch ever becomes the best |
 //! | `tx` (wire: `gossip:tx`, the workshop's `bc:new_tx`) | postcard [`Transaction`] | Accept when admitted to the mempool; Reject for a bad signature, an unauthorised mint or an overflow; Ignore otherwise |
 //! | search `block` | the 32-byte block hash | the postcard block |
 //!
@@ -335,9 +335,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             _ => {}
         }
         match outcome {
-            Ok(
-                InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. },
-            ) => Verdict::Accept,
+            Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) => Verdict::Accept,
+            // Header checked, body not yet (it is when the branch wins).
+            Ok(InsertOutcome::SideBranch { .. }) => Verdict::Ignore,
             Ok(InsertOutcome::Orphan { missing_parent }) => {
                 if from.is_some() && !self.gossip.peers().is_empty() {
                     // The announcer (and anyone else ahead) is asked directly;
