@@ -1,0 +1,143 @@
+//! Sync speed: a fresh node downloading a 2 000-block chain (10 transactions
+//! each) from one peer over loopback TCP, next to the chain's own import rate
+//! for the same blocks, measured in the same run.
+//!
+//! * `sync/import` — the 2 000 blocks inserted straight into a fresh chain
+//!   (redb store in a temporary directory, empty signature cache): the
+//!   ceiling.
+//! * `sync/tcp` — a fresh node (same store, empty cache) connects to a node
+//!   holding the chain and syncs it: `chain:status`, `chain:hashes`, batched
+//!   `chain:blocks` over the whole stack (TCP, messages, peers, gossip trait).
+//!
+//! Throughput is in blocks; transactions are ten times that.
+//! Run: `cargo bench --bench sync`.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use toy::chain::network::{ChainNode, lock};
+use toy::chain::{
+    Address, Block, Chain, ChainParams, K256Verifier, Keypair, MemoryStore, RedbStore, SigCache, Signature, Store,
+    Transaction, TxKind, mine_simple, now_ms,
+};
+use toy::gossip::Gossip;
+use toy::msg::{Messaging, Messenger};
+use toy::net::TcpTransport;
+use toy::p2p::{P2p, PeerNetwork};
+
+const BLOCKS: usize = 2_000;
+const TXS: usize = 10;
+
+fn open<S: Store>(store: S) -> Chain<S> {
+    Chain::open(
+        ChainParams::test(),
+        store,
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        Default::default(),
+    )
+    .expect("open")
+}
+
+/// 2 000 blocks of 10 signed transfers each, built on the test preset.
+fn build_chain() -> (Chain<MemoryStore>, Vec<Block>) {
+    let mut chain = open(MemoryStore::new());
+    let keys: Vec<Keypair> = (0..16).map(ChainParams::dev_wallet).collect();
+    let mut nonces = [0u64; 16];
+    let miner = Keypair::from_seed(b"bench-miner").address();
+    let start = now_ms() - (BLOCKS as u64 + 10) * 1_000;
+    let mut blocks = Vec::with_capacity(BLOCKS);
+    for b in 0..BLOCKS {
+        let now = start + b as u64 * 1_000;
+        for t in 0..TXS {
+            let w = (b * TXS + t) % keys.len();
+            let mut tx = Transaction {
+                kind: TxKind::Transfer,
+                sender: keys[w].address(),
+                recipient: Address([2; 33]),
+                amount: 1,
+                fee: 1,
+                nonce: nonces[w],
+                signature: Signature::EMPTY,
+            };
+            keys[w].sign_tx(&mut tx);
+            nonces[w] += 1;
+            chain.add_tx(tx, now).expect("valid");
+        }
+        let block = mine_simple(chain.template(miner, now)).expect("test difficulty");
+        assert_eq!(block.txs.len(), TXS);
+        chain.insert_at(block.clone(), now).expect("insert");
+        blocks.push(block);
+    }
+    (chain, blocks)
+}
+
+type Net = Gossip<P2p<Messaging<TcpTransport>>>;
+
+/// A full node stack on loopback around `chain`.
+async fn node<S: Store>(chain: Chain<S>, boot: Vec<String>) -> (P2p<Messaging<TcpTransport>>, ChainNode<S, Net>) {
+    let (t, ev) = TcpTransport::new(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("127.0.0.1:0").await.expect("listen");
+    let config = toy::p2p::Config::builder().bootstrap(boot).build().expect("config");
+    let p2p = P2p::start(msg, events, config).expect("p2p");
+    let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
+    let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
+    (p2p, node)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (source_chain, blocks) = build_chain();
+    let want = source_chain.tip();
+    let (source_p2p, source) = rt.block_on(node(source_chain, vec![]));
+    let source_addr = source_p2p.local_addr();
+
+    let mut g = c.benchmark_group("sync");
+    g.sample_size(10).measurement_time(Duration::from_secs(40)).throughput(Throughput::Elements(BLOCKS as u64));
+    g.bench_function("import", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
+                let t = Instant::now();
+                for block in &blocks {
+                    chain.insert(block.clone()).expect("insert");
+                }
+                total += t.elapsed();
+                assert_eq!(chain.tip(), want);
+            }
+            total
+        })
+    });
+    g.bench_function("tcp", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
+                total += rt.block_on(async {
+                    let t = Instant::now();
+                    let (p2p, sink) = node(chain, vec![source_addr.clone()]).await;
+                    while lock(sink.chain()).tip() != want {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let took = t.elapsed();
+                    sink.shutdown();
+                    p2p.shutdown().await;
+                    took
+                });
+            }
+            total
+        })
+    });
+    g.finish();
+    source.shutdown();
+    rt.block_on(source_p2p.shutdown());
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
