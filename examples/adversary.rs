@@ -250,6 +250,12 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let args = Args::parse();
+    // Ctrl-C ends it wherever it is (forging can take a while).
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(0);
+        }
+    });
     let params = ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?;
     // One chain followed across identities.
     let chain = Arc::new(Mutex::new(Chain::open(
@@ -264,8 +270,6 @@ async fn main() -> anyhow::Result<()> {
     let mut next = 0usize;
     let mut identities = 0u64;
     let mut attacks: Vec<Attack> = Vec::new();
-    let stop = tokio::signal::ctrl_c();
-    tokio::pin!(stop);
     'identities: loop {
         // A fresh identity: a new port, so a ban on the last one does not apply.
         identities += 1;
@@ -328,10 +332,7 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("sent {} to {sent} peers", attack.case),
             }
             next += 1;
-            tokio::select! {
-                _ = &mut stop => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
-            }
+            tokio::time::sleep(pause).await;
             let mut dropped = false;
             while let Ok(ev) = events.try_recv() {
                 if let PeerEvent::Removed(p) = ev {

@@ -1,0 +1,209 @@
+//! A local test network in one command: several nodes (child processes on
+//! their own ports), some mining, the oracle, optionally an adversary, and a
+//! live table of every node.
+//!
+//! ```text
+//! cargo build --examples && cargo run --example testnet -- --nodes 4 --miners 2 --adversary
+//! ```
+//!
+//! Node `i` listens on `--base-port + i` (p2p) and `--http-port + i` (its web
+//! wallet), keeps its data in `<data-dir>/node-i` and bootstraps from node 0
+//! (and node 1). The node, oracle and adversary programs are the sibling
+//! example binaries, so build the examples first. Ctrl-C stops everything
+//! (each node shuts down cleanly).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Starts a local network of toy nodes.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// How many of them mine (one thread each).
+    #[arg(long, default_value_t = 2)]
+    miners: usize,
+    /// p2p port of node 0; node i uses base + i.
+    #[arg(long, default_value_t = 16100)]
+    base_port: u16,
+    /// HTTP port of node 0; node i uses this + i.
+    #[arg(long, default_value_t = 18100)]
+    http_port: u16,
+    /// Where the nodes keep their data.
+    #[arg(long, default_value = "toy-data/testnet")]
+    data_dir: PathBuf,
+    /// Start from empty data directories.
+    #[arg(long)]
+    fresh: bool,
+    /// Chain preset.
+    #[arg(long, default_value = "dev")]
+    preset: String,
+    /// Run the oracle (random transfers to every node).
+    #[arg(long)]
+    oracle: bool,
+    /// Run an adversary against the last node.
+    #[arg(long)]
+    adversary: bool,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    height: u64,
+    tip: String,
+    peers: usize,
+    mempool: usize,
+    hash_rate: f64,
+    sync: Sync,
+}
+
+#[derive(Deserialize)]
+struct Sync {
+    active: bool,
+    done: u64,
+    total: u64,
+}
+
+/// Children, interrupted (then killed) when dropped.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &self.0 {
+            let _ = Command::new("kill").arg("-INT").arg(c.id().to_string()).status();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for (name, c) in &mut self.0 {
+            while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                println!("{name} killed");
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name(name);
+    if !p.exists() {
+        bail!("{} not found: run `cargo build --examples` first", p.display());
+    }
+    Ok(p)
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    Ok(std::fs::File::create(dir.join(format!("{name}.log")))?.into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.nodes == 0 || args.miners > args.nodes {
+        bail!("need at least one node and at most --nodes miners");
+    }
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir).with_context(|| format!("removing {}", args.data_dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.data_dir)?;
+    let node_bin = sibling("node")?;
+    let mut children = Children(Vec::new());
+    let p2p = |i: usize| format!("127.0.0.1:{}", args.base_port as usize + i);
+    let http = |i: usize| format!("127.0.0.1:{}", args.http_port as usize + i);
+    for i in 0..args.nodes {
+        let mut cmd = Command::new(&node_bin);
+        cmd.arg("--listen").arg(p2p(i)).arg("--http").arg(http(i));
+        cmd.arg("--data-dir").arg(args.data_dir.join(format!("node-{i}"))).arg("--preset").arg(&args.preset);
+        if i < args.miners {
+            cmd.args(["--threads", "1"]);
+        } else {
+            cmd.arg("--no-mine");
+        }
+        for j in 0..i.min(2) {
+            cmd.arg("--peer").arg(p2p(j));
+        }
+        cmd.stdout(log_file(&args.data_dir, &format!("node-{i}"))?)
+            .stderr(log_file(&args.data_dir, &format!("node-{i}.err"))?);
+        children.0.push((format!("node {i}"), cmd.spawn().context("starting a node")?));
+    }
+    println!("{} nodes started; logs in {}", args.nodes, args.data_dir.display());
+    for i in 0..args.nodes {
+        println!("  node {i}: p2p {}  web wallet http://{}/", p2p(i), http(i));
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    // Wait for the APIs before starting the oracle and the adversary.
+    for i in 0..args.nodes {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while client.get(format!("http://{}/api/status", http(i))).send().await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("node {i} did not start; see its log");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if args.oracle {
+        let mut cmd = Command::new(sibling("oracle")?);
+        for i in 0..args.nodes {
+            cmd.arg("--node").arg(format!("http://{}", http(i)));
+        }
+        cmd.stdout(log_file(&args.data_dir, "oracle")?).stderr(log_file(&args.data_dir, "oracle.err")?);
+        children.0.push(("oracle".into(), cmd.spawn()?));
+        println!("  oracle: random transfers to every node (log: oracle.log)");
+    }
+    if args.adversary {
+        let mut cmd = Command::new(sibling("adversary")?);
+        cmd.arg("--peer").arg(p2p(args.nodes - 1)).arg("--preset").arg(&args.preset);
+        cmd.stdout(log_file(&args.data_dir, "adversary")?).stderr(log_file(&args.data_dir, "adversary.err")?);
+        children.0.push(("adversary".into(), cmd.spawn()?));
+        println!("  adversary: attacking node {} (log: adversary.log)", args.nodes - 1);
+    }
+
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        println!("\n{:<6} {:>7}  {:<18} {:>5} {:>7} {:>9}  sync", "node", "height", "tip", "peers", "mempool", "MH/s");
+        for i in 0..args.nodes {
+            let s = match client.get(format!("http://{}/api/status", http(i))).send().await {
+                Ok(r) => r.json::<Status>().await.ok(),
+                Err(_) => None,
+            };
+            match s {
+                Some(s) => {
+                    let sync = if s.sync.active { format!("{}/{}", s.sync.done, s.sync.total) } else { "-".into() };
+                    println!(
+                        "{:<6} {:>7}  {:<18} {:>5} {:>7} {:>9.2}  {sync}",
+                        i,
+                        s.height,
+                        &s.tip[..16.min(s.tip.len())],
+                        s.peers,
+                        s.mempool,
+                        s.hash_rate / 1e6
+                    );
+                }
+                None => println!("{i:<6} (not answering)"),
+            }
+        }
+        for (name, c) in &mut children.0 {
+            if let Ok(Some(status)) = c.try_wait() {
+                println!("{name} exited: {status}");
+            }
+        }
+    }
+    println!("stopping {} processes", children.0.len());
+    drop(children);
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! A terminal wallet, through a node's HTTP API.
+//!
+//! ```text
+//! cargo run --example wallet -- new                       # create a key (toy-data/wallet.key)
+//! cargo run --example wallet -- show                      # address, balance, nonce
+//! cargo run --example wallet -- send --to <address> --amount 100 --fee 1
+//! cargo run --example wallet -- --node http://127.0.0.1:8081 show
+//! ```
+//!
+//! The key stays on this machine: transactions are signed here and submitted
+//! to `POST /api/txs`; the balance and the nonce come from
+//! `GET /api/accounts/{address}`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use toy::api::{AccountView, TxJson};
+use toy::chain::{Keypair, Signature, Transaction, TxKind};
+
+/// A terminal wallet for a toy node.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The node's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// The key file (created by `new`).
+    #[arg(long, default_value = "toy-data/wallet.key")]
+    key: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a key (keeps an existing one).
+    New,
+    /// Show the address, balance and nonce.
+    Show,
+    /// Send coins, signed here.
+    Send {
+        /// Recipient address (66 hex digits).
+        #[arg(long)]
+        to: String,
+        /// Amount.
+        #[arg(long)]
+        amount: u64,
+        /// Fee.
+        #[arg(long, default_value_t = 1)]
+        fee: u64,
+        /// Wait until the transaction is in a block.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+async fn error_text(r: reqwest::Response) -> String {
+    let status = r.status();
+    match r.json::<serde_json::Value>().await {
+        Ok(v) => v["error"].as_str().map_or_else(|| status.to_string(), str::to_owned),
+        Err(_) => status.to_string(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let node = args.node.trim_end_matches('/');
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    if let Some(dir) = args.key.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let (key, created) = Keypair::load_or_create(&args.key).with_context(|| format!("key {}", args.key.display()))?;
+    if matches!(args.command, Cmd::New) {
+        println!("{} key {}", if created { "created" } else { "existing" }, args.key.display());
+        println!("address {}", key.address());
+        return Ok(());
+    }
+    let r = http.get(format!("{node}/api/accounts/{}", key.address())).send().await.context("is the node running?")?;
+    if !r.status().is_success() {
+        bail!("{}", error_text(r).await);
+    }
+    let account: AccountView = r.json().await?;
+    match args.command {
+        Cmd::New => {}
+        Cmd::Show => {
+            println!("address {}", account.address);
+            println!("balance {}", account.balance);
+            println!("nonce   {} (next {})", account.nonce, account.next_nonce);
+        }
+        Cmd::Send { to, amount, fee, wait } => {
+            let recipient = to.trim().parse().context("--to must be a 66-hex-digit address")?;
+            let mut tx = Transaction {
+                kind: TxKind::Transfer,
+                sender: key.address(),
+                recipient,
+                amount,
+                fee,
+                nonce: account.next_nonce,
+                signature: Signature::EMPTY,
+            };
+            key.sign_tx(&mut tx);
+            let r = http.post(format!("{node}/api/txs")).json(&TxJson::from(&tx)).send().await?;
+            if !r.status().is_success() {
+                bail!("{}", error_text(r).await);
+            }
+            let id = tx.id();
+            println!("sent {id} (nonce {})", tx.nonce);
+            while wait {
+                let r = http.get(format!("{node}/api/txs/{id}")).send().await?;
+                let v: serde_json::Value = r.json().await?;
+                if v["status"] == "confirmed" {
+                    println!("confirmed in block {} ({} confirmations)", v["block_height"], v["confirmations"]);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    Ok(())
+}
