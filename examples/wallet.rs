@@ -108,14 +108,16 @@ async fn main() -> anyhow::Result<()> {
             }
             let id = tx.id();
             println!("sent {id} (nonce {})", tx.nonce);
-            while wait {
-                let r = http.get(format!("{node}/api/txs/{id}")).send().await?;
-                let v: serde_json::Value = r.json().await?;
-                if v["status"] == "confirmed" {
-                    println!("confirmed in block {} ({} confirmations)", v["block_height"], v["confirmations"]);
-                    break;
+            if wait {
+                loop {
+                    let r = http.get(format!("{node}/api/txs/{id}")).send().await?;
+                    let v: serde_json::Value = r.json().await?;
+                    if v["status"] == "confirmed" {
+                        println!("confirmed in block {} ({} confirmations)", v["block_height"], v["confirmations"]);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

@@ -105,7 +105,7 @@ async function send(ev) {
     followTracked();
   } catch (e) {
     tracked = null;
-    showResult("Rejected: " + e.message, false);
+    showResult("Rejected: " + e.message.replace(/^rejected: /, ""), false);
   }
 }
 

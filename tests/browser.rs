@@ -1,0 +1,160 @@
+//! The web wallet in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them, and
+//! without them the test prints a SKIP line).
+//!
+//! A node process mines on the dev preset (its wallet earns the rewards). In
+//! the page: the address and balance appear, a signed transfer is sent and
+//! followed until it is confirmed in a block, that block's card opens a
+//! dialog listing the transfer, and an unsigned transfer shows its rejection.
+//! Screenshots go to `target/browser-wallet.png` (laptop width) and
+//! `target/browser-wallet-phone.png` (phone width).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n))).find(|p| p.exists())
+}
+
+/// `target/` (the parent of the profile directory holding this test).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent().and_then(Path::parent).and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the text of `css` satisfies `ok`; returns it.
+async fn wait_text(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let t = text(c, css).await;
+        if ok(&t) {
+            return t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; {css} shows {t:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let e = c.find(Locator::Css(css)).await.expect(css);
+    e.clear().await.expect("clear");
+    e.send_keys(value).await.expect("type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_wallet_sends_confirms_and_rejects() {
+    let (Some(driver), Some(browser)) =
+        (find_program(&["chromedriver"]), find_program(&["chromium", "chromium-browser", "google-chrome"]))
+    else {
+        println!(
+            "SKIP the_web_wallet_sends_confirms_and_rejects: chromium and chromedriver not found (apt install chromium chromium-driver)"
+        );
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start("node", &dir.path().join("n"), &NodeOpts { mine: true, ..Default::default() }).await;
+    let api = Api::default();
+    let status = api.status(&node.http).await.expect("status");
+    let wallet = status["wallet"].as_str().expect("wallet").to_owned();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut cmd = Command::new(&driver);
+    cmd.arg(format!("--port={port}"));
+    let _driver = Proc::spawn("chromedriver", cmd);
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": browser,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1100"]
+        }
+    }))
+    .expect("caps");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let c = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "chromedriver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+
+    c.goto(&format!("{}/", node.http)).await.expect("open the page");
+    // The wallet card: the node's address, and a balance once it has mined.
+    let shown = wait_text(&c, "#address", "the address", |t| t.len() == 66).await;
+    assert_eq!(shown, wallet);
+    wait_text(&c, "#balance", "a balance from mining", |t| t.replace(',', "").parse::<u64>().is_ok_and(|b| b > 1_000))
+        .await;
+
+    // A signed transfer, followed from pending to confirmed.
+    let bob = "02".to_owned() + &"5a".repeat(32);
+    fill(&c, "#to", &bob).await;
+    fill(&c, "#amount", "100").await;
+    fill(&c, "#fee", "1").await;
+    let sign = c.find(Locator::Css("#sign")).await.expect("sign box");
+    assert_eq!(sign.prop("checked").await.expect("prop").as_deref(), Some("true"), "signing is on by default");
+    c.find(Locator::Css("#send")).await.expect("send").click().await.expect("click");
+    let sent =
+        wait_text(&c, "#result", "the transaction id", |t| t.starts_with("Sent:") || t.starts_with("Confirmed:")).await;
+    let id = sent.split_whitespace().nth(1).expect("id").to_owned();
+    assert_eq!(id.len(), 64, "{sent}");
+    let confirmed = wait_text(&c, "#result", "the confirmation", |t| t.starts_with("Confirmed:")).await;
+    let height: u64 = confirmed
+        .split('#')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|h| h.parse().ok())
+        .expect("block height in the confirmation");
+
+    // Its block card opens a dialog listing the transfer.
+    let card = format!("#blocks .block-card[data-height=\"{height}\"]");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let card = loop {
+        if let Ok(e) = c.find(Locator::Css(&card)).await {
+            break e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no card for block {height}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    card.click().await.expect("open block");
+    wait_text(&c, "#dialog-title", "the dialog", |t| t == format!("Block #{height}")).await;
+    wait_text(&c, "#dialog-txs", "the transfer in the dialog", |t| t.contains(&id[..10])).await;
+    let shots = target_dir();
+    std::fs::write(shots.join("browser-wallet-dialog.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    c.find(Locator::Css("#block-dialog .close")).await.expect("close").click().await.expect("close dialog");
+
+    // Unsigned: the rejection is shown.
+    fill(&c, "#amount", "5").await;
+    c.find(Locator::Css("#sign")).await.expect("sign").click().await.expect("uncheck");
+    c.find(Locator::Css("#send")).await.expect("send").click().await.expect("click");
+    let rejected = wait_text(&c, "#result", "the rejection", |t| t.starts_with("Rejected:")).await;
+    assert!(rejected.contains("bad signature"), "{rejected}");
+    std::fs::write(shots.join("browser-wallet.png"), c.screenshot().await.expect("screenshot")).expect("save");
+
+    // Phone width still shows the wallet and the send form.
+    c.set_window_size(390, 844).await.expect("resize");
+    assert_eq!(text(&c, "#address").await, wallet);
+    std::fs::write(shots.join("browser-wallet-phone.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    println!("screenshots in {}", shots.display());
+    c.close().await.expect("close browser");
+}
