@@ -3,6 +3,7 @@
 //! This facade re-exports the layers so a program can depend on one crate:
 //!
 //! ```text
+//!   toy-api     HTTP API, web wallet and explorer                   (NodeApi)
 //!   toy-miner   nonce grinding on all cores                         (TemplateSource)
 //!   toy-chain   transactions, blocks, state, block tree, storage    (Store, Verifier)
 //!   toy-gossip  flood gossip, search, relay                         (GossipNetwork)
@@ -40,6 +41,7 @@
 //! # }
 //! ```
 
+/// The HTTP API, web wallet and explorer.
 pub use toy_api as api;
 pub use toy_chain as chain;
 pub use toy_gossip as gossip;

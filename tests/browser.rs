@@ -106,6 +106,11 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     wait_text(&c, "#balance", "a balance from mining", |t| t.replace(',', "").parse::<u64>().is_ok_and(|b| b > 1_000))
         .await;
 
+    // The Copy button copies the address (or selects it where the clipboard
+    // is not available) and says so.
+    c.find(Locator::Css("#copy")).await.expect("copy").click().await.expect("click copy");
+    wait_text(&c, "#copy", "the copy confirmation", |t| t == "Copied").await;
+
     // A signed transfer, followed from pending to confirmed.
     let bob = "02".to_owned() + &"5a".repeat(32);
     fill(&c, "#to", &bob).await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::json;
 
@@ -41,7 +43,13 @@ async fn five_nodes_two_miners_and_the_oracle_agree() {
     let ok = oracle.wait_exit(DEADLINE).await;
     assert!(ok, "oracle verify failed:\n{}", oracle.output().join("\n"));
     assert!(oracle.output().iter().any(|l| l.contains("all match the ledger")));
-    let (height, _) = wait_converged(&api, &urls(&nodes), 1).await;
+    let converged = tokio::time::timeout(Duration::from_secs(150), wait_converged(&api, &urls(&nodes), 1)).await;
+    for n in &nodes {
+        for l in n.proc.output().iter().filter(|l| l.contains("invalid") || l.contains("reorganised")) {
+            println!("{}: {l}", n.p2p);
+        }
+    }
+    let (height, _) = converged.expect("converged");
     assert!(height >= 1);
 }
 
@@ -235,7 +243,29 @@ impl Netns {
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
     }
 
+    /// Removes what an earlier, killed run may have left (same subnet).
+    fn clean_stale() {
+        let list = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        for line in list(&["-o", "link", "show", "type", "bridge"]).lines() {
+            if let Some(name) = line.split(':').nth(1).map(str::trim).filter(|n| n.starts_with("tybr")) {
+                let _ = Self::run(&["link", "del", name]);
+            }
+        }
+        for line in list(&["netns", "list"]).lines() {
+            if let Some(name) = line.split_whitespace().next().filter(|n| n.starts_with("toy") && n.contains('h')) {
+                let _ = Self::run(&["netns", "del", name]);
+            }
+        }
+    }
+
     fn create(n: usize) -> Result<Netns, String> {
+        Self::clean_stale();
         let tag = std::process::id() % 10_000;
         let bridge = format!("tybr{tag}");
         let mut me = Netns { names: vec![], bridge: bridge.clone() };

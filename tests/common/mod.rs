@@ -170,7 +170,7 @@ impl Node {
             .arg(opts.preset)
             .arg("--max-peers")
             .arg("6")
-            .env("RUST_LOG", "warn,toy_chain::network=info");
+            .env("RUST_LOG", "warn,toy_chain::network=info,toy_chain::tree=debug");
         if opts.mine {
             cmd.args(["--threads", "1"]);
         } else {

@@ -353,7 +353,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 tracing::info!(%reason, "invalid block from the network");
                 Verdict::Reject
             }
-            Ok(InsertOutcome::Duplicate) => Verdict::Ignore,
+            Ok(InsertOutcome::Duplicate | InsertOutcome::Stale { .. }) => Verdict::Ignore,
             Err(e) => {
                 tracing::error!("block import failed: {e}");
                 Verdict::Ignore
@@ -409,6 +409,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let id = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms()))
             .await
             .map_err(|_| NetworkError::Cancelled)??;
+        self.stats.bump("txs_accepted", "local");
         self.gossip.broadcast("tx", encoded)?;
         Ok(id)
     }
@@ -599,9 +600,13 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                         self.gossip.report(best, Misbehaviour::ProtocolViolation);
                         return Err(peer_error(best, "its hashes do not connect to our chain"));
                     }
+                    InsertOutcome::Stale { .. } => {
+                        return Err(peer_error(best, "its branch forks below our pruning depth"));
+                    }
                     _ => {
                         imported += 1;
                         *done += 1;
+                        self.stats.bump("blocks_accepted", "Sync");
                     }
                 }
             }

@@ -77,6 +77,13 @@ pub enum InsertOutcome {
     },
     /// Already known.
     Duplicate,
+    /// Its branch forks below the pruning depth: ancestors its rules need
+    /// (retarget window, median time) were pruned, so it can be neither
+    /// validated nor kept. Not a fault of the sender.
+    Stale {
+        /// The first ancestor that is gone.
+        missing_ancestor: Hash,
+    },
 }
 
 /// The best chain's tip, as published to subscribers.
@@ -393,6 +400,24 @@ impl<S: Store> Chain<S> {
         })
     }
 
+    /// The first of the ancestors a child of `parent` is judged by (the
+    /// retarget window and the median-time window) that is not indexed.
+    fn missing_ancestor(&self, parent: &Hash) -> Option<Hash> {
+        let depth = self.params.retarget.as_ref().map_or(0, |r| r.interval).max(self.params.median_window as u64);
+        let mut cursor = *parent;
+        for _ in 0..depth {
+            let node = self.index.get(&cursor)?;
+            if node.header.height == 0 {
+                return None;
+            }
+            cursor = node.header.parent;
+            if !self.index.contains_key(&cursor) {
+                return Some(cursor);
+            }
+        }
+        None
+    }
+
     fn ancestor(&self, from: &Hash, back: u64) -> Option<&Node> {
         let mut node = self.index.get(from)?;
         for _ in 0..back {
@@ -519,6 +544,9 @@ impl<S: Store> Chain<S> {
         if !self.index.contains_key(&parent) {
             self.add_orphan(hash, block);
             return Ok(InsertOutcome::Orphan { missing_parent: parent });
+        }
+        if let Some(missing_ancestor) = self.missing_ancestor(&parent) {
+            return Ok(InsertOutcome::Stale { missing_ancestor });
         }
         // Everything that needs no state: header rules, size, count, Merkle
         // root, duplicates.
@@ -675,7 +703,17 @@ impl<S: Store> Chain<S> {
         Ok(InsertOutcome::Reorganised { from, to: new_tip, disconnected: old.len(), connected: connected.len() })
     }
 
+    /// Drops `root` and its side-branch descendants and marks them invalid
+    /// (they build on an invalid block).
     fn forget_descendants(&mut self, root: Hash) {
+        for h in self.drop_descendants(root) {
+            self.invalid.insert(h);
+        }
+    }
+
+    /// Drops `root` and its side-branch descendants from the index and the
+    /// store; returns them.
+    fn drop_descendants(&mut self, root: Hash) -> Vec<Hash> {
         let mut doomed = vec![root];
         let mut i = 0;
         while i < doomed.len() {
@@ -684,12 +722,12 @@ impl<S: Store> Chain<S> {
                 .extend(self.side.iter().filter(|h| self.index.get(h).is_some_and(|n| n.header.parent == p)).copied());
             i += 1;
         }
-        for h in doomed {
-            self.index.remove(&h);
-            self.side.remove(&h);
-            self.invalid.insert(h);
-            let _ = self.store.delete_block(&h);
+        for h in &doomed {
+            self.index.remove(h);
+            self.side.remove(h);
+            let _ = self.store.delete_block(h);
         }
+        doomed
     }
 
     /// Drops side-branch blocks more than `prune_depth` below the tip; their
@@ -712,7 +750,8 @@ impl<S: Store> Chain<S> {
             self.side.remove(h);
         }
         // Descendants of pruned blocks that were above the limit are now
-        // unreachable too.
+        // unreachable too: dropped, but not invalid (they may be valid; a
+        // later block on that branch is judged Stale, not invalid).
         let orphaned: Vec<Hash> = self
             .side
             .iter()
@@ -720,7 +759,7 @@ impl<S: Store> Chain<S> {
             .copied()
             .collect();
         for h in orphaned {
-            self.forget_descendants(h);
+            self.drop_descendants(h);
         }
         let back = self.mempool.readmit(txs, &self.state, &self.params, self.verifier.as_ref(), &self.sigs, now_ms());
         tracing::debug!(pruned = stale.len(), returned_to_mempool = back, "pruned side branches");

@@ -160,8 +160,11 @@ async fn a_late_node_downloads_a_long_chain_in_batches_from_several_peers() {
     // The late node has two peers ahead and downloads from both.
     let late = start(&net, 2, vec!["chain0:1".to_owned(), "chain1:1".to_owned()]).await;
     wait_until("the late node syncs", || tip(&late.1) == want).await;
-    let progress = late.1.sync_progress();
-    assert!(!progress.active && progress.rounds >= 1, "{progress:?}");
+    wait_until("the sync round ends", || {
+        let p = late.1.sync_progress();
+        !p.active && p.rounds >= 1
+    })
+    .await;
     // Resolve when already at the best tip does nothing.
     let report = late.1.resolve().await.expect("resolve");
     assert_eq!((report.imported, report.height, report.tip_changed), (0, 600, false), "{report:?}");
@@ -170,6 +173,43 @@ async fn a_late_node_downloads_a_long_chain_in_batches_from_several_peers() {
         n.1.shutdown();
         n.0.shutdown().await;
     }
+}
+
+/// A peer that claims more work and then answers the sync requests with
+/// garbage: it is reported, then dropped, and the honest chain is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_lying_during_sync_is_penalised_and_dropped() {
+    use toy_chain::sync::{self, Status};
+    let net = MemoryNetwork::new();
+    let honest = start(&net, 0, vec![]).await;
+    let before = tip(&honest.1);
+    // The liar: a bare p2p node with hand-written chain handlers.
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("liar:1").await.expect("listen");
+    let liar = P2p::start(msg, events, Default::default()).expect("p2p");
+    let genesis = toy_chain::ChainParams::test().genesis_hash();
+    let claim = Status { genesis, tip: toy_chain::Hash([9; 32]), height: 50, work: u128::MAX };
+    liar.register_handler(
+        sync::STATUS,
+        toy_p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
+    )
+    .expect("status");
+    // 33 bytes: not a whole number of hashes.
+    liar.register_handler(sync::HASHES, toy_p2p::peer_handler_fn(|_, _| async { Some(Bytes::from(vec![7u8; 33])) }))
+        .expect("hashes");
+    // Connects only now, with its handlers in place.
+    liar.connect("chain0:1").await.expect("connect");
+    let liar_id = toy_p2p::PeerId("liar:1".into());
+    wait_until("the liar is penalised", || {
+        honest.0.score(&liar_id).is_some_and(|s| s >= toy_p2p::Misbehaviour::ProtocolViolation.penalty())
+            || honest.0.is_banned("liar:1")
+    })
+    .await;
+    assert_eq!(tip(&honest.1), before, "nothing imported from the liar");
+    liar.shutdown().await;
+    honest.1.shutdown();
+    honest.0.shutdown().await;
 }
 
 /// Pushes raw `gossip:block` bytes from the adversary to its peers, the way

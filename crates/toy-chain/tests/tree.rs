@@ -256,3 +256,34 @@ fn retargeting_follows_the_block_interval() {
     let ctx = c.context_for(&parent, NOW + 10_000_000).expect("ctx");
     assert!(ctx.expected_target.0 > tight.0, "slower blocks → easier target");
 }
+
+#[test]
+fn blocks_above_a_pruned_side_branch_are_dropped_not_marked_invalid() {
+    // The side branch, built on another chain: s1..s9.
+    let mut other = chain();
+    let g = other.tip().hash;
+    let side: Vec<toy_chain::Block> = {
+        let hashes = extend(&mut other, g, 9, 2000);
+        hashes.iter().map(|h| other.block(h).expect("read").expect("stored")).collect()
+    };
+    let mut c = chain();
+    let main = extend(&mut c, g, 8, 1000);
+    for b in &side[..8] {
+        let out = c.insert_at(b.clone(), NOW).expect("insert");
+        assert!(matches!(out, InsertOutcome::SideBranch { .. }), "{out:?}");
+    }
+    // Three more main blocks: s1..s4 fall below the pruning depth, and
+    // s5..s8 lose their ancestry.
+    extend(&mut c, main[7], 3, 1000);
+    for b in &side[..8] {
+        assert!(c.header(&b.hash()).is_none(), "dropped");
+        assert!(!c.is_invalid(&b.hash()), "dropped, not invalid: an honest branch may go on");
+    }
+    // The next block of that branch is an orphan, not an invalid block.
+    let out = c.insert_at(side[8].clone(), NOW).expect("insert");
+    assert!(matches!(out, InsertOutcome::Orphan { .. }), "{out:?}");
+    // Its parent fetched again: its ancestry is gone, so it is stale.
+    let out = c.insert_at(side[7].clone(), NOW).expect("insert");
+    assert!(matches!(out, InsertOutcome::Orphan { .. } | InsertOutcome::Stale { .. }), "{out:?}");
+    assert!(!c.is_invalid(&side[8].hash()));
+}
