@@ -211,6 +211,29 @@ impl ProgressLog {
 mod tests {
     use super::*;
     use crate::ChainParams;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a peer sends, decoding returns a value or an error.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_blocks(&bytes, BATCH);
+            let _ = decode_hashes(&bytes, MAX_HASHES);
+            let _ = Status::decode(&bytes);
+            let _ = HashesRequest::decode(&bytes);
+        }
+
+        #[test]
+        fn hashes_and_requests_round_trip(
+            raw in proptest::collection::vec(any::<[u8; 32]>(), 0..MAX_LOCATOR),
+            max in any::<u32>(),
+        ) {
+            let hashes: Vec<Hash> = raw.into_iter().map(Hash).collect();
+            prop_assert_eq!(decode_hashes(&encode_hashes(&hashes), MAX_LOCATOR), Some(hashes.clone()));
+            let req = HashesRequest { locator: hashes, max };
+            prop_assert_eq!(HashesRequest::decode(&req.encode()).ok(), Some(req));
+        }
+    }
 
     #[test]
     fn status_and_request_round_trip_strictly() {
