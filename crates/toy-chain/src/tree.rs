@@ -361,6 +361,15 @@ impl<S: Store> Chain<S> {
         out
     }
 
+    /// Relaxes or restores the store's durability ([`Store::set_durable`]):
+    /// a sync relaxes it for each downloaded batch, then restores it.
+    ///
+    /// # Errors
+    /// When the store cannot make its writes durable.
+    pub fn set_durable(&mut self, durable: bool) -> Result<(), ChainError> {
+        Ok(self.store.set_durable(durable)?)
+    }
+
     /// Orphans waiting for a parent.
     pub fn orphan_count(&self) -> usize {
         self.orphans.len()

@@ -28,13 +28,19 @@ fn main() {
 }
 
 /// Imports blocks forever: payments, and every few blocks a competing branch
-/// that wins, so disconnects are written too.
+/// that wins, so disconnects are written too; durability is relaxed at
+/// random, as a sync does per batch.
 fn child_main(path: &Path) {
     let mut chain = open(RedbStore::open(path).expect("open store"));
     println!("ready {}", chain.tip().height);
     let mut rng = rand::rngs::StdRng::seed_from_u64(chain.tip().height);
     let recipient = Keypair::from_seed(b"crash-recipient").address();
     loop {
+        // Half the time durability is relaxed, as during a sync batch: a
+        // kill may then lose the blocks since the last durable point, never
+        // consistency.
+        let relax = rng.gen_bool(0.5);
+        chain.set_durable(!relax).expect("durability");
         for i in 0..3 {
             let w = wallet(i);
             let nonce = chain.account(&w.address()).nonce;

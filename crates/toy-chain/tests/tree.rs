@@ -208,6 +208,27 @@ fn redb_chain_reopens_with_same_tip_state_and_index() {
 }
 
 #[test]
+fn relaxed_durability_keeps_the_chain_once_restored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.redb");
+    let (tip, state) = {
+        let mut c = open(RedbStore::open(&path).expect("open"));
+        let g = c.tip().hash;
+        c.set_durable(false).expect("relax");
+        let hs = extend(&mut c, g, 4, 1000);
+        c.set_durable(true).expect("restore");
+        // A fork that wins while relaxed again, then restored.
+        c.set_durable(false).expect("relax");
+        extend(&mut c, hs[1], 4, 1001);
+        c.set_durable(true).expect("restore");
+        (c.tip(), c.state().clone())
+    };
+    let c = open(RedbStore::open(&path).expect("reopen"));
+    assert_eq!(c.tip(), tip);
+    assert_eq!(c.state(), &state);
+}
+
+#[test]
 fn retargeting_follows_the_block_interval() {
     use toy_chain::{ChainParams, Retarget};
     let params = ChainParams {

@@ -60,6 +60,19 @@ pub trait Store: Send + 'static {
 
     /// Every account at the tip.
     fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError>;
+
+    /// Relaxes (`false`) or restores (`true`) durability. While relaxed,
+    /// writes stay atomic and in order, but a crash may lose those since the
+    /// last durable point (the chain then reopens at an earlier, consistent
+    /// tip); restoring makes everything written so far durable. The default
+    /// is a no-op: always durable (or never, in memory).
+    ///
+    /// # Errors
+    /// When the final durable commit fails.
+    fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
+        let _ = durable;
+        Ok(())
+    }
 }
 
 #[cfg(any(test, feature = "test-utils"))]

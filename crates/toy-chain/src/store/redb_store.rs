@@ -46,9 +46,11 @@ fn decode_account(b: &[u8]) -> Result<Account, StoreError> {
 }
 
 /// A [`Store`] in a redb database file. Every connect and disconnect is one
-/// durable write transaction.
+/// write transaction, durable unless durability is relaxed
+/// ([`Store::set_durable`], used while syncing a batch of blocks).
 pub struct RedbStore {
     db: Database,
+    durable: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -78,7 +80,17 @@ impl RedbStore {
             tx.open_table(META).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(Self { db })
+        Ok(Self { db, durable: true })
+    }
+
+    /// A write transaction: fsynced on commit, or not while durability is
+    /// relaxed (redb then keeps the last durable state on a crash).
+    fn begin(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write().map_err(db_err)?;
+        if !self.durable {
+            tx.set_durability(redb::Durability::None);
+        }
+        Ok(tx)
     }
 
     fn write_accounts(tx: &redb::WriteTransaction, accounts: &[AccountWrite]) -> Result<(), StoreError> {
@@ -98,8 +110,18 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
+        let was = self.durable;
+        self.durable = durable;
+        if durable && !was {
+            // An empty durable commit persists everything before it.
+            self.begin()?.commit().map_err(db_err)?;
+        }
+        Ok(())
+    }
+
     fn put_block(&mut self, hash: &Hash, block: &Block) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.begin()?;
         {
             let mut blocks = tx.open_table(BLOCKS).map_err(db_err)?;
             if blocks.get(&hash.0[..]).map_err(db_err)?.is_none() {
@@ -112,7 +134,7 @@ impl Store for RedbStore {
     }
 
     fn delete_block(&mut self, hash: &Hash) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.begin()?;
         {
             tx.open_table(BLOCKS).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
             tx.open_table(HEADERS).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
@@ -141,7 +163,7 @@ impl Store for RedbStore {
     }
 
     fn connect(&mut self, hash: &Hash, height: u64, undo: &Undo, accounts: &[AccountWrite]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.begin()?;
         {
             tx.open_table(CANONICAL).map_err(db_err)?.insert(height, &hash.0[..]).map_err(db_err)?;
             let undo = postcard::to_allocvec(undo).map_err(db_err)?;
@@ -159,7 +181,7 @@ impl Store for RedbStore {
         parent: &Hash,
         accounts: &[AccountWrite],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.begin()?;
         {
             tx.open_table(CANONICAL).map_err(db_err)?.remove(height).map_err(db_err)?;
             tx.open_table(UNDO).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
