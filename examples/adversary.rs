@@ -27,7 +27,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use rand::Rng;
-use toy::chain::network::{ChainNode, lock};
+use toy::chain::network::{ChainNode, NEW_BLOCK, NEW_TX, lock};
 use toy::chain::types::merkle_root;
 use toy::chain::{
     Block, Chain, ChainParams, Hash, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Transaction, TxKind,
@@ -56,7 +56,8 @@ struct Args {
     interval_ms: u64,
 }
 
-/// One forged message: its gossip kind, what it is, and its bytes.
+/// One forged message: what it carries (`block` or `tx`), which case it
+/// is, and its bytes.
 struct Attack {
     kind: &'static str,
     case: &'static str,
@@ -224,11 +225,13 @@ fn forge_from((tip, tip_header, ctx, nonce, mid, params): Snapshot) -> Vec<Attac
     out
 }
 
-/// Sends `bytes` as gossip of `kind` to every peer, bypassing our own checks.
+/// Sends `bytes` as `bc:new_block` (`kind` "block") or `bc:new_tx` gossip
+/// to every peer, bypassing our own checks.
 fn inject(p2p: &P2p<Messaging<TcpTransport>>, kind: &str, bytes: &[u8]) -> usize {
+    let gossip_kind = if kind == "block" { NEW_BLOCK } else { NEW_TX };
     let mut payload: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
     payload.extend_from_slice(bytes);
-    p2p.broadcast(&format!("gossip:{kind}"), Bytes::from(payload), &[])
+    p2p.broadcast(&format!("gossip:{gossip_kind}"), Bytes::from(payload), &[])
 }
 
 /// Raw TCP: a garbage message, then a frame longer than any node accepts.

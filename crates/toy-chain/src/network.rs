@@ -2,9 +2,9 @@
 //!
 //! | gossip kind | payload | verdict |
 //! | --- | --- | --- |
-//! | `block` (wire: `gossip:block`, the workshop's `bc:new_block`) | postcard [`Block`] | Accept when connected or reorganised to (fully validated); Reject when invalid or undecodable; Ignore otherwise — a block kept on a side branch is not forwarded, since its body is only validated if that branch ever becomes the best |
-//! | `tx` (wire: `gossip:tx`, the workshop's `bc:new_tx`) | postcard [`Transaction`] | Accept when admitted to the mempool; Reject for a bad signature, an unauthorised mint or an overflow; Ignore otherwise |
-//! | search `block` | the 32-byte block hash | the postcard block |
+//! | [`NEW_BLOCK`] = `bc:new_block` (wire: `gossip:bc:new_block`) | postcard [`Block`] | Accept when connected or reorganised to (fully validated); Reject when invalid or undecodable; Ignore otherwise — a block kept on a side branch is not forwarded, since its body is only validated if that branch ever becomes the best |
+//! | [`NEW_TX`] = `bc:new_tx` (wire: `gossip:bc:new_tx`) | postcard [`Transaction`] | Accept when admitted to the mempool; Reject for a bad signature, an unauthorised mint or an overflow; Ignore otherwise |
+//! | search [`SEARCH_BLOCK`] = `block` (wire: `gossip:search:block`, answers `search_response:block`) | the 32-byte block hash | the postcard block |
 //!
 //! Direct requests ([`crate::sync`]): `chain:status`, `chain:hashes` and
 //! `chain:blocks`, answered for every peer.
@@ -32,6 +32,15 @@ use crate::store::Store;
 use crate::sync::{self, HashesRequest, ProgressLog, Status, SyncProgress};
 use crate::tree::{Chain, InsertOutcome, now_ms};
 use crate::types::{Block, Hash, Transaction};
+
+/// Gossip kind of new blocks: the workshop's `bc:new_block` (on the wire
+/// `gossip:bc:new_block`).
+pub const NEW_BLOCK: &str = "bc:new_block";
+/// Gossip kind of new transactions: the workshop's `bc:new_tx` (on the wire
+/// `gossip:bc:new_tx`).
+pub const NEW_TX: &str = "bc:new_tx";
+/// Search kind of a block by hash (SPEC §2: `search:block`).
+pub const SEARCH_BLOCK: &str = "block";
 
 /// Blocks fetched backwards through search before giving up on a branch.
 pub const MAX_FETCH_DEPTH: usize = 10_000;
@@ -188,7 +197,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         };
         let n = node.clone();
         node.gossip.register_handler(
-            "block",
+            NEW_BLOCK,
             gossip_handler_fn(move |from, bytes| {
                 let n = n.clone();
                 async move { n.on_block(from, bytes).await }
@@ -196,7 +205,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         )?;
         let n = node.clone();
         node.gossip.register_handler(
-            "tx",
+            NEW_TX,
             gossip_handler_fn(move |_, bytes| {
                 let n = n.clone();
                 async move { n.on_tx(bytes).await }
@@ -205,7 +214,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let c = node.chain.clone();
         let stats = node.stats.clone();
         node.gossip.register_search_answerer(
-            "block",
+            SEARCH_BLOCK,
             answerer_fn(move |query| {
                 stats.bump("messages", "search:block");
                 let c = c.clone();
@@ -314,7 +323,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     async fn on_block(&self, from: Option<PeerId>, bytes: Bytes) -> Verdict {
-        self.stats.bump("messages", "gossip:block");
+        self.stats.bump("messages", NEW_BLOCK);
         let block = match Block::decode(&bytes) {
             Ok(b) => b,
             Err(e) => {
@@ -362,7 +371,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     async fn on_tx(&self, bytes: Bytes) -> Verdict {
-        self.stats.bump("messages", "gossip:tx");
+        self.stats.bump("messages", NEW_TX);
         let tx = match Transaction::decode(&bytes) {
             Ok(tx) => tx,
             Err(e) => {
@@ -394,7 +403,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let encoded = Bytes::from(block.encode());
         let outcome = self.insert(block).await?;
         if matches!(outcome, InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) {
-            self.gossip.broadcast("block", encoded)?;
+            self.gossip.broadcast(NEW_BLOCK, encoded)?;
         }
         Ok(outcome)
     }
@@ -410,7 +419,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             .await
             .map_err(|_| NetworkError::Cancelled)??;
         self.stats.bump("txs_accepted", "local");
-        self.gossip.broadcast("tx", encoded)?;
+        self.gossip.broadcast(NEW_TX, encoded)?;
         Ok(id)
     }
 
@@ -424,7 +433,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             c.block(&c.tip().hash).map_err(crate::error::ChainError::from)?
         };
         if let Some(b) = block.filter(|b| b.header.height > 0) {
-            self.gossip.broadcast("block", Bytes::from(b.encode()))?;
+            self.gossip.broadcast(NEW_BLOCK, Bytes::from(b.encode()))?;
         }
         Ok(())
     }
@@ -711,19 +720,18 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     break;
                 }
                 let mut found: Option<Block> = None;
-                let _ = this
-                    .gossip
-                    .search("block", Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| match answer
-                        .and_then(|a| Block::decode(&a).ok())
-                        .filter(|b| b.hash() == hash)
-                    {
-                        Some(b) => {
-                            found = Some(b);
-                            Flow::Done
-                        }
-                        None => Flow::Continue,
-                    })
-                    .await;
+                let _ =
+                    this.gossip
+                        .search(SEARCH_BLOCK, Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| {
+                            match answer.and_then(|a| Block::decode(&a).ok()).filter(|b| b.hash() == hash) {
+                                Some(b) => {
+                                    found = Some(b);
+                                    Flow::Done
+                                }
+                                None => Flow::Continue,
+                            }
+                        })
+                        .await;
                 let Some(block) = found else {
                     tracing::debug!(%hash, "no peer answered for a missing block");
                     break;

@@ -212,12 +212,12 @@ async fn a_peer_lying_during_sync_is_penalised_and_dropped() {
     honest.0.shutdown().await;
 }
 
-/// Pushes raw `gossip:block` bytes from the adversary to its peers, the way
+/// Pushes raw `gossip:bc:new_block` bytes from the adversary to its peers, the way
 /// a hostile node would (bypassing its own chain's checks).
 async fn honest_a_receives_bad_block(adversary: &Node, block: Bytes) {
     let mut payload = vec![0x42u8; 16];
     payload.extend_from_slice(&block);
-    let n = adversary.0.broadcast("gossip:block", Bytes::from(payload), &[]);
+    let n = adversary.0.broadcast(&format!("gossip:{}", toy_chain::network::NEW_BLOCK), Bytes::from(payload), &[]);
     assert!(n >= 1, "sent to at least one honest peer");
 }
 
