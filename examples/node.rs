@@ -19,7 +19,6 @@
 //! walks back with `search:block` instead. When a peer connects both sides
 //! exchange their tip and work, so a node that was away catches up.
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -82,19 +81,24 @@ struct Args {
     no_http: bool,
 }
 
-/// Binds the first free port from `addr`'s port upward.
-fn free_listen_addr(addr: &str) -> anyhow::Result<String> {
+/// How many ports above `--listen`'s (and `--http`'s) a node tries.
+const PORT_TRIES: u16 = 100;
+
+/// Listens on the first free port from `addr`'s port upward (port 0: any).
+/// Binding is the test, so two nodes started at once never pick the same
+/// port (and so never the same default data directory).
+async fn listen_free(msg: &impl Messenger, addr: &str) -> anyhow::Result<String> {
     let (host, port) = addr.rsplit_once(':').context("--listen must be host:port")?;
-    let port: u16 = port.parse().context("bad port")?;
-    if port == 0 {
-        return Ok(addr.to_owned());
-    }
-    for p in port..port.saturating_add(100) {
-        if StdListener::bind((host, p)).is_ok() {
-            return Ok(format!("{host}:{p}"));
+    let port: u16 = port.parse().context("--listen: bad port")?;
+    let last = if port == 0 { 0 } else { port.saturating_add(PORT_TRIES - 1) };
+    for p in port..=last {
+        match msg.listen(&format!("{host}:{p}")).await {
+            Ok(bound) => return Ok(bound),
+            Err(toy::msg::Error::Transport(toy::net::Error::Io(e))) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e).with_context(|| format!("listening on {host}:{p}")),
         }
     }
-    anyhow::bail!("no free port from {port}")
+    anyhow::bail!("no free port from {port} to {last} on {host}")
 }
 
 #[tokio::main]
@@ -104,8 +108,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let params = ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?;
-    let listen = free_listen_addr(&args.listen)?;
-    let port = listen.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
+
+    // Listen first: the port names the default data directory.
+    let (transport, net_events) = TcpTransport::new(Default::default());
+    let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
+    let addr = listen_free(&msg, &args.listen).await?;
+    let port = addr.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let key_path = args.key.clone().unwrap_or_else(|| data_dir.join("wallet.key"));
@@ -113,16 +121,15 @@ async fn main() -> anyhow::Result<()> {
         Keypair::load_or_create(&key_path).with_context(|| format!("key {}", key_path.display()))?;
 
     // The chain, on disk.
-    let store = RedbStore::open(&data_dir.join("chain.redb"))?;
+    let db = data_dir.join("chain.redb");
+    let store = RedbStore::open(&db)
+        .with_context(|| format!("opening {} (is another node using this data directory?)", db.display()))?;
     let chain =
         Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
     let mut tips = chain.subscribe();
     let chain: SharedChain<RedbStore> = Arc::new(Mutex::new(chain));
 
-    // The network stack: TCP → messages → peers → gossip.
-    let (transport, net_events) = TcpTransport::new(Default::default());
-    let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
-    let addr = msg.listen(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    // The network stack above the listening messenger: peers → gossip.
     let mut p2p_config = toy::p2p::Config::builder()
         .max_peers(if args.relay.is_some() { 1 } else { args.max_peers })
         .book_path(data_dir.join("peers.json"))

@@ -55,6 +55,14 @@ async fn fill(c: &Client, css: &str, value: &str) {
     e.send_keys(value).await.expect("type");
 }
 
+/// The height on the first block card (0 when none shows).
+async fn first_card_height(c: &Client) -> u64 {
+    match c.find(Locator::Css("#blocks .block-card")).await {
+        Ok(e) => e.attr("data-height").await.ok().flatten().and_then(|h| h.parse().ok()).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_wallet_sends_confirms_and_rejects() {
     let (Some(driver), Some(browser)) =
@@ -147,6 +155,18 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     let shots = target_dir();
     std::fs::write(shots.join("browser-wallet-dialog.png"), c.screenshot().await.expect("screenshot")).expect("save");
     c.find(Locator::Css("#block-dialog .close")).await.expect("close").click().await.expect("close dialog");
+
+    // Paging: "Older" shows the cards below the page, "Newer" follows the
+    // tip again.
+    let newest = first_card_height(&c).await;
+    c.find(Locator::Css("#older")).await.expect("older").click().await.expect("click older");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while first_card_height(&c).await >= newest {
+        assert!(tokio::time::Instant::now() < deadline, "the older page never showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.find(Locator::Css("#newer")).await.expect("newer").click().await.expect("click newer");
+    wait_text(&c, "#page-info", "the tip again", |t| t.contains("following the tip")).await;
 
     // Unsigned: the rejection is shown.
     fill(&c, "#amount", "5").await;

@@ -20,12 +20,18 @@ async function api(path, body) {
   return data;
 }
 
+const PAGE = 12;     // block cards per page
 let wallet = null;   // { address, balance, nonce }
+let blocksFrom = null;  // height of the newest card shown; null follows the tip
+let tipHeight = 0;
+let shownTop = 0;       // height of the newest card on the page
+let blocksSeq = 0;      // only the latest blocks request may draw
 let tracked = null;  // id of the last sent transaction
 
 async function refreshStatus() {
   try {
     const s = await api("/api/status");
+    tipHeight = s.height;
     $("status").textContent = `height ${s.height} · tip ${short(s.tip)} · ${s.peers} peers · mempool ${s.mempool} · ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
     $("mine").hidden = !s.can_mine;
     const sy = s.sync;
@@ -52,8 +58,16 @@ async function refreshWallet() {
 
 async function refreshBlocks() {
   try {
-    const blocks = await api("/api/blocks?limit=24");
+    const from = blocksFrom === null ? "" : `&from=${blocksFrom}`;
+    const seq = ++blocksSeq;
+    const blocks = await api(`/api/blocks?limit=${PAGE}${from}`);
+    if (seq !== blocksSeq) return;
     const box = $("blocks");
+    const top = blocks.length ? blocks[0].height : 0, bottom = blocks.length ? blocks[blocks.length - 1].height : 0;
+    $("page-info").textContent = blocks.length ? `#${top} – #${bottom}${blocksFrom === null ? " · following the tip" : ""}` : "";
+    shownTop = top;
+    $("newer").disabled = blocksFrom === null;
+    $("older").disabled = bottom === 0;
     box.replaceChildren(...blocks.map((b) => {
       const card = el("div", { class: "block-card", "data-height": b.height, "data-hash": b.hash, tabindex: "0" });
       card.append(el("div", { class: "h" }, `#${b.height}`), el("code", {}, short(b.hash)),
@@ -64,8 +78,15 @@ async function refreshBlocks() {
       card.addEventListener("keydown", (e) => { if (e.key === "Enter") openBlock(b.hash); });
       return card;
     }));
-    drawIntervals(blocks);
+    if (blocksFrom === null) drawIntervals(blocks);
   } catch (e) { /* shown by the status line */ }
+}
+
+function pageBlocks(older) {
+  const top = blocksFrom === null ? shownTop : blocksFrom;
+  const next = older ? Math.max(top - PAGE, 0) : top + PAGE;
+  blocksFrom = !older && next >= tipHeight ? null : next;
+  refreshBlocks();
 }
 
 async function openBlock(hash) {
@@ -135,8 +156,10 @@ function drawGraph(nodes) {
   const names = new Set();
   for (const n of nodes) { names.add(n.addr); n.peers.forEach((p) => names.add(p)); }
   const list = [...names].slice(0, 40);
+  // Every node on a circle (this one first, at the top); a lone node in the middle.
   const pos = new Map(list.map((a, i) => {
-    const ang = (2 * Math.PI * i) / list.length;
+    if (list.length === 1) return [a, [150, 150]];
+    const ang = (2 * Math.PI * i) / list.length - Math.PI / 2;
     return [a, [150 + 115 * Math.cos(ang), 150 + 115 * Math.sin(ang)]];
   }));
   const parts = [];
@@ -207,6 +230,8 @@ $("copy").addEventListener("click", async () => {
   setTimeout(() => { $("copy").textContent = "Copy"; }, 1500);
 });
 $("send-form").addEventListener("submit", send);
+$("older").addEventListener("click", () => pageBlocks(true));
+$("newer").addEventListener("click", () => pageBlocks(false));
 $("mine").addEventListener("click", async () => {
   try { const b = await api("/api/mine", {}); showResult(`Mined block #${b.height}`, true); refreshBlocks(); }
   catch (e) { showResult("Mining failed: " + e.message, false); }
