@@ -12,10 +12,6 @@ use crate::{
     SendRequest, StatusView, TreeNode, TxJson, TxStatus, summarise,
 };
 
-/// How many blocks below the tip `/api/txs/{id}` searches (newest first)
-/// for a transaction that is not in the mempool.
-pub const TX_SCAN_DEPTH: u64 = 1_000;
-
 /// Most peers asked for their peers by `/api/network`.
 const MAX_NETWORK_FANOUT: usize = 32;
 
@@ -141,22 +137,17 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
                     confirmations: 0,
                 });
             }
-            let tip = c.tip().height;
-            for h in (0..=tip).rev().take(TX_SCAN_DEPTH as usize) {
-                let Some(b) = c.block_at(h).map_err(store_err)? else { continue };
-                if let Some(tx) = b.txs.iter().find(|t| t.id() == id) {
-                    return Ok(TxStatus {
-                        tx: tx.into(),
-                        status: "confirmed".into(),
-                        block_height: Some(h),
-                        block_hash: Some(b.hash().to_hex()),
-                        confirmations: tip - h + 1,
-                    });
-                }
-            }
-            Err(ApiError::NotFound(format!(
-                "transaction {id} is neither pending nor in the last {TX_SCAN_DEPTH} blocks"
-            )))
+            let Some((block, pos)) = c.find_tx(&id).map_err(store_err)? else {
+                return Err(ApiError::NotFound(format!("transaction {id} is neither pending nor on the best chain")));
+            };
+            let height = block.header.height;
+            Ok(TxStatus {
+                tx: (&block.txs[pos]).into(),
+                status: "confirmed".into(),
+                block_height: Some(height),
+                block_hash: Some(block.hash().to_hex()),
+                confirmations: c.tip().height.saturating_sub(height) + 1,
+            })
         })
         .await
     }

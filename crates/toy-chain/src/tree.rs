@@ -153,6 +153,11 @@ impl<S: Store> std::fmt::Debug for Chain<S> {
     }
 }
 
+/// The ids of a block's transactions, for the store's transaction index.
+fn tx_ids(block: &Block) -> Vec<Hash> {
+    block.txs.iter().map(Transaction::id).collect()
+}
+
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -197,7 +202,7 @@ impl<S: Store> Chain<S> {
                 let state = State::genesis(&chain.params);
                 let writes: Vec<AccountWrite> = state.iter().map(|(a, v)| (*a, Some(*v))).collect();
                 chain.store.put_block(&genesis_hash, &genesis)?;
-                chain.store.connect(&genesis_hash, 0, &Undo::default(), &writes)?;
+                chain.store.connect(&genesis_hash, 0, &Undo::default(), &writes, &tx_ids(&genesis))?;
                 chain.state = state;
                 chain.index.insert(genesis_hash, Node { header: genesis.header, work: 0 });
                 chain.canonical.push(genesis_hash);
@@ -321,6 +326,24 @@ impl<S: Store> Chain<S> {
             Some(h) => self.store.block(h),
             None => Ok(None),
         }
+    }
+
+    /// The canonical block holding transaction `id`, with the transaction's
+    /// position in it (through the store's transaction index).
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure, or when the index points at a
+    /// block that does not hold the transaction.
+    pub fn find_tx(&self, id: &Hash) -> Result<Option<(Block, usize)>, StoreError> {
+        let Some(height) = self.store.tx_height(id)? else { return Ok(None) };
+        let block =
+            self.block_at(height)?.ok_or_else(|| StoreError::Corrupt(format!("tx {id}: no block at {height}")))?;
+        let pos = block
+            .txs
+            .iter()
+            .position(|t| t.id() == *id)
+            .ok_or_else(|| StoreError::Corrupt(format!("tx {id}: not in the block at {height}")))?;
+        Ok(Some((block, pos)))
     }
 
     /// The canonical hash at `height`.
@@ -577,7 +600,7 @@ impl<S: Store> Chain<S> {
             };
             self.store.put_block(&hash, &block)?;
             let writes = self.writes_for(&undo);
-            if let Err(e) = self.store.connect(&hash, block.header.height, &undo, &writes) {
+            if let Err(e) = self.store.connect(&hash, block.header.height, &undo, &writes, &tx_ids(&block)) {
                 self.state.undo(&undo);
                 return Err(e.into());
             }
@@ -632,7 +655,7 @@ impl<S: Store> Chain<S> {
         let undo = self.store.undo(&hash)?.ok_or_else(|| StoreError::Corrupt(format!("undo of {hash} missing")))?;
         self.state.undo(&undo);
         let writes = self.writes_for(&undo);
-        self.store.disconnect(&hash, block.header.height, &block.header.parent, &writes)?;
+        self.store.disconnect(&hash, block.header.height, &block.header.parent, &writes, &tx_ids(&block))?;
         self.canonical.pop();
         self.side.insert(hash);
         Ok(block)
@@ -645,7 +668,7 @@ impl<S: Store> Chain<S> {
             Err(e) => return Ok(Err(e)),
         };
         let writes = self.writes_for(&undo);
-        if let Err(e) = self.store.connect(&hash, block.header.height, &undo, &writes) {
+        if let Err(e) = self.store.connect(&hash, block.header.height, &undo, &writes, &tx_ids(&block)) {
             self.state.undo(&undo);
             return Err(e.into());
         }

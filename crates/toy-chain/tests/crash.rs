@@ -1,7 +1,7 @@
 //! Crash test: a child process imports blocks into a redb store and is killed
 //! with SIGKILL at random moments, 100 times. After every kill the store must
-//! reopen consistent: the tip, the canonical index and the account state
-//! agree with a replay of the canonical blocks from genesis.
+//! reopen consistent: the tip, the canonical index, the transaction index and
+//! the account state agree with a replay of the canonical blocks from genesis.
 //!
 //! Runs without the test harness: the same binary is the parent (no
 //! arguments) and the child (`TOY_CRASH_CHILD=<db path>`).
@@ -101,6 +101,10 @@ fn check_consistent(path: &Path, round: usize) -> u64 {
             .unwrap_or_else(|e| panic!("round {round}: read {h}: {e}"))
             .unwrap_or_else(|| panic!("round {round}: canonical block {h} missing"));
         assert_eq!(chain.hash_at(h), Some(block.hash()));
+        for (i, tx) in block.txs.iter().enumerate() {
+            let found = chain.find_tx(&tx.id()).unwrap_or_else(|e| panic!("round {round}: index: {e}"));
+            assert_eq!(found.map(|(b, pos)| (b.header.height, pos)), Some((h, i)), "round {round}: tx index at {h}");
+        }
         let out = replay.insert_at(block, now_ms()).expect("replay");
         assert!(matches!(out, InsertOutcome::Connected { .. }), "round {round}: block {h} replays: {out:?}");
     }

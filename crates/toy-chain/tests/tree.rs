@@ -42,19 +42,25 @@ fn reorg_returns_disconnected_txs_to_mempool() {
     let tx = transfer(&wallet(0), bob, 100, 5, 0);
     // Branch A includes the payment.
     let a1 = child(&c, g, vec![tx.clone()], miner(), 1000);
+    let a1h = a1.hash();
     c.insert_at(a1, NOW).expect("a1");
     assert_eq!(c.account(&bob).balance, 100);
+    let found = c.find_tx(&tx.id()).expect("index").map(|(b, pos)| (b.hash(), pos));
+    assert_eq!(found, Some((a1h, 0)), "indexed in A");
     // Branch B, without it, overtakes.
     extend(&mut c, g, 2, 1001);
     assert_eq!(c.account(&bob).balance, 0, "payment undone");
     assert!(c.mempool().contains(&tx.id()), "and back in the mempool");
+    assert_eq!(c.find_tx(&tx.id()).expect("index"), None, "no longer on the best chain");
     // The next template mines it again.
     let t = c.template(miner(), NOW);
-    assert_eq!(t.txs, vec![tx]);
+    assert_eq!(t.txs, vec![tx.clone()]);
     let b = mine(t);
     c.insert_at(b, NOW).expect("mined again");
     assert_eq!(c.account(&bob).balance, 100);
     assert!(c.mempool().is_empty());
+    let found = c.find_tx(&tx.id()).expect("index").map(|(b, _)| b.header.height);
+    assert_eq!(found, Some(3), "indexed where it was mined again");
 }
 
 #[test]

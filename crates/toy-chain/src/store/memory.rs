@@ -10,11 +10,13 @@ use crate::types::{Address, Block, Hash, Header};
 /// A [`Store`] in memory. Nothing survives the process.
 ///
 /// Bounded like the chain it holds: blocks are removed when the block tree
-/// prunes them.
+/// prunes them, and the transaction index holds the canonical chain's
+/// transactions only.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     blocks: HashMap<Hash, Block>,
     canonical: BTreeMap<u64, Hash>,
+    txs: HashMap<Hash, u64>,
     undo: HashMap<Hash, Undo>,
     accounts: HashMap<Address, Account>,
     tip: Option<Hash>,
@@ -59,8 +61,16 @@ impl Store for MemoryStore {
         Ok(self.blocks.values().map(|b| b.header.clone()).collect())
     }
 
-    fn connect(&mut self, hash: &Hash, height: u64, undo: &Undo, accounts: &[AccountWrite]) -> Result<(), StoreError> {
+    fn connect(
+        &mut self,
+        hash: &Hash,
+        height: u64,
+        undo: &Undo,
+        accounts: &[AccountWrite],
+        txs: &[Hash],
+    ) -> Result<(), StoreError> {
         self.canonical.insert(height, *hash);
+        self.txs.extend(txs.iter().map(|id| (*id, height)));
         self.undo.insert(*hash, undo.clone());
         write_accounts(&mut self.accounts, accounts);
         self.tip = Some(*hash);
@@ -73,8 +83,12 @@ impl Store for MemoryStore {
         height: u64,
         parent: &Hash,
         accounts: &[AccountWrite],
+        txs: &[Hash],
     ) -> Result<(), StoreError> {
         self.canonical.remove(&height);
+        for id in txs {
+            self.txs.remove(id);
+        }
         self.undo.remove(hash);
         write_accounts(&mut self.accounts, accounts);
         self.tip = Some(*parent);
@@ -91,6 +105,10 @@ impl Store for MemoryStore {
 
     fn undo(&self, hash: &Hash) -> Result<Option<Undo>, StoreError> {
         Ok(self.undo.get(hash).cloned())
+    }
+
+    fn tx_height(&self, id: &Hash) -> Result<Option<u64>, StoreError> {
+        Ok(self.txs.get(id).copied())
     }
 
     fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {

@@ -1,8 +1,9 @@
 //! Persistence: the [`Store`] trait, an in-memory store and a redb store.
 //!
 //! A store keeps every block it was given (any branch), the header of each,
-//! the canonical index (height → hash), the account state at the tip, the undo
-//! data of every canonical block, and the tip. [`Store::connect`] and
+//! the canonical index (height → hash), the transaction index (id → height
+//! of the canonical block holding it), the account state at the tip, the
+//! undo data of every canonical block, and the tip. [`Store::connect`] and
 //! [`Store::disconnect`] each commit atomically, so after a crash at any
 //! moment the tip, the state and the canonical index agree.
 
@@ -35,19 +36,31 @@ pub trait Store: Send + 'static {
     fn headers(&self) -> Result<Vec<Header>, StoreError>;
 
     /// Atomically makes `hash` the tip at `height`: records it in the
-    /// canonical index, saves its undo data and writes the accounts.
-    fn connect(&mut self, hash: &Hash, height: u64, undo: &Undo, accounts: &[AccountWrite]) -> Result<(), StoreError>;
+    /// canonical index, indexes its transactions (`txs`, their ids) at
+    /// `height`, saves its undo data and writes the accounts.
+    fn connect(
+        &mut self,
+        hash: &Hash,
+        height: u64,
+        undo: &Undo,
+        accounts: &[AccountWrite],
+        txs: &[Hash],
+    ) -> Result<(), StoreError>;
 
     /// Atomically removes the tip `hash` at `height`: the tip becomes
-    /// `parent`, the canonical entry and undo data go, the accounts are
-    /// written back.
+    /// `parent`, the canonical entry, the index entries of its transactions
+    /// (`txs`) and its undo data go, the accounts are written back.
     fn disconnect(
         &mut self,
         hash: &Hash,
         height: u64,
         parent: &Hash,
         accounts: &[AccountWrite],
+        txs: &[Hash],
     ) -> Result<(), StoreError>;
+
+    /// The height of the canonical block holding transaction `id`.
+    fn tx_height(&self, id: &Hash) -> Result<Option<u64>, StoreError>;
 
     /// The tip, if the store is not empty.
     fn tip(&self) -> Result<Option<Hash>, StoreError>;

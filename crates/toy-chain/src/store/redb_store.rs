@@ -14,8 +14,12 @@ const HEADERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("headers
 const CANONICAL: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("canonical");
 const UNDO: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("undo");
 const ACCOUNTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("accounts");
+const TXS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("txs");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const TIP: &str = "tip";
+/// Set once the transaction index covers the canonical chain (databases
+/// written before the index existed are indexed on open).
+const TX_INDEX_READY: &str = "tx_index_v1";
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
@@ -77,7 +81,9 @@ impl RedbStore {
             tx.open_table(CANONICAL).map_err(db_err)?;
             tx.open_table(UNDO).map_err(db_err)?;
             tx.open_table(ACCOUNTS).map_err(db_err)?;
+            tx.open_table(TXS).map_err(db_err)?;
             tx.open_table(META).map_err(db_err)?;
+            Self::build_tx_index(&tx)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(Self { db, durable: true })
@@ -91,6 +97,30 @@ impl RedbStore {
             tx.set_durability(redb::Durability::None);
         }
         Ok(tx)
+    }
+
+    /// Indexes the canonical chain's transactions if this database was
+    /// written before the index existed (once; a no-op afterwards).
+    fn build_tx_index(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).map_err(db_err)?;
+        if meta.get(TX_INDEX_READY).map_err(db_err)?.is_some() {
+            return Ok(());
+        }
+        let canonical = tx.open_table(CANONICAL).map_err(db_err)?;
+        let blocks = tx.open_table(BLOCKS).map_err(db_err)?;
+        let mut txs = tx.open_table(TXS).map_err(db_err)?;
+        for row in canonical.iter().map_err(db_err)? {
+            let (height, hash) = row.map_err(db_err)?;
+            let Some(bytes) = blocks.get(hash.value()).map_err(db_err)? else {
+                return Err(StoreError::Corrupt(format!("canonical block at {} missing", height.value())));
+            };
+            let block = Block::decode(bytes.value()).map_err(|e| corrupt("block", e))?;
+            for t in &block.txs {
+                txs.insert(&t.id().0[..], height.value()).map_err(db_err)?;
+            }
+        }
+        meta.insert(TX_INDEX_READY, &[1u8][..]).map_err(db_err)?;
+        Ok(())
     }
 
     fn write_accounts(tx: &redb::WriteTransaction, accounts: &[AccountWrite]) -> Result<(), StoreError> {
@@ -162,10 +192,21 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn connect(&mut self, hash: &Hash, height: u64, undo: &Undo, accounts: &[AccountWrite]) -> Result<(), StoreError> {
+    fn connect(
+        &mut self,
+        hash: &Hash,
+        height: u64,
+        undo: &Undo,
+        accounts: &[AccountWrite],
+        txs: &[Hash],
+    ) -> Result<(), StoreError> {
         let tx = self.begin()?;
         {
             tx.open_table(CANONICAL).map_err(db_err)?.insert(height, &hash.0[..]).map_err(db_err)?;
+            let mut index = tx.open_table(TXS).map_err(db_err)?;
+            for id in txs {
+                index.insert(&id.0[..], height).map_err(db_err)?;
+            }
             let undo = postcard::to_allocvec(undo).map_err(db_err)?;
             tx.open_table(UNDO).map_err(db_err)?.insert(&hash.0[..], &undo[..]).map_err(db_err)?;
             Self::write_accounts(&tx, accounts)?;
@@ -180,10 +221,15 @@ impl Store for RedbStore {
         height: u64,
         parent: &Hash,
         accounts: &[AccountWrite],
+        txs: &[Hash],
     ) -> Result<(), StoreError> {
         let tx = self.begin()?;
         {
             tx.open_table(CANONICAL).map_err(db_err)?.remove(height).map_err(db_err)?;
+            let mut index = tx.open_table(TXS).map_err(db_err)?;
+            for id in txs {
+                index.remove(&id.0[..]).map_err(db_err)?;
+            }
             tx.open_table(UNDO).map_err(db_err)?.remove(&hash.0[..]).map_err(db_err)?;
             Self::write_accounts(&tx, accounts)?;
             tx.open_table(META).map_err(db_err)?.insert(TIP, &parent.0[..]).map_err(db_err)?;
@@ -212,6 +258,12 @@ impl Store for RedbStore {
         }
     }
 
+    fn tx_height(&self, id: &Hash) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(TXS).map_err(db_err)?;
+        Ok(t.get(&id.0[..]).map_err(db_err)?.map(|v| v.value()))
+    }
+
     fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(ACCOUNTS).map_err(db_err)?;
@@ -223,5 +275,48 @@ impl Store for RedbStore {
             out.push((Address(addr), decode_account(v.value())?));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ChainParams;
+    use crate::types::{Signature, Transaction, TxKind};
+
+    /// A database written before the transaction index existed (its
+    /// blocks connected, no index, no marker) is indexed when opened.
+    #[test]
+    fn a_database_without_the_tx_index_is_indexed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.redb");
+        let tx = Transaction {
+            kind: TxKind::Transfer,
+            sender: Address([2; 33]),
+            recipient: Address([3; 33]),
+            amount: 5,
+            fee: 1,
+            nonce: 0,
+            signature: Signature::EMPTY,
+        };
+        let genesis = ChainParams::test().genesis();
+        let mut b1 = genesis.clone();
+        b1.header.height = 1;
+        b1.header.parent = genesis.hash();
+        b1.txs = vec![tx.clone()];
+        {
+            let mut s = RedbStore::open(&path).expect("open");
+            s.put_block(&genesis.hash(), &genesis).expect("put");
+            s.connect(&genesis.hash(), 0, &Undo::default(), &[], &[]).expect("connect");
+            s.put_block(&b1.hash(), &b1).expect("put");
+            // As the old code did: no transaction ids given.
+            s.connect(&b1.hash(), 1, &Undo::default(), &[], &[]).expect("connect");
+            assert_eq!(s.tx_height(&tx.id()).expect("index"), None);
+            let w = s.db.begin_write().expect("write");
+            w.open_table(META).expect("meta").remove(TX_INDEX_READY).expect("remove marker");
+            w.commit().expect("commit");
+        }
+        let s = RedbStore::open(&path).expect("reopen");
+        assert_eq!(s.tx_height(&tx.id()).expect("index"), Some(1));
     }
 }
