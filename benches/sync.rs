@@ -3,8 +3,11 @@
 //! for the same blocks, measured in the same run.
 //!
 //! * `sync/import` — the 2 000 blocks inserted straight into a fresh chain
-//!   (redb store in a temporary directory, empty signature cache): the
-//!   ceiling.
+//!   (redb store in a temporary directory, empty signature cache), one
+//!   durable commit per write, as a node importing gossiped blocks does.
+//! * `sync/import_batched` — the same with the sync's durability: relaxed
+//!   for each batch of 32 blocks, one durable commit at its end. The fair
+//!   ceiling for a sync.
 //! * `sync/tcp` — a fresh node (same store, empty cache) connects to a node
 //!   holding the chain and syncs it: `chain:status`, `chain:hashes`, batched
 //!   `chain:blocks` over the whole stack (TCP, messages, peers, gossip trait).
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use toy::chain::network::{ChainNode, lock};
+use toy::chain::sync::BATCH;
 use toy::chain::{
     Address, Block, Chain, ChainParams, K256Verifier, Keypair, MemoryStore, RedbStore, SigCache, Signature, Store,
     Transaction, TxKind, mine_simple, now_ms,
@@ -106,6 +110,26 @@ fn bench(c: &mut Criterion) {
                 let t = Instant::now();
                 for block in &blocks {
                     chain.insert(block.clone()).expect("insert");
+                }
+                total += t.elapsed();
+                assert_eq!(chain.tip(), want);
+            }
+            total
+        })
+    });
+    g.bench_function("import_batched", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
+                let t = Instant::now();
+                for batch in blocks.chunks(BATCH) {
+                    chain.set_durable(false).expect("relax");
+                    for block in batch {
+                        chain.insert(block.clone()).expect("insert");
+                    }
+                    chain.set_durable(true).expect("durable");
                 }
                 total += t.elapsed();
                 assert_eq!(chain.tip(), want);

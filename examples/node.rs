@@ -81,6 +81,9 @@ struct Args {
     no_http: bool,
 }
 
+/// Longest wait for the program's tasks on Ctrl-C.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many ports above `--listen`'s (and `--http`'s) a node tries.
 const PORT_TRIES: u16 = 100;
 
@@ -156,6 +159,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let node = ChainNode::install(chain.clone(), gossip.clone())?;
+    // The program's own tasks (mined-block forwarder, HTTP server), stopped
+    // and awaited on shutdown.
+    let tasks = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
 
     // The miner, fed from the chain; its blocks are imported and announced.
     let miner = if mining {
@@ -166,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
             MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
         let (miner, mut found) = Miner::start(config, Arc::new(source))?;
         let n = node.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(block) = found.recv().await {
                 if let Err(e) = n.submit_block(block).await {
                     tracing::warn!("mined block not imported: {e}");
@@ -179,7 +186,6 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // The HTTP API and the web wallet.
-    let http_cancel = tokio_util::sync::CancellationToken::new();
     if !args.no_http {
         let listener = toy::api::bind_free(&args.http).await.with_context(|| format!("--http {}", args.http))?;
         let http_addr = listener.local_addr()?;
@@ -192,8 +198,8 @@ async fn main() -> anyhow::Result<()> {
                 hash_rate: rate.map(|r| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
             },
         );
-        let cancel = http_cancel.clone();
-        tokio::spawn(async move {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
             if let Err(e) = toy::api::serve(listener, Arc::new(live), cancel).await {
                 tracing::error!("HTTP server stopped: {e}");
             }
@@ -217,12 +223,23 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("shutting down");
-    http_cancel.cancel();
+    cancel.cancel();
     node.shutdown();
     if let Some(m) = miner {
+        // Joins the mining threads; the forwarder ends with their channel.
         tokio::task::spawn_blocking(move || m.stop()).await?;
     }
     p2p.shutdown().await;
-    drop(chain);
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    // Whatever a sync batch left relaxed becomes durable before we exit.
+    let height = {
+        let mut c = lock(&chain);
+        c.set_durable(true)?;
+        c.tip().height
+    };
+    println!("stopped at height {height}; data in {}", data_dir.display());
     Ok(())
 }
