@@ -81,6 +81,9 @@ struct Args {
     no_http: bool,
 }
 
+/// The log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG: &str = "warn,toy_net=info,toy_msg=info,toy_p2p=info,toy_gossip=info,toy_chain=info,toy_miner=info";
+
 /// Longest wait for the program's tasks on Ctrl-C.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -106,8 +109,11 @@ async fn listen_free(msg: &impl Messenger, addr: &str) -> anyhow::Result<String>
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs to stderr; by default the layers' own events (sync progress,
+    // reorganisations, invalid blocks, bans) and warnings from everything.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     let args = Args::parse();
     let params = ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?;

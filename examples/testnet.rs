@@ -7,11 +7,13 @@
 //! ```
 //!
 //! Node `i` listens on `--base-port + i` (p2p) and `--http-port + i` (its web
-//! wallet), keeps its data in `<data-dir>/node-i` and bootstraps from node 0
-//! (and node 1). The node, oracle and adversary programs are the sibling
+//! wallet), or the next free ports (the addresses it prints are used and
+//! shown), keeps its data and logs in `<data-dir>/node-i` and bootstraps
+//! from node 0 (and node 1). The node, oracle and adversary programs are the sibling
 //! example binaries, so build the examples first. Ctrl-C stops everything
 //! (each node shuts down cleanly).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -105,6 +107,31 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
     Ok(std::fs::File::create(dir.join(format!("{name}.log")))?.into())
 }
 
+/// The addresses a node printed in its log (`toy node listening on …`,
+/// `web wallet and API on http://…/`): a node moves to the next free port
+/// when its own is taken, so these are the truth, not the flags.
+async fn started_addrs(log: &Path, child: &mut Child) -> anyhow::Result<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let p2p = text.lines().find_map(|l| l.strip_prefix("toy node listening on "));
+        let http = text
+            .lines()
+            .find_map(|l| l.strip_prefix("web wallet and API on http://"))
+            .and_then(|l| l.split('/').next());
+        if let (Some(p), Some(h)) = (p2p, http) {
+            return Ok((p.trim().to_owned(), h.trim().to_owned()));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("node exited ({status}); see {}", log.display());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("node did not start in time; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -117,43 +144,38 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let node_bin = sibling("node")?;
     let mut children = Children(Vec::new());
-    let p2p = |i: usize| format!("127.0.0.1:{}", args.base_port as usize + i);
-    let http = |i: usize| format!("127.0.0.1:{}", args.http_port as usize + i);
+    let mut p2p: Vec<String> = Vec::new();
+    let mut http: Vec<String> = Vec::new();
     for i in 0..args.nodes {
         let mut cmd = Command::new(&node_bin);
-        cmd.arg("--listen").arg(p2p(i)).arg("--http").arg(http(i));
+        cmd.arg("--listen").arg(format!("127.0.0.1:{}", args.base_port as usize + i));
+        cmd.arg("--http").arg(format!("127.0.0.1:{}", args.http_port as usize + i));
         cmd.arg("--data-dir").arg(args.data_dir.join(format!("node-{i}"))).arg("--preset").arg(&args.preset);
         if i < args.miners {
             cmd.args(["--threads", "1"]);
         } else {
             cmd.arg("--no-mine");
         }
-        for j in 0..i.min(2) {
-            cmd.arg("--peer").arg(p2p(j));
+        for peer in p2p.iter().take(2) {
+            cmd.arg("--peer").arg(peer);
         }
+        let log = args.data_dir.join(format!("node-{i}.log"));
         cmd.stdout(log_file(&args.data_dir, &format!("node-{i}"))?)
             .stderr(log_file(&args.data_dir, &format!("node-{i}.err"))?);
-        children.0.push((format!("node {i}"), cmd.spawn().context("starting a node")?));
+        let mut child = cmd.spawn().context("starting a node")?;
+        let started = started_addrs(&log, &mut child).await;
+        children.0.push((format!("node {i}"), child));
+        let (p, h) = started?;
+        println!("  node {i}: p2p {p}  web wallet http://{h}/{}", if i < args.miners { "  (mining)" } else { "" });
+        p2p.push(p);
+        http.push(h);
     }
     println!("{} nodes started; logs in {}", args.nodes, args.data_dir.display());
-    for i in 0..args.nodes {
-        println!("  node {i}: p2p {}  web wallet http://{}/", p2p(i), http(i));
-    }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    // Wait for the APIs before starting the oracle and the adversary.
-    for i in 0..args.nodes {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while client.get(format!("http://{}/api/status", http(i))).send().await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("node {i} did not start; see its log");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
     if args.oracle {
         let mut cmd = Command::new(sibling("oracle")?);
-        for i in 0..args.nodes {
-            cmd.arg("--node").arg(format!("http://{}", http(i)));
+        for h in &http {
+            cmd.arg("--node").arg(format!("http://{h}"));
         }
         cmd.stdout(log_file(&args.data_dir, "oracle")?).stderr(log_file(&args.data_dir, "oracle.err")?);
         children.0.push(("oracle".into(), cmd.spawn()?));
@@ -161,12 +183,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.adversary {
         let mut cmd = Command::new(sibling("adversary")?);
-        cmd.arg("--peer").arg(p2p(args.nodes - 1)).arg("--preset").arg(&args.preset);
+        cmd.arg("--peer").arg(&p2p[args.nodes - 1]).arg("--preset").arg(&args.preset);
         cmd.stdout(log_file(&args.data_dir, "adversary")?).stderr(log_file(&args.data_dir, "adversary.err")?);
         children.0.push(("adversary".into(), cmd.spawn()?));
         println!("  adversary: attacking node {} (log: adversary.log)", args.nodes - 1);
     }
 
+    let live = std::io::stdout().is_terminal();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -175,9 +198,14 @@ async fn main() -> anyhow::Result<()> {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
+        if live {
+            // Redraw in place on a terminal; append when logged to a file.
+            print!("\x1b[2J\x1b[H");
+            println!("toy testnet: {} nodes (Ctrl-C stops everything)", args.nodes);
+        }
         println!("\n{:<6} {:>7}  {:<18} {:>5} {:>7} {:>9}  sync", "node", "height", "tip", "peers", "mempool", "MH/s");
-        for i in 0..args.nodes {
-            let s = match client.get(format!("http://{}/api/status", http(i))).send().await {
+        for (i, h) in http.iter().enumerate() {
+            let s = match client.get(format!("http://{h}/api/status")).send().await {
                 Ok(r) => r.json::<Status>().await.ok(),
                 Err(_) => None,
             };

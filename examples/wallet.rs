@@ -53,6 +53,9 @@ enum Cmd {
         /// Wait until the transaction is in a block.
         #[arg(long)]
         wait: bool,
+        /// Longest wait with --wait, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_timeout: u64,
     },
 }
 
@@ -90,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             println!("balance {}", account.balance);
             println!("nonce   {} (next {})", account.nonce, account.next_nonce);
         }
-        Cmd::Send { to, amount, fee, wait } => {
+        Cmd::Send { to, amount, fee, wait, wait_timeout } => {
             let recipient = to.trim().parse().context("--to must be a 66-hex-digit address")?;
             let mut tx = Transaction {
                 kind: TxKind::Transfer,
@@ -109,12 +112,21 @@ async fn main() -> anyhow::Result<()> {
             let id = tx.id();
             println!("sent {id} (nonce {})", tx.nonce);
             if wait {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_timeout);
                 loop {
                     let r = http.get(format!("{node}/api/txs/{id}")).send().await?;
-                    let v: serde_json::Value = r.json().await?;
-                    if v["status"] == "confirmed" {
-                        println!("confirmed in block {} ({} confirmations)", v["block_height"], v["confirmations"]);
-                        break;
+                    if r.status().is_success() {
+                        let v: serde_json::Value = r.json().await?;
+                        if v["status"] == "confirmed" {
+                            println!("confirmed in block {} ({} confirmations)", v["block_height"], v["confirmations"]);
+                            break;
+                        }
+                    } else if r.status() == reqwest::StatusCode::NOT_FOUND {
+                        // Dropped from the node's pool (replaced or expired).
+                        bail!("{id} is no longer known to the node: {}", error_text(r).await);
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("{id} not confirmed within {wait_timeout} s");
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -231,6 +231,53 @@ async fn a_partition_heals_to_the_most_work_chain() {
     assert!(confirmed.iter().all(|(_, ids)| !ids.is_empty()), "both groups confirmed transfers: {confirmed:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_wallet_creates_a_key_shows_and_sends() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Api::default();
+    let node = Node::start("node", &dir.path().join("n"), &NodeOpts { mine: true, ..Default::default() }).await;
+    let key = dir.path().join("me.key");
+    let key_arg = key.to_str().expect("utf-8 path");
+    let wallet = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(example("wallet"));
+        cmd.args(["--node", &node.http, "--key", key_arg]).args(args);
+        Proc::spawn("wallet", cmd)
+    };
+    let mut new = wallet(&["new"]);
+    assert!(new.wait_exit(DEADLINE).await, "wallet new:\n{}", new.output().join("\n"));
+    let me = new.wait_line("address ").await;
+    assert_eq!(me.len(), 66, "{me}");
+    assert!(new.output().iter().any(|l| l.starts_with("created key")));
+
+    // The node wallet (which mines) funds the new key.
+    wait_for("the node wallet earns", || async {
+        api.get(&node.http, "/api/wallet").await.is_some_and(|(_, w)| w["balance"].as_u64().unwrap_or(0) > 1_000)
+    })
+    .await;
+    let (status, sent) = api.post(&node.http, "/api/wallet/send", json!({"to": me, "amount": 500, "fee": 1})).await.expect("send");
+    assert_eq!(status, 200, "{sent:?}");
+    wait_for("the funds arrive", || async {
+        api.get(&node.http, &format!("/api/accounts/{me}")).await.is_some_and(|(_, a)| a["balance"] == 500)
+    })
+    .await;
+    let mut show = wallet(&["show"]);
+    assert!(show.wait_exit(DEADLINE).await, "wallet show:\n{}", show.output().join("\n"));
+    assert_eq!(show.wait_line("balance ").await, "500");
+
+    // A signed send, waited for until it is in a block.
+    let bob = "02".to_owned() + &"5b".repeat(32);
+    let mut send = wallet(&["send", "--to", &bob, "--amount", "120", "--fee", "2", "--wait"]);
+    assert!(send.wait_exit(DEADLINE).await, "wallet send:\n{}", send.output().join("\n"));
+    assert!(send.wait_line("confirmed in block ").await.contains("confirmations"));
+    let (_, acc) = api.get(&node.http, &format!("/api/accounts/{me}")).await.expect("account");
+    assert_eq!((acc["balance"].as_u64(), acc["nonce"].as_u64()), (Some(378), Some(1)));
+    // Overspending is refused with the node's reason, and a non-zero exit.
+    let mut broke = wallet(&["send", "--to", &bob, "--amount", "10000"]);
+    assert!(!broke.wait_exit(DEADLINE).await, "overspend accepted:\n{}", broke.output().join("\n"));
+    assert!(broke.output().join("\n").contains("insufficient"), "{}", broke.output().join("\n"));
+}
+
 /// Three "hosts": network namespaces on a bridge, each with its own IP.
 struct Netns {
     names: Vec<String>,

@@ -482,7 +482,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             p.rounds += 1;
         }
         if done > 0 {
-            tracing::info!(imported = done, height = after.height, "sync finished");
+            let secs = log.elapsed().as_secs_f64();
+            tracing::info!(
+                "sync finished: {done} blocks in {secs:.1} s ({:.0} blocks/s), height {}",
+                done as f64 / secs.max(1e-3),
+                after.height
+            );
         }
         report.imported = done;
         report.height = after.height;

@@ -189,6 +189,11 @@ impl ProgressLog {
         Self { started: Instant::now(), last: Instant::now() }
     }
 
+    /// Time since the sync started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Updates `p` with `done` of `total` and logs when due.
     pub(crate) fn update(&mut self, p: &mut SyncProgress, done: u64, total: u64) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
