@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     // Logs to stderr; by default the layers' own events (sync progress,
     // reorganisations, invalid blocks, bans) and warnings from everything.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();

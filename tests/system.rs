@@ -255,7 +255,8 @@ async fn the_terminal_wallet_creates_a_key_shows_and_sends() {
         api.get(&node.http, "/api/wallet").await.is_some_and(|(_, w)| w["balance"].as_u64().unwrap_or(0) > 1_000)
     })
     .await;
-    let (status, sent) = api.post(&node.http, "/api/wallet/send", json!({"to": me, "amount": 500, "fee": 1})).await.expect("send");
+    let (status, sent) =
+        api.post(&node.http, "/api/wallet/send", json!({"to": me, "amount": 500, "fee": 1})).await.expect("send");
     assert_eq!(status, 200, "{sent:?}");
     wait_for("the funds arrive", || async {
         api.get(&node.http, &format!("/api/accounts/{me}")).await.is_some_and(|(_, a)| a["balance"] == 500)

@@ -967,7 +967,7 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
     }
 
     fn report(&self, peer: &PeerId, what: Misbehaviour) {
-        let conn = {
+        let (conn, newly) = {
             let mut st = self.state();
             let Some(info) = st.peers.get_mut(peer) else {
                 // Already gone: still ban when the offence alone deserves it.
@@ -983,16 +983,21 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
                 return;
             }
             let conn = info.conn;
-            let until = Instant::now() + self.inner.config.ban_period;
-            st.bans.insert(peer.0.clone(), until);
+            let now = Instant::now();
+            let until = now + self.inner.config.ban_period;
+            // Reports keep coming until the disconnect is processed (a flood
+            // is judged message by message): only the first one bans.
+            let newly = st.bans.insert(peer.0.clone(), until).is_none_or(|old| old <= now);
             if st.bans.len() > MAX_BANS
                 && let Some(first) = st.bans.iter().min_by_key(|(_, u)| **u).map(|(a, _)| a.clone())
             {
                 st.bans.remove(&first);
             }
-            conn
+            (conn, newly)
         };
-        tracing::info!(%peer, "peer banned for misbehaviour");
+        if newly {
+            tracing::info!(%peer, "peer banned for misbehaviour");
+        }
         self.inner.msg.close(conn);
     }
 
