@@ -84,7 +84,7 @@ use serde::{Deserialize, Serialize};
 use toy_chain::network::ResolveReport;
 use toy_chain::{Address, Block, Hash, Signature, Transaction, TxKind};
 
-pub use live::{LiveConfig, LiveNode};
+pub use live::{LiveConfig, LiveNode, MINE_MAX_NONCES};
 pub use metrics::MetricsSnapshot;
 
 /// Most blocks in one page of `/api/blocks`.
@@ -114,6 +114,10 @@ pub enum ApiError {
     /// 503: the node cannot serve this now.
     #[error("{0}")]
     Unavailable(String),
+    /// 429: the same kind of work is already running (a block being mined
+    /// on demand); try again later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ApiError {
@@ -125,6 +129,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

@@ -12,6 +12,12 @@ use crate::{
     SendRequest, StatusView, TreeNode, TxJson, TxStatus, summarise,
 };
 
+/// Most nonces `/api/mine` tries before giving up: 2^29, about 25 s on one
+/// core at the midstate miner's ~20 M hashes/s, so a request cannot grind
+/// for ever when the difficulty has risen (a dev chain retargets to its
+/// miners' hash rate).
+pub const MINE_MAX_NONCES: u64 = 1 << 29;
+
 /// Most peers asked for their peers by `/api/network`.
 const MAX_NETWORK_FANOUT: usize = 32;
 
@@ -31,12 +37,14 @@ pub struct LiveNode<S: Store, G: GossipNetwork + ?Sized> {
     config: LiveConfig,
     /// Serialises sends from the node wallet so that nonces do not collide.
     send_lock: tokio::sync::Mutex<()>,
+    /// One on-demand block at a time (each grinds a core).
+    mine_lock: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store, G: GossipNetwork + ?Sized> LiveNode<S, G> {
     /// The API over `node`.
     pub fn new(node: ChainNode<S, G>, config: LiveConfig) -> Self {
-        Self { node, config, send_lock: tokio::sync::Mutex::new(()) }
+        Self { node, config, send_lock: tokio::sync::Mutex::new(()), mine_lock: tokio::sync::Mutex::new(()) }
     }
 
     /// Runs `f` on the chain off the async runtime (store reads block).
@@ -196,12 +204,21 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
         if !self.config.can_mine {
             return Err(ApiError::Forbidden("mining on demand is only for the dev and test presets".into()));
         }
+        let Ok(_one_at_a_time) = self.mine_lock.try_lock() else {
+            return Err(ApiError::Busy("a block is already being mined on demand; try again when it is done".into()));
+        };
         let miner = self.config.wallet.address();
-        let template = lock(self.node.chain()).template(miner, now_ms());
-        let block = tokio::task::spawn_blocking(move || toy_chain::mine_simple(template))
-            .await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?
-            .ok_or_else(|| ApiError::Unavailable("no nonce found; try again".into()))?;
+        let mut block = lock(self.node.chain()).template(miner, now_ms());
+        let block = tokio::task::spawn_blocking(move || {
+            let nonce = toy_miner::pow::Midstate::new(&block.header).grind(0, MINE_MAX_NONCES)?;
+            block.header.nonce = nonce;
+            Some(block)
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()))?
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!("no block found in {MINE_MAX_NONCES} hashes at this difficulty; try again"))
+        })?;
         let outcome = self.node.submit_block(block.clone()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         match outcome {
             toy_chain::InsertOutcome::Connected { .. }

@@ -2,8 +2,25 @@
 
 use serde_json::{Value, json};
 
-fn param(name: &str, place: &str, desc: &str, required: bool) -> Value {
-    json!({ "name": name, "in": place, "required": required, "description": desc, "schema": { "type": if name == "from" || name == "limit" || name == "depth" { "integer" } else { "string" } } })
+fn param(name: &str, place: &str, desc: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": place, "required": place == "path", "description": desc, "schema": schema })
+}
+
+/// A 64-hex-digit hash (block hash, transaction id).
+const HASH_PATTERN: &str = "^[0-9a-fA-F]{64}$";
+/// A 66-hex-digit address (a compressed public key).
+const ADDRESS_PATTERN: &str = "^[0-9a-fA-F]{66}$";
+
+fn int_range(min: u64, max: u64) -> Value {
+    json!({ "type": "integer", "minimum": min, "maximum": max })
+}
+
+fn u64_schema(desc: &str) -> Value {
+    json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX, "description": desc })
+}
+
+fn pattern(p: &str, desc: &str) -> Value {
+    json!({ "type": "string", "pattern": p, "description": desc })
 }
 
 fn op(summary: &str, params: Vec<Value>, body: Option<&str>, ok: &str) -> Value {
@@ -24,6 +41,11 @@ fn op(summary: &str, params: Vec<Value>, body: Option<&str>, ok: &str) -> Value 
 fn obj(props: &[(&str, &str, &str)]) -> Value {
     let mut p = serde_json::Map::new();
     for (name, ty, desc) in props {
+        // "integer|null": a value that may be absent (JSON null).
+        let ty: Value = match ty.split_once('|') {
+            Some((a, b)) => json!([a, b]),
+            None => json!(ty),
+        };
         p.insert((*name).into(), json!({ "type": ty, "description": desc }));
     }
     json!({ "type": "object", "properties": p })
@@ -31,7 +53,15 @@ fn obj(props: &[(&str, &str, &str)]) -> Value {
 
 /// The document.
 pub(crate) fn document() -> Value {
-    let id = || param("id", "path", "block height or 64-hex-digit hash", true);
+    let id = || {
+        param(
+            "id",
+            "path",
+            "block height or 64-hex-digit hash",
+            json!({ "type": "string", "pattern": "^([0-9]{1,19}|[0-9a-fA-F]{64})$" }),
+        )
+    };
+    let max_page = crate::MAX_PAGE as u64;
     json!({
         "openapi": "3.1.0",
         "info": { "title": "toy node API", "version": env!("CARGO_PKG_VERSION"),
@@ -39,24 +69,24 @@ pub(crate) fn document() -> Value {
         "paths": {
             "/api/status": { "get": op("Node status: height, tip, work, peers, mempool, hash rate, sync", vec![], None, "Status") },
             "/api/blocks": { "get": op("Canonical blocks, newest first", vec![
-                param("from", "query", "highest height to list (default: the tip)", false),
-                param("limit", "query", "1 to 100 (default 20)", false)], None, "BlockSummaryList") },
+                param("from", "query", "highest height to list (default: the tip)", u64_schema("")),
+                param("limit", "query", "1 to 100 (default 20)", int_range(1, max_page))], None, "BlockSummaryList") },
             "/api/blocks/{id}": { "get": op("One block with its transactions", vec![id()], None, "Block") },
             "/api/blocks/{id}/txs": { "get": op("A block's transactions", vec![id()], None, "TxList") },
             "/api/txs": { "post": op("Submit a signed transaction", vec![], Some("Tx"), "Submitted") },
-            "/api/txs/{id}": { "get": op("A transaction: pending or confirmed", vec![param("id", "path", "transaction id (64 hex digits)", true)], None, "TxStatus") },
-            "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", "66-hex-digit address", true)], None, "Account") },
+            "/api/txs/{id}": { "get": op("A transaction: pending or confirmed", vec![param("id", "path", "transaction id (64 hex digits)", pattern(HASH_PATTERN, ""))], None, "TxStatus") },
+            "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", "66-hex-digit address", pattern(ADDRESS_PATTERN, ""))], None, "Account") },
             "/api/wallet": { "get": op("The node wallet", vec![], None, "Account") },
             "/api/wallet/send": { "post": op("Send from the node wallet, signed or not (unsigned comes back rejected)", vec![], Some("Send"), "Submitted") },
-            "/api/mine": { "post": op("Mine one block now (dev and test presets)", vec![], None, "BlockSummary") },
+            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 503 if none is found within 2^29 hashes)", vec![], None, "BlockSummary") },
             "/api/peers": {
                 "get": op("The peers", vec![], None, "PeerList"),
                 "post": op("Register (connect to) a peer", vec![], Some("RegisterPeer"), "Registered")
             },
             "/api/resolve": { "post": op("Ask every peer for its tip and sync to the best", vec![], None, "Resolve") },
             "/api/network": { "get": op("This node, its peers and their peers (p2p:get_peers)", vec![], None, "Network") },
-            "/api/mempool": { "get": op("Pending transactions, highest fee first", vec![param("limit", "query", "1 to 100 (default 100)", false)], None, "TxList") },
-            "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", false)], None, "Tree") }
+            "/api/mempool": { "get": op("Pending transactions, highest fee first", vec![param("limit", "query", "1 to 100 (default 100)", int_range(1, max_page))], None, "TxList") },
+            "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", int_range(1, crate::MAX_TREE_DEPTH))], None, "Tree") }
         },
         "components": { "schemas": {
             "Error": obj(&[("error", "string", "what is wrong")]),
@@ -69,18 +99,39 @@ pub(crate) fn document() -> Value {
                 ("target", "string", ""), ("canonical", "boolean", "on the best chain"), ("confirmations", "integer", "")]),
             "BlockSummaryList": { "type": "array", "items": { "$ref": "#/components/schemas/BlockSummary" } },
             "Block": { "allOf": [ { "$ref": "#/components/schemas/BlockSummary" }, obj(&[("txs", "array", "the transactions")]) ] },
-            "Tx": obj(&[("kind", "string", "transfer or mint"), ("sender", "string", "address"), ("recipient", "string", "address"),
-                ("amount", "integer", ""), ("fee", "integer", ""), ("nonce", "integer", "the sender's next nonce"), ("signature", "string", "128 hex digits")]),
+            "Tx": {
+                "type": "object",
+                "required": ["kind", "sender", "recipient", "amount", "fee", "nonce", "signature"],
+                "properties": {
+                    "id": pattern(HASH_PATTERN, "transaction id (ignored on submit: it is computed)"),
+                    "kind": { "type": "string", "enum": ["transfer", "mint"] },
+                    "sender": pattern(ADDRESS_PATTERN, "address"),
+                    "recipient": pattern(ADDRESS_PATTERN, "address"),
+                    "amount": u64_schema(""),
+                    "fee": u64_schema(""),
+                    "nonce": u64_schema("the sender's next nonce"),
+                    "signature": pattern("^[0-9a-fA-F]{128}$", "128 hex digits")
+                }
+            },
             "TxList": { "type": "array", "items": { "$ref": "#/components/schemas/Tx" } },
-            "TxStatus": obj(&[("tx", "object", "the transaction"), ("status", "string", "pending or confirmed"), ("block_height", "integer", ""),
-                ("block_hash", "string", ""), ("confirmations", "integer", "")]),
+            "TxStatus": obj(&[("tx", "object", "the transaction"), ("status", "string", "pending or confirmed"), ("block_height", "integer|null", "null while pending"),
+                ("block_hash", "string|null", "null while pending"), ("confirmations", "integer", "")]),
             "Submitted": obj(&[("id", "string", "transaction id")]),
             "Account": obj(&[("address", "string", ""), ("balance", "integer", ""), ("nonce", "integer", ""), ("next_nonce", "integer", "counting pending ones")]),
-            "Send": obj(&[("to", "string", "recipient address"), ("amount", "integer", "above 0"), ("fee", "integer", "default 0"), ("sign", "boolean", "default true")]),
+            "Send": {
+                "type": "object",
+                "required": ["to", "amount"],
+                "properties": {
+                    "to": pattern(ADDRESS_PATTERN, "recipient address"),
+                    "amount": { "type": "integer", "minimum": 1, "maximum": u64::MAX, "description": "above 0" },
+                    "fee": u64_schema("default 0"),
+                    "sign": { "type": "boolean", "description": "default true" }
+                }
+            },
             "PeerList": { "type": "array", "items": { "type": "string" } },
-            "RegisterPeer": obj(&[("addr", "string", "host:port")]),
+            "RegisterPeer": { "type": "object", "required": ["addr"], "properties": { "addr": { "type": "string", "description": "host:port" } } },
             "Registered": obj(&[("peer", "string", "the peer's id")]),
-            "Resolve": obj(&[("peers_asked", "integer", ""), ("best_peer", "string", ""), ("imported", "integer", "blocks"), ("height", "integer", ""), ("tip_changed", "boolean", "")]),
+            "Resolve": obj(&[("peers_asked", "integer", ""), ("best_peer", "string|null", "none when no peer had more work"), ("imported", "integer", "blocks"), ("height", "integer", ""), ("tip_changed", "boolean", "")]),
             "Network": obj(&[("nodes", "array", "addr, peers, reachable")]),
             "Tree": { "type": "array", "items": obj(&[("hash", "string", ""), ("parent", "string", ""), ("height", "integer", ""), ("canonical", "boolean", ""), ("miner", "string", ""), ("time_ms", "integer", "")]) }
         } }
