@@ -20,8 +20,10 @@ fn schemathesis() -> Option<std::path::PathBuf> {
 }
 
 /// Runs schemathesis on one set of operations; its output on failure.
-async fn run(bin: &std::path::Path, url: &str, args: &[&str]) -> Result<(), String> {
+async fn run(bin: &std::path::Path, dir: &std::path::Path, url: &str, args: &[&str]) -> Result<(), String> {
     let mut cmd = Command::new(bin);
+    // Its cache of failures goes to the test's own directory.
+    cmd.current_dir(dir);
     cmd.args(["run", url, "--checks", "all", "--max-examples", "40", "--seed", "7", "--request-timeout", "20"])
         .args(args)
         .env("NO_COLOR", "1");
@@ -43,11 +45,11 @@ async fn generated_requests_get_documented_answers_and_never_a_5xx() {
     // difficulty, quickly.
     let node = Node::start("node", &dir.path().join("n"), &NodeOpts::default()).await;
     let url = format!("{}/openapi.json", node.http);
-    if let Err(out) = run(&bin, &url, &["--include-method", "GET"]).await {
+    if let Err(out) = run(&bin, dir.path(), &url, &["--include-method", "GET"]).await {
         panic!("read-only operations:\n{out}");
     }
     if let Err(out) =
-        run(&bin, &url, &["--include-method", "POST", "--exclude-checks", "positive_data_acceptance"]).await
+        run(&bin, dir.path(), &url, &["--include-method", "POST", "--exclude-checks", "positive_data_acceptance"]).await
     {
         panic!("write operations:\n{out}");
     }
