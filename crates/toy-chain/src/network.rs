@@ -709,7 +709,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     /// Fetches `missing` and its ancestors through `search:block` until the
-    /// branch connects; one fetch at a time, at most [`MAX_FETCH_DEPTH`].
+    /// branch connects; one fetch at a time, at most [`MAX_FETCH_DEPTH`]
+    /// blocks, ended by [`ChainNode::shutdown`].
     fn fetch_ancestors(&self, missing: Hash) {
         if self.fetching.swap(true, Ordering::AcqRel) {
             return;
@@ -721,7 +722,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             let started = std::time::Instant::now();
             while let Some(hash) = want.take() {
                 depth += 1;
-                if depth > MAX_FETCH_DEPTH || lock(&this.chain).contains(&hash) {
+                // Stopped by shutdown between searches (each waits at most
+                // SEARCH_TIMEOUT).
+                if this.sync.cancel.is_cancelled() || depth > MAX_FETCH_DEPTH || lock(&this.chain).contains(&hash) {
                     break;
                 }
                 let mut found: Option<Block> = None;
