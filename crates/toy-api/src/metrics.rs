@@ -23,10 +23,10 @@ pub struct MetricsSnapshot {
 /// Label name and help text of each counter family.
 const FAMILIES: &[(&str, &str, &str)] = &[
     ("messages", "kind", "Chain messages received, by kind."),
-    ("blocks_accepted", "outcome", "Blocks accepted from gossip (by outcome) and sync."),
+    ("blocks_accepted", "outcome", "Blocks accepted: from gossip (by outcome), sync, and mined here."),
     ("blocks_rejected", "reason", "Blocks from the network rejected, by reason."),
     ("txs_accepted", "source", "Transactions accepted, from gossip or local (API)."),
-    ("txs_rejected", "reason", "Transactions from the network refused, by reason."),
+    ("txs_rejected", "reason", "Transactions refused (from the network or the API), by reason."),
 ];
 
 impl MetricsSnapshot {

@@ -184,6 +184,10 @@ async fn status_wallet_mine_blocks_and_txs() {
     let text = s.text().await.expect("text");
     assert!(text.contains("toy_height 1\n"), "{text}");
     assert!(text.contains("toy_hash_rate 1234\n"));
+    // Counted: the block mined here, the local transfers, the duplicate refused.
+    assert!(text.contains("toy_blocks_accepted_total{outcome=\"Mined\"} 1\n"), "{text}");
+    assert!(text.contains("toy_txs_accepted_total{source=\"local\"} 2\n"), "{text}");
+    assert!(text.contains("toy_txs_rejected_total{reason=\"AlreadyKnown\"} 1\n"), "{text}");
     assert_eq!(lock(f.node.chain()).tip().height, 1);
 }
 

@@ -111,9 +111,11 @@ impl NodeStats {
         }
     }
 
-    /// Every counter: `(family, label, count)`. Families:
-    /// `messages` (by kind), `blocks_accepted`, `blocks_rejected` and
-    /// `txs_rejected` (by reason), `txs_accepted`.
+    /// Every counter: `(family, label, count)`. Families: `messages` (by
+    /// kind), `blocks_accepted` (by outcome: gossip's `Connected`,
+    /// `Reorganised`, `SideBranch`; `Sync`; `Mined` here), `blocks_rejected`
+    /// and `txs_rejected` (by reason; transactions from gossip and the local
+    /// API alike), `txs_accepted` (by source: `gossip`, `local`).
     pub fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
         lock_plain(&self.counts).iter().map(|((f, l), n)| (*f, l.clone(), *n)).collect()
     }
@@ -403,6 +405,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let encoded = Bytes::from(block.encode());
         let outcome = self.insert(block).await?;
         if matches!(outcome, InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) {
+            self.stats.bump("blocks_accepted", "Mined");
             self.gossip.broadcast(NEW_BLOCK, encoded)?;
         }
         Ok(outcome)
@@ -415,9 +418,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     pub async fn submit_tx(&self, tx: Transaction) -> Result<Hash, NetworkError> {
         let encoded = Bytes::from(tx.encode());
         let c = self.chain.clone();
-        let id = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms()))
+        let added = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms()))
             .await
-            .map_err(|_| NetworkError::Cancelled)??;
+            .map_err(|_| NetworkError::Cancelled)?;
+        let id = added.inspect_err(|e| self.stats.bump("txs_rejected", &variant_name(e)))?;
         self.stats.bump("txs_accepted", "local");
         self.gossip.broadcast(NEW_TX, encoded)?;
         Ok(id)
