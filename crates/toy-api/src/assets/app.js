@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const short = (h) => (h ? h.slice(0, 10) + "…" : "");
 const el = (tag, attrs = {}, text = "") => {
-  const e = document.createElementNS(tag === "svg" || ["circle", "line", "rect", "text", "g", "title"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
+  const e = document.createElementNS(tag === "svg" || ["circle", "line", "polyline", "rect", "text", "g", "title"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   if (text) e.textContent = text;
   return e;
@@ -26,6 +26,8 @@ let blocksFrom = null;  // height of the newest card shown; null follows the tip
 let tipHeight = 0;
 let shownTop = 0;       // height of the newest card on the page
 let blocksSeq = 0;      // only the latest blocks request may draw
+const RATE_SAMPLES = 60; // hash-rate samples kept for the chart (3 min at one per 3 s)
+const rates = [];
 let tracked = null;  // id of the last sent transaction
 
 async function refreshStatus() {
@@ -41,7 +43,10 @@ async function refreshStatus() {
       $("sync-bar").value = sy.done;
       $("sync-text").textContent = `syncing ${sy.done}/${sy.total} blocks, ${sy.blocks_per_s.toFixed(0)} blocks/s, ~${sy.eta_s.toFixed(0)} s left`;
     }
-    $("rate").textContent = `· hash rate ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
+    $("rate").textContent = s.hash_rate > 0 ? `· ${(s.hash_rate / 1e6).toFixed(2)} MH/s now` : "· not mining";
+    rates.push(s.hash_rate);
+    if (rates.length > RATE_SAMPLES) rates.shift();
+    drawRates();
   } catch (e) {
     $("status").textContent = "node unreachable: " + e.message;
   }
@@ -202,6 +207,18 @@ function drawTree(blocks) {
     parts.push(g);
   }
   svg.replaceChildren(...parts);
+}
+
+function drawRates() {
+  const svg = $("rate-chart");
+  if (rates.length < 2) return svg.replaceChildren();
+  const max = Math.max(1, ...rates);
+  const step = 300 / (RATE_SAMPLES - 1);
+  const x0 = 300 - (rates.length - 1) * step;
+  const pts = rates.map((r, i) => `${(x0 + i * step).toFixed(1)},${(78 - (r / max) * 70).toFixed(1)}`).join(" ");
+  const line = el("polyline", { points: pts, fill: "none", stroke: "#10b981", "stroke-width": 2 });
+  line.append(el("title", {}, `peak ${(max / 1e6).toFixed(2)} MH/s over the last ${rates.length} samples`));
+  svg.replaceChildren(line);
 }
 
 function drawIntervals(blocks) {
