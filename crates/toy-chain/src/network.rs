@@ -12,10 +12,12 @@
 //! Sync: when a peer connects, when a block arrives whose parent is unknown,
 //! every 30 s, and on [`ChainNode::resolve`], a sync round asks each peer for
 //! its tip and work and downloads what we miss from the peers with more
-//! work, in batches, several at once. When no peer can be asked directly
-//! (over a relay) or none has the missing parent, it is fetched through
-//! `search:block`, walking back one block at a time until the branch
-//! connects.
+//! work, in batches, several at once. A missing parent that the round did
+//! not bring (the announcer's branch has no more work than ours, say) is
+//! asked of the peer that announced the block, by a direct `chain:blocks`
+//! request, walking back one block at a time until the branch connects; when
+//! that peer does not have it (or over a relay, where no peer can be asked
+//! directly) the walk goes on through `search:block`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,6 +48,9 @@ pub const SEARCH_BLOCK: &str = "block";
 pub const MAX_FETCH_DEPTH: usize = 10_000;
 /// How long one `search:block` waits for an answer.
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a direct request for one missing block waits for the peer that
+/// announced it (short: over a relay nobody answers, and search follows).
+pub const DIRECT_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// A sync round is also started this often, without a reason.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Most sync rounds in a row before pausing for new reasons (each round
@@ -159,9 +164,10 @@ struct SyncShared {
     /// Wakes the sync task (collapses repeated wake-ups into one).
     wake: tokio::sync::Notify,
     progress: Mutex<SyncProgress>,
-    /// The latest missing parent to search for if a sync does not bring it
-    /// (one slot: a newer orphan replaces it).
-    missing: Mutex<Option<Hash>>,
+    /// The latest missing parent to fetch if a sync does not bring it, and
+    /// the peer that announced its child (one slot: a newer orphan replaces
+    /// it).
+    missing: Mutex<Option<(Hash, Option<PeerId>)>>,
     cancel: CancellationToken,
 }
 
@@ -351,12 +357,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             Ok(InsertOutcome::SideBranch { .. }) => Verdict::Ignore,
             Ok(InsertOutcome::Orphan { missing_parent }) => {
                 if from.is_some() && !self.gossip.peers().is_empty() {
-                    // The announcer (and anyone else ahead) is asked directly;
-                    // the sync task falls back to search if that fails.
-                    *lock_plain(&self.sync.missing) = Some(missing_parent);
+                    // A sync round first (the announcer is asked with everyone
+                    // else ahead of us); then the announcer alone, then search.
+                    *lock_plain(&self.sync.missing) = Some((missing_parent, from));
                     self.sync.wake.notify_one();
                 } else {
-                    self.fetch_ancestors(missing_parent);
+                    self.fetch_ancestors(missing_parent, None);
                 }
                 Verdict::Ignore
             }
@@ -704,52 +710,64 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 tracing::warn!("sync failed: {e}");
             }
             let missing = lock_plain(&self.sync.missing).take();
-            if let Some(hash) = missing
+            if let Some((hash, announcer)) = missing
                 && !lock(&self.chain).contains(&hash)
             {
-                self.fetch_ancestors(hash);
+                self.fetch_ancestors(hash, announcer);
             }
         }
     }
 
-    /// Fetches `missing` and its ancestors through `search:block` until the
-    /// branch connects; one fetch at a time, at most [`MAX_FETCH_DEPTH`]
-    /// blocks, ended by [`ChainNode::shutdown`].
-    fn fetch_ancestors(&self, missing: Hash) {
+    /// Fetches `missing` and its ancestors until the branch connects: from
+    /// `announcer` by direct request while it has them, then through
+    /// `search:block`. One fetch at a time, at most [`MAX_FETCH_DEPTH`]
+    /// blocks, ended by [`ChainNode::shutdown`]. An announcer that sends a
+    /// block we did not ask for, or an invalid one, is reported.
+    fn fetch_ancestors(&self, missing: Hash, announcer: Option<PeerId>) {
         if self.fetching.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
+            let mut direct = announcer;
             let mut want = Some(missing);
             let mut depth = 0usize;
             let started = std::time::Instant::now();
             while let Some(hash) = want.take() {
                 depth += 1;
-                // Stopped by shutdown between searches (each waits at most
+                // Stopped by shutdown between requests (each waits at most
                 // SEARCH_TIMEOUT).
                 if this.sync.cancel.is_cancelled() || depth > MAX_FETCH_DEPTH || lock(&this.chain).contains(&hash) {
                     break;
                 }
-                let mut found: Option<Block> = None;
-                let _ =
-                    this.gossip
-                        .search(SEARCH_BLOCK, Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| {
-                            match answer.and_then(|a| Block::decode(&a).ok()).filter(|b| b.hash() == hash) {
-                                Some(b) => {
-                                    found = Some(b);
-                                    Flow::Done
-                                }
-                                None => Flow::Continue,
-                            }
-                        })
-                        .await;
-                let Some(block) = found else {
+                let mut found: Option<(Block, Option<PeerId>)> = None;
+                if let Some(peer) = direct.clone() {
+                    match this.fetch_direct(&peer, hash).await {
+                        Ok(Some(block)) => found = Some((block, Some(peer))),
+                        Ok(None) => direct = None,
+                        Err(e) => {
+                            tracing::info!("{e}");
+                            direct = None;
+                        }
+                    }
+                }
+                if found.is_none() {
+                    found = this.search_block(hash).await.map(|b| (b, None));
+                }
+                let Some((block, source)) = found else {
                     tracing::debug!(%hash, "no peer answered for a missing block");
                     break;
                 };
-                if let Ok(InsertOutcome::Orphan { missing_parent }) = this.insert(block).await {
-                    want = Some(missing_parent);
+                match this.insert(block).await {
+                    Ok(InsertOutcome::Orphan { missing_parent }) => want = Some(missing_parent),
+                    Ok(InsertOutcome::Invalid { reason }) => {
+                        // Only a direct answer has a known sender to blame.
+                        if let Some(peer) = source {
+                            this.gossip.report(&peer, Misbehaviour::InvalidBlock);
+                        }
+                        tracing::info!(%reason, "an ancestor fetched for an orphan is invalid");
+                    }
+                    _ => {}
                 }
                 if depth.is_multiple_of(100) {
                     let rate = depth as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -758,6 +776,53 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
             this.fetching.store(false, Ordering::Release);
         });
+    }
+
+    /// Asks `peer` for the block `hash` (`chain:blocks` with one hash).
+    /// `Ok(None)` when it does not have it or does not answer in time.
+    ///
+    /// # Errors
+    /// An answer that is malformed or is another block (the peer is
+    /// reported).
+    async fn fetch_direct(&self, peer: &PeerId, hash: Hash) -> Result<Option<Block>, NetworkError> {
+        let request = self.gossip.request(peer, sync::BLOCKS, sync::encode_hashes(&[hash]));
+        let Ok(Ok(answer)) = tokio::time::timeout(DIRECT_FETCH_TIMEOUT, request).await else {
+            return Ok(None);
+        };
+        let mut blocks = match sync::decode_blocks(&answer, 1) {
+            Ok(b) => b,
+            Err(e) => {
+                self.gossip.report(peer, Misbehaviour::MalformedMessage);
+                return Err(peer_error(peer, format!("malformed block: {e}")));
+            }
+        };
+        match blocks.pop() {
+            None => Ok(None),
+            Some(b) if b.hash() == hash => Ok(Some(b)),
+            Some(_) => {
+                self.gossip.report(peer, Misbehaviour::ProtocolViolation);
+                Err(peer_error(peer, "sent a block we did not ask for"))
+            }
+        }
+    }
+
+    /// Looks for the block `hash` through `search:block`.
+    async fn search_block(&self, hash: Hash) -> Option<Block> {
+        let mut found: Option<Block> = None;
+        let _ = self
+            .gossip
+            .search(SEARCH_BLOCK, Bytes::copy_from_slice(&hash.0), SEARCH_TIMEOUT, &mut |answer| match answer
+                .and_then(|a| Block::decode(&a).ok())
+                .filter(|b| b.hash() == hash)
+            {
+                Some(b) => {
+                    found = Some(b);
+                    Flow::Done
+                }
+                None => Flow::Continue,
+            })
+            .await;
+        found
     }
 }
 

@@ -212,6 +212,50 @@ async fn a_peer_lying_during_sync_is_penalised_and_dropped() {
     honest.0.shutdown().await;
 }
 
+/// The count of `family{label}` in a node's stats.
+fn stat<G: toy_gossip::GossipNetwork>(node: &ChainNode<MemoryStore, G>, family: &str, label: &str) -> u64 {
+    node.stats().snapshot().into_iter().find(|(f, l, _)| *f == family && l == label).map_or(0, |(_, _, n)| n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphans_ancestors_come_from_its_announcer_by_direct_request() {
+    let net = MemoryNetwork::new();
+    // Apart: A mines a short branch, B a longer one.
+    let a = start(&net, 0, vec![]).await;
+    let b = start(&net, 1, vec![]).await;
+    for _ in 0..3 {
+        mine_one(&a.1, "a").await;
+    }
+    let a_branch: Vec<_> = (1..=3).map(|h| lock(a.1.chain()).hash_at(h).expect("a block")).collect();
+    for _ in 0..5 {
+        mine_one(&b.1, "b").await;
+    }
+    // Joined: A syncs to B's heavier chain and keeps its own as a side
+    // branch; B has no reason to fetch A's lighter one.
+    b.0.connect("chain0:1").await.expect("connect");
+    wait_until("A follows B", || tip(&a.1) == tip(&b.1)).await;
+    assert!(a_branch.iter().all(|h| lock(a.1.chain()).contains(h)), "A keeps its branch");
+    assert!(!lock(b.1.chain()).contains(&a_branch[0]));
+    // A announces the tip of its old branch: an orphan for B, whose parents
+    // B asks of A directly (a sync round cannot bring them: A has no more
+    // work), never through search.
+    let a3 = lock(a.1.chain()).block(&a_branch[2]).expect("read").expect("a3");
+    toy_gossip::GossipNetwork::broadcast(
+        a.1.gossip().as_ref(),
+        toy_chain::network::NEW_BLOCK,
+        Bytes::from(a3.encode()),
+    )
+    .expect("announce");
+    wait_until("B holds A's branch", || a_branch.iter().all(|h| lock(b.1.chain()).contains(h))).await;
+    assert_eq!(tip(&b.1), tip(&a.1), "a lighter branch does not move the tip");
+    assert!(stat(&a.1, "messages", "chain:blocks") >= 2, "A served the parents directly: {:?}", a.1.stats().snapshot());
+    assert_eq!(stat(&a.1, "messages", "search:block"), 0, "no search was needed");
+    a.1.shutdown();
+    b.1.shutdown();
+    a.0.shutdown().await;
+    b.0.shutdown().await;
+}
+
 /// Pushes raw `gossip:bc:new_block` bytes from the adversary to its peers, the way
 /// a hostile node would (bypassing its own chain's checks).
 async fn honest_a_receives_bad_block(adversary: &Node, block: Bytes) {
