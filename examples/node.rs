@@ -15,8 +15,9 @@
 //! validates it before forwarding (an invalid one is rejected and its sender
 //! penalised). A block whose parent is unknown waits as an orphan while the
 //! node asks the peers directly (`chain:status`, `chain:hashes`,
-//! `chain:blocks`) and downloads what it misses in batches; over a relay it
-//! walks back with `search:block` instead. When a peer connects both sides
+//! `chain:blocks`) and downloads what it misses in batches, then asks the
+//! block's announcer for any parent still missing; when that fails, or over a
+//! relay, it walks back with `search:block`. When a peer connects both sides
 //! exchange their tip and work, so a node that was away catches up.
 
 use std::path::PathBuf;
