@@ -88,7 +88,7 @@ const DEFAULT_LOG: &str = "warn,toy_net=info,toy_msg=info,toy_p2p=info,toy_gossi
 /// Longest wait for the program's tasks on Ctrl-C.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How many ports above `--listen`'s (and `--http`'s) a node tries.
+/// How many ports from `--listen`'s upward a node tries.
 const PORT_TRIES: u16 = 100;
 
 /// Listens on the first free port from `addr`'s port upward (port 0: any).
