@@ -20,7 +20,7 @@
 //! | POST | `/api/mine` | mine one block now (easy presets only) |
 //! | GET/POST | `/api/peers` | the peers / register one |
 //! | POST | `/api/resolve` | sync with the peer with the most work |
-//! | GET | `/api/network` | each reachable node and its peers |
+//! | GET | `/api/network` | each reachable node and its peers (crawled through `p2p:get_peers`) |
 //! | GET | `/api/tree?depth=` | the recent block tree with its forks |
 //! | GET | `/api/mempool?limit=` | pending transactions, highest fee first |
 //! | GET | `/openapi.json`, `/docs`, `/metrics`, `/` | document, docs page, metrics, web page |
@@ -84,7 +84,7 @@ use serde::{Deserialize, Serialize};
 use toy_chain::network::ResolveReport;
 use toy_chain::{Address, Block, Hash, Signature, Transaction, TxKind};
 
-pub use live::{LiveConfig, LiveNode, MINE_MAX_NONCES};
+pub use live::{LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES};
 pub use metrics::MetricsSnapshot;
 
 /// Most blocks in one page of `/api/blocks`.
@@ -371,7 +371,9 @@ pub struct NetworkNode {
     pub reachable: bool,
 }
 
-/// The network as far as this node can see: itself, its peers, and theirs.
+/// The network as far as this node can see: every node reachable from it
+/// through `p2p:get_peers`, itself first (at most
+/// [`MAX_NETWORK_NODES`](crate::MAX_NETWORK_NODES)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NetworkView {
     /// The nodes, this one first.

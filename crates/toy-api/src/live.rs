@@ -1,10 +1,11 @@
 //! [`NodeApi`] over a real node: a [`ChainNode`] on any gossip network.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, PeerId, ResolveReport, lock};
+use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, ResolveReport, lock};
 use toy_chain::{Address, Chain, Hash, Keypair, MempoolError, Signature, Store, Transaction, TxKind, now_ms};
 
 use crate::{
@@ -18,8 +19,16 @@ use crate::{
 /// miners' hash rate).
 pub const MINE_MAX_NONCES: u64 = 1 << 29;
 
-/// Most peers asked for their peers by `/api/network`.
-const MAX_NETWORK_FANOUT: usize = 32;
+/// Most nodes `/api/network` describes, this one included (it crawls no
+/// further).
+pub const MAX_NETWORK_NODES: usize = 64;
+/// Nodes `/api/network` asks at once.
+const NETWORK_FANOUT: usize = 16;
+/// How long `/api/network` waits for one node's peer list.
+const NETWORK_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// No new wave of questions starts after this: a crawl ends within it plus
+/// one [`NETWORK_ASK_TIMEOUT`].
+const NETWORK_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How the node is set up, for [`LiveNode`].
 pub struct LiveConfig {
@@ -248,29 +257,31 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
     async fn network(&self) -> Result<NetworkView, ApiError> {
         let g = self.node.gossip();
         let me = g.local_addr();
-        let peers = g.peers();
-        let asks = peers.iter().take(MAX_NETWORK_FANOUT).map(|p| async move {
-            let answer =
-                tokio::time::timeout(std::time::Duration::from_secs(3), g.request(p, "p2p:get_peers", Bytes::new()))
-                    .await;
-            let list = match answer {
-                Ok(Ok(b)) => Some(
-                    String::from_utf8_lossy(&b)
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .take(256)
-                        .collect(),
-                ),
-                _ => None,
-            };
-            (p.clone(), list)
-        });
-        let answers: Vec<(PeerId, Option<Vec<String>>)> = futures::future::join_all(asks).await;
-        let mut nodes =
-            vec![NetworkNode { addr: me, peers: peers.iter().map(|p| p.0.clone()).collect(), reachable: true }];
-        for (p, list) in answers {
-            nodes.push(NetworkNode { addr: p.0, reachable: list.is_some(), peers: list.unwrap_or_default() });
+        let mine: Vec<String> = g.peers().into_iter().map(|p| p.0).collect();
+        let mut seen: HashSet<String> = std::iter::once(me.clone()).chain(mine.iter().cloned()).collect();
+        let mut frontier: VecDeque<String> = mine.iter().cloned().collect();
+        let mut nodes = vec![NetworkNode { addr: me, peers: mine, reachable: true }];
+        let deadline = tokio::time::Instant::now() + NETWORK_DEADLINE;
+        // Breadth first, a wave of at most NETWORK_FANOUT nodes at a time.
+        while !frontier.is_empty() && nodes.len() < MAX_NETWORK_NODES && tokio::time::Instant::now() < deadline {
+            let take = frontier.len().min(NETWORK_FANOUT).min(MAX_NETWORK_NODES - nodes.len());
+            let wave: Vec<String> = frontier.drain(..take).collect();
+            let answers = futures::future::join_all(wave.into_iter().map(|addr| async move {
+                let list =
+                    tokio::time::timeout(NETWORK_ASK_TIMEOUT, g.ask_peers(&addr)).await.ok().and_then(Result::ok);
+                (addr, list)
+            }))
+            .await;
+            for (addr, list) in answers {
+                let reachable = list.is_some();
+                let peers = list.unwrap_or_default();
+                for p in &peers {
+                    if seen.insert(p.clone()) {
+                        frontier.push_back(p.clone());
+                    }
+                }
+                nodes.push(NetworkNode { addr, peers, reachable });
+            }
         }
         Ok(NetworkView { nodes })
     }

@@ -12,7 +12,7 @@ use toy_chain::{Chain, ChainParams, K256Verifier, Keypair, MemoryStore, SigCache
 use toy_gossip::Gossip;
 use toy_msg::{Messaging, Messenger};
 use toy_net::{MemoryNetwork, MemoryTransport};
-use toy_p2p::P2p;
+use toy_p2p::{P2p, PeerNetwork};
 
 type Node = ChainNode<MemoryStore, Gossip<P2p<Messaging<MemoryTransport>>>>;
 
@@ -22,6 +22,8 @@ struct Fixture {
     node: Node,
     wallet: Keypair,
     _other: (P2p<Messaging<MemoryTransport>>, Node),
+    /// The in-memory network, for tests that add nodes.
+    net: MemoryNetwork,
 }
 
 async fn chain_node(net: &MemoryNetwork, name: &str, boot: Vec<String>) -> (P2p<Messaging<MemoryTransport>>, Node) {
@@ -57,7 +59,7 @@ async fn fixture() -> Fixture {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let api: Arc<dyn NodeApi> = Arc::new(live);
     tokio::spawn(async move { axum::serve(listener, toy_api::router(api)).await });
-    Fixture { base, http: reqwest::Client::new(), node, wallet, _other: other }
+    Fixture { base, http: reqwest::Client::new(), node, wallet, _other: other, net }
 }
 
 impl Fixture {
@@ -292,6 +294,33 @@ async fn peers_register_resolve_and_network() {
     assert_eq!(net["nodes"][1]["addr"], "other:1");
     assert_eq!(net["nodes"][1]["reachable"], true);
     assert!(net["nodes"][1]["peers"].is_array(), "its list (without the asker)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_picture_reaches_every_connected_node() {
+    let f = fixture().await;
+    // A line: api — other — third — fourth.
+    let net = f.net.clone();
+    let third = chain_node(&net, "third:1", vec!["other:1".into()]).await;
+    let fourth = chain_node(&net, "fourth:1", vec!["third:1".into()]).await;
+    let (s, _) = f.post("/api/peers", json!({"addr": "other:1"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fourth.0.peers().is_empty() || third.0.peers().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the line did not form");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, view) = f.get("/api/network").await;
+    assert_eq!(s, StatusCode::OK);
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes[0]["addr"], "api:1", "this node first");
+    for addr in ["other:1", "third:1", "fourth:1"] {
+        let n = nodes.iter().find(|n| n["addr"] == addr).unwrap_or_else(|| panic!("{addr} missing: {view}"));
+        assert_eq!(n["reachable"], true, "{addr}");
+    }
+    let fourth_view = nodes.iter().find(|n| n["addr"] == "fourth:1").expect("fourth");
+    assert!(fourth_view["peers"].as_array().is_some_and(|p| p.iter().any(|x| x == "third:1")), "{fourth_view}");
+    assert_eq!(nodes.len(), 4, "each node once: {view}");
 }
 
 #[tokio::test]

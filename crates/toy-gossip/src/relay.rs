@@ -311,6 +311,10 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
         Ok(self.inner.p2p.connect(addr).await?)
     }
 
+    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, Error> {
+        Ok(self.inner.p2p.ask_peers(addr).await?)
+    }
+
     fn local_addr(&self) -> String {
         self.inner.p2p.local_addr()
     }

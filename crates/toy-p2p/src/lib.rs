@@ -199,6 +199,18 @@ pub trait PeerNetwork: Send + Sync + 'static {
     /// Dials `addr` and completes the handshake (manual registration of a
     /// peer, toychain's `/nodes/register`).
     async fn connect(&self, addr: &str) -> Result<PeerId, Error>;
+
+    /// Asks the node at `addr` for its peer list (`p2p:get_peers`, the
+    /// workshop's network discovery): over the existing connection when it
+    /// is a peer, otherwise over a short-lived connection without a
+    /// handshake, closed as soon as the answer is in. Our own address gives
+    /// our peers. Waits at most the messenger's request timeout after
+    /// connecting. Dropping the future before it ends may leave a probe
+    /// connection open until the other side's handshake timeout closes it.
+    ///
+    /// # Errors
+    /// A malformed or banned address, or the dial's or the request's error.
+    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, Error>;
 }
 
 /// Whether `s` looks like `host:port`.
@@ -944,6 +956,29 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
 
     async fn connect(&self, addr: &str) -> Result<PeerId, Error> {
         P2p::connect(self, addr).await
+    }
+
+    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, Error> {
+        if !is_valid_addr(addr) {
+            return Err(Error::BadAddress(addr.to_owned()));
+        }
+        if addr == self.inner.me {
+            return Ok(self.peers().into_iter().map(|p| p.0).collect());
+        }
+        let peer = PeerId(addr.to_owned());
+        let list = if self.state().peers.contains_key(&peer) {
+            self.request(&peer, "p2p:get_peers", Bytes::new()).await?
+        } else {
+            if self.state().banned(addr) {
+                return Err(Error::Refused { addr: addr.to_owned(), reason: "banned" });
+            }
+            let msg = &self.inner.msg;
+            let conn = msg.connect(addr).await?;
+            let answer = msg.request(conn, "p2p:get_peers", Bytes::new()).await;
+            msg.close(conn);
+            answer?
+        };
+        Ok(parse_addrs(&list, MAX_ADDRS_PER_LIST))
     }
 
     fn register_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {

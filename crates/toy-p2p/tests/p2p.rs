@@ -147,3 +147,24 @@ async fn malformed_messages_get_the_sender_banned() {
     a.shutdown().await;
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_peers_probes_a_stranger_without_peering_with_it() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    let c = node(&net, "c:1", vec!["b:1".into()]).await;
+    wait_until("b and c peer", || b.peers() == vec![PeerId("c:1".into())]).await;
+    // A stranger: b answers over a short-lived connection, no handshake.
+    assert_eq!(a.ask_peers("b:1").await.expect("b answers"), vec!["c:1".to_owned()]);
+    assert!(a.peers().is_empty(), "the probe did not make b a peer");
+    wait_until("the probe connection is closed", || a.messenger().connections().is_empty()).await;
+    assert_eq!(b.peers(), vec![PeerId("c:1".into())], "nor did it touch b's peers");
+    // Our own address gives our own peers; garbage is refused.
+    assert_eq!(c.ask_peers("c:1").await.expect("self"), vec!["b:1".to_owned()]);
+    assert!(a.ask_peers("no port").await.is_err());
+    assert!(a.ask_peers("nobody:1").await.is_err(), "nobody listens there");
+    for p in [a, b, c] {
+        p.shutdown().await;
+    }
+}

@@ -147,13 +147,18 @@ async function followTracked() {
   } catch (e) { /* keep the last state */ }
 }
 
+let networkBusy = false;  // a crawl of the network can take seconds: one at a time
+
 async function refreshNetwork() {
+  if (networkBusy) return;
+  networkBusy = true;
   try {
     const [peers, net, tree] = await Promise.all([api("/api/peers"), api("/api/network"), api("/api/tree?depth=30")]);
     $("peers").replaceChildren(...(peers.length ? peers.map((p) => el("li", {}, p)) : [el("li", {}, "no peers")]));
     drawGraph(net.nodes);
     drawTree(tree);
   } catch (e) { /* shown by the status line */ }
+  networkBusy = false;
 }
 
 function drawGraph(nodes) {
