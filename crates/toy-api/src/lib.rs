@@ -373,7 +373,7 @@ pub struct NetworkNode {
 
 /// The network as far as this node can see: every node reachable from it
 /// through `p2p:get_peers`, itself first (at most
-/// [`MAX_NETWORK_NODES`](crate::MAX_NETWORK_NODES)).
+/// [`MAX_NETWORK_NODES`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NetworkView {
     /// The nodes, this one first.
