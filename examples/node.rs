@@ -203,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             toy::api::LiveConfig {
                 wallet: wallet.clone(),
                 can_mine: args.preset != "workshop",
+                mine_max_nonces: toy::api::MINE_MAX_NONCES,
                 hash_rate: rate.map(|r| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
             },
         );

@@ -13,7 +13,7 @@ use crate::{
     SendRequest, StatusView, TreeNode, TxJson, TxStatus, summarise,
 };
 
-/// Most nonces `/api/mine` tries before giving up: 2^29, about 25 s on one
+/// The node's bound on `/api/mine` ([`LiveConfig::mine_max_nonces`]): 2^29, about 25 s on one
 /// core at the midstate miner's ~20 M hashes/s, so a request cannot grind
 /// for ever when the difficulty has risen (a dev chain retargets to its
 /// miners' hash rate).
@@ -38,6 +38,9 @@ pub struct LiveConfig {
     pub can_mine: bool,
     /// The miner's hash rate, when the node mines.
     pub hash_rate: Option<Arc<dyn Fn() -> f64 + Send + Sync>>,
+    /// Most nonces one `/api/mine` tries before it answers 503
+    /// ([`MINE_MAX_NONCES`] in the node).
+    pub mine_max_nonces: u64,
 }
 
 /// The API of a running node.
@@ -218,15 +221,16 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
         };
         let miner = self.config.wallet.address();
         let mut block = lock(self.node.chain()).template(miner, now_ms());
+        let limit = self.config.mine_max_nonces;
         let block = tokio::task::spawn_blocking(move || {
-            let nonce = toy_miner::pow::Midstate::new(&block.header).grind(0, MINE_MAX_NONCES)?;
+            let nonce = toy_miner::pow::Midstate::new(&block.header).grind(0, limit)?;
             block.header.nonce = nonce;
             Some(block)
         })
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?
         .ok_or_else(|| {
-            ApiError::Unavailable(format!("no block found in {MINE_MAX_NONCES} hashes at this difficulty; try again"))
+            ApiError::Unavailable(format!("no block found in {limit} hashes at this difficulty; try again"))
         })?;
         let outcome = self.node.submit_block(block.clone()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         match outcome {

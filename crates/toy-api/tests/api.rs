@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use toy_api::{ApiError, LiveConfig, LiveNode, NodeApi};
 use toy_chain::network::{ChainNode, lock};
+use toy_chain::target::leading_zeros;
 use toy_chain::{Chain, ChainParams, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Transaction, TxKind};
 use toy_gossip::Gossip;
 use toy_msg::{Messaging, Messenger};
@@ -53,7 +54,12 @@ async fn fixture() -> Fixture {
     let wallet = ChainParams::dev_wallet(0);
     let live = LiveNode::new(
         node.clone(),
-        LiveConfig { wallet: wallet.clone(), can_mine: true, hash_rate: Some(Arc::new(|| 1234.0)) },
+        LiveConfig {
+            wallet: wallet.clone(),
+            can_mine: true,
+            hash_rate: Some(Arc::new(|| 1234.0)),
+            mine_max_nonces: toy_api::MINE_MAX_NONCES,
+        },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -321,6 +327,62 @@ async fn the_network_picture_reaches_every_connected_node() {
     let fourth_view = nodes.iter().find(|n| n["addr"] == "fourth:1").expect("fourth");
     assert!(fourth_view["peers"].as_array().is_some_and(|p| p.iter().any(|x| x == "third:1")), "{fourth_view}");
     assert_eq!(nodes.len(), 4, "each node once: {view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mining_on_demand_is_one_at_a_time_and_gives_up() {
+    // A chain no nonce in the budget can satisfy (60 leading zero bits), and
+    // a budget of 2^25 hashes: a request grinds for a second or two.
+    let net = MemoryNetwork::new();
+    let params = ChainParams {
+        initial_target: leading_zeros(60),
+        pow_limit: leading_zeros(60),
+        retarget: None,
+        ..ChainParams::test()
+    };
+    let chain = Chain::open(
+        params,
+        MemoryStore::new(),
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        Default::default(),
+    )
+    .expect("chain");
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("hard:1").await.expect("listen");
+    let p2p = P2p::start(msg, events, toy_p2p::Config::default()).expect("p2p");
+    let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
+    let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
+    let live = LiveNode::new(
+        node,
+        LiveConfig { wallet: ChainParams::dev_wallet(0), can_mine: true, hash_rate: None, mine_max_nonces: 1 << 25 },
+    );
+    let api: Arc<dyn NodeApi> = Arc::new(live);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/api/mine", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, toy_api::router(api)).await });
+    let http = reqwest::Client::new();
+    let mine = || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.post(url).send().await.expect("post");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Two at once: one grinds its whole budget and gives up, the other is
+    // turned away at once while it does.
+    let (a, b) = tokio::join!(mine(), mine());
+    let (busy, gave_up) = if a.0 == StatusCode::TOO_MANY_REQUESTS { (a, b) } else { (b, a) };
+    assert_eq!(busy.0, StatusCode::TOO_MANY_REQUESTS, "{busy:?} / {gave_up:?}");
+    assert!(busy.1["error"].as_str().is_some_and(|e| e.contains("already being mined")), "{busy:?}");
+    assert_eq!(gave_up.0, StatusCode::SERVICE_UNAVAILABLE, "{gave_up:?}");
+    assert!(gave_up.1["error"].as_str().is_some_and(|e| e.contains("no block found")), "{gave_up:?}");
+    // The lock is free again: the next one grinds (and gives up) too.
+    let (s, _) = mine().await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    p2p.shutdown().await;
 }
 
 #[tokio::test]
