@@ -51,12 +51,21 @@ pub struct LiveNode<S: Store, G: GossipNetwork + ?Sized> {
     send_lock: tokio::sync::Mutex<()>,
     /// One on-demand block at a time (each grinds a core).
     mine_lock: tokio::sync::Mutex<()>,
+    /// One network crawl at a time (each opens up to
+    /// [`MAX_NETWORK_NODES`] probe connections).
+    crawl_lock: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store, G: GossipNetwork + ?Sized> LiveNode<S, G> {
     /// The API over `node`.
     pub fn new(node: ChainNode<S, G>, config: LiveConfig) -> Self {
-        Self { node, config, send_lock: tokio::sync::Mutex::new(()), mine_lock: tokio::sync::Mutex::new(()) }
+        Self {
+            node,
+            config,
+            send_lock: tokio::sync::Mutex::new(()),
+            mine_lock: tokio::sync::Mutex::new(()),
+            crawl_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Runs `f` on the chain off the async runtime (store reads block).
@@ -259,6 +268,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
     }
 
     async fn network(&self) -> Result<NetworkView, ApiError> {
+        let Ok(_one_at_a_time) = self.crawl_lock.try_lock() else {
+            return Err(ApiError::Busy("the network is already being crawled; try again in a few seconds".into()));
+        };
         let g = self.node.gossip();
         let me = g.local_addr();
         let mine: Vec<String> = g.peers().into_iter().map(|p| p.0).collect();

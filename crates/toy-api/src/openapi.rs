@@ -84,7 +84,7 @@ pub(crate) fn document() -> Value {
                 "post": op("Register (connect to) a peer", vec![], Some("RegisterPeer"), "Registered")
             },
             "/api/resolve": { "post": op("Ask every peer for its tip and sync to the best", vec![], None, "Resolve") },
-            "/api/network": { "get": op("Every node reachable from this one and its peers, crawled breadth first through p2p:get_peers (at most 64 nodes, about 7 s at most)", vec![], None, "Network") },
+            "/api/network": { "get": op("Every node reachable from this one and its peers, crawled breadth first through p2p:get_peers (at most 64 nodes, about 7 s at most; one crawl at a time, 429 while one runs)", vec![], None, "Network") },
             "/api/mempool": { "get": op("Pending transactions, highest fee first", vec![param("limit", "query", "1 to 100 (default 100)", int_range(1, max_page))], None, "TxList") },
             "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", int_range(1, crate::MAX_TREE_DEPTH))], None, "Tree") }
         },

@@ -205,12 +205,21 @@ pub trait PeerNetwork: Send + Sync + 'static {
     /// is a peer, otherwise over a short-lived connection without a
     /// handshake, closed as soon as the answer is in. Our own address gives
     /// our peers. Waits at most the messenger's request timeout after
-    /// connecting. Dropping the future before it ends may leave a probe
-    /// connection open until the other side's handshake timeout closes it.
+    /// connecting. Cancel-safe: dropping the future closes the probe
+    /// connection.
     ///
     /// # Errors
     /// A malformed or banned address, or the dial's or the request's error.
     async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, Error>;
+}
+
+/// Closes a connection when dropped.
+struct CloseOnDrop<'a, M: Messenger>(&'a M, ConnId);
+
+impl<M: Messenger> Drop for CloseOnDrop<'_, M> {
+    fn drop(&mut self) {
+        self.0.close(self.1);
+    }
 }
 
 /// Whether `s` looks like `host:port`.
@@ -974,9 +983,10 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
             }
             let msg = &self.inner.msg;
             let conn = msg.connect(addr).await?;
-            let answer = msg.request(conn, "p2p:get_peers", Bytes::new()).await;
-            msg.close(conn);
-            answer?
+            // Closed however this ends, a dropped future included: a node
+            // that accepts and never answers must not keep the probe open.
+            let _close = CloseOnDrop(msg, conn);
+            msg.request(conn, "p2p:get_peers", Bytes::new()).await?
         };
         Ok(parse_addrs(&list, MAX_ADDRS_PER_LIST))
     }

@@ -168,3 +168,17 @@ async fn ask_peers_probes_a_stranger_without_peering_with_it() {
         p.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_probe_closes_its_connection() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    // A listener that accepts and never answers anything.
+    let (t, ev) = net.endpoint(Default::default());
+    let (mute, _events) = Messaging::new(t, ev, Default::default());
+    mute.listen("mute:1").await.expect("listen");
+    let asked = tokio::time::timeout(Duration::from_millis(200), a.ask_peers("mute:1")).await;
+    assert!(asked.is_err(), "no answer: the caller gave up");
+    wait_until("the probe connection is closed", || a.messenger().connections().is_empty()).await;
+    a.shutdown().await;
+}
