@@ -14,11 +14,6 @@ use std::process::Command;
 
 use common::*;
 
-fn schemathesis() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("schemathesis")).find(|p| p.exists())
-}
-
 /// Runs schemathesis on one set of operations; its output on failure.
 async fn run(bin: &std::path::Path, dir: &std::path::Path, url: &str, args: &[&str]) -> Result<(), String> {
     let mut cmd = Command::new(bin);
@@ -33,7 +28,7 @@ async fn run(bin: &std::path::Path, dir: &std::path::Path, url: &str, args: &[&s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_requests_get_documented_answers_and_never_a_5xx() {
-    let Some(bin) = schemathesis() else {
+    let Some(bin) = find_program(&["schemathesis"]) else {
         println!(
             "SKIP generated_requests_get_documented_answers_and_never_a_5xx: schemathesis not found (pip install schemathesis)"
         );

@@ -18,11 +18,6 @@ use std::time::Duration;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    names.iter().flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n))).find(|p| p.exists())
-}
-
 /// `target/` (the parent of the profile directory holding this test).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("exe");

@@ -32,6 +32,13 @@ pub fn example(name: &str) -> PathBuf {
     p
 }
 
+/// The first of `names` found on `PATH` (optional tools: a browser,
+/// schemathesis).
+pub fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n))).find(|p| p.exists())
+}
+
 /// A child process whose output is collected line by line.
 pub struct Proc {
     pub child: Child,
