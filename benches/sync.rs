@@ -66,7 +66,7 @@ fn build_chain() -> (Chain<MemoryStore>, Vec<Block>) {
                 nonce: nonces[w],
                 signature: Signature::EMPTY,
             };
-            keys[w].sign_tx(&mut tx);
+            keys[w].sign_tx(&mut tx, &ChainParams::test().chain_id());
             nonces[w] += 1;
             chain.add_tx(tx, now).expect("valid");
         }

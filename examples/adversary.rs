@@ -84,13 +84,13 @@ fn transfer(from: &Keypair, to: &Keypair, amount: u64, nonce: u64) -> Transactio
         nonce,
         signature: Signature::EMPTY,
     };
-    from.sign_tx(&mut tx);
+    from.sign_tx(&mut tx, &ChainParams::dev().chain_id());
     tx
 }
 
 /// Sets the Merkle root for `txs` and grinds a nonce meeting the header's target.
 fn seal(mut block: Block) -> Block {
-    block.header.merkle_root = merkle_root(block.txs.iter().map(Transaction::id));
+    block.header.merkle_root = merkle_root(block.txs.iter().map(Transaction::wtxid));
     remine(block)
 }
 
@@ -192,7 +192,7 @@ fn forge_from((tip, tip_header, ctx, nonce, mid, params): Snapshot) -> Vec<Attac
         nonce: 0,
         signature: Signature::EMPTY,
     };
-    me.sign_tx(&mut mint);
+    me.sign_tx(&mut mint, &ChainParams::dev().chain_id());
     b.txs = vec![mint.clone()];
     out.push(block_attack("unauthorised mint", seal(b)));
     if let Some(mut mid) = mid {

@@ -24,7 +24,7 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use toy::api::{AccountView, TxJson};
-use toy::chain::{ChainParams, Keypair, Signature, Transaction, TxKind, params::DEV_WALLETS};
+use toy::chain::{ChainParams, Hash, Keypair, Signature, Transaction, TxKind, params::DEV_WALLETS};
 
 /// Random transfers, and a check of every node's ledger.
 #[derive(Parser, Debug)]
@@ -68,6 +68,7 @@ struct Entry {
 struct Status {
     height: u64,
     tip: String,
+    chain_id: String,
     mempool: usize,
 }
 
@@ -136,6 +137,18 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Signatures are bound to the nodes' chain id (their genesis hash).
+    let chain_id: Hash = 'id: loop {
+        for node in &nodes {
+            if let Ok(s) = client.get::<Status>(node, "/api/status").await {
+                break 'id s.chain_id.parse().context("the node's chain id is not a hash")?;
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no node answered in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let mut ledger: HashMap<usize, Entry> = if let Some(l) = saved {
         l
     } else {
@@ -188,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
             nonce: entry.nonce,
             signature: Signature::EMPTY,
         };
-        keys[from].sign_tx(&mut tx);
+        keys[from].sign_tx(&mut tx, &chain_id);
         let node = &nodes[rng.gen_range(0..nodes.len())];
         match client.submit(node, &tx).await {
             Ok(Ok(id)) => {

@@ -104,7 +104,10 @@ async fn main() -> anyhow::Result<()> {
                 nonce: account.next_nonce,
                 signature: Signature::EMPTY,
             };
-            key.sign_tx(&mut tx);
+            // The signature is bound to the node's chain (its genesis hash).
+            let status: toy::api::StatusView = http.get(format!("{node}/api/status")).send().await?.json().await?;
+            let chain_id = status.chain_id.parse().context("the node's chain id is not a hash")?;
+            key.sign_tx(&mut tx, &chain_id);
             let r = http.post(format!("{node}/api/txs")).json(&TxJson::from(&tx)).send().await?;
             if !r.status().is_success() {
                 bail!("{}", error_text(r).await);

@@ -175,6 +175,9 @@ pub struct StatusView {
     pub height: u64,
     /// Hash of the best tip.
     pub tip: String,
+    /// The chain id (genesis hash) every transaction signature is bound to:
+    /// a wallet signs [`toy_chain::Transaction::sighash`] with it.
+    pub chain_id: String,
     /// Cumulative work of the best chain (decimal: it exceeds JSON's exact
     /// integers).
     pub work: String,

@@ -110,6 +110,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
         Ok(StatusView {
             height: tip.height,
             tip: tip.hash.to_hex(),
+            chain_id: c.params().chain_id().to_hex(),
             work: tip.work.to_string(),
             peers: self.node.gossip().peers().len(),
             mempool: c.mempool().len(),
@@ -216,7 +217,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             signature: Signature::EMPTY,
         };
         if req.sign {
-            self.config.wallet.sign_tx(&mut tx);
+            let chain_id = lock(self.node.chain()).params().chain_id();
+            self.config.wallet.sign_tx(&mut tx, &chain_id);
         }
         self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
     }

@@ -112,7 +112,7 @@ fn signed(from: &Keypair, to: &Keypair, amount: u64, nonce: u64) -> Transaction 
         nonce,
         signature: Signature::EMPTY,
     };
-    from.sign_tx(&mut tx);
+    from.sign_tx(&mut tx, &ChainParams::test().chain_id());
     tx
 }
 

@@ -44,7 +44,7 @@ fn transfer(keys: &[Keypair], w: usize, n: u64) -> Transaction {
         nonce: n,
         signature: Signature::EMPTY,
     };
-    keys[w].sign_tx(&mut tx);
+    keys[w].sign_tx(&mut tx, &ChainParams::test().chain_id());
     tx
 }
 

@@ -50,13 +50,13 @@ pub fn build_template(
         }
     }
     state.undo(&undo);
-    let timestamp_ms = ctx.now_ms.max(ctx.median_time_past_ms + 1);
+    let timestamp_ms = ctx.now_ms.max(ctx.median_time_past_ms + 1).max(ctx.min_timestamp_ms);
     Block {
         header: Header {
             version: 1,
             height: ctx.parent_height + 1,
             parent: ctx.parent_hash,
-            merkle_root: merkle_root(chosen.iter().map(Transaction::id)),
+            merkle_root: merkle_root(chosen.iter().map(Transaction::wtxid)),
             timestamp_ms,
             target: ctx.expected_target,
             miner,

@@ -81,9 +81,11 @@ impl Keypair {
         Signature(out)
     }
 
-    /// Sets `tx.signature` to this key's signature over the transaction id.
-    pub fn sign_tx(&self, tx: &mut Transaction) {
-        tx.signature = self.sign_hash(&tx.id());
+    /// Sets `tx.signature` to this key's signature over
+    /// [`Transaction::sighash`] for the chain named `chain_id` (its genesis
+    /// hash, [`crate::ChainParams::chain_id`]).
+    pub fn sign_tx(&self, tx: &mut Transaction, chain_id: &Hash) {
+        tx.signature = self.sign_hash(&tx.sighash(chain_id));
     }
 
     /// Writes the secret as hex to `path`, readable by the owner only (0600).
@@ -206,7 +208,7 @@ impl Verifier for K256Verifier {
 /// the transactions of a full mempool plus the blocks of a long reorg.
 pub const DEFAULT_SIG_CACHE: usize = 65_536;
 
-/// Remembers (transaction id, signature) pairs that verified, so a
+/// Remembers (sighash, signature) pairs that verified, so a
 /// transaction checked when it entered the mempool is not checked again when
 /// its block is imported.
 ///
@@ -234,7 +236,8 @@ impl SigCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether this exact signature on this transaction id verified before.
+    /// Whether this exact signature over this [`Transaction::sighash`]
+    /// verified before.
     pub fn contains(&self, id: &Hash, sig: &Signature) -> bool {
         self.lock().set.contains(&(*id, *sig))
     }
@@ -263,8 +266,10 @@ impl SigCache {
         self.len() == 0
     }
 
-    /// Verifies a transaction's signature through the cache.
-    pub fn verify_tx(&self, verifier: &dyn Verifier, tx: &Transaction, id: &Hash) -> bool {
+    /// Verifies a transaction's signature over `sighash` (its
+    /// [`Transaction::sighash`]) through the cache.
+    pub fn verify_tx(&self, verifier: &dyn Verifier, tx: &Transaction, sighash: &Hash) -> bool {
+        let id = sighash;
         if self.contains(id, &tx.signature) {
             return true;
         }
@@ -287,6 +292,8 @@ mod tests {
     use super::*;
     use crate::types::TxKind;
 
+    const CHAIN: Hash = Hash([7; 32]);
+
     fn tx(from: &Keypair, to: Address) -> Transaction {
         let mut t = Transaction {
             kind: TxKind::Transfer,
@@ -297,7 +304,7 @@ mod tests {
             nonce: 0,
             signature: Signature::EMPTY,
         };
-        from.sign_tx(&mut t);
+        from.sign_tx(&mut t, &CHAIN);
         t
     }
 
@@ -305,8 +312,8 @@ mod tests {
     fn signatures_are_deterministic_low_s_and_verify() {
         let k = Keypair::from_seed(b"alice");
         let t = tx(&k, Keypair::from_seed(b"bob").address());
-        assert_eq!(k.sign_hash(&t.id()), t.signature, "deterministic");
-        assert!(K256Verifier::new().verify(&t.id(), &t.signature, &k.address()));
+        assert_eq!(k.sign_hash(&t.sighash(&CHAIN)), t.signature, "deterministic");
+        assert!(K256Verifier::new().verify(&t.sighash(&CHAIN), &t.signature, &k.address()));
         let sig = k256::ecdsa::Signature::from_slice(&t.signature.0).expect("valid");
         assert!(sig.normalize_s().is_none(), "low S");
     }
@@ -316,19 +323,20 @@ mod tests {
         let k = Keypair::from_seed(b"alice");
         let other = Keypair::from_seed(b"mallory");
         let t = tx(&k, other.address());
-        assert!(!K256Verifier::new().verify(&t.id(), &t.signature, &other.address()));
+        assert!(!K256Verifier::new().verify(&t.sighash(&CHAIN), &t.signature, &other.address()));
+        assert!(!K256Verifier::new().verify(&t.sighash(&Hash([8; 32])), &t.signature, &k.address()), "another chain");
         let mut changed = t.clone();
         changed.amount += 1;
-        assert!(!K256Verifier::new().verify(&changed.id(), &changed.signature, &k.address()));
-        assert!(!K256Verifier::new().verify(&t.id(), &Signature::EMPTY, &k.address()));
+        assert!(!K256Verifier::new().verify(&changed.sighash(&CHAIN), &changed.signature, &k.address()));
+        assert!(!K256Verifier::new().verify(&t.sighash(&CHAIN), &Signature::EMPTY, &k.address()));
         // The high-S twin of a valid signature: s' = n - s.
         let sig = k256::ecdsa::Signature::from_slice(&t.signature.0).expect("valid");
         let (r, s) = sig.split_scalars();
         let high = k256::ecdsa::Signature::from_scalars(r, -*s).expect("valid scalars");
         let mut bytes = [0u8; 64];
         bytes.copy_from_slice(&high.to_bytes());
-        assert!(!K256Verifier::new().verify(&t.id(), &Signature(bytes), &k.address()), "high S refused");
-        assert!(!K256Verifier::new().verify(&t.id(), &t.signature, &Address([0; 33])), "invalid key");
+        assert!(!K256Verifier::new().verify(&t.sighash(&CHAIN), &Signature(bytes), &k.address()), "high S refused");
+        assert!(!K256Verifier::new().verify(&t.sighash(&CHAIN), &t.signature, &Address([0; 33])), "invalid key");
     }
 
     #[test]
@@ -336,7 +344,7 @@ mod tests {
         let cache = SigCache::new(2);
         let k = Keypair::from_seed(b"a");
         let t = tx(&k, k.address());
-        let id = t.id();
+        let id = t.sighash(&CHAIN);
         assert!(cache.verify_tx(&K256Verifier::new(), &t, &id));
         assert!(cache.contains(&id, &t.signature));
         assert!(!cache.contains(&id, &Signature::EMPTY), "another signature is not cached");

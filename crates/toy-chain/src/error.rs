@@ -113,6 +113,24 @@ pub enum BlockError {
         /// Median of the recent blocks' timestamps.
         median_ms: u64,
     },
+    /// The first block of a retarget window is stamped earlier than its
+    /// parent minus the allowed grace (BIP 94's timewarp rule).
+    #[error("timestamp {timestamp_ms} before {min_ms}, the earliest a retarget window may start")]
+    TimeWarp {
+        /// The header's timestamp.
+        timestamp_ms: u64,
+        /// The parent's timestamp minus the grace.
+        min_ms: u64,
+    },
+    /// The header's target is easier than the chain's easiest
+    /// ([`crate::ChainParams::pow_limit`]).
+    #[error("target {target} is easier than the limit {limit}")]
+    TargetTooEasy {
+        /// The header's target.
+        target: Hash,
+        /// The easiest allowed.
+        limit: Hash,
+    },
     /// Timestamp too far in the future.
     #[error("timestamp {timestamp_ms} beyond the allowed {max_ms}")]
     TimestampTooFarAhead {
@@ -129,7 +147,7 @@ pub enum BlockError {
         /// The maximum.
         max: usize,
     },
-    /// The same transaction appears twice.
+    /// The same transaction (or the same Merkle leaf) appears twice.
     #[error("transaction {0} appears twice")]
     DuplicateTx(Hash),
     /// A transaction is invalid.

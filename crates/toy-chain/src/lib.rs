@@ -40,7 +40,7 @@
 //! let alice = toy_chain::ChainParams::dev_wallet(0);
 //! let bob = Keypair::from_seed(b"bob");
 //! let mut tx = Transaction { kind: TxKind::Transfer, sender: alice.address(), recipient: bob.address(), amount: 500, fee: 2, nonce: 0, signature: Signature::EMPTY };
-//! alice.sign_tx(&mut tx);
+//! alice.sign_tx(&mut tx, &chain.params().chain_id());
 //! let now = toy_chain::now_ms();
 //! chain.add_tx(tx, now)?;
 //!
@@ -72,7 +72,7 @@ pub use crypto::{K256Verifier, Keypair, SigCache, Verifier};
 pub use error::{BlockError, ChainError, DecodeError, KeyError, StoreError, TxError};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};
 pub use params::{ChainParams, Retarget};
-pub use state::{Account, BlockContext, State, Undo, apply_block};
+pub use state::{Account, BlockContext, State, Undo, apply_block, check_standalone};
 pub use store::{MemoryStore, RedbStore, Store};
 pub use tree::{Chain, InsertOutcome, Tip, TreeConfig, now_ms};
 pub use types::{Address, Block, Hash, Header, Signature, Transaction, TxKind};

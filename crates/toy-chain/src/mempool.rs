@@ -210,7 +210,7 @@ impl Mempool {
             return Err(MempoolError::InsufficientBalance { balance: account.balance, needed });
         }
         // The signature last: it is the expensive check.
-        if !cache.verify_tx(verifier, &tx, &id) {
+        if !cache.verify_tx(verifier, &tx, &Transaction::sighash_of(&id, &params.chain_id())) {
             return Err(MempoolError::BadSignature);
         }
         let size = tx.encoded_len();

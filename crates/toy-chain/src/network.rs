@@ -317,9 +317,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     /// Inserts off the async runtime (signature checks and disk writes block).
-    async fn insert(&self, block: Block) -> Result<InsertOutcome, NetworkError> {
+    /// `from` is charged for the block if it waits as an orphan.
+    async fn insert(&self, block: Block, from: Option<&PeerId>) -> Result<InsertOutcome, NetworkError> {
         let c = self.chain.clone();
-        tokio::task::spawn_blocking(move || lock(&c).insert(block))
+        let from = from.map(|p| p.0.clone());
+        tokio::task::spawn_blocking(move || lock(&c).insert_from(block, from.as_deref(), now_ms()))
             .await
             .map_err(|_| NetworkError::Cancelled)?
             .map_err(Into::into)
@@ -339,9 +341,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
-        let outcome = self.insert(block).await;
+        let outcome = self.insert(block, from.as_ref()).await;
         match &outcome {
-            Ok(InsertOutcome::Invalid { reason }) => self.stats.bump("blocks_rejected", &variant_name(reason)),
+            Ok(
+                InsertOutcome::Invalid { reason }
+                | InsertOutcome::Malformed { reason }
+                | InsertOutcome::TooEarly { reason },
+            ) => self.stats.bump("blocks_rejected", &variant_name(reason)),
+            Ok(InsertOutcome::ForkTooDeep { .. }) => self.stats.bump("blocks_rejected", "ForkTooDeep"),
             Ok(
                 o @ (InsertOutcome::Connected { .. }
                 | InsertOutcome::Reorganised { .. }
@@ -370,7 +377,17 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 tracing::info!(%reason, "invalid block from the network");
                 Verdict::Reject
             }
-            Ok(InsertOutcome::Duplicate | InsertOutcome::Stale { .. }) => Verdict::Ignore,
+            Ok(InsertOutcome::Malformed { reason }) => {
+                tracing::info!(%reason, "malformed block from the network (not remembered)");
+                Verdict::Reject
+            }
+            // Not the sender's fault: its clock, or a deep fork.
+            Ok(
+                InsertOutcome::Duplicate
+                | InsertOutcome::Stale { .. }
+                | InsertOutcome::TooEarly { .. }
+                | InsertOutcome::ForkTooDeep { .. },
+            ) => Verdict::Ignore,
             Err(e) => {
                 tracing::error!("block import failed: {e}");
                 Verdict::Ignore
@@ -409,7 +426,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Storage failures, or the gossip layer's.
     pub async fn submit_block(&self, block: Block) -> Result<InsertOutcome, NetworkError> {
         let encoded = Bytes::from(block.encode());
-        let outcome = self.insert(block).await?;
+        let outcome = self.insert(block, None).await?;
         if matches!(outcome, InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) {
             self.stats.bump("blocks_accepted", "Mined");
             self.gossip.broadcast(NEW_BLOCK, encoded)?;
@@ -594,6 +611,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
             let (source, blocks) = batch?;
             let c = self.chain.clone();
+            let from = source.0.clone();
             let outcomes = tokio::task::spawn_blocking(move || {
                 // One fsync per batch instead of two per block: a crash loses
                 // at most this batch, which is downloaded again.
@@ -602,7 +620,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 }
                 let mut outcomes = Vec::with_capacity(blocks.len());
                 for b in blocks {
-                    let outcome = lock(&c).insert(b);
+                    let outcome = lock(&c).insert_from(b, Some(&from), now_ms());
                     let stop = !matches!(
                         outcome,
                         Ok(InsertOutcome::Connected { .. }
@@ -624,9 +642,19 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             .map_err(|_| NetworkError::Cancelled)?;
             for outcome in outcomes {
                 match outcome? {
-                    InsertOutcome::Invalid { reason } => {
+                    InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason } => {
+                        self.stats.bump("blocks_rejected", &variant_name(&reason));
                         self.gossip.report(&source, Misbehaviour::InvalidBlock);
                         return Err(peer_error(&source, format!("sent an invalid block: {reason}")));
+                    }
+                    InsertOutcome::TooEarly { reason } => {
+                        return Err(peer_error(&source, format!("sent a block ahead of our clock: {reason}")));
+                    }
+                    InsertOutcome::ForkTooDeep { fork_height, tip_height } => {
+                        return Err(peer_error(
+                            best,
+                            format!("its branch forks at {fork_height}, too deep below our tip {tip_height}"),
+                        ));
                     }
                     InsertOutcome::Orphan { .. } => {
                         self.gossip.report(best, Misbehaviour::ProtocolViolation);
@@ -758,9 +786,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     tracing::debug!(%hash, "no peer answered for a missing block");
                     break;
                 };
-                match this.insert(block).await {
+                match this.insert(block, source.as_ref()).await {
                     Ok(InsertOutcome::Orphan { missing_parent }) => want = Some(missing_parent),
-                    Ok(InsertOutcome::Invalid { reason }) => {
+                    Ok(InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason }) => {
                         // Only a direct answer has a known sender to blame.
                         if let Some(peer) = source {
                             this.gossip.report(&peer, Misbehaviour::InvalidBlock);

@@ -9,12 +9,24 @@ use crate::types::{Address, Block, Hash, Header};
 /// Retargeting: every `interval` blocks the target is scaled by the time the
 /// last `interval` blocks took over the time they should have taken, clamped
 /// to a factor of 4 either way.
+///
+/// Safe from timewarp: the span is measured from the last block of the
+/// previous window to the last block of this one (exactly `interval` block
+/// intervals, compared with `interval × target_block_ms`; Bitcoin measures
+/// one interval short), and the first block of a window may not be stamped
+/// more than `max_timewarp_ms` before its parent (BIP 94, which Bitcoin's
+/// testnet4 enforces). Together they keep a majority miner from making
+/// windows look longer than they were: every window's span starts where the
+/// previous window's ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retarget {
     /// Blocks between adjustments.
     pub interval: u64,
     /// The block interval aimed at, in milliseconds.
     pub target_block_ms: u64,
+    /// How far before its parent the first block of a window may be stamped
+    /// (BIP 94 allows 600 s, one block interval; so do the presets).
+    pub max_timewarp_ms: u64,
 }
 
 /// Everything that defines a chain: its genesis and its rules.
@@ -82,7 +94,7 @@ impl ChainParams {
             pow_limit: leading_zeros(8),
             block_reward: 10_000,
             max_txs_per_block: 1_000,
-            retarget: Some(Retarget { interval: 10, target_block_ms: 2_000 }),
+            retarget: Some(Retarget { interval: 10, target_block_ms: 2_000, max_timewarp_ms: 2_000 }),
             median_window: 11,
             max_future_drift_ms: 2 * 60 * 1000,
             genesis_timestamp_ms: 1_700_000_000_000,
@@ -146,6 +158,13 @@ impl ChainParams {
     /// The genesis hash, which names the chain.
     pub fn genesis_hash(&self) -> Hash {
         self.genesis().hash()
+    }
+
+    /// The chain id every transaction signature is bound to
+    /// ([`crate::Transaction::sighash`]): the genesis hash, so two networks
+    /// with different genesis blocks never accept each other's transactions.
+    pub fn chain_id(&self) -> Hash {
+        self.genesis_hash()
     }
 
     /// Sum of the genesis allocations.

@@ -8,7 +8,7 @@ use crate::crypto::{SigCache, Verifier};
 use crate::error::{BlockError, TxError};
 use crate::params::ChainParams;
 use crate::target::meets;
-use crate::types::{Address, Block, Hash, Transaction, TxKind};
+use crate::types::{Address, Block, Hash, MAX_BLOCK_BYTES, Transaction, TxKind};
 
 /// One account: its balance and the nonce its next transaction must use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub struct BlockContext {
     pub expected_target: Hash,
     /// Median timestamp of the last `median_window` blocks up to the parent.
     pub median_time_past_ms: u64,
+    /// The earliest timestamp allowed besides the median rule: for the first
+    /// block of a retarget window, the parent's timestamp minus
+    /// [`crate::Retarget::max_timewarp_ms`] (BIP 94); 0 for every other block.
+    pub min_timestamp_ms: u64,
     /// The local clock, in milliseconds since the epoch.
     pub now_ms: u64,
 }
@@ -147,8 +151,60 @@ impl State {
     }
 }
 
-/// Checks the header rules that need no transactions: version, height,
-/// target, proof of work and timestamp.
+/// The checks of a block that need neither its parent nor any state, cheapest
+/// first: version, proof of work against the header's own target, that target
+/// no easier than [`ChainParams::pow_limit`], the transaction count, the
+/// encoded size, the Merkle commitment and repeated transactions.
+///
+/// A block that fails here is *malformed*: either junk or a genuine header
+/// carrying a body someone changed. Its hash must not be remembered as
+/// invalid, since the genuine body may still arrive (Bitcoin Core's
+/// `BLOCK_MUTATED`). Runs before a block is kept anywhere, orphans included.
+///
+/// # Errors
+/// The [`BlockError`] of the first rule broken.
+pub fn check_standalone(block: &Block, params: &ChainParams) -> Result<Hash, BlockError> {
+    let h = &block.header;
+    if h.version != 1 {
+        return Err(BlockError::BadVersion(h.version));
+    }
+    let hash = block.hash();
+    if !meets(&hash, &h.target) {
+        return Err(BlockError::BadProofOfWork { hash });
+    }
+    if h.target.0 > params.pow_limit.0 {
+        return Err(BlockError::TargetTooEasy { target: h.target, limit: params.pow_limit });
+    }
+    if block.txs.len() > params.max_txs_per_block {
+        return Err(BlockError::TooManyTxs { count: block.txs.len(), max: params.max_txs_per_block });
+    }
+    let len = block.encoded_len();
+    if len > MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge { len, max: MAX_BLOCK_BYTES });
+    }
+    let leaves: Vec<Hash> = block.txs.iter().map(Transaction::wtxid).collect();
+    if crate::types::merkle_root(leaves.iter().copied()) != h.merkle_root {
+        return Err(BlockError::BadMerkleRoot);
+    }
+    // One id twice is refused here rather than by the nonce rule, so a body
+    // that repeats a leaf is malformed whatever the state.
+    let mut seen = HashSet::with_capacity(block.txs.len());
+    for tx in &block.txs {
+        let id = tx.id();
+        if !seen.insert(id) {
+            return Err(BlockError::DuplicateTx(id));
+        }
+    }
+    Ok(hash)
+}
+
+/// Checks the header rules that depend on the parent and the clock: parent,
+/// height, required target, proof of work, median time past, the timewarp
+/// floor and the future drift.
+///
+/// Every failure but [`BlockError::TimestampTooFarAhead`] follows from the
+/// header and its ancestry, so it holds for good; that one depends on the
+/// clock and may pass later.
 ///
 /// # Errors
 /// The [`BlockError`] of the first rule broken.
@@ -174,6 +230,9 @@ pub fn check_header(block: &Block, ctx: &BlockContext, params: &ChainParams) -> 
     if h.timestamp_ms <= ctx.median_time_past_ms {
         return Err(BlockError::TimestampTooOld { timestamp_ms: h.timestamp_ms, median_ms: ctx.median_time_past_ms });
     }
+    if h.timestamp_ms < ctx.min_timestamp_ms {
+        return Err(BlockError::TimeWarp { timestamp_ms: h.timestamp_ms, min_ms: ctx.min_timestamp_ms });
+    }
     let max_ms = ctx.now_ms.saturating_add(params.max_future_drift_ms);
     if h.timestamp_ms > max_ms {
         return Err(BlockError::TimestampTooFarAhead { timestamp_ms: h.timestamp_ms, max_ms });
@@ -184,18 +243,18 @@ pub fn check_header(block: &Block, ctx: &BlockContext, params: &ChainParams) -> 
 /// Below this many uncached signatures a block is checked on one thread.
 const PARALLEL_MIN_SIGS: usize = 16;
 
-/// Verifies every transaction signature of `txs` (ids given), through the
-/// cache, on all cores for large blocks. Returns the index of the first bad
-/// one, if any.
+/// Verifies every transaction signature of `txs` (their sighashes given),
+/// through the cache, on all cores for large blocks. Returns the index of the
+/// first bad one, if any.
 pub fn verify_signatures(
     txs: &[Transaction],
-    ids: &[Hash],
+    sighashes: &[Hash],
     verifier: &dyn Verifier,
     cache: &SigCache,
 ) -> Option<usize> {
-    let todo: Vec<usize> = (0..txs.len()).filter(|&i| !cache.contains(&ids[i], &txs[i].signature)).collect();
+    let todo: Vec<usize> = (0..txs.len()).filter(|&i| !cache.contains(&sighashes[i], &txs[i].signature)).collect();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let check = |i: usize| verifier.verify(&ids[i], &txs[i].signature, &txs[i].sender);
+    let check = |i: usize| verifier.verify(&sighashes[i], &txs[i].signature, &txs[i].sender);
     let bad = if todo.len() < PARALLEL_MIN_SIGS || threads == 1 {
         todo.iter().copied().find(|&i| !check(i))
     } else {
@@ -208,19 +267,39 @@ pub fn verify_signatures(
     };
     if bad.is_none() {
         for &i in &todo {
-            cache.insert(ids[i], txs[i].signature);
+            cache.insert(sighashes[i], txs[i].signature);
         }
     }
     bad
+}
+
+/// Checks every signature of `block` against the chain `params` names.
+///
+/// # Errors
+/// [`BlockError::Tx`] with [`TxError::BadSignature`] for the first bad one.
+pub fn check_signatures(
+    block: &Block,
+    params: &ChainParams,
+    verifier: &dyn Verifier,
+    cache: &SigCache,
+) -> Result<(), BlockError> {
+    let chain_id = params.chain_id();
+    let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
+    let sighashes: Vec<Hash> = ids.iter().map(|id| Transaction::sighash_of(id, &chain_id)).collect();
+    match verify_signatures(&block.txs, &sighashes, verifier, cache) {
+        Some(i) => Err(BlockError::Tx { index: i, id: ids[i], error: TxError::BadSignature }),
+        None => Ok(()),
+    }
 }
 
 /// Validates `block` against `state` and the chain context and applies it.
 /// Returns the undo data. An invalid block leaves `state` unchanged.
 ///
 /// # Errors
-/// The [`BlockError`] of the first rule broken, in this order: header rules
-/// ([`check_header`]), transaction count, Merkle root, duplicates,
-/// signatures, each transaction in order, the miner's reward.
+/// The [`BlockError`] of the first rule broken, in this order: the
+/// standalone rules ([`check_standalone`]), the header rules
+/// ([`check_header`]), signatures, each transaction in order, the miner's
+/// reward.
 pub fn apply_block(
     state: &mut State,
     block: &Block,
@@ -229,11 +308,15 @@ pub fn apply_block(
     verifier: &dyn Verifier,
     cache: &SigCache,
 ) -> Result<Undo, BlockError> {
+    check_standalone(block, params)?;
     check_header(block, ctx, params)?;
-    apply_body(state, block, params, verifier, cache)
+    check_signatures(block, params, verifier, cache)?;
+    apply_txs(state, block, params)
 }
 
-/// The body rules of [`apply_block`], for callers that checked the header.
+/// The body rules of [`apply_block`], for callers that checked the header:
+/// transaction count, size, Merkle root, duplicates, signatures, then the
+/// state transition.
 ///
 /// # Errors
 /// As [`apply_block`], without the header rules.
@@ -244,22 +327,42 @@ pub fn apply_body(
     verifier: &dyn Verifier,
     cache: &SigCache,
 ) -> Result<Undo, BlockError> {
+    check_body(block, params)?;
+    check_signatures(block, params, verifier, cache)?;
+    apply_txs(state, block, params)
+}
+
+/// The body's shape: count, size, Merkle commitment and duplicates (the part
+/// of [`check_standalone`] that reads the transactions).
+fn check_body(block: &Block, params: &ChainParams) -> Result<(), BlockError> {
     if block.txs.len() > params.max_txs_per_block {
         return Err(BlockError::TooManyTxs { count: block.txs.len(), max: params.max_txs_per_block });
     }
-    let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
-    if crate::types::merkle_root(ids.iter().copied()) != block.header.merkle_root {
+    let len = block.encoded_len();
+    if len > MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge { len, max: MAX_BLOCK_BYTES });
+    }
+    if block.compute_merkle_root() != block.header.merkle_root {
         return Err(BlockError::BadMerkleRoot);
     }
-    let mut seen = HashSet::with_capacity(ids.len());
-    for id in &ids {
-        if !seen.insert(*id) {
-            return Err(BlockError::DuplicateTx(*id));
+    let mut seen = HashSet::with_capacity(block.txs.len());
+    for tx in &block.txs {
+        let id = tx.id();
+        if !seen.insert(id) {
+            return Err(BlockError::DuplicateTx(id));
         }
     }
-    if let Some(i) = verify_signatures(&block.txs, &ids, verifier, cache) {
-        return Err(BlockError::Tx { index: i, id: ids[i], error: TxError::BadSignature });
-    }
+    Ok(())
+}
+
+/// The state transition of a block whose shape and signatures were checked:
+/// every transaction in order (nonce, balance, overflow), then the miner's
+/// reward. Returns the undo data; on error `state` is unchanged.
+///
+/// # Errors
+/// [`BlockError::Tx`] for the first transaction that breaks a rule,
+/// [`BlockError::RewardTooLarge`] for a greedy miner.
+pub fn apply_txs(state: &mut State, block: &Block, params: &ChainParams) -> Result<Undo, BlockError> {
     let mut undo = Undo::default();
     let mut fees: u64 = 0;
     let fail = |state: &mut State, undo: &Undo, e: BlockError| {
@@ -270,9 +373,9 @@ pub fn apply_body(
         match state.apply_tx(tx, params, &mut undo) {
             Ok(fee) => match fees.checked_add(fee) {
                 Some(f) => fees = f,
-                None => return fail(state, &undo, BlockError::Tx { index: i, id: ids[i], error: TxError::Overflow }),
+                None => return fail(state, &undo, BlockError::Tx { index: i, id: tx.id(), error: TxError::Overflow }),
             },
-            Err(error) => return fail(state, &undo, BlockError::Tx { index: i, id: ids[i], error }),
+            Err(error) => return fail(state, &undo, BlockError::Tx { index: i, id: tx.id(), error }),
         }
     }
     let max = params.block_reward.saturating_add(fees);
@@ -305,7 +408,7 @@ mod tests {
             nonce,
             signature: Signature::EMPTY,
         };
-        from.sign_tx(&mut tx);
+        from.sign_tx(&mut tx, &ChainParams::test().chain_id());
         tx
     }
 

@@ -10,14 +10,34 @@ use crate::crypto::{SigCache, Verifier};
 use crate::error::{BlockError, ChainError, StoreError};
 use crate::mempool::{Mempool, MempoolConfig, MempoolError};
 use crate::params::ChainParams;
-use crate::state::{Account, BlockContext, State, Undo, apply_body, check_header};
+use crate::state::{Account, BlockContext, State, Undo, apply_txs, check_header, check_signatures, check_standalone};
 use crate::store::{AccountWrite, Store};
 use crate::target::{scale, work};
-use crate::types::{Address, Block, Hash, Header, MAX_BLOCK_BYTES, Transaction, merkle_root};
+use crate::types::{Address, Block, Hash, Header, Transaction};
 
 /// Default capacity of the orphan pool: 256 blocks (~1 MiB at dev sizes),
 /// enough to hold a burst that arrived ahead of its parents during sync.
 pub const DEFAULT_MAX_ORPHANS: usize = 256;
+
+/// Default byte budget of the orphan pool: 32 MiB, eight blocks of the
+/// largest size ([`crate::types::MAX_BLOCK_BYTES`]), or all 256 orphans at 128 KiB each.
+/// Without it 256 maximal orphans would hold a gigabyte.
+pub const DEFAULT_MAX_ORPHAN_BYTES: usize = 32 * 1024 * 1024;
+
+/// One source's share of the orphan pool: a quarter of its count and of its
+/// bytes. A peer past its share evicts its own oldest orphan, never someone
+/// else's (Bitcoin Core bounds orphan transactions per peer the same way).
+pub const ORPHAN_SHARE_DIVISOR: usize = 4;
+
+/// Default deepest fork accepted: a block whose branch leaves the best chain
+/// more than 288 blocks below the tip is refused before anything is written.
+///
+/// Building on old blocks is cheap when their targets were easy, and each
+/// such block would cost a disk write. 288 is the depth a pruned Bitcoin
+/// Core node can still reorganise (`MIN_BLOCKS_TO_KEEP`); at the dev
+/// preset's 2 s blocks it is ten minutes of partition. Deeper reorgs need a
+/// header chain with more work first (headers-first sync).
+pub const DEFAULT_MAX_FORK_DEPTH: u64 = 288;
 
 /// Default number of invalid block hashes remembered: 10 000.
 pub const DEFAULT_MAX_INVALID: usize = 10_000;
@@ -25,8 +45,14 @@ pub const DEFAULT_MAX_INVALID: usize = 10_000;
 /// Limits of the block tree.
 #[derive(Debug, Clone)]
 pub struct TreeConfig {
-    /// Orphans held; the oldest is dropped first.
+    /// Orphans held. Past it (or past `max_orphan_bytes`), the oldest orphan
+    /// of the source holding the most bytes is dropped first; one source
+    /// holds at most a [`ORPHAN_SHARE_DIVISOR`]th of either limit.
     pub max_orphans: usize,
+    /// Bytes of orphans held (encoded size).
+    pub max_orphan_bytes: usize,
+    /// Deepest fork accepted below the tip ([`DEFAULT_MAX_FORK_DEPTH`]).
+    pub max_fork_depth: u64,
     /// Invalid hashes remembered; the oldest is forgotten first.
     pub max_invalid: usize,
     /// The mempool's limits.
@@ -35,7 +61,13 @@ pub struct TreeConfig {
 
 impl Default for TreeConfig {
     fn default() -> Self {
-        Self { max_orphans: DEFAULT_MAX_ORPHANS, max_invalid: DEFAULT_MAX_INVALID, mempool: MempoolConfig::default() }
+        Self {
+            max_orphans: DEFAULT_MAX_ORPHANS,
+            max_orphan_bytes: DEFAULT_MAX_ORPHAN_BYTES,
+            max_fork_depth: DEFAULT_MAX_FORK_DEPTH,
+            max_invalid: DEFAULT_MAX_INVALID,
+            mempool: MempoolConfig::default(),
+        }
     }
 }
 
@@ -70,10 +102,39 @@ pub enum InsertOutcome {
         /// The parent to fetch.
         missing_parent: Hash,
     },
-    /// It breaks a rule; it and its descendants are refused from now on.
+    /// It breaks a rule that its header and ancestry decide (the header's
+    /// Merkle root commits to every byte of the body, so the checked body is
+    /// the only one this hash can have): it and its descendants are refused
+    /// from now on. The sender is at fault.
     Invalid {
         /// Which rule.
         reason: BlockError,
+    },
+    /// It fails a check that needs no parent (proof of work against its own
+    /// target, sizes, the Merkle commitment, a repeated transaction): junk, or
+    /// a genuine header with a body someone changed. Refused and *not*
+    /// remembered, so the genuine block still connects when it arrives. The
+    /// sender is at fault.
+    Malformed {
+        /// Which rule.
+        reason: BlockError,
+    },
+    /// Its timestamp is too far ahead of our clock. Refused for now and not
+    /// remembered: the same block is accepted once its time has come
+    /// (Bitcoin's `BLOCK_TIME_FUTURE`, which Core neither caches nor
+    /// punishes, since clocks differ).
+    TooEarly {
+        /// [`BlockError::TimestampTooFarAhead`].
+        reason: BlockError,
+    },
+    /// Its branch leaves the best chain deeper than
+    /// [`TreeConfig::max_fork_depth`] below the tip; refused before anything
+    /// is written. Not remembered, not the sender's fault.
+    ForkTooDeep {
+        /// Height of the last best-chain block the branch shares.
+        fork_height: u64,
+        /// Our tip's height.
+        tip_height: u64,
     },
     /// Already known.
     Duplicate,
@@ -142,8 +203,10 @@ pub struct Chain<S: Store> {
     state: State,
     mempool: Mempool,
     invalid: BoundedSet,
-    orphans: HashMap<Hash, Block>,
-    orphan_order: VecDeque<Hash>,
+    orphans: OrphanPool,
+    /// A reorganisation stopped by a storage failure: retried on the next
+    /// insert, so the best chain is reached once the store works again.
+    reorg_pending: bool,
     tip_tx: watch::Sender<Tip>,
 }
 
@@ -193,8 +256,8 @@ impl<S: Store> Chain<S> {
             side: HashSet::new(),
             canonical: Vec::new(),
             state: State::default(),
-            orphans: HashMap::new(),
-            orphan_order: VecDeque::new(),
+            orphans: OrphanPool::default(),
+            reorg_pending: false,
             tip_tx,
         };
         match chain.store.tip()? {
@@ -257,7 +320,9 @@ impl<S: Store> Chain<S> {
                 return Err(StoreError::Corrupt(format!("canonical index disagrees at height {h}")).into());
             }
         }
-        self.side = self.index.keys().filter(|h| !canonical.contains(h)).copied().collect();
+        // A set, so opening is linear in the number of blocks.
+        let on_best: HashSet<&Hash> = canonical.iter().collect();
+        self.side = self.index.keys().filter(|h| !on_best.contains(h)).copied().collect();
         self.canonical = canonical;
         self.state = State::from_accounts(self.store.accounts()?);
         Ok(())
@@ -363,7 +428,7 @@ impl<S: Store> Chain<S> {
 
     /// Whether the block is known (indexed or waiting as an orphan).
     pub fn contains(&self, hash: &Hash) -> bool {
-        self.index.contains_key(hash) || self.orphans.contains_key(hash)
+        self.index.contains_key(hash) || self.orphans.blocks.contains_key(hash)
     }
 
     /// Whether the block was found invalid.
@@ -395,7 +460,12 @@ impl<S: Store> Chain<S> {
 
     /// Orphans waiting for a parent.
     pub fn orphan_count(&self) -> usize {
-        self.orphans.len()
+        self.orphans.blocks.len()
+    }
+
+    /// Bytes held by orphans (their encoded size).
+    pub fn orphan_bytes(&self) -> usize {
+        self.orphans.bytes
     }
 
     /// A block locator: the tip, then hashes at exponentially growing
@@ -428,6 +498,7 @@ impl<S: Store> Chain<S> {
             parent_height: node.header.height,
             expected_target: self.expected_target(node),
             median_time_past_ms: self.median_time_past(parent),
+            min_timestamp_ms: self.timewarp_floor(node),
             now_ms,
         })
     }
@@ -458,21 +529,37 @@ impl<S: Store> Chain<S> {
         Some(node)
     }
 
+    /// The target a child of `parent` must carry. At the first block of a
+    /// window the target is scaled by the span of the window that just ended,
+    /// measured from the last block of the window before it (or genesis), so
+    /// it covers exactly the intervals it is compared with.
     fn expected_target(&self, parent: &Node) -> Hash {
         let Some(rt) = &self.params.retarget else { return self.params.initial_target };
         let height = parent.header.height + 1;
         if rt.interval == 0 || !height.is_multiple_of(rt.interval) || height < rt.interval {
             return parent.header.target;
         }
+        let back = rt.interval.min(parent.header.height);
         let parent_hash = parent.header.hash();
-        let Some(first) = self.ancestor(&parent_hash, rt.interval - 1) else { return parent.header.target };
-        let expected = rt.interval.saturating_mul(rt.target_block_ms).max(1);
+        let Some(first) = self.ancestor(&parent_hash, back) else { return parent.header.target };
+        let expected = back.saturating_mul(rt.target_block_ms).max(1);
         let span = parent
             .header
             .timestamp_ms
             .saturating_sub(first.header.timestamp_ms)
             .clamp(expected / 4, expected.saturating_mul(4));
         scale(&parent.header.target, span, expected, &self.params.pow_limit)
+    }
+
+    /// BIP 94: the first block of a retarget window may not be stamped more
+    /// than `max_timewarp_ms` before its parent; 0 (no floor) elsewhere.
+    fn timewarp_floor(&self, parent: &Node) -> u64 {
+        match &self.params.retarget {
+            Some(rt) if rt.interval > 0 && (parent.header.height + 1).is_multiple_of(rt.interval) => {
+                parent.header.timestamp_ms.saturating_sub(rt.max_timewarp_ms)
+            }
+            _ => 0,
+        }
     }
 
     fn median_time_past(&self, parent: &Hash) -> u64 {
@@ -526,9 +613,24 @@ impl<S: Store> Chain<S> {
     ///
     /// # Errors
     /// Only storage failures; an invalid block is an [`InsertOutcome::Invalid`].
+    /// After a storage failure the state, mempool, indexes and tip are as
+    /// before the call, and the same block can be inserted again.
     pub fn insert_at(&mut self, block: Block, now_ms: u64) -> Result<InsertOutcome, ChainError> {
+        self.insert_from(block, None, now_ms)
+    }
+
+    /// Inserts a block received from `source` (a peer's name; `None` for a
+    /// block of our own). The source is charged for the block if it has to
+    /// wait as an orphan: one source holds at most its share of the pool.
+    ///
+    /// # Errors
+    /// As [`Chain::insert_at`].
+    pub fn insert_from(&mut self, block: Block, source: Option<&str>, now_ms: u64) -> Result<InsertOutcome, ChainError> {
+        if self.reorg_pending {
+            self.resume_reorg()?;
+        }
         let hash = block.hash();
-        let outcome = self.insert_one(block, hash, now_ms)?;
+        let outcome = self.insert_one(block, hash, source, now_ms)?;
         if matches!(
             outcome,
             InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. }
@@ -538,17 +640,25 @@ impl<S: Store> Chain<S> {
         Ok(outcome)
     }
 
+    /// Retries a reorganisation that a storage failure interrupted.
+    fn resume_reorg(&mut self) -> Result<(), ChainError> {
+        if let Some(best) = self.best_candidate() {
+            self.reorganise(best)?;
+        }
+        self.reorg_pending = false;
+        Ok(())
+    }
+
     fn connect_orphans(&mut self, parent: Hash, now_ms: u64) -> Result<(), ChainError> {
         let mut queue = vec![parent];
         while let Some(p) = queue.pop() {
-            let children: Vec<Hash> =
-                self.orphans.iter().filter(|(_, b)| b.header.parent == p).map(|(h, _)| *h).collect();
-            for child in children {
-                let Some(block) = self.orphans.remove(&child) else { continue };
-                self.orphan_order.retain(|h| *h != child);
-                let out = self.insert_one(block, child, now_ms)?;
+            for (child, block, source) in self.orphans.take_children(&p) {
+                let out = self.insert_one(block, child, source.as_deref(), now_ms)?;
                 tracing::debug!(%child, ?out, "orphan resolved");
-                if !matches!(out, InsertOutcome::Invalid { .. }) {
+                if matches!(
+                    out,
+                    InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. }
+                ) {
                     queue.push(child);
                 }
             }
@@ -562,45 +672,96 @@ impl<S: Store> Chain<S> {
         InsertOutcome::Invalid { reason }
     }
 
-    fn insert_one(&mut self, block: Block, hash: Hash, now_ms: u64) -> Result<InsertOutcome, ChainError> {
-        if self.index.contains_key(&hash) || self.orphans.contains_key(&hash) {
+    /// The height at which the branch ending in `parent` leaves the best
+    /// chain (`parent`'s own height when it is on the best chain).
+    fn fork_height(&self, parent: &Hash) -> Option<u64> {
+        let mut cursor = *parent;
+        loop {
+            let node = self.index.get(&cursor)?;
+            if self.canonical.get(node.header.height as usize) == Some(&cursor) {
+                return Some(node.header.height);
+            }
+            cursor = node.header.parent;
+        }
+    }
+
+    /// Validation in the order of cost to us, and what each failure means:
+    ///
+    /// 1. [`check_standalone`] (no parent needed: proof of work against the
+    ///    header's own target, target limit, sizes, Merkle commitment,
+    ///    repeats) → [`InsertOutcome::Malformed`], not remembered;
+    /// 2. a known-invalid parent → [`InsertOutcome::Invalid`];
+    /// 3. unknown parent → orphan pool (charged to `source`);
+    /// 4. fork depth → [`InsertOutcome::ForkTooDeep`], nothing written;
+    /// 5. [`check_header`] against the parent → [`InsertOutcome::Invalid`]
+    ///    (remembered), except a timestamp ahead of our clock →
+    ///    [`InsertOutcome::TooEarly`] (not remembered);
+    /// 6. signatures, before the block is kept anywhere →
+    ///    [`InsertOutcome::Invalid`];
+    /// 7. the state transition (tip extensions now, side branches when their
+    ///    branch wins) → [`InsertOutcome::Invalid`].
+    ///
+    /// From step 5 on, the body is the one the header commits to, so what
+    /// fails there holds for that hash for good (Bitcoin Core likewise marks
+    /// `BLOCK_FAILED_VALID` only after the Merkle check).
+    fn insert_one(
+        &mut self,
+        block: Block,
+        hash: Hash,
+        source: Option<&str>,
+        now_ms: u64,
+    ) -> Result<InsertOutcome, ChainError> {
+        if self.index.contains_key(&hash) || self.orphans.blocks.contains_key(&hash) {
             return Ok(InsertOutcome::Duplicate);
         }
         if self.invalid.set.contains(&hash) {
             return Ok(InsertOutcome::Invalid { reason: BlockError::InvalidAncestor(hash) });
+        }
+        if let Err(reason) = check_standalone(&block, &self.params) {
+            tracing::debug!(%hash, %reason, "malformed block");
+            return Ok(InsertOutcome::Malformed { reason });
         }
         let parent = block.header.parent;
         if self.invalid.set.contains(&parent) {
             return Ok(self.mark_invalid(hash, BlockError::InvalidAncestor(parent)));
         }
         if !self.index.contains_key(&parent) {
-            self.add_orphan(hash, block);
+            self.orphans.add(hash, block, source, &self.config);
             return Ok(InsertOutcome::Orphan { missing_parent: parent });
         }
         if let Some(missing_ancestor) = self.missing_ancestor(&parent) {
             return Ok(InsertOutcome::Stale { missing_ancestor });
         }
-        // Everything that needs no state: header rules, size, count, Merkle
-        // root, duplicates.
-        let ctx = self.context_for(&parent, now_ms)?;
-        if let Err(reason) = check_header(&block, &ctx, &self.params) {
-            return Ok(self.mark_invalid(hash, reason));
+        let tip = self.tip();
+        let fork_height = self.fork_height(&parent).unwrap_or(0);
+        if tip.height.saturating_sub(fork_height) > self.config.max_fork_depth {
+            return Ok(InsertOutcome::ForkTooDeep { fork_height, tip_height: tip.height });
         }
-        if let Err(reason) = check_body_shape(&block, &self.params) {
+        let ctx = self.context_for(&parent, now_ms)?;
+        match check_header(&block, &ctx, &self.params) {
+            Ok(_) => {}
+            Err(reason @ BlockError::TimestampTooFarAhead { .. }) => return Ok(InsertOutcome::TooEarly { reason }),
+            Err(reason) => return Ok(self.mark_invalid(hash, reason)),
+        }
+        if let Err(reason) = check_signatures(&block, &self.params, self.verifier.as_ref(), &self.sigs) {
             return Ok(self.mark_invalid(hash, reason));
         }
         let parent_work = self.index.get(&parent).map_or(0, |n| n.work);
         let node = Node { header: block.header.clone(), work: parent_work.saturating_add(work(&block.header.target)) };
-        let tip = self.tip();
         if parent == tip.hash {
-            // Extends the best chain: apply now.
-            let undo = match apply_body(&mut self.state, &block, &self.params, self.verifier.as_ref(), &self.sigs) {
+            // Extends the best chain: apply now. The state moves first and is
+            // put back if the store refuses the write.
+            let undo = match apply_txs(&mut self.state, &block, &self.params) {
                 Ok(undo) => undo,
                 Err(reason) => return Ok(self.mark_invalid(hash, reason)),
             };
-            self.store.put_block(&hash, &block)?;
             let writes = self.writes_for(&undo);
-            if let Err(e) = self.store.connect(&hash, block.header.height, &undo, &writes, &tx_ids(&block)) {
+            let height = block.header.height;
+            let stored = self
+                .store
+                .put_block(&hash, &block)
+                .and_then(|()| self.store.connect(&hash, height, &undo, &writes, &tx_ids(&block)));
+            if let Err(e) = stored {
                 self.state.undo(&undo);
                 return Err(e.into());
             }
@@ -609,7 +770,7 @@ impl<S: Store> Chain<S> {
             self.mempool.remove_included(&block.txs, &self.state);
             self.publish_tip();
             self.prune()?;
-            return Ok(InsertOutcome::Connected { hash, height: block.header.height });
+            return Ok(InsertOutcome::Connected { hash, height });
         }
         // A side branch: keep it; reorganise if it now has the most work.
         self.store.put_block(&hash, &block)?;
@@ -622,16 +783,6 @@ impl<S: Store> Chain<S> {
         Ok(InsertOutcome::SideBranch { hash })
     }
 
-    fn add_orphan(&mut self, hash: Hash, block: Block) {
-        self.orphans.insert(hash, block);
-        self.orphan_order.push_back(hash);
-        while self.orphan_order.len() > self.config.max_orphans {
-            if let Some(old) = self.orphan_order.pop_front() {
-                self.orphans.remove(&old);
-            }
-        }
-    }
-
     /// The account writes that persist the state after (or before) a block.
     fn writes_for(&self, undo: &Undo) -> Vec<AccountWrite> {
         let mut seen = HashSet::new();
@@ -642,28 +793,52 @@ impl<S: Store> Chain<S> {
             .collect()
     }
 
-    /// The indexed node with the most work (first seen on ties: the current
-    /// tip wins unless strictly beaten).
+    /// The indexed node with the most work, if it has more than the tip
+    /// (first seen on ties: the current tip wins unless strictly beaten).
+    /// [`Chain::open`] makes the same choice.
     fn best_candidate(&self) -> Option<Hash> {
         let tip = self.tip();
         self.index.iter().filter(|(_, n)| n.work > tip.work).max_by_key(|(_, n)| n.work).map(|(h, _)| *h)
     }
 
+    /// Undoes the tip. On a storage failure the state is put back and
+    /// nothing changed.
     fn disconnect_tip(&mut self) -> Result<Block, ChainError> {
         let hash = *self.canonical.last().ok_or_else(|| StoreError::Corrupt("empty chain".into()))?;
         let block = self.store.block(&hash)?.ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
         let undo = self.store.undo(&hash)?.ok_or_else(|| StoreError::Corrupt(format!("undo of {hash} missing")))?;
+        // The values as they are now, to put back if the store fails.
+        let mut seen = HashSet::new();
+        let redo = Undo {
+            changes: undo
+                .changes
+                .iter()
+                .filter(|(a, _)| seen.insert(*a))
+                .map(|(a, _)| (*a, self.state.contains(a).then(|| self.state.account(a))))
+                .collect(),
+        };
         self.state.undo(&undo);
         let writes = self.writes_for(&undo);
-        self.store.disconnect(&hash, block.header.height, &block.header.parent, &writes, &tx_ids(&block))?;
+        if let Err(e) = self.store.disconnect(&hash, block.header.height, &block.header.parent, &writes, &tx_ids(&block))
+        {
+            self.state.undo(&redo);
+            return Err(e.into());
+        }
         self.canonical.pop();
         self.side.insert(hash);
         Ok(block)
     }
 
+    /// Applies a stored side-branch block on the tip. `Ok(Err(_))`: the
+    /// block is invalid; `Err(_)`: storage failed. Either way nothing changed.
     fn connect_block(&mut self, hash: Hash) -> Result<Result<Block, BlockError>, ChainError> {
         let block = self.store.block(&hash)?.ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
-        let undo = match apply_body(&mut self.state, &block, &self.params, self.verifier.as_ref(), &self.sigs) {
+        // Stored blocks passed every check that needs no state; these are
+        // cheap again (and the signatures are cached).
+        if let Err(e) = check_body_again(&block, &self.params, self.verifier.as_ref(), &self.sigs) {
+            return Ok(Err(e));
+        }
+        let undo = match apply_txs(&mut self.state, &block, &self.params) {
             Ok(undo) => undo,
             Err(e) => return Ok(Err(e)),
         };
@@ -677,14 +852,11 @@ impl<S: Store> Chain<S> {
         Ok(Ok(block))
     }
 
-    /// Moves the best chain to `new_tip` through the fork point. If a block
-    /// of the new branch is invalid, it and its descendants are dropped and
-    /// the old chain is restored.
-    fn reorganise(&mut self, new_tip: Hash) -> Result<InsertOutcome, ChainError> {
-        let from = self.tip().hash;
-        // The new branch, from the fork point up.
+    /// The blocks from the best chain's fork point up to `tip` (exclusive of
+    /// the fork point), and the fork point's height.
+    fn branch_to(&self, tip: Hash) -> Result<(u64, Vec<Hash>), ChainError> {
         let mut branch = Vec::new();
-        let mut cursor = new_tip;
+        let mut cursor = tip;
         while !self.is_canonical(&cursor) {
             branch.push(cursor);
             cursor = self
@@ -695,44 +867,78 @@ impl<S: Store> Chain<S> {
         }
         branch.reverse();
         let fork_height = self.index.get(&cursor).map_or(0, |n| n.header.height);
-        let mut old = Vec::new();
-        while self.tip().height > fork_height {
-            old.push(self.disconnect_tip()?);
-        }
-        let mut connected = Vec::new();
-        for hash in &branch {
-            match self.connect_block(*hash)? {
-                Ok(block) => connected.push(block),
-                Err(reason) => {
-                    // Drop the bad block and everything above it, restore.
-                    self.forget_descendants(*hash);
-                    let _ = self.mark_invalid(*hash, reason.clone());
-                    while self.tip().height > fork_height {
-                        self.disconnect_tip()?;
+        Ok((fork_height, branch))
+    }
+
+    /// Moves the best chain to `new_tip` through the fork point.
+    ///
+    /// If a block of the new branch is invalid, it and its descendants are
+    /// dropped and remembered as invalid, and the chain settles on the
+    /// most-work valid chain it knows: the valid prefix of the new branch if
+    /// that has more work than the old tip, else the old chain (or any other
+    /// branch with more work) — the chain [`Chain::open`] would pick.
+    ///
+    /// A storage failure stops it part way with the in-memory view equal to
+    /// the store (each step commits atomically); the next insert resumes it.
+    fn reorganise(&mut self, new_tip: Hash) -> Result<InsertOutcome, ChainError> {
+        self.reorg_pending = true;
+        let from = self.tip().hash;
+        let mut target = new_tip;
+        let mut disconnected: Vec<Block> = Vec::new();
+        let mut connected: Vec<Block> = Vec::new();
+        let mut failure: Option<BlockError> = None;
+        loop {
+            let (fork_height, branch) = self.branch_to(target)?;
+            while self.tip().height > fork_height {
+                disconnected.push(self.disconnect_tip()?);
+            }
+            let mut failed = false;
+            for hash in branch {
+                match self.connect_block(hash)? {
+                    Ok(block) => connected.push(block),
+                    Err(reason) => {
+                        tracing::info!(%hash, %reason, "invalid block on the branch being connected");
+                        self.forget_descendants(hash);
+                        self.invalid.insert(hash);
+                        failure.get_or_insert(reason);
+                        failed = true;
+                        break;
                     }
-                    for block in old.iter().rev() {
-                        if let Err(e) = self.connect_block(block.hash())? {
-                            return Err(StoreError::Corrupt(format!("old chain no longer valid: {e}")).into());
-                        }
-                    }
-                    self.publish_tip();
-                    return Ok(InsertOutcome::Invalid { reason });
                 }
             }
+            if !failed {
+                break;
+            }
+            // Settle on the most-work valid chain known.
+            match self.best_candidate() {
+                Some(best) => target = best,
+                None => break,
+            }
         }
-        // The mempool follows: included transactions leave, disconnected ones
-        // come back if still valid.
-        for block in &connected {
-            self.mempool.remove_included(&block.txs, &self.state);
-        }
-        let back: Vec<Transaction> = old.iter().flat_map(|b| b.txs.iter().cloned()).collect();
+        self.reorg_pending = false;
+        let tip = self.tip().hash;
+        // The mempool follows: what the final chain includes leaves, what it
+        // no longer includes comes back if still valid.
+        let included: Vec<Transaction> =
+            connected.iter().filter(|b| self.is_canonical(&b.hash())).flat_map(|b| b.txs.iter().cloned()).collect();
+        self.mempool.remove_included(&included, &self.state);
+        let back: Vec<Transaction> = disconnected
+            .iter()
+            .chain(connected.iter())
+            .filter(|b| !self.is_canonical(&b.hash()))
+            .flat_map(|b| b.txs.iter().cloned())
+            .collect();
         let readmitted =
             self.mempool.readmit(back, &self.state, &self.params, self.verifier.as_ref(), &self.sigs, now_ms());
         self.mempool.revalidate(&self.state);
-        tracing::info!(%from, to = %new_tip, disconnected = old.len(), connected = connected.len(), readmitted, "reorganised");
         self.publish_tip();
         self.prune()?;
-        Ok(InsertOutcome::Reorganised { from, to: new_tip, disconnected: old.len(), connected: connected.len() })
+        if let Some(reason) = failure {
+            tracing::info!(%from, to = %tip, %reason, "reorganisation failed; on the best valid chain");
+            return Ok(InsertOutcome::Invalid { reason });
+        }
+        tracing::info!(%from, to = %tip, disconnected = disconnected.len(), connected = connected.len(), readmitted, "reorganised");
+        Ok(InsertOutcome::Reorganised { from, to: tip, disconnected: disconnected.len(), connected: connected.len() })
     }
 
     /// Drops `root` and its side-branch descendants and marks them invalid
@@ -799,24 +1005,100 @@ impl<S: Store> Chain<S> {
     }
 }
 
-/// The rules of a block's body that need no state.
-fn check_body_shape(block: &Block, params: &ChainParams) -> Result<(), BlockError> {
-    if block.txs.len() > params.max_txs_per_block {
-        return Err(BlockError::TooManyTxs { count: block.txs.len(), max: params.max_txs_per_block });
-    }
-    let len = block.encode().len();
-    if len > MAX_BLOCK_BYTES {
-        return Err(BlockError::TooLarge { len, max: MAX_BLOCK_BYTES });
-    }
-    let ids: Vec<Hash> = block.txs.iter().map(Transaction::id).collect();
-    if merkle_root(ids.iter().copied()) != block.header.merkle_root {
-        return Err(BlockError::BadMerkleRoot);
-    }
-    let mut seen = HashSet::with_capacity(ids.len());
-    for id in ids {
-        if !seen.insert(id) {
-            return Err(BlockError::DuplicateTx(id));
+/// The body checks of [`check_standalone`] and the signatures, for a stored
+/// block about to be applied (a defence against a store that lost a write;
+/// the signatures are normally in the cache).
+fn check_body_again(
+    block: &Block,
+    params: &ChainParams,
+    verifier: &dyn crate::crypto::Verifier,
+    sigs: &SigCache,
+) -> Result<(), BlockError> {
+    check_standalone(block, params)?;
+    check_signatures(block, params, verifier, sigs)
+}
+
+/// A block waiting for its parent.
+#[derive(Debug)]
+struct Orphan {
+    block: Block,
+    bytes: usize,
+    source: Option<String>,
+}
+
+/// The orphan pool: blocks whose parent is unknown, bounded in count and in
+/// bytes, with each source's share bounded too ([`TreeConfig::max_orphans`]).
+#[derive(Debug, Default)]
+struct OrphanPool {
+    blocks: HashMap<Hash, Orphan>,
+    /// Arrival order (oldest first).
+    order: VecDeque<Hash>,
+    by_parent: HashMap<Hash, Vec<Hash>>,
+    /// Count and bytes held per source.
+    per_source: HashMap<Option<String>, (usize, usize)>,
+    bytes: usize,
+}
+
+impl OrphanPool {
+    fn add(&mut self, hash: Hash, block: Block, source: Option<&str>, config: &TreeConfig) {
+        let bytes = block.encoded_len();
+        let source = source.map(str::to_owned);
+        let max_count = config.max_orphans.max(1);
+        let max_bytes = config.max_orphan_bytes.max(1);
+        let share = (max_count.div_ceil(ORPHAN_SHARE_DIVISOR), max_bytes.div_ceil(ORPHAN_SHARE_DIVISOR));
+        if bytes > share.1 {
+            return;
+        }
+        self.by_parent.entry(block.header.parent).or_default().push(hash);
+        self.blocks.insert(hash, Orphan { block, bytes, source: source.clone() });
+        self.order.push_back(hash);
+        self.bytes += bytes;
+        let mine = self.per_source.entry(source.clone()).or_default();
+        mine.0 += 1;
+        mine.1 += bytes;
+        // Past its share, a source pays with its own oldest orphan.
+        while self.per_source.get(&source).is_some_and(|(c, b)| *c > share.0 || *b > share.1) {
+            let Some(oldest) = self.oldest_of(&source) else { break };
+            self.remove(&oldest);
+        }
+        // Past the pool's limits, the source holding the most bytes pays.
+        while self.blocks.len() > max_count || self.bytes > max_bytes {
+            let Some(heaviest) = self.per_source.iter().max_by_key(|(_, (_, b))| *b).map(|(s, _)| s.clone()) else {
+                break;
+            };
+            let Some(oldest) = self.oldest_of(&heaviest) else { break };
+            self.remove(&oldest);
         }
     }
-    Ok(())
+
+    fn oldest_of(&self, source: &Option<String>) -> Option<Hash> {
+        self.order.iter().find(|h| self.blocks.get(h).is_some_and(|o| &o.source == source)).copied()
+    }
+
+    fn remove(&mut self, hash: &Hash) -> Option<Orphan> {
+        let orphan = self.blocks.remove(hash)?;
+        self.order.retain(|h| h != hash);
+        let parent = orphan.block.header.parent;
+        if let Some(children) = self.by_parent.get_mut(&parent) {
+            children.retain(|h| h != hash);
+            if children.is_empty() {
+                self.by_parent.remove(&parent);
+            }
+        }
+        self.bytes -= orphan.bytes;
+        if let Some(mine) = self.per_source.get_mut(&orphan.source) {
+            mine.0 -= 1;
+            mine.1 -= orphan.bytes;
+            if mine.0 == 0 {
+                self.per_source.remove(&orphan.source);
+            }
+        }
+        Some(orphan)
+    }
+
+    /// Removes and returns the orphans whose parent is `parent`.
+    fn take_children(&mut self, parent: &Hash) -> Vec<(Hash, Block, Option<String>)> {
+        let children = self.by_parent.get(parent).cloned().unwrap_or_default();
+        children.into_iter().filter_map(|h| self.remove(&h).map(|o| (h, o.block, o.source))).collect()
+    }
 }

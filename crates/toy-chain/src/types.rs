@@ -145,8 +145,19 @@ pub enum TxKind {
     Mint,
 }
 
-/// A signed transaction. Its id is the SHA-256 of [`Transaction::signing_bytes`]
-/// (the encoding without the signature).
+/// A signed transaction.
+///
+/// Three hashes name it, as in Bitcoin (txid next to wtxid):
+///
+/// * [`Transaction::id`], the user-facing id: SHA-256 of the encoding without
+///   the signature, so it is known before signing and a re-signed transfer
+///   keeps its id;
+/// * [`Transaction::sighash`], what the sender signs: the id bound to one
+///   chain (its genesis hash), so a signature is valid on one network only
+///   (the replay protection of Ethereum's EIP-155);
+/// * [`Transaction::wtxid`], what a block commits to: SHA-256 of the whole
+///   encoding, signature included, so no one can swap a signature under a
+///   block's Merkle root.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Transaction {
     /// Transfer or mint.
@@ -161,7 +172,7 @@ pub struct Transaction {
     pub fee: u64,
     /// The sender's account nonce this transaction uses; it steps by one.
     pub nonce: u64,
-    /// The sender's signature over the transaction id.
+    /// The sender's signature over [`Transaction::sighash`].
     pub signature: Signature,
 }
 
@@ -197,6 +208,29 @@ impl Transaction {
         Hash::digest(&self.signing_bytes())
     }
 
+    /// The hash the sender signs: `SHA-256("toy-tx" || chain_id || id)`,
+    /// where `chain_id` is the genesis hash of the network the transaction is
+    /// meant for. The same transfer signed for `dev` is invalid on `test` or
+    /// on a network of its own.
+    pub fn sighash(&self, chain_id: &Hash) -> Hash {
+        Self::sighash_of(&self.id(), chain_id)
+    }
+
+    /// [`Transaction::sighash`] from an id already computed.
+    pub fn sighash_of(id: &Hash, chain_id: &Hash) -> Hash {
+        let mut h = Sha256::new();
+        h.update(SIGHASH_TAG);
+        h.update(chain_id.0);
+        h.update(id.0);
+        Hash(h.finalize().into())
+    }
+
+    /// The witness id, the Merkle leaf of a block: SHA-256 of the whole
+    /// encoding, signature included.
+    pub fn wtxid(&self) -> Hash {
+        Hash::digest(&self.encode())
+    }
+
     /// `amount + fee`, or `None` on overflow.
     pub fn total_cost(&self) -> Option<u64> {
         self.amount.checked_add(self.fee)
@@ -224,6 +258,10 @@ impl Transaction {
     }
 }
 
+/// Domain tag of [`Transaction::sighash`]: a signed message can never be
+/// mistaken for another kind of hash.
+const SIGHASH_TAG: &[u8] = b"toy-tx";
+
 /// Largest encoded transaction accepted: the fields take at most 180 bytes.
 pub const MAX_TX_BYTES: usize = 256;
 
@@ -246,7 +284,8 @@ pub struct Header {
     pub height: u64,
     /// Hash of the parent block.
     pub parent: Hash,
-    /// Merkle root of the transaction ids.
+    /// Merkle root of the transactions' [`Transaction::wtxid`]s (see
+    /// [`merkle_root`]): commits to every byte of the body.
     pub merkle_root: Hash,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
@@ -323,9 +362,15 @@ impl Block {
         strict_decode(bytes)
     }
 
-    /// The Merkle root of this block's transaction ids.
+    /// Encoded size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+
+    /// The Merkle root of this block's transactions (over their
+    /// [`Transaction::wtxid`]s).
     pub fn compute_merkle_root(&self) -> Hash {
-        merkle_root(self.txs.iter().map(Transaction::id))
+        merkle_root(self.txs.iter().map(Transaction::wtxid))
     }
 }
 
@@ -344,28 +389,57 @@ pub(crate) fn strict_decode<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u
     Ok(value)
 }
 
-/// Merkle root of a list of leaf hashes: pairs hashed level by level
-/// (`SHA-256(left || right)`), an odd last node paired with itself; the root
-/// of no leaves is [`Hash::ZERO`].
+/// Merkle root of a list of leaf hashes (a block's wtxids), with domain
+/// separation as in Certificate Transparency (RFC 6962):
+///
+/// ```text
+/// leaf node  = SHA-256(0x00 || leaf)
+/// inner node = SHA-256(0x01 || left || right)
+/// an odd last node at a level is carried up unchanged (never paired with itself)
+/// ```
+///
+/// Bitcoin pairs an odd last node with itself, so `[a, b, c]` and
+/// `[a, b, c, c]` share a root (CVE-2012-2459) and a mutated body could hide
+/// under a genuine header. Carrying the odd node up gives those two lists
+/// different roots, and the prefixes keep a leaf from ever being read as an
+/// inner node. A block with a repeated leaf is refused anyway (a transaction
+/// cannot be applied twice). The root of no leaves is [`Hash::ZERO`].
 pub fn merkle_root(leaves: impl IntoIterator<Item = Hash>) -> Hash {
-    let mut level: Vec<Hash> = leaves.into_iter().collect();
+    let mut level: Vec<Hash> = leaves
+        .into_iter()
+        .map(|leaf| {
+            let mut h = Sha256::new();
+            h.update([MERKLE_LEAF]);
+            h.update(leaf.0);
+            Hash(h.finalize().into())
+        })
+        .collect();
     if level.is_empty() {
         return Hash::ZERO;
     }
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|pair| {
-                let right = pair.get(1).unwrap_or(&pair[0]);
-                let mut h = Sha256::new();
-                h.update(pair[0].0);
-                h.update(right.0);
-                Hash(h.finalize().into())
+            .map(|pair| match pair {
+                [left, right] => {
+                    let mut h = Sha256::new();
+                    h.update([MERKLE_INNER]);
+                    h.update(left.0);
+                    h.update(right.0);
+                    Hash(h.finalize().into())
+                }
+                [odd] => *odd,
+                _ => Hash::ZERO,
             })
             .collect();
     }
     level[0]
 }
+
+/// Prefix of a Merkle leaf node.
+const MERKLE_LEAF: u8 = 0x00;
+/// Prefix of a Merkle inner node.
+const MERKLE_INNER: u8 = 0x01;
 
 #[cfg(test)]
 mod tests {
@@ -434,23 +508,49 @@ mod tests {
         assert!(Transaction::decode(&padded).is_err(), "non-minimal varint must be refused");
     }
 
+    fn node(prefix: u8, parts: &[&Hash]) -> Hash {
+        let mut bytes = vec![prefix];
+        for p in parts {
+            bytes.extend_from_slice(&p.0);
+        }
+        Hash::digest(&bytes)
+    }
+
     #[test]
     fn merkle_root_of_known_leaves() {
         assert_eq!(merkle_root([]), Hash::ZERO);
-        let a = Hash::digest(b"a");
-        assert_eq!(merkle_root([a]), a);
-        let b = Hash::digest(b"b");
-        let mut cat = a.0.to_vec();
-        cat.extend_from_slice(&b.0);
-        assert_eq!(merkle_root([a, b]), Hash::digest(&cat));
-        // Odd count: the last is paired with itself.
-        let c = Hash::digest(b"c");
-        let mut cc = c.0.to_vec();
-        cc.extend_from_slice(&c.0);
-        let right = Hash::digest(&cc);
-        let mut top = Hash::digest(&cat).0.to_vec();
-        top.extend_from_slice(&right.0);
-        assert_eq!(merkle_root([a, b, c]), Hash::digest(&top));
+        let (a, b, c) = (Hash::digest(b"a"), Hash::digest(b"b"), Hash::digest(b"c"));
+        let (la, lb, lc) = (node(0, &[&a]), node(0, &[&b]), node(0, &[&c]));
+        assert_eq!(merkle_root([a]), la);
+        let ab = node(1, &[&la, &lb]);
+        assert_eq!(merkle_root([a, b]), ab);
+        // Odd count: the last node is carried up, not paired with itself.
+        assert_eq!(merkle_root([a, b, c]), node(1, &[&ab, &lc]));
+    }
+
+    #[test]
+    fn repeating_the_odd_leaf_changes_the_root() {
+        // CVE-2012-2459: with self-pairing these two lists share a root.
+        let leaves: Vec<Hash> = (0u8..3).map(|i| Hash::digest(&[i])).collect();
+        let mut mutated = leaves.clone();
+        mutated.push(leaves[2]);
+        assert_ne!(merkle_root(leaves.iter().copied()), merkle_root(mutated.iter().copied()));
+        for n in 1u8..12 {
+            let leaves: Vec<Hash> = (0..n).map(|i| Hash::digest(&[i])).collect();
+            let mut longer = leaves.clone();
+            longer.extend_from_slice(&leaves[leaves.len().saturating_sub(2)..]);
+            assert_ne!(merkle_root(leaves.iter().copied()), merkle_root(longer.iter().copied()), "{n} leaves");
+        }
+    }
+
+    #[test]
+    fn wtxid_commits_to_the_signature_and_id_does_not() {
+        let a = sample_tx(1);
+        let mut b = a.clone();
+        b.signature = Signature([9; 64]);
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.wtxid(), b.wtxid());
+        assert_ne!(a.sighash(&Hash([1; 32])), a.sighash(&Hash([2; 32])), "the chain id is signed");
     }
 
     #[test]

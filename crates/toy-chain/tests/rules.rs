@@ -18,6 +18,20 @@ fn assert_refused(chain: &mut Chain<MemoryStore>, block: Block) -> BlockError {
     reason
 }
 
+/// Inserts `block`, expects it refused as malformed: nothing changes and its
+/// hash is *not* remembered (the genuine body may still come).
+fn assert_malformed(chain: &mut Chain<MemoryStore>, block: Block) -> BlockError {
+    let before_state = chain.state().clone();
+    let before_tip = chain.tip();
+    let outcome = chain.insert_at(block.clone(), NOW).expect("no storage error");
+    let InsertOutcome::Malformed { reason } = outcome else { panic!("expected Malformed, got {outcome:?}") };
+    assert_eq!(chain.state(), &before_state, "a malformed block changes nothing");
+    assert_eq!(chain.tip(), before_tip);
+    assert!(!chain.is_invalid(&block.hash()), "a malformed block is not remembered");
+    assert!(!chain.contains(&block.hash()), "nor kept");
+    reason
+}
+
 fn genesis(chain: &Chain<MemoryStore>) -> toy_chain::Hash {
     chain.tip().hash
 }
@@ -113,16 +127,27 @@ fn bad_proof_of_work() {
     while toy_chain::target::meets(&b.hash(), &b.header.target) {
         b.header.nonce += 1;
     }
-    assert!(matches!(assert_refused(&mut c, b), BlockError::BadProofOfWork { .. }));
+    assert!(matches!(assert_malformed(&mut c, b), BlockError::BadProofOfWork { .. }));
 }
 
 #[test]
 fn wrong_target() {
     let mut c = chain();
     let mut b = unmined(&c, genesis(&c), vec![], miner(), 1000);
-    b.header.target = toy_chain::target::leading_zeros(1);
+    b.header.target = toy_chain::target::leading_zeros(9);
     let b = mine(b);
     assert!(matches!(assert_refused(&mut c, b), BlockError::WrongTarget { .. }));
+}
+
+#[test]
+fn target_easier_than_the_limit_is_refused_without_a_parent() {
+    let mut c = chain();
+    let mut b = unmined(&c, genesis(&c), vec![], miner(), 1000);
+    b.header.parent = toy_chain::Hash([5; 32]);
+    b.header.target = toy_chain::target::leading_zeros(1);
+    let b = mine(b);
+    assert!(matches!(assert_malformed(&mut c, b), BlockError::TargetTooEasy { .. }));
+    assert_eq!(c.orphan_count(), 0, "not kept as an orphan");
 }
 
 #[test]
@@ -130,7 +155,7 @@ fn wrong_merkle_root() {
     let mut c = chain();
     let mut b = unmined(&c, genesis(&c), vec![transfer(&wallet(0), miner(), 10, 0, 0)], miner(), 1000);
     b.header.merkle_root = toy_chain::Hash([9; 32]);
-    assert!(matches!(assert_refused(&mut c, mine(b)), BlockError::BadMerkleRoot));
+    assert!(matches!(assert_malformed(&mut c, mine(b)), BlockError::BadMerkleRoot));
 }
 
 #[test]
@@ -181,7 +206,33 @@ fn timestamp_too_far_ahead() {
     let mut c = chain();
     let mut b = unmined(&c, genesis(&c), vec![], miner(), 1000);
     b.header.timestamp_ms = NOW + c.params().max_future_drift_ms + 1;
-    assert!(matches!(assert_refused(&mut c, mine(b)), BlockError::TimestampTooFarAhead { .. }));
+    let b = mine(b);
+    let outcome = c.insert_at(b.clone(), NOW).expect("no storage error");
+    assert!(
+        matches!(outcome, InsertOutcome::TooEarly { reason: BlockError::TimestampTooFarAhead { .. } }),
+        "{outcome:?}"
+    );
+    assert!(!c.is_invalid(&b.hash()), "a time-dependent failure is never cached");
+    assert_eq!(c.tip().height, 0);
+}
+
+#[test]
+fn block_from_the_near_future_connects_once_its_time_has_come() {
+    // An attacker sends a block a few seconds early; with the clock an
+    // injected `now`, the same block connects once the clock catches up.
+    let mut c = chain();
+    let drift = c.params().max_future_drift_ms;
+    let mut b = unmined(&c, genesis(&c), vec![], miner(), 1000);
+    b.header.timestamp_ms = NOW + drift + 5_000;
+    let b = mine(b);
+    assert!(matches!(c.insert_at(b.clone(), NOW).expect("ok"), InsertOutcome::TooEarly { .. }));
+    let child_of_b = {
+        let mut other = chain();
+        other.insert_at(b.clone(), NOW + 5_000).expect("ok");
+        child(&other, b.hash(), vec![], miner(), 1000)
+    };
+    assert!(matches!(c.insert_at(b, NOW + 5_000).expect("ok"), InsertOutcome::Connected { height: 1, .. }));
+    assert!(matches!(c.insert_at(child_of_b, NOW + 10_000).expect("ok"), InsertOutcome::Connected { height: 2, .. }));
 }
 
 #[test]
@@ -191,7 +242,7 @@ fn too_many_transactions() {
     let txs: Vec<_> = (0..=max as u64).map(|n| transfer(&wallet(0), miner(), 1, 0, n)).collect();
     let b = child(&c, genesis(&c), txs, miner(), 1000);
     assert!(
-        matches!(assert_refused(&mut c, b), BlockError::TooManyTxs { count, max: m } if count == max + 1 && m == max)
+        matches!(assert_malformed(&mut c, b), BlockError::TooManyTxs { count, max: m } if count == max + 1 && m == max)
     );
 }
 
@@ -200,7 +251,7 @@ fn duplicated_transaction() {
     let mut c = chain();
     let tx = transfer(&wallet(0), miner(), 1, 0, 0);
     let b = child(&c, genesis(&c), vec![tx.clone(), tx], miner(), 1000);
-    assert!(matches!(assert_refused(&mut c, b), BlockError::DuplicateTx(_)));
+    assert!(matches!(assert_malformed(&mut c, b), BlockError::DuplicateTx(_)));
 }
 
 #[test]
@@ -274,7 +325,7 @@ fn block_changed_in_the_middle_of_the_chain_and_remined() {
     // Altered b2: same height and parent, a different payment (signature now invalid).
     let mut b2 = blocks[1].clone();
     b2.txs[0].amount = 1_000_000;
-    b2.header.merkle_root = toy_chain::types::merkle_root(b2.txs.iter().map(toy_chain::Transaction::id));
+    b2.header.merkle_root = toy_chain::types::merkle_root(b2.txs.iter().map(toy_chain::Transaction::wtxid));
     let b2 = mine(b2);
     let reason = match c.insert_at(b2.clone(), NOW).expect("ok") {
         // A side branch with less work is only fully checked when it would

@@ -71,7 +71,7 @@ fn build_txs(plans: &[TxPlan], keys: &[Keypair], next: &mut [u64]) -> Vec<Transa
                 signature: Signature::EMPTY,
             };
             if p.sign {
-                signer.sign_tx(&mut tx);
+                signer.sign_tx(&mut tx, &ChainParams::test().chain_id());
             }
             tx
         })
@@ -82,7 +82,7 @@ fn block_of(txs: Vec<Transaction>, reward_extra: u64) -> Block {
     let fees: u64 = txs.iter().fold(0u64, |a, t| a.saturating_add(t.fee));
     let mut b = ChainParams::test().genesis();
     b.header = Header {
-        merkle_root: toy_chain::types::merkle_root(txs.iter().map(Transaction::id)),
+        merkle_root: toy_chain::types::merkle_root(txs.iter().map(Transaction::wtxid)),
         reward: 10_000u64.saturating_add(fees).saturating_add(reward_extra),
         miner: miner(),
         height: 1,

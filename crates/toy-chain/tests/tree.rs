@@ -139,24 +139,77 @@ fn side_branch_behind_prune_depth_is_dropped_and_its_txs_return() {
     assert!(c.mempool().contains(&tx.id()), "its transaction went back to the mempool");
 }
 
-#[test]
-fn orphans_are_bounded() {
-    let mut c = Chain::open(
+fn with_config(config: toy_chain::TreeConfig) -> Chain<MemoryStore> {
+    Chain::open(
         toy_chain::ChainParams::test(),
         MemoryStore::new(),
         std::sync::Arc::new(toy_chain::K256Verifier::new()),
         std::sync::Arc::new(toy_chain::SigCache::default()),
-        toy_chain::TreeConfig { max_orphans: 4, ..Default::default() },
+        config,
     )
-    .expect("open");
-    for i in 0..10u8 {
-        let mut b = c.params().genesis();
-        b.header.parent = Hash([i + 1; 32]);
-        b.header.height = 5;
-        let out = c.insert_at(b, NOW).expect("ok");
+    .expect("open")
+}
+
+/// A mined block whose parent nobody has, with `txs` (signed, so it is big).
+fn orphan(c: &Chain<MemoryStore>, n: u64, txs: Vec<toy_chain::Transaction>) -> toy_chain::Block {
+    let mut b = c.params().genesis();
+    b.header.parent = Hash::digest(&n.to_be_bytes());
+    b.header.height = 5;
+    b.header.merkle_root = toy_chain::types::merkle_root(txs.iter().map(toy_chain::Transaction::wtxid));
+    b.txs = txs;
+    mine(b)
+}
+
+#[test]
+fn orphans_are_bounded() {
+    let mut c = with_config(toy_chain::TreeConfig { max_orphans: 4, ..Default::default() });
+    for i in 0..10u64 {
+        let out = c.insert_from(orphan(&c, i, vec![]), Some(&format!("peer-{i}")), NOW).expect("ok");
         assert!(matches!(out, InsertOutcome::Orphan { .. }));
     }
     assert_eq!(c.orphan_count(), 4);
+}
+
+#[test]
+fn orphans_are_bounded_in_bytes() {
+    let txs: Vec<_> = (0..20u64).map(|n| transfer(&wallet(0), miner(), 1, 0, n)).collect();
+    let probe = orphan(&chain(), 0, txs.clone());
+    let size = probe.encode().len();
+    let mut c = with_config(toy_chain::TreeConfig { max_orphan_bytes: size * 8, ..Default::default() });
+    for i in 0..10u64 {
+        c.insert_from(orphan(&c, i, txs.clone()), Some(&format!("peer-{i}")), NOW).expect("ok");
+    }
+    assert_eq!(c.orphan_bytes(), size * 8, "the byte budget holds eight of them");
+    assert_eq!(c.orphan_count(), 8);
+}
+
+#[test]
+fn orphan_without_proof_of_work_is_not_kept() {
+    // Before: a 4 MiB block with target 0 and no work was kept as an orphan.
+    let mut c = chain();
+    let mut b = orphan(&c, 1, vec![]);
+    while toy_chain::target::meets(&b.hash(), &b.header.target) {
+        b.header.nonce += 1;
+    }
+    assert!(matches!(c.insert_at(b, NOW).expect("ok"), InsertOutcome::Malformed { .. }));
+    let mut easy = orphan(&c, 2, vec![]);
+    easy.header.target = Hash([0xff; 32]);
+    assert!(matches!(c.insert_at(easy, NOW).expect("ok"), InsertOutcome::Malformed { .. }));
+    assert_eq!(c.orphan_count(), 0);
+}
+
+#[test]
+fn one_peer_flooding_orphans_does_not_evict_another_peers_orphans() {
+    let mut c = with_config(toy_chain::TreeConfig { max_orphans: 8, ..Default::default() });
+    let honest = orphan(&c, 0, vec![]);
+    let honest_hash = honest.hash();
+    c.insert_from(honest, Some("honest"), NOW).expect("ok");
+    for i in 1..100u64 {
+        c.insert_from(orphan(&c, i, vec![]), Some("flooder"), NOW).expect("ok");
+    }
+    assert!(c.contains(&honest_hash), "the honest peer's orphan survives the flood");
+    assert!(c.orphan_count() <= 8);
+    assert_eq!(c.orphan_count(), 1 + 2, "the flooder keeps only its share (a quarter of 8)");
 }
 
 #[test]
@@ -238,7 +291,7 @@ fn relaxed_durability_keeps_the_chain_once_restored() {
 fn retargeting_follows_the_block_interval() {
     use toy_chain::{ChainParams, Retarget};
     let params = ChainParams {
-        retarget: Some(Retarget { interval: 5, target_block_ms: 10_000 }),
+        retarget: Some(Retarget { interval: 5, target_block_ms: 10_000, max_timewarp_ms: 10_000 }),
         pow_limit: toy_chain::target::leading_zeros(4),
         initial_target: toy_chain::target::leading_zeros(8),
         ..ChainParams::test()

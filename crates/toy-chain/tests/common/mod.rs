@@ -40,7 +40,7 @@ pub fn transfer(from: &Keypair, to: Address, amount: u64, fee: u64, nonce: u64) 
         nonce,
         signature: Signature::EMPTY,
     };
-    from.sign_tx(&mut tx);
+    from.sign_tx(&mut tx, &ChainParams::test().chain_id());
     tx
 }
 
@@ -54,7 +54,7 @@ pub fn mint(authority: &Keypair, to: Address, amount: u64, nonce: u64) -> Transa
         nonce,
         signature: Signature::EMPTY,
     };
-    authority.sign_tx(&mut tx);
+    authority.sign_tx(&mut tx, &ChainParams::test().chain_id());
     tx
 }
 
@@ -69,7 +69,7 @@ pub fn unmined<S: Store>(chain: &Chain<S>, parent: Hash, txs: Vec<Transaction>, 
             version: 1,
             height: ctx.parent_height + 1,
             parent,
-            merkle_root: toy_chain::types::merkle_root(txs.iter().map(Transaction::id)),
+            merkle_root: toy_chain::types::merkle_root(txs.iter().map(Transaction::wtxid)),
             timestamp_ms: (parent_ts + slot).max(ctx.median_time_past_ms + 1),
             target: ctx.expected_target,
             miner,
