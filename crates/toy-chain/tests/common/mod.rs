@@ -70,7 +70,7 @@ pub fn unmined<S: Store>(chain: &Chain<S>, parent: Hash, txs: Vec<Transaction>, 
             height: ctx.parent_height + 1,
             parent,
             merkle_root: toy_chain::types::merkle_root(txs.iter().map(Transaction::wtxid)),
-            timestamp_ms: (parent_ts + slot).max(ctx.median_time_past_ms + 1),
+            timestamp_ms: (parent_ts + slot).max(ctx.median_time_past_ms + 1).max(ctx.min_timestamp_ms),
             target: ctx.expected_target,
             miner,
             reward: chain.params().block_reward + fees,
@@ -93,4 +93,92 @@ pub fn mine(block: Block) -> Block {
 /// A miner address that holds nothing at genesis.
 pub fn miner() -> Address {
     Keypair::from_seed(b"test-miner").address()
+}
+
+/// A [`Store`] double over [`MemoryStore`] whose writes start failing on
+/// command (a full disk, say): every write after the next `n` fails until
+/// [`FailingStore::heal`].
+#[derive(Debug, Clone, Default)]
+pub struct FailingStore {
+    pub inner: MemoryStore,
+    /// Writes still allowed; `None`: all allowed.
+    budget: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+}
+
+impl FailingStore {
+    /// Lets `n` more writes through, then fails every write.
+    pub fn fail_after(&self, n: usize) {
+        *self.budget.lock().expect("lock") = Some(n);
+    }
+
+    /// Writes work again.
+    pub fn heal(&self) {
+        *self.budget.lock().expect("lock") = None;
+    }
+
+    fn write(&self) -> Result<(), toy_chain::StoreError> {
+        let mut budget = self.budget.lock().expect("lock");
+        match budget.as_mut() {
+            None => Ok(()),
+            Some(0) => Err(toy_chain::StoreError::Io(std::io::Error::other("disk full (test double)"))),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Store for FailingStore {
+    fn put_block(&mut self, hash: &Hash, block: &Block) -> Result<(), toy_chain::StoreError> {
+        self.write()?;
+        self.inner.put_block(hash, block)
+    }
+    fn delete_block(&mut self, hash: &Hash) -> Result<(), toy_chain::StoreError> {
+        self.write()?;
+        self.inner.delete_block(hash)
+    }
+    fn block(&self, hash: &Hash) -> Result<Option<Block>, toy_chain::StoreError> {
+        self.inner.block(hash)
+    }
+    fn headers(&self) -> Result<Vec<Header>, toy_chain::StoreError> {
+        self.inner.headers()
+    }
+    fn connect(
+        &mut self,
+        hash: &Hash,
+        height: u64,
+        undo: &toy_chain::Undo,
+        accounts: &[toy_chain::store::AccountWrite],
+        txs: &[Hash],
+    ) -> Result<(), toy_chain::StoreError> {
+        self.write()?;
+        self.inner.connect(hash, height, undo, accounts, txs)
+    }
+    fn disconnect(
+        &mut self,
+        hash: &Hash,
+        height: u64,
+        parent: &Hash,
+        accounts: &[toy_chain::store::AccountWrite],
+        txs: &[Hash],
+    ) -> Result<(), toy_chain::StoreError> {
+        self.write()?;
+        self.inner.disconnect(hash, height, parent, accounts, txs)
+    }
+    fn tx_height(&self, id: &Hash) -> Result<Option<u64>, toy_chain::StoreError> {
+        self.inner.tx_height(id)
+    }
+    fn tip(&self) -> Result<Option<Hash>, toy_chain::StoreError> {
+        self.inner.tip()
+    }
+    fn canonical(&self, height: u64) -> Result<Option<Hash>, toy_chain::StoreError> {
+        self.inner.canonical(height)
+    }
+    fn undo(&self, hash: &Hash) -> Result<Option<toy_chain::Undo>, toy_chain::StoreError> {
+        self.inner.undo(hash)
+    }
+    fn accounts(&self) -> Result<Vec<(Address, toy_chain::Account)>, toy_chain::StoreError> {
+        self.inner.accounts()
+    }
 }

@@ -1,0 +1,356 @@
+//! Attacks on the block tree by a peer who has read the source, each named
+//! after what it tries. In every case the genuine chain still connects and
+//! the node follows the most-work honest chain (SPEC §3, issue "consensus
+//! hardening").
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use toy_chain::{
+    Block, BlockError, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MemoryStore, Retarget,
+    SigCache, Signature, Store, Transaction, TreeConfig, types::merkle_root,
+};
+
+/// An honest block on `parent` in `c` with `n` transfers from wallet 0
+/// starting at nonce `first_nonce`.
+fn honest(c: &Chain<impl Store>, parent: Hash, first_nonce: u64, n: u64) -> Block {
+    let txs = (0..n).map(|i| transfer(&wallet(0), miner(), 10 + i, 1, first_nonce + i)).collect();
+    child(c, parent, txs, miner(), 1000)
+}
+
+/// Asserts the victim refuses `mutated` without remembering it, then takes
+/// the genuine block and a child of it.
+fn genuine_still_connects(mutated: Block, genuine: Block) {
+    assert_eq!(mutated.hash(), genuine.hash(), "the attack keeps the genuine header");
+    let mut victim = chain();
+    let out = victim.insert_at(mutated, NOW).expect("no storage error");
+    assert!(matches!(out, InsertOutcome::Malformed { .. }), "{out:?}");
+    assert!(!victim.is_invalid(&genuine.hash()), "the genuine hash is not poisoned");
+    let out = victim.insert_at(genuine.clone(), NOW).expect("ok");
+    assert!(matches!(out, InsertOutcome::Connected { height: 1, .. }), "{out:?}");
+    let next = honest(&victim, genuine.hash(), genuine.txs.len() as u64, 1);
+    assert!(matches!(victim.insert_at(next, NOW).expect("ok"), InsertOutcome::Connected { height: 2, .. }));
+}
+
+#[test]
+fn replaced_body_does_not_poison_the_genuine_block() {
+    let c = chain();
+    let genuine = honest(&c, c.tip().hash, 0, 2);
+    let mut mutated = genuine.clone();
+    mutated.txs = vec![transfer(&wallet(1), miner(), 5, 1, 0)];
+    genuine_still_connects(mutated, genuine);
+}
+
+#[test]
+fn repeated_last_transaction_does_not_poison_the_genuine_block() {
+    // CVE-2012-2459: [a, b, c] and [a, b, c, c] shared a root when the odd
+    // leaf was paired with itself.
+    let c = chain();
+    let genuine = honest(&c, c.tip().hash, 0, 3);
+    let mut mutated = genuine.clone();
+    mutated.txs.push(genuine.txs[2].clone());
+    assert_ne!(
+        merkle_root(mutated.txs.iter().map(Transaction::wtxid)),
+        genuine.header.merkle_root,
+        "the repeated leaf changes the root"
+    );
+    genuine_still_connects(mutated, genuine);
+}
+
+#[test]
+fn swapped_signature_does_not_poison_the_genuine_block() {
+    // The id leaves out the signature; the Merkle leaf (wtxid) does not.
+    let c = chain();
+    let genuine = honest(&c, c.tip().hash, 0, 2);
+    let mut mutated = genuine.clone();
+    mutated.txs[1].signature = wallet(3).sign_hash(&mutated.txs[1].id());
+    assert_eq!(mutated.txs[1].id(), genuine.txs[1].id());
+    genuine_still_connects(mutated, genuine);
+}
+
+#[test]
+fn mutated_orphan_does_not_poison_the_genuine_block() {
+    // The victim is behind: the attacker sends a mutated copy of a block
+    // whose parent the victim lacks.
+    let mut honest_node = chain();
+    let b1 = honest(&honest_node, honest_node.tip().hash, 0, 1);
+    honest_node.insert_at(b1.clone(), NOW).expect("b1");
+    let b2 = honest(&honest_node, b1.hash(), 1, 2);
+    let mut mutated = b2.clone();
+    mutated.txs[0].signature = Signature::EMPTY;
+    let mut victim = chain();
+    assert!(matches!(victim.insert_at(mutated, NOW).expect("ok"), InsertOutcome::Malformed { .. }));
+    assert_eq!(victim.orphan_count(), 0, "a mutated body is not even kept as an orphan");
+    assert!(matches!(victim.insert_at(b2.clone(), NOW).expect("ok"), InsertOutcome::Orphan { .. }));
+    assert!(matches!(victim.insert_at(b1, NOW).expect("ok"), InsertOutcome::Connected { .. }));
+    assert_eq!(victim.tip().hash, b2.hash(), "the genuine orphan connected");
+}
+
+#[test]
+fn side_branch_with_swapped_signature_does_not_break_the_reorg_to_the_honest_branch() {
+    // The victim mines its own short chain; the honest network's branch
+    // overtakes it. The attacker first offers the honest branch's block with
+    // a swapped signature, hoping it sits under the genuine hash.
+    let mut victim = chain();
+    let g = victim.tip().hash;
+    let mine_a1 = child(&victim, g, vec![], Keypair::from_seed(b"victim").address(), 1000);
+    let a1 = mine_a1.hash();
+    victim.insert_at(mine_a1, NOW).expect("a1");
+    let a2 = child(&victim, a1, vec![], Keypair::from_seed(b"victim").address(), 1000);
+    victim.insert_at(a2, NOW).expect("a2");
+
+    let mut network = chain();
+    let h1 = honest(&network, g, 0, 2);
+    network.insert_at(h1.clone(), NOW).expect("h1");
+    let h2 = honest(&network, h1.hash(), 2, 1);
+    network.insert_at(h2.clone(), NOW).expect("h2");
+    let h3 = honest(&network, h2.hash(), 3, 1);
+
+    let mut mutated = h1.clone();
+    mutated.txs[0].signature = wallet(5).sign_hash(&mutated.txs[0].id());
+    assert!(matches!(victim.insert_at(mutated, NOW).expect("ok"), InsertOutcome::Malformed { .. }));
+    assert!(!victim.contains(&h1.hash()), "the mutated copy is not stored under the genuine hash");
+    assert!(matches!(victim.insert_at(h1, NOW).expect("ok"), InsertOutcome::SideBranch { .. }));
+    assert!(matches!(victim.insert_at(h2, NOW).expect("ok"), InsertOutcome::SideBranch { .. }));
+    let out = victim.insert_at(h3.clone(), NOW).expect("ok");
+    assert!(matches!(out, InsertOutcome::Reorganised { disconnected: 2, connected: 3, .. }), "{out:?}");
+    assert_eq!(victim.tip().hash, h3.hash(), "the victim follows the most-work honest chain");
+}
+
+#[test]
+fn block_with_a_timestamp_ahead_of_the_victims_clock_is_not_remembered() {
+    // Sent a few seconds early to one victim, it must not fork the victim off
+    // once the rest of the network builds on it.
+    let mut victim = chain();
+    let g = victim.tip().hash;
+    let drift = victim.params().max_future_drift_ms;
+    let mut early = unmined(&victim, g, vec![], miner(), 1000);
+    early.header.timestamp_ms = NOW + drift + 3_000;
+    let early = mine(early);
+    assert!(matches!(victim.insert_at(early.clone(), NOW).expect("ok"), InsertOutcome::TooEarly { .. }));
+    assert!(!victim.is_invalid(&early.hash()));
+    assert!(matches!(victim.insert_at(early, NOW + 3_000).expect("ok"), InsertOutcome::Connected { .. }));
+}
+
+#[test]
+fn failing_store_changes_nothing_and_the_block_connects_later() {
+    let store = FailingStore::default();
+    let mut c = open(store.clone());
+    let g = c.tip().hash;
+    let tx = transfer(&wallet(0), miner(), 10, 1, 0);
+    c.add_tx(tx.clone(), NOW).expect("mempool");
+    let b1 = child(&c, g, vec![tx.clone()], miner(), 1000);
+    let (state, tip) = (c.state().clone(), c.tip());
+    for allowed in 0..2 {
+        // Fail at the block write, then at the commit after it.
+        store.fail_after(allowed);
+        assert!(c.insert_at(b1.clone(), NOW).is_err(), "the disk is full");
+        assert_eq!(c.state(), &state, "state unchanged");
+        assert_eq!(c.tip(), tip, "tip unchanged");
+        assert!(c.mempool().contains(&tx.id()), "mempool unchanged");
+        assert!(!c.is_invalid(&b1.hash()) && c.header(&b1.hash()).is_none(), "index unchanged");
+    }
+    store.heal();
+    assert!(matches!(c.insert_at(b1, NOW).expect("ok"), InsertOutcome::Connected { height: 1, .. }));
+    assert!(!c.mempool().contains(&tx.id()));
+    assert_eq!(c.account(&miner()).balance, 10_000 + 1 + 10);
+}
+
+#[test]
+fn failing_store_during_a_reorg_resumes_to_the_best_chain() {
+    let store = FailingStore::default();
+    let mut c = open(store.clone());
+    let g = c.tip().hash;
+    let a1 = child(&c, g, vec![], miner(), 1000);
+    c.insert_at(a1.clone(), NOW).expect("a1");
+    let a2 = child(&c, a1.hash(), vec![], miner(), 1000);
+    c.insert_at(a2.clone(), NOW).expect("a2");
+    let other = Keypair::from_seed(b"other").address();
+    let b1 = child(&c, g, vec![transfer(&wallet(0), other, 7, 0, 0)], other, 1001);
+    c.insert_at(b1.clone(), NOW).expect("b1");
+    let b2 = child(&c, b1.hash(), vec![], other, 1001);
+    c.insert_at(b2.clone(), NOW).expect("b2");
+    let b3 = child(&c, b2.hash(), vec![], other, 1001);
+    let state = c.state().clone();
+    // The block is written, then the first disconnect fails.
+    store.fail_after(1);
+    assert!(c.insert_at(b3.clone(), NOW).is_err());
+    assert_eq!(c.tip().hash, a2.hash(), "still on the old chain");
+    assert_eq!(c.state(), &state, "with its state");
+    store.heal();
+    // The next insert finishes the reorganisation first.
+    assert_eq!(c.insert_at(b3.clone(), NOW).expect("ok"), InsertOutcome::Duplicate);
+    assert_eq!(c.tip().hash, b3.hash());
+    assert_eq!(c.account(&other).balance, 3 * 10_000 + 7);
+}
+
+/// Builds the side branch b1..b5 (b3 spends a nonce wallet 0 never reached)
+/// against a chain a1..a4 and feeds both to `c` in the same order.
+fn feed_failing_reorg<S: Store>(c: &mut Chain<S>) -> (Vec<Block>, Vec<Block>) {
+    let g = c.tip().hash;
+    let mut a = Vec::new();
+    let mut parent = g;
+    for _ in 0..4 {
+        let b = child(c, parent, vec![], miner(), 1000);
+        parent = b.hash();
+        c.insert_at(b.clone(), NOW).expect("a");
+        a.push(b);
+    }
+    let other = Keypair::from_seed(b"other").address();
+    let mut b = Vec::new();
+    let mut parent = g;
+    for i in 0..5u64 {
+        let txs = if i == 2 { vec![transfer(&wallet(0), other, 1, 0, 9)] } else { vec![] };
+        let blk = child(c, parent, txs, other, 1001);
+        parent = blk.hash();
+        b.push(blk.clone());
+        let out = c.insert_at(blk, NOW).expect("b");
+        if i < 4 {
+            assert!(matches!(out, InsertOutcome::SideBranch { .. }), "b{}: {out:?}", i + 1);
+        } else {
+            assert!(matches!(out, InsertOutcome::Invalid { .. }), "b5: {out:?}");
+        }
+    }
+    (a, b)
+}
+
+#[test]
+fn failed_reorg_lands_on_the_best_valid_chain_and_a_restart_agrees() {
+    let mut node = chain();
+    let (a, b) = feed_failing_reorg(&mut node);
+    assert_eq!(node.tip().hash, a[3].hash(), "the old chain has more work than the valid prefix b1-b2");
+    for blk in &b[2..] {
+        assert!(node.is_invalid(&blk.hash()));
+    }
+    // A second node fed the same blocks, then restarted from its store.
+    let mut other = chain();
+    feed_failing_reorg(&mut other);
+    let reopened = open(other.store().clone());
+    assert_eq!(reopened.tip(), node.tip(), "the restarted node agrees");
+    assert_eq!(reopened.state(), node.state());
+}
+
+#[test]
+fn resumed_reorg_settles_on_the_valid_prefix_when_it_has_more_work() {
+    // A crash (here: a store reopened) in the middle of a reorg whose branch
+    // turns out invalid past the point where it already has more work.
+    let mut c = chain();
+    let g = c.tip().hash;
+    let a1 = child(&c, g, vec![], miner(), 1000);
+    c.insert_at(a1.clone(), NOW).expect("a1");
+    let other = Keypair::from_seed(b"other").address();
+    let mut builder = chain();
+    let mut branch = Vec::new();
+    let mut parent = g;
+    for i in 0..4u64 {
+        let txs = if i == 3 { vec![transfer(&wallet(0), other, 1, 0, 9)] } else { vec![] };
+        let blk = child(&builder, parent, txs, other, 1001);
+        parent = blk.hash();
+        if i < 3 {
+            builder.insert_at(blk.clone(), NOW).expect("valid prefix");
+        }
+        branch.push(blk);
+    }
+    // Stored behind the chain's back: every block of the branch is in the
+    // store, the tip still a1 (as after a crash mid-reorg).
+    let mut store = c.store().clone();
+    for blk in &branch {
+        store.put_block(&blk.hash(), blk).expect("put");
+    }
+    let reopened = open(store);
+    assert_eq!(reopened.tip().hash, branch[2].hash(), "the valid prefix b1-b3 has the most work");
+}
+
+#[test]
+fn building_on_an_old_block_is_refused_before_anything_is_written() {
+    let mut c = Chain::open(
+        ChainParams::test(),
+        MemoryStore::new(),
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        TreeConfig { max_fork_depth: 3, ..Default::default() },
+    )
+    .expect("open");
+    let g = c.tip().hash;
+    let mut parent = g;
+    let mut hashes = vec![g];
+    for _ in 0..6 {
+        let b = child(&c, parent, vec![], miner(), 1000);
+        parent = b.hash();
+        c.insert_at(b, NOW).expect("ok");
+        hashes.push(parent);
+    }
+    let deep = child(&c, hashes[2], vec![], Keypair::from_seed(b"x").address(), 1001);
+    let out = c.insert_at(deep.clone(), NOW).expect("ok");
+    assert_eq!(out, InsertOutcome::ForkTooDeep { fork_height: 2, tip_height: 6 });
+    assert!(c.block(&deep.hash()).expect("read").is_none(), "nothing written");
+    assert!(!c.is_invalid(&deep.hash()));
+    let shallow = child(&c, hashes[3], vec![], Keypair::from_seed(b"x").address(), 1001);
+    assert!(matches!(c.insert_at(shallow, NOW).expect("ok"), InsertOutcome::SideBranch { .. }));
+}
+
+/// A chain with a 5-block retarget window aiming at 10 s blocks.
+fn retargeting() -> Chain<MemoryStore> {
+    let params = ChainParams {
+        retarget: Some(Retarget { interval: 5, target_block_ms: 10_000, max_timewarp_ms: 10_000 }),
+        pow_limit: toy_chain::target::leading_zeros(4),
+        initial_target: toy_chain::target::leading_zeros(10),
+        ..ChainParams::test()
+    };
+    Chain::open(params, MemoryStore::new(), Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())
+        .expect("open")
+}
+
+/// Mines `blocks` blocks, block `k` found at real time genesis + k × 10 s and
+/// stamped by `stamp(height, real_ms, earliest_allowed_ms)`; returns the
+/// target required after each window.
+fn run_schedule(stamp: impl Fn(u64, u64, u64) -> u64, blocks: u64) -> Vec<Hash> {
+    let mut c = retargeting();
+    let start = c.params().genesis_timestamp_ms;
+    let mut targets = Vec::new();
+    for k in 1..=blocks {
+        let real = start + k * 10_000;
+        let tip = c.tip().hash;
+        let ctx = c.context_for(&tip, real).expect("ctx");
+        let mut b = unmined(&c, tip, vec![], miner(), 0);
+        let earliest = (ctx.median_time_past_ms + 1).max(ctx.min_timestamp_ms);
+        b.header.timestamp_ms = stamp(k, real, earliest);
+        let out = c.insert_at(mine(b), real).expect("ok");
+        assert!(matches!(out, InsertOutcome::Connected { .. }), "block {k}: {out:?}");
+        if (k + 1) % 5 == 0 {
+            targets.push(c.context_for(&c.tip().hash, real).expect("ctx").expected_target);
+        }
+    }
+    targets
+}
+
+#[test]
+fn timewarp_schedule_leaves_the_target_where_honest_timestamps_would() {
+    let honest = run_schedule(|_, real, _| real, 30);
+    // The majority miner stamps every block as early as the rules allow,
+    // except the last of each window, stamped at the real time.
+    let warped = run_schedule(|k, real, earliest| if (k + 1) % 5 == 0 { real } else { earliest }, 30);
+    assert_eq!(warped, honest, "timestamp games do not move the target");
+    // Blocks exactly on schedule keep the initial target: the span covers
+    // exactly the intervals it is compared with.
+    let initial = toy_chain::target::leading_zeros(10);
+    assert!(honest.iter().all(|t| *t == initial), "{honest:?}");
+}
+
+#[test]
+fn first_block_of_a_window_stamped_before_its_parent_is_refused() {
+    let mut c = retargeting();
+    let mut parent = c.tip().hash;
+    for _ in 0..4 {
+        let b = child(&c, parent, vec![], miner(), 10_000);
+        parent = b.hash();
+        c.insert_at(b, NOW).expect("ok");
+    }
+    let parent_ts = c.header(&parent).expect("tip").timestamp_ms;
+    let mut warp = unmined(&c, parent, vec![], miner(), 0);
+    warp.header.timestamp_ms = parent_ts - 10_001;
+    let out = c.insert_at(mine(warp), NOW).expect("ok");
+    assert!(matches!(out, InsertOutcome::Invalid { reason: BlockError::TimeWarp { .. } }), "{out:?}");
+}
