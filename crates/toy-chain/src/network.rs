@@ -612,32 +612,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             let (source, blocks) = batch?;
             let c = self.chain.clone();
             let from = source.0.clone();
-            let outcomes = tokio::task::spawn_blocking(move || {
-                // One fsync per batch instead of two per block: a crash loses
-                // at most this batch, which is downloaded again.
-                if let Err(e) = lock(&c).set_durable(false) {
-                    return vec![Err(e)];
-                }
-                let mut outcomes = Vec::with_capacity(blocks.len());
-                for b in blocks {
-                    let outcome = lock(&c).insert_from(b, Some(&from), now_ms());
-                    let stop = !matches!(
-                        outcome,
-                        Ok(InsertOutcome::Connected { .. }
-                            | InsertOutcome::Reorganised { .. }
-                            | InsertOutcome::SideBranch { .. }
-                            | InsertOutcome::Duplicate)
-                    );
-                    outcomes.push(outcome);
-                    if stop {
-                        break;
-                    }
-                }
-                if let Err(e) = lock(&c).set_durable(true) {
-                    outcomes.push(Err(e));
-                }
-                outcomes
-            })
+            // The whole batch under one lock: its writes share one durable
+            // commit, and nothing else is written while durability is relaxed.
+            let outcomes = tokio::task::spawn_blocking(move || lock(&c).import_batch(blocks, Some(&from), now_ms()))
             .await
             .map_err(|_| NetworkError::Cancelled)?;
             for outcome in outcomes {

@@ -449,13 +449,46 @@ impl<S: Store> Chain<S> {
         out
     }
 
-    /// Relaxes or restores the store's durability ([`Store::set_durable`]):
-    /// a sync relaxes it for each downloaded batch, then restores it.
+    /// Imports a downloaded batch in order, with the store's durability
+    /// relaxed for the batch's own writes only ([`Store::set_durable`]): one
+    /// durable commit at the end instead of one per write. A crash loses at
+    /// most this batch, which is downloaded again.
     ///
-    /// # Errors
-    /// When the store cannot make its writes durable.
-    pub fn set_durable(&mut self, durable: bool) -> Result<(), ChainError> {
-        Ok(self.store.set_durable(durable)?)
+    /// `&mut self` is held for the whole batch, so nothing else (a block
+    /// mined or gossiped meanwhile) is written while durability is relaxed;
+    /// and durability is restored by a guard, even when an insert fails or
+    /// panics. Stops after the first block that is neither connected, kept
+    /// on a side branch nor a duplicate; returns one result per block tried.
+    pub fn import_batch(
+        &mut self,
+        blocks: Vec<Block>,
+        source: Option<&str>,
+        now_ms: u64,
+    ) -> Vec<Result<InsertOutcome, ChainError>> {
+        let mut outcomes = Vec::with_capacity(blocks.len());
+        let mut guard = RelaxedDurability::new(self);
+        if let Err(e) = guard.chain.store.set_durable(false) {
+            outcomes.push(Err(e.into()));
+            return outcomes;
+        }
+        for block in blocks {
+            let outcome = guard.chain.insert_from(block, source, now_ms);
+            let go_on = matches!(
+                outcome,
+                Ok(InsertOutcome::Connected { .. }
+                    | InsertOutcome::Reorganised { .. }
+                    | InsertOutcome::SideBranch { .. }
+                    | InsertOutcome::Duplicate)
+            );
+            outcomes.push(outcome);
+            if !go_on {
+                break;
+            }
+        }
+        if let Err(e) = guard.restore() {
+            outcomes.push(Err(e.into()));
+        }
+        outcomes
     }
 
     /// Orphans waiting for a parent.
@@ -1016,6 +1049,35 @@ fn check_body_again(
 ) -> Result<(), BlockError> {
     check_standalone(block, params)?;
     check_signatures(block, params, verifier, sigs)
+}
+
+/// Keeps the store's durability relaxed while it lives; restores it when
+/// dropped (also on panic), so relaxed durability never outlives a batch.
+struct RelaxedDurability<'a, S: Store> {
+    chain: &'a mut Chain<S>,
+    restored: bool,
+}
+
+impl<'a, S: Store> RelaxedDurability<'a, S> {
+    fn new(chain: &'a mut Chain<S>) -> Self {
+        Self { chain, restored: false }
+    }
+
+    /// Restores durability now, reporting a failed final commit.
+    fn restore(&mut self) -> Result<(), StoreError> {
+        self.restored = true;
+        self.chain.store.set_durable(true)
+    }
+}
+
+impl<S: Store> Drop for RelaxedDurability<'_, S> {
+    fn drop(&mut self) {
+        if !self.restored
+            && let Err(e) = self.chain.store.set_durable(true)
+        {
+            tracing::error!("restoring durability after a batch failed: {e}");
+        }
+    }
 }
 
 /// A block waiting for its parent.

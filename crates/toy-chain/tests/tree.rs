@@ -274,13 +274,17 @@ fn relaxed_durability_keeps_the_chain_once_restored() {
     let (tip, state) = {
         let mut c = open(RedbStore::open(&path).expect("open"));
         let g = c.tip().hash;
-        c.set_durable(false).expect("relax");
-        let hs = extend(&mut c, g, 4, 1000);
-        c.set_durable(true).expect("restore");
-        // A fork that wins while relaxed again, then restored.
-        c.set_durable(false).expect("relax");
-        extend(&mut c, hs[1], 4, 1001);
-        c.set_durable(true).expect("restore");
+        let mut builder = chain();
+        let hs = extend(&mut builder, g, 4, 1000);
+        let batch = |b: &Chain<MemoryStore>, hs: &[Hash]| -> Vec<toy_chain::Block> {
+            hs.iter().map(|h| b.block(h).expect("read").expect("block")).collect()
+        };
+        let out = c.import_batch(batch(&builder, &hs), Some("peer"), NOW);
+        assert!(out.iter().all(|o| matches!(o, Ok(InsertOutcome::Connected { .. }))), "{out:?}");
+        // A fork that wins, in a second batch.
+        let fork = extend(&mut builder, hs[1], 4, 1001);
+        let out = c.import_batch(batch(&builder, &fork), Some("peer"), NOW);
+        assert!(out.iter().any(|o| matches!(o, Ok(InsertOutcome::Reorganised { .. }))), "{out:?}");
         (c.tip(), c.state().clone())
     };
     let c = open(RedbStore::open(&path).expect("reopen"));
