@@ -71,7 +71,7 @@ pub use builder::{build_template, mine_simple};
 pub use crypto::{K256Verifier, Keypair, SigCache, Verifier};
 pub use error::{BlockError, ChainError, DecodeError, KeyError, StoreError, TxError};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};
-pub use params::{ChainParams, Retarget};
+pub use params::{ChainParams, ChainSpec, Retarget, SpecError};
 pub use state::{Account, BlockContext, State, Undo, apply_block, check_standalone};
 pub use store::{MemoryStore, RedbStore, Store};
 pub use tree::{Chain, InsertOutcome, Tip, TreeConfig, now_ms};

@@ -66,7 +66,10 @@ pub const DEV_WALLETS: usize = 16;
 
 impl ChainParams {
     /// The workshop's constants: reward 10 000, 7 leading zero hex digits,
-    /// 10 transactions per block, no retargeting.
+    /// 10 transactions per block, no retargeting. No allocations and no mint
+    /// authority: anyone who read this source could spend or mint them. A
+    /// workshop network that wants either takes them from a genesis file
+    /// ([`ChainParams::from_spec`]).
     pub fn workshop() -> Self {
         Self {
             name: "workshop".into(),
@@ -78,8 +81,8 @@ impl ChainParams {
             median_window: 11,
             max_future_drift_ms: 2 * 60 * 60 * 1000,
             genesis_timestamp_ms: 1_700_000_000_000,
-            allocations: dev_allocations(),
-            mint_authority: Some(Self::dev_mint_key().address()),
+            allocations: Vec::new(),
+            mint_authority: None,
             prune_depth: 6,
         }
     }
@@ -137,14 +140,17 @@ impl ChainParams {
         Keypair::from_seed(b"toy-dev-mint-authority")
     }
 
-    /// The genesis block: height 0, no transactions, not mined.
+    /// The genesis block: height 0, no transactions, not mined. Its Merkle
+    /// root field holds [`ChainParams::commitment`], so the genesis hash (the
+    /// chain id) names the allocations and the rules: two networks that
+    /// differ in either never share a chain id.
     pub fn genesis(&self) -> Block {
         Block {
             header: Header {
                 version: 1,
                 height: 0,
                 parent: Hash::ZERO,
-                merkle_root: Hash::ZERO,
+                merkle_root: self.commitment(),
                 timestamp_ms: self.genesis_timestamp_ms,
                 target: self.initial_target,
                 miner: Address([0; 33]),
@@ -167,12 +173,152 @@ impl ChainParams {
         self.genesis_hash()
     }
 
+    /// SHA-256 of the postcard encoding of these parameters without their
+    /// name (a label for logs): everything that decides validity and the
+    /// genesis state.
+    pub fn commitment(&self) -> Hash {
+        let unnamed = Self { name: String::new(), ..self.clone() };
+        Hash::digest(&postcard::to_allocvec(&unnamed).unwrap_or_default())
+    }
+
+    /// Parameters from a chain spec (a genesis file, as reth and geth take):
+    /// a preset's rules with the network's own name, allocations, mint
+    /// authority and genesis time.
+    ///
+    /// # Errors
+    /// [`SpecError`] for an unknown base preset or an allocation total that
+    /// overflows.
+    pub fn from_spec(spec: &ChainSpec) -> Result<Self, SpecError> {
+        let base = Self::preset(&spec.base).ok_or_else(|| SpecError::UnknownBase(spec.base.clone()))?;
+        let mut total: u64 = 0;
+        for (_, amount) in &spec.allocations {
+            total = total.checked_add(*amount).ok_or(SpecError::SupplyOverflow)?;
+        }
+        Ok(Self {
+            name: spec.name.clone(),
+            allocations: spec.allocations.clone(),
+            mint_authority: spec.mint_authority,
+            genesis_timestamp_ms: spec.genesis_timestamp_ms.unwrap_or(base.genesis_timestamp_ms),
+            ..base
+        })
+    }
+
+    /// Reads a chain spec from a JSON file ([`ChainSpec`]).
+    ///
+    /// # Errors
+    /// [`SpecError`] when the file cannot be read or parsed, or
+    /// [`ChainParams::from_spec`] refuses it.
+    pub fn from_genesis_file(path: &std::path::Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)?;
+        let spec: ChainSpec = serde_json::from_str(&text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        Self::from_spec(&spec)
+    }
+
     /// Sum of the genesis allocations.
     pub fn genesis_supply(&self) -> u128 {
         self.allocations.iter().map(|(_, v)| *v as u128).sum()
     }
 }
 
+/// A network of its own, as written in a genesis file (JSON):
+///
+/// ```json
+/// {
+///   "name": "classroom",
+///   "base": "workshop",
+///   "genesis_timestamp_ms": 1764000000000,
+///   "allocations": [["02…66 hex digits…", 1000000]],
+///   "mint_authority": "03…66 hex digits…"
+/// }
+/// ```
+///
+/// `base` names the preset whose rules apply (`dev`, `test` or `workshop`);
+/// `mint_authority` may be `null` or left out; `genesis_timestamp_ms`
+/// defaults to the preset's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    /// The network's name, for logs.
+    pub name: String,
+    /// The preset whose rules apply.
+    pub base: String,
+    /// The genesis block's time (default: the preset's).
+    #[serde(default)]
+    pub genesis_timestamp_ms: Option<u64>,
+    /// Balances at genesis.
+    #[serde(default)]
+    pub allocations: Vec<(Address, u64)>,
+    /// The only key whose mints are valid, if any.
+    #[serde(default)]
+    pub mint_authority: Option<Address>,
+}
+
+/// Why a chain spec was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// Reading the file failed.
+    #[error("genesis file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a valid spec.
+    #[error("genesis file: {0}")]
+    Parse(String),
+    /// `base` is not a preset.
+    #[error("unknown base preset {0:?} (dev, test or workshop)")]
+    UnknownBase(String),
+    /// The allocations add up to more than a u64.
+    #[error("the allocations add up to more than {}", u64::MAX)]
+    SupplyOverflow,
+}
+
 fn dev_allocations() -> Vec<(Address, u64)> {
     (0..DEV_WALLETS).map(|i| (ChainParams::dev_wallet(i).address(), DEV_WALLET_BALANCE)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_names_rules_and_allocations() {
+        let dev = ChainParams::dev();
+        let mut other = dev.clone();
+        other.allocations.push((Address([2; 33]), 1));
+        assert_ne!(dev.chain_id(), other.chain_id(), "allocations are part of the chain id");
+        let renamed = ChainParams { name: "x".into(), ..dev.clone() };
+        assert_eq!(dev.chain_id(), renamed.chain_id(), "the name is only a label");
+        assert_ne!(dev.chain_id(), ChainParams::test().chain_id());
+    }
+
+    #[test]
+    fn the_example_genesis_file_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/genesis.json");
+        let p = ChainParams::from_genesis_file(&path).expect("examples/genesis.json");
+        assert_eq!(p.name, "classroom");
+        assert_eq!(p.allocations.len(), 2);
+        assert!(p.mint_authority.is_some());
+        assert_ne!(p.chain_id(), ChainParams::dev().chain_id());
+    }
+
+    #[test]
+    fn workshop_has_no_public_money() {
+        let w = ChainParams::workshop();
+        assert!(w.allocations.is_empty() && w.mint_authority.is_none());
+    }
+
+    #[test]
+    fn spec_round_trip_and_errors() {
+        let json = r#"{"name":"classroom","base":"workshop","allocations":[["020202020202020202020202020202020202020202020202020202020202020202",5]],"mint_authority":null}"#;
+        let spec: ChainSpec = serde_json::from_str(json).expect("parse");
+        let p = ChainParams::from_spec(&spec).expect("spec");
+        assert_eq!(p.allocations, vec![(Address([2; 33]), 5)]);
+        assert_eq!(p.max_txs_per_block, ChainParams::workshop().max_txs_per_block);
+        assert!(matches!(
+            ChainParams::from_spec(&ChainSpec { base: "nope".into(), ..spec.clone() }),
+            Err(SpecError::UnknownBase(_))
+        ));
+        let over = ChainSpec { allocations: vec![(Address([2; 33]), u64::MAX), (Address([3; 33]), 1)], ..spec };
+        assert!(matches!(ChainParams::from_spec(&over), Err(SpecError::SupplyOverflow)));
+        assert!(serde_json::from_str::<ChainSpec>(r#"{"name":"a","base":"dev","extra":1}"#).is_err());
+    }
 }
