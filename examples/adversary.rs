@@ -19,6 +19,20 @@
 //! new identity (a new port) and goes on with the next attack. It prints one
 //! line per invalid block or transaction (`sent invalid block <hash> (<case>)`)
 //! and per drop, so a test can check that no honest node kept any of it.
+//!
+//! `--attack` picks what it does (default `all`, each in turn):
+//!
+//! | attack | what it tries | what an honest node must do |
+//! | --- | --- | --- |
+//! | `classic` | every invalid case above | refuse, never forward, ban the sender |
+//! | `mutated-body` | mines a real block, sends copies with a replaced body, a repeated last transaction and a swapped signature under its header first, then the genuine block from a second identity | refuse the copies without remembering the hash; accept the genuine block |
+//! | `future-block` | mines a real block stamped just past the allowed drift, sends it, and again once its time has come | refuse it for now without penalty, accept it later |
+//! | `timewarp` | stamps the first block of a retarget window before its parent minus the grace (BIP 94) | refuse it for good |
+//! | `orphan-flood` | blocks with unknown parents and padded bodies, meeting only the easiest target | keep at most this sender's share of the orphan pool |
+//!
+//! Each consensus attack prints `victim <addr> kept genuine block <hash>`
+//! or `victim <addr> refused genuine block <hash>` after asking the victim
+//! for the block by direct request, so a test can check the outcome.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,15 +42,16 @@ use bytes::Bytes;
 use clap::Parser;
 use rand::Rng;
 use toy::chain::network::{ChainNode, NEW_BLOCK, NEW_TX, lock};
+use toy::chain::sync;
 use toy::chain::types::merkle_root;
 use toy::chain::{
     Block, Chain, ChainParams, Hash, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Transaction, TxKind,
     now_ms,
 };
-use toy::gossip::Gossip;
+use toy::gossip::{Gossip, GossipNetwork};
 use toy::msg::{Messaging, Messenger};
 use toy::net::TcpTransport;
-use toy::p2p::{P2p, PeerEvent, PeerNetwork};
+use toy::p2p::{P2p, PeerEvent, PeerId, PeerNetwork};
 
 /// A peer that sends invalid data.
 #[derive(Parser, Debug)]
@@ -54,6 +69,26 @@ struct Args {
     /// Pause between attacks in milliseconds.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
+    /// Which attack (see the module docs); `all` runs each in turn.
+    #[arg(long, value_enum, default_value = "all")]
+    attack: AttackMode,
+}
+
+/// The attacks `--attack` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AttackMode {
+    /// Every attack in turn.
+    All,
+    /// Every invalid block and transaction case, malformed bytes, floods.
+    Classic,
+    /// Mutated bodies under a genuine header, sent first.
+    MutatedBody,
+    /// A real block from just past the allowed clock drift.
+    FutureBlock,
+    /// The first block of a retarget window stamped too early (BIP 94).
+    Timewarp,
+    /// Orphans that meet only the easiest target, with padded bodies.
+    OrphanFlood,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -74,7 +109,7 @@ fn tx_attack(case: &'static str, tx: Transaction) -> Attack {
     Attack { kind: "tx", case, id: Some(tx.id()), bytes: tx.encode() }
 }
 
-fn transfer(from: &Keypair, to: &Keypair, amount: u64, nonce: u64) -> Transaction {
+fn transfer(from: &Keypair, to: &Keypair, amount: u64, nonce: u64, chain_id: &Hash) -> Transaction {
     let mut tx = Transaction {
         kind: TxKind::Transfer,
         sender: from.address(),
@@ -84,7 +119,7 @@ fn transfer(from: &Keypair, to: &Keypair, amount: u64, nonce: u64) -> Transactio
         nonce,
         signature: Signature::EMPTY,
     };
-    from.sign_tx(&mut tx, &ChainParams::dev().chain_id());
+    from.sign_tx(&mut tx, chain_id);
     tx
 }
 
@@ -123,6 +158,8 @@ fn forge_from((tip, tip_header, ctx, nonce, mid, params): Snapshot) -> Vec<Attac
     let me = Keypair::from_seed(b"adversary");
     let victim = ChainParams::dev_wallet(15);
     let poor = Keypair::from_seed(b"adversary-poor");
+    let id = params.chain_id();
+    let transfer = |from: &Keypair, to: &Keypair, amount: u64, nonce: u64| transfer(from, to, amount, nonce, &id);
     let template = || {
         let mut c = Block { header: tip_header.clone(), txs: vec![] };
         c.header.parent = tip.hash;
@@ -192,7 +229,7 @@ fn forge_from((tip, tip_header, ctx, nonce, mid, params): Snapshot) -> Vec<Attac
         nonce: 0,
         signature: Signature::EMPTY,
     };
-    me.sign_tx(&mut mint, &ChainParams::dev().chain_id());
+    me.sign_tx(&mut mint, &id);
     b.txs = vec![mint.clone()];
     out.push(block_attack("unauthorised mint", seal(b)));
     if let Some(mut mid) = mid {
@@ -270,34 +307,276 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SigCache::default()),
         Default::default(),
     )?));
-    let pause = Duration::from_millis(args.interval_ms);
-    let mut round = 0u64;
-    let mut next = 0usize;
     let mut identities = 0u64;
-    let mut attacks: Vec<Attack> = Vec::new();
-    'identities: loop {
-        // A fresh identity: a new port, so a ban on the last one does not apply.
-        identities += 1;
+    let all = args.attack == AttackMode::All;
+    if all || args.attack == AttackMode::MutatedBody {
+        mutated_body(&args, &chain, &mut identities).await?;
+    }
+    if all || args.attack == AttackMode::FutureBlock {
+        future_block(&args, &chain, &mut identities).await?;
+    }
+    if all || args.attack == AttackMode::Timewarp {
+        timewarp(&args, &chain, &mut identities).await?;
+    }
+    if all || args.attack == AttackMode::OrphanFlood {
+        orphan_flood(&args, &chain, &mut identities).await?;
+    }
+    if all || args.attack == AttackMode::Classic {
+        classic(&args, &chain, &mut identities).await?;
+    }
+    println!("adversary: done with {identities} identities");
+    Ok(())
+}
+
+type Net = P2p<Messaging<TcpTransport>>;
+type Shared = Arc<Mutex<Chain<MemoryStore>>>;
+
+/// One connection to the honest network under a fresh address.
+struct Identity {
+    p2p: Net,
+    node: ChainNode<MemoryStore, Gossip<Net>>,
+}
+
+impl Identity {
+    /// A fresh identity (a new port, so no ban on an earlier one applies)
+    /// connected to at least one of `peers` within 30 s, following `chain`.
+    async fn join(peers: &[String], chain: &Shared, count: &mut u64) -> anyhow::Result<Option<Self>> {
+        *count += 1;
         let (transport, net_events) = TcpTransport::new(Default::default());
         let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
         msg.listen("127.0.0.1:0").await?;
-        let config =
-            toy::p2p::Config::builder().max_peers(args.peer.len().max(1)).bootstrap(args.peer.clone()).build()?;
+        let config = toy::p2p::Config::builder().max_peers(peers.len().max(1)).bootstrap(peers.to_vec()).build()?;
         let p2p = P2p::start(msg, msg_events, config)?;
         let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
         let node = ChainNode::install(chain.clone(), gossip)?;
-        let mut events = p2p.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while p2p.peers().is_empty() {
             if tokio::time::Instant::now() > deadline {
-                println!("adversary: no honest node accepts identity {identities}; retrying");
+                println!("adversary: no honest node accepts identity {count}");
                 node.shutdown();
                 p2p.shutdown().await;
-                continue 'identities;
+                return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        println!("adversary: identity {identities} ({}) connected to {:?}", p2p.local_addr(), p2p.peers());
+        println!("adversary: identity {count} ({}) connected to {:?}", p2p.local_addr(), p2p.peers());
+        Ok(Some(Self { p2p, node }))
+    }
+
+    async fn leave(self) {
+        self.node.shutdown();
+        self.p2p.shutdown().await;
+    }
+
+    /// Whether `peer` answers a direct request for `hash` with that block,
+    /// asked a few times over `wait` (it may still be importing it).
+    async fn holds(&self, peer: &PeerId, hash: Hash, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ask = self.node.gossip().request(peer, sync::BLOCKS, sync::encode_hashes(&[hash]));
+            if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(5), ask).await
+                && sync::decode_blocks(&answer, 1).is_ok_and(|b| b.first().is_some_and(|b| b.hash() == hash))
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Joins with two identities at once: one to be burnt, one kept clean.
+async fn two_identities(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<Option<(Identity, Identity)>> {
+    let Some(burn) = Identity::join(&args.peer, chain, count).await? else { return Ok(None) };
+    let Some(clean) = Identity::join(&args.peer, chain, count).await? else {
+        burn.leave().await;
+        return Ok(None);
+    };
+    Ok(Some((burn, clean)))
+}
+
+/// A block on our view of the tip, with the mempool's transactions (the
+/// oracle's, when one runs), mined for real.
+async fn mine_genuine(id: &Identity, chain: &Shared, stamp: impl FnOnce(u64) -> u64) -> anyhow::Result<Block> {
+    let _ = id.node.resolve().await;
+    let mut template = lock(chain).template(Keypair::from_seed(b"adversary").address(), now_ms());
+    template.header.timestamp_ms = stamp(template.header.timestamp_ms);
+    Ok(tokio::task::spawn_blocking(move || remine(template)).await?)
+}
+
+/// Prints whether each of the victims holds `hash`, asked through `id`.
+async fn report_victims(id: &Identity, hash: Hash, what: &str) {
+    for peer in id.p2p.peers() {
+        if id.holds(&peer, hash, Duration::from_secs(10)).await {
+            println!("victim {peer} kept genuine block {hash} ({what})");
+        } else {
+            println!("victim {peer} refused genuine block {hash} ({what})");
+        }
+    }
+}
+
+/// Mutated copies of a real block first, then the block itself.
+async fn mutated_body(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    let Some((burn, clean)) = two_identities(args, chain, count).await? else { return Ok(()) };
+    let genuine = mine_genuine(&clean, chain, |t| t).await?;
+    let hash = genuine.hash();
+    let mut copies: Vec<(&str, Block)> = Vec::new();
+    let mut replaced = genuine.clone();
+    replaced.txs =
+        vec![transfer(&Keypair::from_seed(b"adversary-poor"), &Keypair::from_seed(b"adversary"), 1, 0, &Hash::ZERO)];
+    copies.push(("body replaced", replaced));
+    if let Some(last) = genuine.txs.last() {
+        let mut repeated = genuine.clone();
+        repeated.txs.push(last.clone());
+        copies.push(("last transaction repeated (CVE-2012-2459)", repeated));
+        let mut swapped = genuine.clone();
+        if let Some(tx) = swapped.txs.first_mut() {
+            tx.signature = Keypair::from_seed(b"adversary").sign_hash(&tx.id());
+        }
+        copies.push(("signature swapped", swapped));
+    }
+    for (case, copy) in &copies {
+        let sent = inject(&burn.p2p, "block", &copy.encode());
+        println!("sent mutated block {hash} ({case}) to {sent} peers");
+        tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+    }
+    let sent = inject(&clean.p2p, "block", &genuine.encode());
+    println!("sent genuine block {hash} ({} transactions) to {sent} peers", genuine.txs.len());
+    report_victims(&clean, hash, "after mutated copies").await;
+    burn.leave().await;
+    clean.leave().await;
+    Ok(())
+}
+
+/// A real block stamped just past the victims' allowed drift: refused for
+/// now (and the sender not punished), accepted once its time has come.
+async fn future_block(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
+    let drift = lock(chain).params().max_future_drift_ms;
+    let ahead_ms = 2_000;
+    let block = mine_genuine(&id, chain, |_| now_ms() + drift + ahead_ms).await?;
+    let hash = block.hash();
+    let sent = inject(&id.p2p, "block", &block.encode());
+    println!("sent early block {hash} ({ahead_ms} ms past the allowed drift) to {sent} peers");
+    // Wait until its time has come (plus a margin), then send it again.
+    let due = block.header.timestamp_ms.saturating_sub(drift).saturating_sub(now_ms()) + 1_000;
+    tokio::time::sleep(Duration::from_millis(due)).await;
+    let sent = inject(&id.p2p, "block", &block.encode());
+    println!("sent the same block {hash} again, now in time, to {sent} peers");
+    report_victims(&id, hash, "once its time had come").await;
+    id.leave().await;
+    Ok(())
+}
+
+/// The first block of a retarget window stamped before its parent minus
+/// the grace, built on the last canonical block that opens a window.
+async fn timewarp(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
+    // A window must have been opened once for its rule to apply: wait (a
+    // minute at most) for the chain to get that far.
+    let interval = lock(chain).params().retarget.as_ref().map_or(0, |r| r.interval);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = id.node.resolve().await;
+        if lock(chain).tip().height + 1 >= interval || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let forged = {
+        let c = lock(chain);
+        let params = c.params().clone();
+        let Some(rt) = params.retarget.clone().filter(|r| r.interval > 1) else {
+            println!("adversary: timewarp needs a retargeting preset; {} has none", params.name);
+            drop(c);
+            id.leave().await;
+            return Ok(());
+        };
+        let tip = c.tip().height;
+        // The newest parent whose child opens a window.
+        let parent_height = (tip + 1) / rt.interval * rt.interval;
+        let parent = parent_height.checked_sub(1).and_then(|h| c.block_at(h).ok().flatten());
+        let ctx = parent.as_ref().and_then(|p| c.context_for(&p.hash(), now_ms()).ok());
+        parent.zip(ctx).map(|(p, ctx)| {
+            let mut b = Block { header: p.header.clone(), txs: vec![] };
+            b.header.parent = p.hash();
+            b.header.height += 1;
+            b.header.target = ctx.expected_target;
+            b.header.miner = Keypair::from_seed(b"adversary").address();
+            b.header.reward = params.block_reward;
+            b.header.timestamp_ms = p.header.timestamp_ms.saturating_sub(rt.max_timewarp_ms + 1);
+            b
+        })
+    };
+    if let Some(b) = forged {
+        let b = tokio::task::spawn_blocking(move || seal(b)).await?;
+        let sent = inject(&id.p2p, "block", &b.encode());
+        println!("sent invalid block {} (timewarp: window opened before its parent) to {sent} peers", b.hash());
+    } else {
+        println!("adversary: timewarp found no window to open yet");
+    }
+    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+    id.leave().await;
+    Ok(())
+}
+
+/// Blocks whose parents nobody has, meeting only the preset's easiest
+/// target, each padded with junk transactions to the size limit's share.
+async fn orphan_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    const ORPHANS: u64 = 300;
+    const PADDING_TXS: u64 = 200;
+    let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
+    let params = lock(chain).params().clone();
+    let blocks = tokio::task::spawn_blocking(move || {
+        let me = Keypair::from_seed(b"adversary");
+        (0..ORPHANS)
+            .map(|n| {
+                let mut b = params.genesis();
+                b.header.parent = Hash::digest(&n.to_be_bytes());
+                b.header.height = 1_000_000 + n;
+                b.header.target = params.pow_limit;
+                b.header.timestamp_ms = now_ms();
+                b.txs = (0..PADDING_TXS)
+                    .map(|i| Transaction {
+                        kind: TxKind::Transfer,
+                        sender: me.address(),
+                        recipient: me.address(),
+                        amount: n,
+                        fee: 0,
+                        nonce: i,
+                        signature: Signature([0x5a; 64]),
+                    })
+                    .collect();
+                seal(b)
+            })
+            .collect::<Vec<Block>>()
+    })
+    .await?;
+    let bytes: usize = blocks.iter().map(|b| b.encode().len()).sum();
+    for b in &blocks {
+        inject(&id.p2p, "block", &b.encode());
+    }
+    println!("sent {ORPHANS} orphans ({} MiB) with no known parent", bytes >> 20);
+    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+    id.leave().await;
+    Ok(())
+}
+
+/// Every invalid case of the chain rules, invalid transactions, malformed
+/// bytes and floods, one round after another, with a new identity whenever
+/// the honest nodes drop the last.
+async fn classic(args: &Args, chain: &Shared, identities: &mut u64) -> anyhow::Result<()> {
+    let pause = Duration::from_millis(args.interval_ms);
+    let mut round = 0u64;
+    let mut next = 0usize;
+    let mut attacks: Vec<Attack> = Vec::new();
+    'identities: loop {
+        let Some(Identity { p2p, node }) = Identity::join(&args.peer, chain, identities).await? else {
+            continue 'identities;
+        };
+        let mut events = p2p.subscribe();
         if next == 0 || attacks.is_empty() {
             // Forged once per round (grinding costs real work), on the tip.
             let _ = node.resolve().await;

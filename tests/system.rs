@@ -118,6 +118,31 @@ async fn an_adversary_is_banned_and_changes_nothing() {
     let metrics = api.http.get(format!("{}/metrics", nodes[3].http)).send().await.expect("metrics");
     let text = metrics.text().await.expect("text");
     assert!(text.contains("toy_blocks_rejected_total{reason="), "{text}");
+    for reason in ["BadMerkleRoot", "TimestampTooFarAhead"] {
+        assert!(text.contains(&format!("reason=\"{reason}\"")), "no {reason} counted:\n{text}");
+    }
+    // Mutated bodies under a genuine header, and a block from the near
+    // future: the genuine block is kept in the end, never refused for good.
+    for line in out.iter().filter(|l| l.contains("genuine") || l.contains("orphans") || l.contains("timewarp")) {
+        println!("adversary: {line}");
+    }
+    let refused: Vec<&String> = out.iter().filter(|l| l.contains("refused genuine block")).collect();
+    assert!(refused.is_empty(), "a genuine block was refused:\n{}", out.join("\n"));
+    let kept = out.iter().filter(|l| l.contains("kept genuine block")).count();
+    assert!(kept >= 2, "the victim never confirmed the genuine blocks:\n{}", out.join("\n"));
+    // The orphan flood took only its sender's share of the pool.
+    let status = api.status(&nodes[3].http).await.expect("status");
+    let orphans = status["orphans"].as_u64().expect("orphans");
+    let share = (toy::chain::tree::DEFAULT_MAX_ORPHANS / toy::chain::tree::ORPHAN_SHARE_DIVISOR) as u64;
+    assert!(orphans <= share + 16, "{orphans} orphans held after the flood (share {share})");
+    // No honest node banned another honest node.
+    for n in &nodes {
+        for line in n.proc.output().iter().filter(|l| l.contains("peer banned")) {
+            for honest in &nodes {
+                assert!(!line.contains(&honest.p2p), "{} banned honest {}: {line}", n.p2p, honest.p2p);
+            }
+        }
+    }
     wait_converged(&api, &urls(&nodes), 3).await;
 }
 

@@ -189,6 +189,8 @@ pub struct StatusView {
     pub mempool_bytes: usize,
     /// Blocks waiting for their parent.
     pub orphans: usize,
+    /// Their bytes (the pool is bounded in both).
+    pub orphan_bytes: usize,
     /// Hashes per second of the local miner (0 when not mining).
     pub hash_rate: f64,
     /// The address peers reach this node at.

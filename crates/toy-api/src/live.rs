@@ -116,6 +116,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             mempool: c.mempool().len(),
             mempool_bytes: c.mempool().bytes(),
             orphans: c.orphan_count(),
+            orphan_bytes: c.orphan_bytes(),
             hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
             address: self.node.gossip().local_addr(),
             wallet: self.config.wallet.address().to_hex(),

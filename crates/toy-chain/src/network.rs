@@ -19,9 +19,10 @@
 //! that peer does not have it (or over a relay, where no peer can be asked
 //! directly) the walk goes on through `search:block`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -146,6 +147,50 @@ pub struct ResolveReport {
     pub tip_changed: bool,
 }
 
+/// Ancestor fetches (a sync round, then direct requests and searches) one
+/// peer's orphans may start: a burst of [`ORPHAN_FETCH_BURST`], refilled at
+/// one per [`ORPHAN_FETCH_REFILL`]. An honest peer announces an orphan when
+/// we fell behind, and one fetch brings the whole gap; a peer sending
+/// orphans with made-up parents gets no more than this out of us.
+pub const ORPHAN_FETCH_BURST: u32 = 3;
+/// See [`ORPHAN_FETCH_BURST`]: 10 s.
+pub const ORPHAN_FETCH_REFILL: Duration = Duration::from_secs(10);
+/// Peers whose fetch budget is remembered: 1 024; past it the entry
+/// refreshed longest ago is dropped (it would be nearly full again anyway).
+pub const ORPHAN_FETCH_PEERS: usize = 1_024;
+
+/// Per-peer token buckets for orphan-triggered fetches (bounded by
+/// [`ORPHAN_FETCH_PEERS`]).
+#[derive(Debug, Default)]
+struct FetchBudget {
+    peers: HashMap<PeerId, (u32, Instant)>,
+}
+
+impl FetchBudget {
+    /// Whether an orphan from `peer` (`None`: ours) may start a fetch now;
+    /// takes a token if so.
+    fn allow(&mut self, peer: Option<&PeerId>, now: Instant) -> bool {
+        let Some(peer) = peer else { return true };
+        if !self.peers.contains_key(peer)
+            && self.peers.len() >= ORPHAN_FETCH_PEERS
+            && let Some(oldest) = self.peers.iter().min_by_key(|(_, (_, at))| *at).map(|(p, _)| p.clone())
+        {
+            self.peers.remove(&oldest);
+        }
+        let (tokens, at) = self.peers.entry(peer.clone()).or_insert((ORPHAN_FETCH_BURST, now));
+        let refills = (now.saturating_duration_since(*at).as_millis() / ORPHAN_FETCH_REFILL.as_millis().max(1)) as u32;
+        if refills > 0 {
+            *tokens = (*tokens).saturating_add(refills).min(ORPHAN_FETCH_BURST);
+            *at = if *tokens == ORPHAN_FETCH_BURST { now } else { *at + ORPHAN_FETCH_REFILL * refills };
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+}
+
 /// The chain attached to a gossip network: gossip handlers, request
 /// handlers and the background sync task (stopped by
 /// [`ChainNode::shutdown`]; call it before shutting the network down).
@@ -153,6 +198,7 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     chain: SharedChain<S>,
     gossip: Arc<G>,
     fetching: Arc<AtomicBool>,
+    orphan_fetches: Arc<Mutex<FetchBudget>>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -177,6 +223,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             chain: self.chain.clone(),
             gossip: self.gossip.clone(),
             fetching: self.fetching.clone(),
+            orphan_fetches: self.orphan_fetches.clone(),
             sync: self.sync.clone(),
             stats: self.stats.clone(),
         }
@@ -194,6 +241,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             chain,
             gossip,
             fetching: Arc::new(AtomicBool::new(false)),
+            orphan_fetches: Arc::new(Mutex::new(FetchBudget::default())),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -362,6 +410,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) => Verdict::Accept,
             // Header checked, body not yet (it is when the branch wins).
             Ok(InsertOutcome::SideBranch { .. }) => Verdict::Ignore,
+            Ok(InsertOutcome::Orphan { .. })
+                if !lock_plain(&self.orphan_fetches).allow(from.as_ref(), Instant::now()) =>
+            {
+                // This sender's orphans have used up its fetch budget: kept,
+                // but they ask nothing of the network until it refills.
+                self.stats.bump("orphan_fetches_refused", "Rate");
+                Verdict::Ignore
+            }
             Ok(InsertOutcome::Orphan { missing_parent }) => {
                 if from.is_some() && !self.gossip.peers().is_empty() {
                     // A sync round first (the announcer is asked with everyone
@@ -615,8 +671,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             // The whole batch under one lock: its writes share one durable
             // commit, and nothing else is written while durability is relaxed.
             let outcomes = tokio::task::spawn_blocking(move || lock(&c).import_batch(blocks, Some(&from), now_ms()))
-            .await
-            .map_err(|_| NetworkError::Cancelled)?;
+                .await
+                .map_err(|_| NetworkError::Cancelled)?;
             for outcome in outcomes {
                 match outcome? {
                     InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason } => {
@@ -843,4 +899,36 @@ fn peer_error(peer: &PeerId, what: impl Into<String>) -> NetworkError {
 
 fn lock_plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphan_fetches_are_rationed_per_peer() {
+        let mut budget = FetchBudget::default();
+        let t0 = Instant::now();
+        let flooder = PeerId("10.0.0.9:1".into());
+        let honest = PeerId("10.0.0.2:1".into());
+        for _ in 0..ORPHAN_FETCH_BURST {
+            assert!(budget.allow(Some(&flooder), t0));
+        }
+        assert!(!budget.allow(Some(&flooder), t0), "the burst is spent");
+        assert!(budget.allow(Some(&honest), t0), "another peer's budget is its own");
+        assert!(budget.allow(None, t0), "our own blocks are never rationed");
+        assert!(budget.allow(Some(&flooder), t0 + ORPHAN_FETCH_REFILL), "one more after a refill period");
+        assert!(!budget.allow(Some(&flooder), t0 + ORPHAN_FETCH_REFILL));
+    }
+
+    #[test]
+    fn fetch_budget_forgets_the_stalest_peer_when_full() {
+        let mut budget = FetchBudget::default();
+        let t0 = Instant::now();
+        for i in 0..=ORPHAN_FETCH_PEERS {
+            budget.allow(Some(&PeerId(format!("p{i}"))), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(budget.peers.len(), ORPHAN_FETCH_PEERS);
+        assert!(!budget.peers.contains_key(&PeerId("p0".into())));
+    }
 }

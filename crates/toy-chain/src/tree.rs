@@ -658,7 +658,12 @@ impl<S: Store> Chain<S> {
     ///
     /// # Errors
     /// As [`Chain::insert_at`].
-    pub fn insert_from(&mut self, block: Block, source: Option<&str>, now_ms: u64) -> Result<InsertOutcome, ChainError> {
+    pub fn insert_from(
+        &mut self,
+        block: Block,
+        source: Option<&str>,
+        now_ms: u64,
+    ) -> Result<InsertOutcome, ChainError> {
         if self.reorg_pending {
             self.resume_reorg()?;
         }
@@ -690,7 +695,9 @@ impl<S: Store> Chain<S> {
                 tracing::debug!(%child, ?out, "orphan resolved");
                 if matches!(
                     out,
-                    InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. }
+                    InsertOutcome::Connected { .. }
+                        | InsertOutcome::Reorganised { .. }
+                        | InsertOutcome::SideBranch { .. }
                 ) {
                     queue.push(child);
                 }
@@ -852,7 +859,8 @@ impl<S: Store> Chain<S> {
         };
         self.state.undo(&undo);
         let writes = self.writes_for(&undo);
-        if let Err(e) = self.store.disconnect(&hash, block.header.height, &block.header.parent, &writes, &tx_ids(&block))
+        if let Err(e) =
+            self.store.disconnect(&hash, block.header.height, &block.header.parent, &writes, &tx_ids(&block))
         {
             self.state.undo(&redo);
             return Err(e.into());

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::*;
 use toy_chain::{
-    Block, BlockError, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MemoryStore, Retarget,
-    SigCache, Signature, Store, Transaction, TreeConfig, types::merkle_root,
+    Block, BlockError, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MemoryStore, Retarget, SigCache,
+    Signature, Store, Transaction, TreeConfig, types::merkle_root,
 };
 
 /// An honest block on `parent` in `c` with `n` transfers from wallet 0
@@ -299,8 +299,14 @@ fn retargeting() -> Chain<MemoryStore> {
         initial_target: toy_chain::target::leading_zeros(10),
         ..ChainParams::test()
     };
-    Chain::open(params, MemoryStore::new(), Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())
-        .expect("open")
+    Chain::open(
+        params,
+        MemoryStore::new(),
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        Default::default(),
+    )
+    .expect("open")
 }
 
 /// Mines `blocks` blocks, block `k` found at real time genesis + k × 10 s and

@@ -116,7 +116,10 @@ fn child_main(path: &Path) {
             let block = mine(template);
             let hash = block.hash();
             let out = chain.lock().expect("lock").insert_at(block, now_ms()).expect("insert");
-            if matches!(out, InsertOutcome::Connected { .. } | InsertOutcome::SideBranch { .. } | InsertOutcome::Reorganised { .. }) {
+            if matches!(
+                out,
+                InsertOutcome::Connected { .. } | InsertOutcome::SideBranch { .. } | InsertOutcome::Reorganised { .. }
+            ) {
                 announce(hash);
             }
         }
