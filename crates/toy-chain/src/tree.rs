@@ -29,16 +29,6 @@ pub const DEFAULT_MAX_ORPHAN_BYTES: usize = 32 * 1024 * 1024;
 /// else's (Bitcoin Core bounds orphan transactions per peer the same way).
 pub const ORPHAN_SHARE_DIVISOR: usize = 4;
 
-/// Default deepest fork accepted: a block whose branch leaves the best chain
-/// more than 288 blocks below the tip is refused before anything is written.
-///
-/// Building on old blocks is cheap when their targets were easy, and each
-/// such block would cost a disk write. 288 is the depth a pruned Bitcoin
-/// Core node can still reorganise (`MIN_BLOCKS_TO_KEEP`); at the dev
-/// preset's 2 s blocks it is ten minutes of partition. Deeper reorgs need a
-/// header chain with more work first (headers-first sync).
-pub const DEFAULT_MAX_FORK_DEPTH: u64 = 288;
-
 /// Default number of invalid block hashes remembered: 10 000.
 pub const DEFAULT_MAX_INVALID: usize = 10_000;
 
@@ -51,8 +41,6 @@ pub struct TreeConfig {
     pub max_orphans: usize,
     /// Bytes of orphans held (encoded size).
     pub max_orphan_bytes: usize,
-    /// Deepest fork accepted below the tip ([`DEFAULT_MAX_FORK_DEPTH`]).
-    pub max_fork_depth: u64,
     /// Invalid hashes remembered; the oldest is forgotten first.
     pub max_invalid: usize,
     /// The mempool's limits.
@@ -64,7 +52,6 @@ impl Default for TreeConfig {
         Self {
             max_orphans: DEFAULT_MAX_ORPHANS,
             max_orphan_bytes: DEFAULT_MAX_ORPHAN_BYTES,
-            max_fork_depth: DEFAULT_MAX_FORK_DEPTH,
             max_invalid: DEFAULT_MAX_INVALID,
             mempool: MempoolConfig::default(),
         }
@@ -127,9 +114,10 @@ pub enum InsertOutcome {
         /// [`BlockError::TimestampTooFarAhead`].
         reason: BlockError,
     },
-    /// Its branch leaves the best chain deeper than
-    /// [`TreeConfig::max_fork_depth`] below the tip; refused before anything
-    /// is written. Not remembered, not the sender's fault.
+    /// Sent unasked, it has less work than our tip and its branch leaves the
+    /// best chain more than [`ChainParams::prune_depth`] blocks below the
+    /// tip: refused before anything is written (see [`Chain::insert_from`]).
+    /// Not remembered, not the sender's fault.
     ForkTooDeep {
         /// Height of the last best-chain block the branch shares.
         fork_height: u64,
@@ -207,6 +195,13 @@ pub struct Chain<S: Store> {
     /// A reorganisation stopped by a storage failure: retried on the next
     /// insert, so the best chain is reached once the store works again.
     reorg_pending: bool,
+    /// The tip of the side branch the last sync batch wrote: pruning spares
+    /// it (and its ancestors) while the rest of the branch is downloaded.
+    /// One branch at a time.
+    solicited_tip: Option<Hash>,
+    /// A block whose waiting orphans a storage failure kept from
+    /// connecting: retried on the next insert.
+    orphans_retry: Option<Hash>,
     tip_tx: watch::Sender<Tip>,
 }
 
@@ -258,6 +253,8 @@ impl<S: Store> Chain<S> {
             state: State::default(),
             orphans: OrphanPool::default(),
             reorg_pending: false,
+            solicited_tip: None,
+            orphans_retry: None,
             tip_tx,
         };
         match chain.store.tip()? {
@@ -472,7 +469,11 @@ impl<S: Store> Chain<S> {
             return outcomes;
         }
         for block in blocks {
-            let outcome = guard.chain.insert_from(block, source, now_ms);
+            let hash = block.hash();
+            let outcome = guard.chain.insert_with(block, source, now_ms, true);
+            if matches!(outcome, Ok(InsertOutcome::SideBranch { .. })) {
+                guard.chain.solicited_tip = Some(hash);
+            }
             let go_on = matches!(
                 outcome,
                 Ok(InsertOutcome::Connected { .. }
@@ -652,46 +653,95 @@ impl<S: Store> Chain<S> {
         self.insert_from(block, None, now_ms)
     }
 
-    /// Inserts a block received from `source` (a peer's name; `None` for a
-    /// block of our own). The source is charged for the block if it has to
-    /// wait as an orphan: one source holds at most its share of the pool.
+    /// Inserts a block received unasked from `source` (a peer's name;
+    /// `None` for a block of our own). The source is charged for the block
+    /// if it has to wait as an orphan: one source holds at most its share of
+    /// the pool.
+    ///
+    /// An unasked block with less work than our tip whose branch leaves the
+    /// best chain more than [`ChainParams::prune_depth`] below the tip is
+    /// refused before anything is written ([`InsertOutcome::ForkTooDeep`]):
+    /// building on old blocks is cheap when their targets were easy, and such
+    /// a branch would be pruned at once anyway. Bitcoin Core's `AcceptBlock`
+    /// likewise drops unrequested blocks without more work than its tip. A
+    /// branch with more work is taken at any depth (so no one can lock a
+    /// node onto a long cheap chain by depth alone), and so are blocks a
+    /// sync asked for ([`Chain::import_batch`]).
     ///
     /// # Errors
-    /// As [`Chain::insert_at`].
+    /// As [`Chain::insert_at`]. Once the block itself is in, a later storage
+    /// failure (connecting waiting orphans, pruning) is logged, not returned:
+    /// the block stays in and the orphans wait.
     pub fn insert_from(
         &mut self,
         block: Block,
         source: Option<&str>,
         now_ms: u64,
     ) -> Result<InsertOutcome, ChainError> {
+        self.insert_with(block, source, now_ms, false)
+    }
+
+    fn insert_with(
+        &mut self,
+        block: Block,
+        source: Option<&str>,
+        now_ms: u64,
+        solicited: bool,
+    ) -> Result<InsertOutcome, ChainError> {
         if self.reorg_pending {
             self.resume_reorg()?;
         }
+        if let Some(parent) = self.orphans_retry.take() {
+            self.connect_orphans_logged(parent, now_ms, solicited);
+        }
         let hash = block.hash();
-        let outcome = self.insert_one(block, hash, source, now_ms)?;
+        let outcome = self.insert_one(block, hash, source, now_ms, solicited)?;
         if matches!(
             outcome,
             InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. } | InsertOutcome::SideBranch { .. }
         ) {
-            self.connect_orphans(hash, now_ms)?;
+            self.connect_orphans_logged(hash, now_ms, solicited);
         }
         Ok(outcome)
     }
 
-    /// Retries a reorganisation that a storage failure interrupted.
-    fn resume_reorg(&mut self) -> Result<(), ChainError> {
-        if let Some(best) = self.best_candidate() {
-            self.reorganise(best)?;
+    /// [`Chain::connect_orphans`], logging a storage failure (it remembers
+    /// where to retry).
+    fn connect_orphans_logged(&mut self, parent: Hash, now_ms: u64, solicited: bool) {
+        if let Err(e) = self.connect_orphans(parent, now_ms, solicited) {
+            tracing::error!("connecting the orphans of {parent} (retried on the next insert): {e}");
         }
-        self.reorg_pending = false;
-        Ok(())
     }
 
-    fn connect_orphans(&mut self, parent: Hash, now_ms: u64) -> Result<(), ChainError> {
+    /// Retries a reorganisation that a storage failure interrupted.
+    fn resume_reorg(&mut self) -> Result<(), ChainError> {
+        match self.best_candidate() {
+            Some(best) => self.reorganise(best).map(drop),
+            None => {
+                self.reorg_pending = false;
+                Ok(())
+            }
+        }
+    }
+
+    /// Inserts the orphans waiting for `parent`, and theirs in turn. On a
+    /// storage failure the orphans not yet inserted go back to the pool.
+    fn connect_orphans(&mut self, parent: Hash, now_ms: u64, solicited: bool) -> Result<(), ChainError> {
         let mut queue = vec![parent];
         while let Some(p) = queue.pop() {
-            for (child, block, source) in self.orphans.take_children(&p) {
-                let out = self.insert_one(block, child, source.as_deref(), now_ms)?;
+            let mut children = self.orphans.take_children(&p).into_iter();
+            while let Some((child, block, source)) = children.next() {
+                let out = match self.insert_one(block.clone(), child, source.as_deref(), now_ms, solicited) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        self.orphans.add(child, block, source.as_deref(), &self.config);
+                        for (h, b, s) in children {
+                            self.orphans.add(h, b, s.as_deref(), &self.config);
+                        }
+                        self.orphans_retry = Some(p);
+                        return Err(e);
+                    }
+                };
                 tracing::debug!(%child, ?out, "orphan resolved");
                 if matches!(
                     out,
@@ -732,7 +782,8 @@ impl<S: Store> Chain<S> {
     ///    repeats) → [`InsertOutcome::Malformed`], not remembered;
     /// 2. a known-invalid parent → [`InsertOutcome::Invalid`];
     /// 3. unknown parent → orphan pool (charged to `source`);
-    /// 4. fork depth → [`InsertOutcome::ForkTooDeep`], nothing written;
+    /// 4. unasked, less work than the tip and a fork deeper than the prune
+    ///    depth → [`InsertOutcome::ForkTooDeep`], nothing written;
     /// 5. [`check_header`] against the parent → [`InsertOutcome::Invalid`]
     ///    (remembered), except a timestamp ahead of our clock →
     ///    [`InsertOutcome::TooEarly`] (not remembered);
@@ -750,6 +801,7 @@ impl<S: Store> Chain<S> {
         hash: Hash,
         source: Option<&str>,
         now_ms: u64,
+        solicited: bool,
     ) -> Result<InsertOutcome, ChainError> {
         if self.index.contains_key(&hash) || self.orphans.blocks.contains_key(&hash) {
             return Ok(InsertOutcome::Duplicate);
@@ -773,9 +825,13 @@ impl<S: Store> Chain<S> {
             return Ok(InsertOutcome::Stale { missing_ancestor });
         }
         let tip = self.tip();
-        let fork_height = self.fork_height(&parent).unwrap_or(0);
-        if tip.height.saturating_sub(fork_height) > self.config.max_fork_depth {
-            return Ok(InsertOutcome::ForkTooDeep { fork_height, tip_height: tip.height });
+        let parent_work = self.index.get(&parent).map_or(0, |n| n.work);
+        let branch_work = parent_work.saturating_add(work(&block.header.target));
+        if !solicited && branch_work < tip.work {
+            let fork_height = self.fork_height(&parent).unwrap_or(0);
+            if tip.height.saturating_sub(fork_height) > self.params.prune_depth {
+                return Ok(InsertOutcome::ForkTooDeep { fork_height, tip_height: tip.height });
+            }
         }
         let ctx = self.context_for(&parent, now_ms)?;
         match check_header(&block, &ctx, &self.params) {
@@ -786,8 +842,7 @@ impl<S: Store> Chain<S> {
         if let Err(reason) = check_signatures(&block, &self.params, self.verifier.as_ref(), &self.sigs) {
             return Ok(self.mark_invalid(hash, reason));
         }
-        let parent_work = self.index.get(&parent).map_or(0, |n| n.work);
-        let node = Node { header: block.header.clone(), work: parent_work.saturating_add(work(&block.header.target)) };
+        let node = Node { header: block.header.clone(), work: branch_work };
         if parent == tip.hash {
             // Extends the best chain: apply now. The state moves first and is
             // put back if the store refuses the write.
@@ -809,7 +864,7 @@ impl<S: Store> Chain<S> {
             self.canonical.push(hash);
             self.mempool.remove_included(&block.txs, &self.state);
             self.publish_tip();
-            self.prune()?;
+            self.prune();
             return Ok(InsertOutcome::Connected { hash, height });
         }
         // A side branch: keep it; reorganise if it now has the most work.
@@ -924,10 +979,53 @@ impl<S: Store> Chain<S> {
     fn reorganise(&mut self, new_tip: Hash) -> Result<InsertOutcome, ChainError> {
         self.reorg_pending = true;
         let from = self.tip().hash;
-        let mut target = new_tip;
         let mut disconnected: Vec<Block> = Vec::new();
         let mut connected: Vec<Block> = Vec::new();
         let mut failure: Option<BlockError> = None;
+        let steps = self.reorganise_steps(new_tip, &mut disconnected, &mut connected, &mut failure);
+        if steps.is_ok() {
+            self.reorg_pending = false;
+        }
+        // Whether it finished or a storage failure stopped it, the mempool
+        // and the subscribers follow the chain as it now is: what it
+        // includes leaves the pool, what it no longer includes comes back if
+        // still valid.
+        let tip = self.tip().hash;
+        let included: Vec<Transaction> =
+            connected.iter().filter(|b| self.is_canonical(&b.hash())).flat_map(|b| b.txs.iter().cloned()).collect();
+        self.mempool.remove_included(&included, &self.state);
+        let back: Vec<Transaction> = disconnected
+            .iter()
+            .chain(connected.iter())
+            .filter(|b| !self.is_canonical(&b.hash()))
+            .flat_map(|b| b.txs.iter().cloned())
+            .collect();
+        let readmitted =
+            self.mempool.readmit(back, &self.state, &self.params, self.verifier.as_ref(), &self.sigs, now_ms());
+        self.mempool.revalidate(&self.state);
+        self.publish_tip();
+        if let Err(e) = steps {
+            tracing::error!(%from, at = %tip, "reorganisation stopped by a storage failure (resumed on the next insert): {e}");
+            return Err(e);
+        }
+        self.prune();
+        if let Some(reason) = failure {
+            tracing::info!(%from, to = %tip, %reason, "reorganisation failed; on the best valid chain");
+            return Ok(InsertOutcome::Invalid { reason });
+        }
+        tracing::info!(%from, to = %tip, disconnected = disconnected.len(), connected = connected.len(), readmitted, "reorganised");
+        Ok(InsertOutcome::Reorganised { from, to: tip, disconnected: disconnected.len(), connected: connected.len() })
+    }
+
+    /// The block moves of [`Chain::reorganise`]; each one commits on its own.
+    fn reorganise_steps(
+        &mut self,
+        new_tip: Hash,
+        disconnected: &mut Vec<Block>,
+        connected: &mut Vec<Block>,
+        failure: &mut Option<BlockError>,
+    ) -> Result<(), ChainError> {
+        let mut target = new_tip;
         loop {
             let (fork_height, branch) = self.branch_to(target)?;
             while self.tip().height > fork_height {
@@ -948,38 +1046,14 @@ impl<S: Store> Chain<S> {
                 }
             }
             if !failed {
-                break;
+                return Ok(());
             }
             // Settle on the most-work valid chain known.
             match self.best_candidate() {
                 Some(best) => target = best,
-                None => break,
+                None => return Ok(()),
             }
         }
-        self.reorg_pending = false;
-        let tip = self.tip().hash;
-        // The mempool follows: what the final chain includes leaves, what it
-        // no longer includes comes back if still valid.
-        let included: Vec<Transaction> =
-            connected.iter().filter(|b| self.is_canonical(&b.hash())).flat_map(|b| b.txs.iter().cloned()).collect();
-        self.mempool.remove_included(&included, &self.state);
-        let back: Vec<Transaction> = disconnected
-            .iter()
-            .chain(connected.iter())
-            .filter(|b| !self.is_canonical(&b.hash()))
-            .flat_map(|b| b.txs.iter().cloned())
-            .collect();
-        let readmitted =
-            self.mempool.readmit(back, &self.state, &self.params, self.verifier.as_ref(), &self.sigs, now_ms());
-        self.mempool.revalidate(&self.state);
-        self.publish_tip();
-        self.prune()?;
-        if let Some(reason) = failure {
-            tracing::info!(%from, to = %tip, %reason, "reorganisation failed; on the best valid chain");
-            return Ok(InsertOutcome::Invalid { reason });
-        }
-        tracing::info!(%from, to = %tip, disconnected = disconnected.len(), connected = connected.len(), readmitted, "reorganised");
-        Ok(InsertOutcome::Reorganised { from, to: tip, disconnected: disconnected.len(), connected: connected.len() })
     }
 
     /// Drops `root` and its side-branch descendants and marks them invalid
@@ -1010,23 +1084,50 @@ impl<S: Store> Chain<S> {
     }
 
     /// Drops side-branch blocks more than `prune_depth` below the tip; their
-    /// transactions that are still valid go back to the mempool.
-    fn prune(&mut self) -> Result<(), ChainError> {
+    /// transactions that are still valid go back to the mempool. The branch
+    /// a sync is downloading is spared. A storage failure stops it (logged);
+    /// the index keeps what the store still holds.
+    fn prune(&mut self) {
         let tip_height = self.tip().height;
         let limit = tip_height.saturating_sub(self.params.prune_depth);
-        let stale: Vec<Hash> =
-            self.side.iter().filter(|h| self.index.get(h).is_none_or(|n| n.header.height < limit)).copied().collect();
+        // The branch a sync is writing, down to where it leaves the best chain.
+        let mut spared = HashSet::new();
+        let mut cursor = self.solicited_tip.filter(|h| self.side.contains(h));
+        if cursor.is_none() {
+            self.solicited_tip = None;
+        }
+        while let Some(h) = cursor.filter(|h| self.side.contains(h)) {
+            spared.insert(h);
+            cursor = self.index.get(&h).map(|n| n.header.parent);
+        }
+        let stale: Vec<Hash> = self
+            .side
+            .iter()
+            .filter(|h| !spared.contains(*h))
+            .filter(|h| self.index.get(h).is_none_or(|n| n.header.height < limit))
+            .copied()
+            .collect();
         if stale.is_empty() {
-            return Ok(());
+            return;
         }
         let mut txs = Vec::new();
+        let mut pruned = 0usize;
         for h in &stale {
-            if let Some(block) = self.store.block(h)? {
-                txs.extend(block.txs);
+            match self.store.block(h) {
+                Ok(Some(block)) => txs.extend(block.txs),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!("pruning {h}: {e}");
+                    break;
+                }
             }
-            self.store.delete_block(h)?;
+            if let Err(e) = self.store.delete_block(h) {
+                tracing::error!("pruning {h}: {e}");
+                break;
+            }
             self.index.remove(h);
             self.side.remove(h);
+            pruned += 1;
         }
         // Descendants of pruned blocks that were above the limit are now
         // unreachable too: dropped, but not invalid (they may be valid; a
@@ -1041,8 +1142,7 @@ impl<S: Store> Chain<S> {
             self.drop_descendants(h);
         }
         let back = self.mempool.readmit(txs, &self.state, &self.params, self.verifier.as_ref(), &self.sigs, now_ms());
-        tracing::debug!(pruned = stale.len(), returned_to_mempool = back, "pruned side branches");
-        Ok(())
+        tracing::debug!(pruned, returned_to_mempool = back, "pruned side branches");
     }
 }
 
@@ -1131,11 +1231,16 @@ impl OrphanPool {
             let Some(oldest) = self.oldest_of(&source) else { break };
             self.remove(&oldest);
         }
-        // Past the pool's limits, the source holding the most bytes pays.
+        // Past the pool's limits, the source holding the most of what is
+        // over (orphans, or bytes) pays with its oldest.
         while self.blocks.len() > max_count || self.bytes > max_bytes {
-            let Some(heaviest) = self.per_source.iter().max_by_key(|(_, (_, b))| *b).map(|(s, _)| s.clone()) else {
-                break;
-            };
+            let by_count = self.blocks.len() > max_count;
+            let heaviest = self
+                .per_source
+                .iter()
+                .max_by_key(|(_, (count, bytes))| if by_count { *count } else { *bytes })
+                .map(|(s, _)| s.clone());
+            let Some(heaviest) = heaviest else { break };
             let Some(oldest) = self.oldest_of(&heaviest) else { break };
             self.remove(&oldest);
         }

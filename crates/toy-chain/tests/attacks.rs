@@ -263,32 +263,166 @@ fn resumed_reorg_settles_on_the_valid_prefix_when_it_has_more_work() {
     assert_eq!(reopened.tip().hash, branch[2].hash(), "the valid prefix b1-b3 has the most work");
 }
 
+/// `n` blocks on `parent`, built on a scratch chain that knows `parent`'s
+/// ancestry (`base`, a copy of the victim before), paying `to`.
+fn branch(base: &Chain<MemoryStore>, parent: Hash, n: usize, to: toy_chain::Address) -> Vec<Block> {
+    let mut scratch = open(base.store().clone());
+    let mut out = Vec::new();
+    let mut parent = parent;
+    for _ in 0..n {
+        let b = child(&scratch, parent, vec![], to, 1001);
+        parent = b.hash();
+        let got = scratch.import_batch(vec![b.clone()], None, NOW);
+        assert!(got.iter().all(Result::is_ok), "{got:?}");
+        out.push(b);
+    }
+    out
+}
+
 #[test]
 fn building_on_an_old_block_is_refused_before_anything_is_written() {
-    let mut c = Chain::open(
-        ChainParams::test(),
-        MemoryStore::new(),
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        TreeConfig { max_fork_depth: 3, ..Default::default() },
-    )
-    .expect("open");
+    let mut c = chain();
     let g = c.tip().hash;
-    let mut parent = g;
     let mut hashes = vec![g];
-    for _ in 0..6 {
+    let mut parent = g;
+    for _ in 0..9 {
         let b = child(&c, parent, vec![], miner(), 1000);
         parent = b.hash();
         c.insert_at(b, NOW).expect("ok");
         hashes.push(parent);
     }
+    // Prune depth 6: a fork from height 2 (7 below the tip) with less work.
     let deep = child(&c, hashes[2], vec![], Keypair::from_seed(b"x").address(), 1001);
     let out = c.insert_at(deep.clone(), NOW).expect("ok");
-    assert_eq!(out, InsertOutcome::ForkTooDeep { fork_height: 2, tip_height: 6 });
+    assert_eq!(out, InsertOutcome::ForkTooDeep { fork_height: 2, tip_height: 9 });
     assert!(c.block(&deep.hash()).expect("read").is_none(), "nothing written");
     assert!(!c.is_invalid(&deep.hash()));
     let shallow = child(&c, hashes[3], vec![], Keypair::from_seed(b"x").address(), 1001);
     assert!(matches!(c.insert_at(shallow, NOW).expect("ok"), InsertOutcome::SideBranch { .. }));
+}
+
+#[test]
+fn long_cheap_chain_does_not_lock_a_fresh_node_out_of_the_honest_chain() {
+    // The attacker feeds a new node a chain longer than any depth limit;
+    // the honest chain, with more work, forks at genesis.
+    let mut victim = chain();
+    let g = victim.tip().hash;
+    let fresh = chain();
+    let attacker = branch(&fresh, g, 10, Keypair::from_seed(b"attacker").address());
+    for b in &attacker {
+        victim.insert_at(b.clone(), NOW).expect("ok");
+    }
+    assert_eq!(victim.tip().height, 10);
+    let honest = branch(&fresh, g, 12, miner());
+    // By gossip, block by block from the fork, the first honest blocks have
+    // less work and are refused unwritten; a sync that asked for them takes
+    // them at any depth.
+    assert!(matches!(victim.insert_at(honest[0].clone(), NOW).expect("ok"), InsertOutcome::ForkTooDeep { .. }));
+    let out = victim.import_batch(honest.clone(), Some("honest"), NOW);
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(victim.tip().hash, honest[11].hash(), "on the most-work honest chain");
+    // A heavier branch is taken at any depth even unasked.
+    let longer = branch(&fresh, g, 14, Keypair::from_seed(b"third").address());
+    let mut v2 = chain();
+    for b in &attacker {
+        v2.insert_at(b.clone(), NOW).expect("ok");
+    }
+    let _ = v2.import_batch(longer[..10].to_vec(), None, NOW);
+    for b in &longer[10..] {
+        v2.insert_at(b.clone(), NOW).expect("ok");
+    }
+    assert_eq!(v2.tip().hash, longer[13].hash());
+}
+
+#[test]
+fn block_on_the_tip_between_sync_batches_does_not_prune_the_branch_being_synced() {
+    let mut victim = chain();
+    let g = victim.tip().hash;
+    let base = chain();
+    let own = branch(&base, g, 10, Keypair::from_seed(b"victim").address());
+    for b in &own {
+        victim.insert_at(b.clone(), NOW).expect("ok");
+    }
+    let honest = branch(&base, g, 14, miner());
+    let first = victim.import_batch(honest[..4].to_vec(), Some("honest"), NOW);
+    assert!(first.iter().all(|o| matches!(o, Ok(InsertOutcome::SideBranch { .. }))), "{first:?}");
+    // The attacker puts one block on the victim's tip: the tree prunes.
+    let extra = child(&victim, victim.tip().hash, vec![], Keypair::from_seed(b"attacker").address(), 1000);
+    victim.insert_at(extra, NOW).expect("ok");
+    let rest = victim.import_batch(honest[4..].to_vec(), Some("honest"), NOW);
+    assert!(rest.iter().all(|o| !matches!(o, Ok(InsertOutcome::Orphan { .. }))), "{rest:?}");
+    assert_eq!(victim.tip().hash, honest[13].hash());
+}
+
+#[test]
+fn sybil_orphans_do_not_evict_a_large_honest_orphan() {
+    let mut c = Chain::open(
+        ChainParams::test(),
+        MemoryStore::new(),
+        Arc::new(K256Verifier::new()),
+        Arc::new(SigCache::default()),
+        TreeConfig { max_orphans: 8, ..Default::default() },
+    )
+    .expect("open");
+    let orphan = |n: u64, txs: Vec<Transaction>| {
+        let mut b = ChainParams::test().genesis();
+        b.header.parent = Hash::digest(&n.to_be_bytes());
+        b.header.height = 9;
+        b.header.merkle_root = merkle_root(txs.iter().map(Transaction::wtxid));
+        b.txs = txs;
+        mine(b)
+    };
+    for i in 0..8u64 {
+        c.insert_from(orphan(i, vec![]), Some(&format!("sybil-{}", i % 4)), NOW).expect("ok");
+    }
+    let big = orphan(100, (0..10).map(|n| transfer(&wallet(0), miner(), 1, 0, n)).collect());
+    let big_hash = big.hash();
+    c.insert_from(big, Some("honest"), NOW).expect("ok");
+    assert!(c.contains(&big_hash), "the honest orphan stays");
+    assert_eq!(c.orphan_count(), 8);
+}
+
+#[test]
+fn store_failure_while_connecting_orphans_keeps_them_for_later() {
+    let store = FailingStore::default();
+    let mut c = open(store.clone());
+    let g = c.tip().hash;
+    let base = chain();
+    let blocks = branch(&base, g, 2, miner());
+    assert!(matches!(c.insert_at(blocks[1].clone(), NOW).expect("ok"), InsertOutcome::Orphan { .. }));
+    // The parent goes in (two writes); its waiting child fails to.
+    store.fail_after(2);
+    let out = c.insert_at(blocks[0].clone(), NOW).expect("the parent itself is in");
+    assert!(matches!(out, InsertOutcome::Connected { height: 1, .. }), "{out:?}");
+    assert!(c.contains(&blocks[1].hash()), "the orphan waits again");
+    store.heal();
+    let next = child(&base, g, vec![], Keypair::from_seed(b"other").address(), 2000);
+    c.insert_at(next, NOW).expect("any insert retries the orphans");
+    assert_eq!(c.tip().hash, blocks[1].hash());
+}
+
+#[test]
+fn store_failure_mid_reorg_keeps_the_mempool_and_the_published_tip_true() {
+    let store = FailingStore::default();
+    let mut c = open(store.clone());
+    let tips = c.subscribe();
+    let g = c.tip().hash;
+    let tx = transfer(&wallet(0), miner(), 5, 1, 0);
+    let a1 = child(&c, g, vec![tx.clone()], miner(), 1000);
+    c.insert_at(a1, NOW).expect("a1");
+    let base = chain();
+    let b = branch(&base, g, 2, Keypair::from_seed(b"other").address());
+    c.insert_at(b[0].clone(), NOW).expect("b1 side");
+    // b2 is written, a1 is undone, then connecting b1 fails.
+    store.fail_after(2);
+    assert!(c.insert_at(b[1].clone(), NOW).is_err());
+    assert_eq!(c.tip().hash, g, "stopped at the fork point");
+    assert_eq!(tips.borrow().hash, g, "and says so");
+    assert!(c.mempool().contains(&tx.id()), "a1's transaction is back in the pool");
+    store.heal();
+    let _ = c.insert_at(b[1].clone(), NOW).expect("resumes");
+    assert_eq!(c.tip().hash, b[1].hash());
+    assert!(c.mempool().contains(&tx.id()), "still pending on the new chain");
 }
 
 /// A chain with a 5-block retarget window aiming at 10 s blocks.
