@@ -548,16 +548,22 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             report.peers_asked = report.peers_asked.max(asked);
             let Some((peer, status, others)) = best else { break };
             report.best_peer = Some(peer.0.clone());
-            match self.sync_round(&peer, status, &others, &mut log, &mut done).await {
+            let round = self.sync_round(&peer, status, &others, &mut log, &mut done).await;
+            match round {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(NetworkError::Peer { peer, what }) => {
                     tracing::info!(%peer, "sync stopped: {what}");
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    lock(&self.chain).finish_import();
+                    return Err(e);
+                }
             }
         }
+        // The branch the batches wrote is pruned like any other from now on.
+        lock(&self.chain).finish_import();
         let after = lock(&self.chain).tip();
         {
             let mut p = lock_plain(&self.sync.progress);
@@ -819,7 +825,18 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     tracing::debug!(%hash, "no peer answered for a missing block");
                     break;
                 };
-                match this.insert(block, source.as_ref()).await {
+                // Asked for: taken at any depth, like a sync's blocks.
+                let c = this.chain.clone();
+                let from = source.as_ref().map(|p| p.0.clone());
+                let imported = tokio::task::spawn_blocking(move || {
+                    lock(&c).import_batch(vec![block], from.as_deref(), now_ms()).into_iter().next()
+                })
+                .await;
+                let outcome = match imported {
+                    Ok(Some(outcome)) => outcome.map_err(NetworkError::from),
+                    _ => Err(NetworkError::Cancelled),
+                };
+                match outcome {
                     Ok(InsertOutcome::Orphan { missing_parent }) => want = Some(missing_parent),
                     Ok(InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason }) => {
                         // Only a direct answer has a known sender to blame.

@@ -173,12 +173,36 @@ impl ChainParams {
         self.genesis_hash()
     }
 
-    /// SHA-256 of the postcard encoding of these parameters without their
-    /// name (a label for logs): everything that decides validity and the
-    /// genesis state.
+    /// SHA-256 of the postcard encoding of the consensus parameters: the
+    /// genesis state (time, allocations, mint authority) and the validity
+    /// rules (targets, reward, block size, retargeting, median window). Local
+    /// policy (the name, the prune depth, the clock drift tolerated) is left
+    /// out: nodes that differ only there are on the same chain.
     pub fn commitment(&self) -> Hash {
-        let unnamed = Self { name: String::new(), ..self.clone() };
-        Hash::digest(&postcard::to_allocvec(&unnamed).unwrap_or_default())
+        #[derive(Serialize)]
+        struct Consensus<'a> {
+            initial_target: &'a Hash,
+            pow_limit: &'a Hash,
+            block_reward: u64,
+            max_txs_per_block: u64,
+            retarget: &'a Option<Retarget>,
+            median_window: u64,
+            genesis_timestamp_ms: u64,
+            allocations: &'a [(Address, u64)],
+            mint_authority: &'a Option<Address>,
+        }
+        let rules = Consensus {
+            initial_target: &self.initial_target,
+            pow_limit: &self.pow_limit,
+            block_reward: self.block_reward,
+            max_txs_per_block: self.max_txs_per_block as u64,
+            retarget: &self.retarget,
+            median_window: self.median_window as u64,
+            genesis_timestamp_ms: self.genesis_timestamp_ms,
+            allocations: &self.allocations,
+            mint_authority: &self.mint_authority,
+        };
+        Hash::digest(&postcard::to_allocvec(&rules).unwrap_or_default())
     }
 
     /// Parameters from a chain spec (a genesis file, as reth and geth take):
@@ -285,8 +309,10 @@ mod tests {
         let mut other = dev.clone();
         other.allocations.push((Address([2; 33]), 1));
         assert_ne!(dev.chain_id(), other.chain_id(), "allocations are part of the chain id");
-        let renamed = ChainParams { name: "x".into(), ..dev.clone() };
-        assert_eq!(dev.chain_id(), renamed.chain_id(), "the name is only a label");
+        let local = ChainParams { name: "x".into(), prune_depth: 100, max_future_drift_ms: 1, ..dev.clone() };
+        assert_eq!(dev.chain_id(), local.chain_id(), "name, prune depth and drift are local policy");
+        let richer = ChainParams { block_reward: dev.block_reward + 1, ..dev.clone() };
+        assert_ne!(dev.chain_id(), richer.chain_id(), "the rules are part of the chain id");
         assert_ne!(dev.chain_id(), ChainParams::test().chain_id());
     }
 

@@ -196,8 +196,8 @@ pub struct Chain<S: Store> {
     /// insert, so the best chain is reached once the store works again.
     reorg_pending: bool,
     /// The tip of the side branch the last sync batch wrote: pruning spares
-    /// it (and its ancestors) while the rest of the branch is downloaded.
-    /// One branch at a time.
+    /// it (and its ancestors) while the rest of the branch is downloaded,
+    /// until [`Chain::finish_import`]. One branch at a time.
     solicited_tip: Option<Hash>,
     /// A block whose waiting orphans a storage failure kept from
     /// connecting: retried on the next insert.
@@ -490,6 +490,12 @@ impl<S: Store> Chain<S> {
             outcomes.push(Err(e.into()));
         }
         outcomes
+    }
+
+    /// Ends a sync: the side branch its batches wrote ([`Chain::import_batch`])
+    /// is no longer spared by pruning.
+    pub fn finish_import(&mut self) {
+        self.solicited_tip = None;
     }
 
     /// Orphans waiting for a parent.

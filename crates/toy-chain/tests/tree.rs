@@ -353,10 +353,10 @@ fn blocks_above_a_pruned_side_branch_are_dropped_not_marked_invalid() {
     };
     let mut c = chain();
     let main = extend(&mut c, g, 8, 1000);
-    for b in &side[..8] {
-        let out = c.insert_at(b.clone(), NOW).expect("insert");
-        assert!(matches!(out, InsertOutcome::SideBranch { .. }), "{out:?}");
-    }
+    // Asked for by a sync (unasked, a branch this deep and light is refused).
+    let out = c.import_batch(side[..8].to_vec(), Some("peer"), NOW);
+    assert!(out.iter().all(|o| matches!(o, Ok(InsertOutcome::SideBranch { .. }))), "{out:?}");
+    c.finish_import();
     // Three more main blocks: s1..s4 fall below the pruning depth, and
     // s5..s8 lose their ancestry.
     extend(&mut c, main[7], 3, 1000);
