@@ -8,6 +8,11 @@
 //!   when its transactions came through the mempool).
 //! * `redb/blocks` — 10-transaction blocks (cache warm) imported into a redb
 //!   store, one durable commit each.
+//! * `open/100k_blocks` — `Chain::open` on a store holding a 100 000-block
+//!   chain (empty blocks, in memory): rebuilding the block index, the
+//!   canonical chain and the side-branch set. Printed beside it, measured
+//!   once on the same index: the side-branch set built the way `open` did
+//!   before (`Vec::contains` per indexed hash, quadratic).
 //!
 //! Run: `cargo bench -p toy-chain --bench import`.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -44,7 +49,7 @@ fn transfer(keys: &[Keypair], w: usize, n: u64) -> Transaction {
         nonce: n,
         signature: Signature::EMPTY,
     };
-    keys[w].sign_tx(&mut tx, &ChainParams::test().chain_id());
+    keys[w].sign_tx(&mut tx, &params().chain_id());
     tx
 }
 
@@ -178,10 +183,47 @@ fn redb_blocks(c: &mut Criterion) {
     }
 }
 
+/// Blocks in the chain `open` is measured on.
+const OPEN_BLOCKS: usize = 100_000;
+
+fn open_long_chain(c: &mut Criterion) {
+    // No proof of work to grind: every hash meets the easiest target.
+    let easy = ChainParams {
+        initial_target: toy_chain::target::leading_zeros(0),
+        pow_limit: toy_chain::target::leading_zeros(0),
+        ..ChainParams::test()
+    };
+    let fresh = |store: MemoryStore| {
+        Chain::open(easy.clone(), store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())
+            .expect("open")
+    };
+    let mut chain = fresh(MemoryStore::new());
+    let miner = Keypair::from_seed(b"bench-miner").address();
+    let t = Instant::now();
+    for i in 0..OPEN_BLOCKS {
+        let block = chain.template(miner, NOW + i as u64 * 1000);
+        chain.insert_at(block, NOW + i as u64 * 1000).expect("insert");
+    }
+    println!("open: built a {OPEN_BLOCKS}-block chain in {:?}", t.elapsed());
+    let store = chain.store().clone();
+    // The quadratic side-set computation `open` used before, once.
+    let canonical: Vec<Hash> = (0..=OPEN_BLOCKS as u64).filter_map(|h| chain.hash_at(h)).collect();
+    let t = Instant::now();
+    let side = canonical.iter().filter(|h| !canonical.contains(h)).count();
+    println!("open: baseline, side set by Vec::contains over {} hashes: {:?} ({side} side)", canonical.len(), t.elapsed());
+    let mut g = c.benchmark_group("open");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(OPEN_BLOCKS as u64));
+    g.bench_function("100k_blocks", |b| {
+        b.iter_batched(|| store.clone(), |s| fresh(s).tip().height, BatchSize::LargeInput)
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = verify, import, redb_blocks
+    targets = verify, import, redb_blocks, open_long_chain
 }
 
 fn main() {

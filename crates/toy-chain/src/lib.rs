@@ -4,13 +4,16 @@
 //!
 //! ```text
 //!  Transaction { kind, sender, recipient, amount, fee, nonce, signature }
-//!        │ id = SHA-256(postcard(tx without signature)); signed with secp256k1
+//!        │ id = SHA-256(postcard(tx without signature))
+//!        │ signed (secp256k1): sighash = SHA-256("toy-tx" ‖ chain id ‖ id)
 //!        ▼
 //!  Mempool ──build_template──► Block { Header, txs }
+//!                                 │ merkle_root over wtxids (whole txs, RFC 6962 style)
 //!                                 │ hash = SHA-256(165-byte header, nonce last)
 //!                                 ▼
-//!  Chain::insert ── check_header ─ apply_body(State) ─► Undo ─► Store::connect (atomic)
-//!     │  block tree: most work wins, reorg via undo, orphans, invalid set, pruning
+//!  Chain::insert ─ check_standalone ─ check_header ─ signatures ─ apply_txs(State) ─► Undo ─► Store::connect
+//!     │  block tree: most work wins, reorg via undo, orphans (bounded per source),
+//!     │  invalid set (header-decided failures only), pruning
 //!     └► watch::Receiver<Tip>
 //! ```
 //!
@@ -19,7 +22,8 @@
 //!   non-canonical encodings are errors).
 //! * [`crypto`] — keys, deterministic low-S signatures, the [`Verifier`]
 //!   trait (k256 by default) and a bounded [`SigCache`].
-//! * [`params`] — [`ChainParams`] with the `workshop`, `dev` and `test` presets.
+//! * [`params`] — [`ChainParams`] with the `workshop`, `dev` and `test` presets,
+//!   and [`ChainSpec`], a network of its own from a genesis file.
 //! * [`state`] — [`State`], [`apply_block`] and its [`Undo`].
 //! * [`mempool`], [`builder`] — pending transactions and block templates.
 //! * [`tree`] — [`Chain`]: the block tree over a [`Store`].

@@ -2,7 +2,7 @@
 //!
 //! | gossip kind | payload | verdict |
 //! | --- | --- | --- |
-//! | [`NEW_BLOCK`] = `bc:new_block` (wire: `gossip:bc:new_block`) | postcard [`Block`] | Accept when connected or reorganised to (fully validated); Reject when invalid or undecodable; Ignore otherwise — a block kept on a side branch is not forwarded, since its body is only validated if that branch ever becomes the best |
+//! | [`NEW_BLOCK`] = `bc:new_block` (wire: `gossip:bc:new_block`) | postcard [`Block`] | Accept when connected or reorganised to (fully validated); Reject when invalid, malformed or undecodable; Ignore otherwise (a duplicate, an orphan, a timestamp ahead of our clock, a light fork below the prune depth) — a block kept on a side branch is not forwarded, since its state transition is only checked if that branch ever becomes the best |
 //! | [`NEW_TX`] = `bc:new_tx` (wire: `gossip:bc:new_tx`) | postcard [`Transaction`] | Accept when admitted to the mempool; Reject for a bad signature, an unauthorised mint or an overflow; Ignore otherwise |
 //! | search [`SEARCH_BLOCK`] = `block` (wire: `gossip:search:block`, answers `search_response:block`) | the 32-byte block hash | the postcard block |
 //!
