@@ -397,13 +397,37 @@ async fn two_identities(args: &Args, chain: &Shared, count: &mut u64) -> anyhow:
     Ok(Some((burn, clean)))
 }
 
-/// A block on our view of the tip, with the mempool's transactions (the
-/// oracle's, when one runs), mined for real.
-async fn mine_genuine(id: &Identity, chain: &Shared, stamp: impl FnOnce(u64) -> u64) -> anyhow::Result<Block> {
+/// How far behind the network's tip a genuine block's parent may fall
+/// before it is mined again: a light branch forking below the prune depth
+/// (6) is refused for that alone, whatever else the attack shows.
+const MAX_BEHIND: u64 = 3;
+
+/// Tries at mining a block that is still near the tip when done.
+const MINING_ATTEMPTS: usize = 4;
+
+/// How many blocks the network's tip is past `block`'s parent.
+async fn behind(id: &Identity, chain: &Shared, block: &Block) -> u64 {
     let _ = id.node.resolve().await;
-    let mut template = lock(chain).template(Keypair::from_seed(b"adversary").address(), now_ms());
-    template.header.timestamp_ms = stamp(template.header.timestamp_ms);
-    Ok(tokio::task::spawn_blocking(move || remine(template)).await?)
+    lock(chain).tip().height.saturating_sub(block.header.height.saturating_sub(1))
+}
+
+/// A block on our view of the tip, with the mempool's transactions (the
+/// oracle's, when one runs), mined for real; mined again (a few times at
+/// most) when the network has moved on meanwhile.
+async fn mine_genuine(id: &Identity, chain: &Shared, stamp: impl Fn(u64) -> u64) -> anyhow::Result<Block> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let _ = id.node.resolve().await;
+        let mut template = lock(chain).template(Keypair::from_seed(b"adversary").address(), now_ms());
+        template.header.timestamp_ms = stamp(template.header.timestamp_ms);
+        let block = tokio::task::spawn_blocking(move || remine(template)).await?;
+        let lag = behind(id, chain, &block).await;
+        if lag <= MAX_BEHIND || attempt >= MINING_ATTEMPTS {
+            return Ok(block);
+        }
+        println!("adversary: the network moved {lag} blocks on while mining; mining again");
+    }
 }
 
 /// Prints whether each of the victims holds `hash`, asked through `id`.
@@ -455,17 +479,37 @@ async fn mutated_body(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::R
 async fn future_block(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
     let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
     let drift = lock(chain).params().max_future_drift_ms;
-    let ahead_ms = 2_000;
-    let block = mine_genuine(&id, chain, |_| now_ms() + drift + ahead_ms).await?;
-    let hash = block.hash();
-    let sent = inject(&id.p2p, "block", &block.encode());
-    println!("sent early block {hash} ({ahead_ms} ms past the allowed drift) to {sent} peers");
-    // Wait until its time has come (plus a margin), then send it again.
-    let due = block.header.timestamp_ms.saturating_sub(drift).saturating_sub(now_ms()) + 1_000;
-    tokio::time::sleep(Duration::from_millis(due)).await;
-    let sent = inject(&id.p2p, "block", &block.encode());
-    println!("sent the same block {hash} again, now in time, to {sent} peers");
-    report_victims(&id, hash, "once its time had come").await;
+    // The block must be early when it first arrives (mining takes a while
+    // after the timestamp is set: the lead grows when it was not enough) and
+    // still near the tip once its time has come (a block the network has
+    // left behind meanwhile is mined again).
+    let mut ahead_ms: u64 = 2_000;
+    let attempts = 2 * MINING_ATTEMPTS;
+    for attempt in 1..=attempts {
+        let lead = ahead_ms;
+        let block = mine_genuine(&id, chain, move |_| now_ms() + drift + lead).await?;
+        let hash = block.hash();
+        let early_by = block.header.timestamp_ms.saturating_sub(now_ms() + drift);
+        if early_by < 500 && attempt < attempts {
+            ahead_ms = (ahead_ms * 2).min(16_000);
+            println!("adversary: mining took longer than the lead; again with {ahead_ms} ms");
+            continue;
+        }
+        let sent = inject(&id.p2p, "block", &block.encode());
+        println!("sent early block {hash} ({early_by} ms past the allowed drift) to {sent} peers");
+        // Wait until its time has come (plus a margin), then send it again.
+        let due = block.header.timestamp_ms.saturating_sub(drift).saturating_sub(now_ms()) + 1_000;
+        tokio::time::sleep(Duration::from_millis(due)).await;
+        let lag = behind(&id, chain, &block).await;
+        if lag > MAX_BEHIND && attempt < attempts {
+            println!("adversary: the network moved {lag} blocks past its parent meanwhile; mining it again");
+            continue;
+        }
+        let sent = inject(&id.p2p, "block", &block.encode());
+        println!("sent the same block {hash} again, now in time, to {sent} peers");
+        report_victims(&id, hash, "once its time had come").await;
+        break;
+    }
     id.leave().await;
     Ok(())
 }

@@ -126,6 +126,9 @@ async fn an_adversary_is_banned_and_changes_nothing() {
     for line in out.iter().filter(|l| l.contains("genuine") || l.contains("orphans") || l.contains("timewarp")) {
         println!("adversary: {line}");
     }
+    for line in text.lines().filter(|l| l.contains("ForkTooDeep") || l.contains("TimestampTooFarAhead")) {
+        println!("victim: {line}");
+    }
     let refused: Vec<&String> = out.iter().filter(|l| l.contains("refused genuine block")).collect();
     assert!(refused.is_empty(), "a genuine block was refused:\n{}", out.join("\n"));
     let kept = out.iter().filter(|l| l.contains("kept genuine block")).count();

@@ -194,8 +194,14 @@ fn open_long_chain(c: &mut Criterion) {
         ..ChainParams::test()
     };
     let fresh = |store: MemoryStore| {
-        Chain::open(easy.clone(), store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())
-            .expect("open")
+        Chain::open(
+            easy.clone(),
+            store,
+            Arc::new(K256Verifier::new()),
+            Arc::new(SigCache::default()),
+            Default::default(),
+        )
+        .expect("open")
     };
     let mut chain = fresh(MemoryStore::new());
     let miner = Keypair::from_seed(b"bench-miner").address();
@@ -210,7 +216,11 @@ fn open_long_chain(c: &mut Criterion) {
     let canonical: Vec<Hash> = (0..=OPEN_BLOCKS as u64).filter_map(|h| chain.hash_at(h)).collect();
     let t = Instant::now();
     let side = canonical.iter().filter(|h| !canonical.contains(h)).count();
-    println!("open: baseline, side set by Vec::contains over {} hashes: {:?} ({side} side)", canonical.len(), t.elapsed());
+    println!(
+        "open: baseline, side set by Vec::contains over {} hashes: {:?} ({side} side)",
+        canonical.len(),
+        t.elapsed()
+    );
     let mut g = c.benchmark_group("open");
     g.sample_size(10);
     g.throughput(Throughput::Elements(OPEN_BLOCKS as u64));

@@ -657,7 +657,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             p.active = true;
             p.target_height = status.height;
         }
-        let total = *done + status.height.saturating_sub(our_height).max(wanted.len() as u64);
+        // The peer chose `status.height`: saturate, never overflow.
+        let total = done.saturating_add(status.height.saturating_sub(our_height).max(wanted.len() as u64));
         let sources: Vec<PeerId> = std::iter::once(best.clone()).chain(others.iter().cloned()).collect();
         let batches: Vec<Vec<Hash>> = wanted.chunks(sync::BATCH).map(<[Hash]>::to_vec).collect();
         let mut downloads = futures::stream::iter(batches.into_iter().enumerate())
@@ -828,14 +829,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 // Asked for: taken at any depth, like a sync's blocks.
                 let c = this.chain.clone();
                 let from = source.as_ref().map(|p| p.0.clone());
-                let imported = tokio::task::spawn_blocking(move || {
-                    lock(&c).import_batch(vec![block], from.as_deref(), now_ms()).into_iter().next()
-                })
-                .await;
-                let outcome = match imported {
-                    Ok(Some(outcome)) => outcome.map_err(NetworkError::from),
-                    _ => Err(NetworkError::Cancelled),
-                };
+                let outcome =
+                    tokio::task::spawn_blocking(move || lock(&c).insert_requested(block, from.as_deref(), now_ms()))
+                        .await
+                        .map_err(|_| NetworkError::Cancelled)
+                        .and_then(|r| r.map_err(NetworkError::from));
                 match outcome {
                     Ok(InsertOutcome::Orphan { missing_parent }) => want = Some(missing_parent),
                     Ok(InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason }) => {

@@ -687,6 +687,21 @@ impl<S: Store> Chain<S> {
         self.insert_with(block, source, now_ms, false)
     }
 
+    /// Inserts a block we asked a peer for (an ancestor of an orphan): like
+    /// [`Chain::insert_from`], but taken however deep its branch forks, as a
+    /// sync's blocks are.
+    ///
+    /// # Errors
+    /// As [`Chain::insert_at`].
+    pub fn insert_requested(
+        &mut self,
+        block: Block,
+        source: Option<&str>,
+        now_ms: u64,
+    ) -> Result<InsertOutcome, ChainError> {
+        self.insert_with(block, source, now_ms, true)
+    }
+
     fn insert_with(
         &mut self,
         block: Block,
@@ -1073,12 +1088,25 @@ impl<S: Store> Chain<S> {
     /// Drops `root` and its side-branch descendants from the index and the
     /// store; returns them.
     fn drop_descendants(&mut self, root: Hash) -> Vec<Hash> {
-        let mut doomed = vec![root];
+        self.drop_all_descendants(vec![root])
+    }
+
+    /// [`Chain::drop_descendants`] for several roots at once, in time linear
+    /// in the side set.
+    fn drop_all_descendants(&mut self, roots: Vec<Hash>) -> Vec<Hash> {
+        // Children of each side block, built once: linear in the side set.
+        let mut children: HashMap<Hash, Vec<Hash>> = HashMap::new();
+        for h in &self.side {
+            if let Some(n) = self.index.get(h) {
+                children.entry(n.header.parent).or_default().push(*h);
+            }
+        }
+        let mut doomed = roots;
         let mut i = 0;
         while i < doomed.len() {
-            let p = doomed[i];
-            doomed
-                .extend(self.side.iter().filter(|h| self.index.get(h).is_some_and(|n| n.header.parent == p)).copied());
+            if let Some(kids) = children.remove(&doomed[i]) {
+                doomed.extend(kids);
+            }
             i += 1;
         }
         for h in &doomed {
@@ -1118,13 +1146,17 @@ impl<S: Store> Chain<S> {
         }
         let mut txs = Vec::new();
         let mut pruned = 0usize;
+        // What can go back to the mempool is bounded by the mempool: collect
+        // no more than it can hold, however long the pruned branch.
+        let room = self.config.mempool.max_count;
         for h in &stale {
-            match self.store.block(h) {
-                Ok(Some(block)) => txs.extend(block.txs),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!("pruning {h}: {e}");
-                    break;
+            if txs.len() < room {
+                match self.store.block(h) {
+                    Ok(block) => txs.extend(block.into_iter().flat_map(|b| b.txs)),
+                    Err(e) => {
+                        tracing::error!("pruning {h}: {e}");
+                        break;
+                    }
                 }
             }
             if let Err(e) = self.store.delete_block(h) {
@@ -1144,9 +1176,9 @@ impl<S: Store> Chain<S> {
             .filter(|h| self.index.get(h).is_some_and(|n| !self.index.contains_key(&n.header.parent)))
             .copied()
             .collect();
-        for h in orphaned {
-            self.drop_descendants(h);
-        }
+        // Each orphaned root heads its own subtree; dropping them one by one
+        // would rebuild the children map per root, so drop them together.
+        self.drop_all_descendants(orphaned);
         let back = self.mempool.readmit(txs, &self.state, &self.params, self.verifier.as_ref(), &self.sigs, now_ms());
         tracing::debug!(pruned, returned_to_mempool = back, "pruned side branches");
     }
