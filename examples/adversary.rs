@@ -529,15 +529,14 @@ async fn timewarp(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let params = lock(chain).params().clone();
+    let Some(rt) = params.retarget.clone().filter(|r| r.interval > 1) else {
+        println!("adversary: timewarp needs a retargeting preset; {} has none", params.name);
+        id.leave().await;
+        return Ok(());
+    };
     let forged = {
         let c = lock(chain);
-        let params = c.params().clone();
-        let Some(rt) = params.retarget.clone().filter(|r| r.interval > 1) else {
-            println!("adversary: timewarp needs a retargeting preset; {} has none", params.name);
-            drop(c);
-            id.leave().await;
-            return Ok(());
-        };
         let tip = c.tip().height;
         // The newest parent whose child opens a window.
         let parent_height = (tip + 1) / rt.interval * rt.interval;
