@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use toy_p2p::{Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
-use crate::seen::{IdMap, MsgId};
+use crate::seen::{IdMap, MsgId, seen_key};
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
 
 /// Limits of the flood gossip.
@@ -129,7 +129,8 @@ impl<P: PeerNetwork> Gossip<P> {
         weak.upgrade().map(|inner| Self { inner })
     }
 
-    /// First sight of `id`? Counts receipts and duplicates.
+    /// First sight of this message (its [`seen_key`])? Counts receipts and
+    /// duplicates.
     fn first_sight(&self, id: MsgId) -> bool {
         let c = &self.inner.counters;
         c.received.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +151,7 @@ impl<P: PeerNetwork> Gossip<P> {
             self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
             return;
         };
-        if !self.first_sight(id) {
+        if !self.first_sight(seen_key(wire_kind, &id, &message)) {
             return;
         }
         let handler = self.inner.handlers.get(kind);
@@ -171,7 +172,7 @@ impl<P: PeerNetwork> Gossip<P> {
             self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
             return;
         };
-        if !self.first_sight(id) {
+        if !self.first_sight(seen_key(&format!("gossip:search:{kind}"), &id, &query)) {
             return;
         }
         lock(&self.inner.routes).insert(id, from.clone());
@@ -225,8 +226,9 @@ impl<P: PeerNetwork> Gossip<P> {
 impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
     fn broadcast(&self, kind: &str, message: Bytes) -> Result<(), Error> {
         let id = new_id();
-        lock(&self.inner.seen).insert(id, ());
-        self.forward(&format!("gossip:{kind}"), with_id(&id, &message), &[]);
+        let wire = format!("gossip:{kind}");
+        lock(&self.inner.seen).insert(seen_key(&wire, &id, &message), ());
+        self.forward(&wire, with_id(&id, &message), &[]);
         Ok(())
     }
 
@@ -283,8 +285,9 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
     ) -> Result<(), Error> {
         self.install_response_handler(kind)?;
         let slot = self.inner.searches.open()?;
-        lock(&self.inner.seen).insert(slot.id, ());
-        self.forward(&format!("gossip:search:{kind}"), with_id(&slot.id, &query), &[]);
+        let wire = format!("gossip:search:{kind}");
+        lock(&self.inner.seen).insert(seen_key(&wire, &slot.id, &query), ());
+        self.forward(&wire, with_id(&slot.id, &query), &[]);
         slot.collect(timeout, on_answer).await;
         Ok(())
     }

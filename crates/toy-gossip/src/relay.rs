@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use toy_p2p::{Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
-use crate::seen::IdMap;
+use crate::seen::{IdMap, seen_key};
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
 
 /// Most channels a relay keeps: 1 024.
@@ -228,7 +228,7 @@ impl<P: PeerNetwork> RelayGossip<P> {
             self.inner.searches.deliver(&id, rest);
             return;
         }
-        if !lock(&self.inner.seen).insert(id, ()) {
+        if !lock(&self.inner.seen).insert(seen_key(&channel, &id, &rest), ()) {
             return;
         }
         if let Some(kind) = channel.strip_prefix("search:") {
@@ -254,8 +254,9 @@ impl<P: PeerNetwork> RelayGossip<P> {
 impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
     fn broadcast(&self, kind: &str, message: Bytes) -> Result<(), Error> {
         let id = new_id();
-        lock(&self.inner.seen).insert(id, ());
-        self.publish(&format!("gossip:{kind}"), &with_id(&id, &message));
+        let channel = format!("gossip:{kind}");
+        lock(&self.inner.seen).insert(seen_key(&channel, &id, &message), ());
+        self.publish(&channel, &with_id(&id, &message));
         Ok(())
     }
 
@@ -280,8 +281,9 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
     ) -> Result<(), Error> {
         self.join_channel(format!("search_response:{kind}"));
         let slot = self.inner.searches.open()?;
-        lock(&self.inner.seen).insert(slot.id, ());
-        self.publish(&format!("search:{kind}"), &with_id(&slot.id, &query));
+        let channel = format!("search:{kind}");
+        lock(&self.inner.seen).insert(seen_key(&channel, &slot.id, &query), ());
+        self.publish(&channel, &with_id(&slot.id, &query));
         slot.collect(timeout, on_answer).await;
         Ok(())
     }

@@ -6,6 +6,28 @@ use std::time::{Duration, Instant};
 /// A 16-byte gossip or search id.
 pub type MsgId = [u8; 16];
 
+/// The key a message is remembered under in the seen-set: the first 16
+/// bytes of SHA-256(wire kind ‖ 0x00 ‖ id ‖ body).
+///
+/// Not the id alone: an id is chosen by whoever sends first, so an attacker
+/// who copies an honest message's id onto other content, and sends it
+/// first, would make the honest message look already seen (and never be
+/// handled or forwarded). With the content in the key, the copy and the
+/// original are two different messages; copies of the same message still
+/// meet the same key at every node.
+pub fn seen_key(wire_kind: &str, id: &MsgId, body: &[u8]) -> MsgId {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(wire_kind.as_bytes());
+    h.update([0u8]);
+    h.update(id);
+    h.update(body);
+    let digest = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
 /// Ids (with a value) remembered for a while.
 ///
 /// Bounded by count (the oldest is evicted first when full) and by age
@@ -74,6 +96,16 @@ impl<V> IdMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_key_depends_on_kind_id_and_content() {
+        let id = [7; 16];
+        let k = seen_key("gossip:a", &id, b"x");
+        assert_eq!(k, seen_key("gossip:a", &id, b"x"));
+        assert_ne!(k, seen_key("gossip:a", &id, b"y"), "same id, other content");
+        assert_ne!(k, seen_key("gossip:b", &id, b"x"), "other kind");
+        assert_ne!(k, seen_key("gossip:a", &[8; 16], b"x"), "other id");
+    }
 
     #[test]
     fn bounded_by_count_and_age() {

@@ -213,6 +213,11 @@ pub trait Messenger: Send + Sync + 'static {
     /// Closes a connection after its queued messages are written.
     fn close(&self, conn: ConnId);
 
+    /// Lets an inbound connection send frames of the full size (passed to
+    /// [`toy_net::Transport::promote`]); until then only small ones. The
+    /// peering layer promotes a connection when it accepts the peer's hello.
+    fn promote(&self, conn: ConnId);
+
     /// The peer's address of an open connection.
     fn remote_addr(&self, conn: ConnId) -> Option<String>;
 

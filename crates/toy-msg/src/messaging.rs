@@ -325,6 +325,10 @@ impl<T: Transport> Messenger for Messaging<T> {
         self.inner.transport.close(conn);
     }
 
+    fn promote(&self, conn: ConnId) {
+        self.inner.transport.promote(conn);
+    }
+
     fn remote_addr(&self, conn: ConnId) -> Option<String> {
         self.inner.transport.remote_addr(conn)
     }

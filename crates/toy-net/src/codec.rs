@@ -42,6 +42,12 @@ impl FrameCodec {
         Self { max_frame_len }
     }
 
+    /// Changes the maximum (a connection's limit is raised once its peer is
+    /// known: see [`crate::Transport::promote`]).
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.max_frame_len = max_frame_len;
+    }
+
     /// The maximum frame length this codec accepts.
     pub fn max_frame_len(&self) -> usize {
         self.max_frame_len
@@ -86,8 +92,9 @@ impl Decoder for FrameCodec {
         }
         let total = LEN_PREFIX + len;
         if src.len() < total {
-            // Reserve for the rest of this frame only; `len` is already bounded.
-            src.reserve(total - src.len());
+            // Nothing is reserved for the declared length: the buffer grows
+            // with the bytes that actually arrive (the reader adds room a
+            // read at a time), so a prefix alone costs nothing.
             return Ok(None);
         }
         src.advance(LEN_PREFIX);

@@ -26,6 +26,19 @@ pub const DEFAULT_SEND_QUEUE_BYTES: usize = 2 * DEFAULT_MAX_FRAME_LEN;
 /// probes, and bounds the sockets a stranger can open.
 pub const DEFAULT_MAX_INBOUND: usize = 256;
 
+/// Default largest frame a connection may send before the layer above
+/// vouches for it ([`crate::Transport::promote`]): 64 KiB.
+///
+/// A handshake is tiny (toy-p2p's hello is one address; its answer at most a
+/// few hundred addresses), so a stranger that has not said hello has no use
+/// for more; 256 such strangers then hold at most 16 MiB, not 256 × 16 MiB.
+pub const DEFAULT_MAX_UNVERIFIED_FRAME_LEN: usize = 64 * 1024;
+
+/// Default budget of bytes buffered by all connections' readers together
+/// (frames still arriving): 256 MiB, sixteen maximum-size frames. A
+/// connection whose partial frame would take the total past it is closed.
+pub const DEFAULT_READ_BUDGET: usize = 256 * 1024 * 1024;
+
 /// Default connect timeout: 5 s, long enough for a loaded machine, short
 /// enough that a dead bootstrap address does not stall start-up.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +54,8 @@ pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) max_frame_len: usize,
+    pub(crate) max_unverified_frame_len: usize,
+    pub(crate) read_budget: usize,
     pub(crate) send_queue_frames: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) max_inbound: usize,
@@ -52,6 +67,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_unverified_frame_len: DEFAULT_MAX_UNVERIFIED_FRAME_LEN,
+            read_budget: DEFAULT_READ_BUDGET,
             send_queue_frames: DEFAULT_SEND_QUEUE_FRAMES,
             send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             max_inbound: DEFAULT_MAX_INBOUND,
@@ -70,6 +87,17 @@ impl Config {
     /// Largest frame payload accepted or sent, in bytes.
     pub fn max_frame_len(&self) -> usize {
         self.max_frame_len
+    }
+
+    /// Largest frame accepted from a connection not yet promoted
+    /// ([`crate::Transport::promote`]).
+    pub fn max_unverified_frame_len(&self) -> usize {
+        self.max_unverified_frame_len.min(self.max_frame_len)
+    }
+
+    /// Bytes all connections' readers may buffer together.
+    pub fn read_budget(&self) -> usize {
+        self.read_budget
     }
 
     /// Frames a connection may have queued before the peer is dropped as slow.
@@ -106,6 +134,19 @@ impl ConfigBuilder {
     /// Sets the maximum frame length (at least 1 byte, at most `u32::MAX`).
     pub fn max_frame_len(mut self, len: usize) -> Self {
         self.0.max_frame_len = len;
+        self
+    }
+
+    /// Sets the largest frame an inbound connection may send before it is
+    /// promoted ([`crate::Transport::promote`]); capped at the maximum.
+    pub fn max_unverified_frame_len(mut self, len: usize) -> Self {
+        self.0.max_unverified_frame_len = len;
+        self
+    }
+
+    /// Sets the bytes all connections' readers may buffer together.
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.0.read_budget = bytes;
         self
     }
 
@@ -154,6 +195,8 @@ impl ConfigBuilder {
         check(c.send_queue_frames > 0, "send_queue_frames", "must be at least 1")?;
         check(c.send_queue_bytes > 0, "send_queue_bytes", "must be at least 1")?;
         check(c.event_buffer > 0, "event_buffer", "must be at least 1")?;
+        check(c.max_unverified_frame_len > 0, "max_unverified_frame_len", "must be at least 1")?;
+        check(c.read_budget >= c.max_frame_len, "read_budget", "must hold at least one maximum-size frame")?;
         check(!c.connect_timeout.is_zero(), "connect_timeout", "must be positive")?;
         Ok(c)
     }

@@ -114,6 +114,8 @@ pub async fn connected_pair<H: Harness>(h: &H, a_cfg: Config, b_cfg: Config) -> 
     assert_eq!((c, incoming), (a_conn, false), "dialler sees an outgoing connection");
     let (b_conn, incoming) = wait_connected(&mut b_events).await;
     assert!(incoming, "listener sees an incoming connection");
+    // As the layer above does once the peer has said hello: full-size frames.
+    b.promote(b_conn);
     (a, a_events, a_conn, b, b_events, b_conn)
 }
 

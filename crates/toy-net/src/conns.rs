@@ -51,6 +51,8 @@ pub(crate) struct ConnParts {
     pub(crate) queued_bytes: Arc<AtomicUsize>,
     pub(crate) cancel: CancellationToken,
     pub(crate) reason: Arc<ReasonSlot>,
+    /// The largest frame the reader accepts now (raised by `promote`).
+    pub(crate) frame_limit: Arc<AtomicUsize>,
 }
 
 impl ConnParts {
@@ -71,6 +73,8 @@ struct Entry {
     /// Implementation-defined tag: the peer endpoint's id for the memory
     /// transport, 0 for TCP.
     tag: u64,
+    /// The largest frame its reader accepts now.
+    frame_limit: Arc<AtomicUsize>,
 }
 
 /// Bounded table of open connections.
@@ -84,6 +88,9 @@ pub(crate) struct ConnTable {
     next_id: AtomicU64,
     map: RwLock<HashMap<ConnId, Entry>>,
     inbound: AtomicUsize,
+    /// Bytes all readers hold in partial frames, bounded by the config's
+    /// `read_budget`.
+    buffered: AtomicUsize,
     events: mpsc::Sender<Event>,
     /// Whether frames carry their queueing time (the memory transport's
     /// latency needs it; TCP skips the clock read).
@@ -100,6 +107,7 @@ impl ConnTable {
             next_id: AtomicU64::new(1),
             map: RwLock::new(HashMap::new()),
             inbound: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
             events,
             stamp_time,
             root: CancellationToken::new(),
@@ -140,6 +148,9 @@ impl ConnTable {
         if incoming {
             self.inbound.fetch_add(1, Ordering::AcqRel);
         }
+        // Strangers dialling in may send only small frames until promoted.
+        let limit = if incoming { self.config.max_unverified_frame_len() } else { self.config.max_frame_len() };
+        let frame_limit = Arc::new(AtomicUsize::new(limit));
         self.write().insert(
             id,
             Entry {
@@ -150,9 +161,10 @@ impl ConnTable {
                 remote,
                 incoming,
                 tag,
+                frame_limit: frame_limit.clone(),
             },
         );
-        Some(ConnParts { id, rx, queued_bytes, cancel, reason })
+        Some(ConnParts { id, rx, queued_bytes, cancel, reason, frame_limit })
     }
 
     /// Emits `Connected` for a registered connection. Waits for room in the
@@ -263,6 +275,34 @@ impl ConnTable {
             entry.reason.set(reason.clone());
             entry.cancel.cancel();
         }
+    }
+
+    /// Raises a connection's frame limit to the maximum.
+    pub(crate) fn promote(&self, id: ConnId) {
+        if let Some(entry) = self.read().get(&id) {
+            entry.frame_limit.store(self.config.max_frame_len(), Ordering::Release);
+        }
+    }
+
+    /// Counts `more` bytes held by a reader; `false` (and nothing counted)
+    /// when that would pass the read budget.
+    pub(crate) fn hold(&self, more: usize) -> bool {
+        let budget = self.config.read_budget();
+        self.buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(more).filter(|total| *total <= budget)
+            })
+            .is_ok()
+    }
+
+    /// Returns `less` bytes a reader no longer holds.
+    pub(crate) fn release(&self, less: usize) {
+        self.buffered.fetch_sub(less, Ordering::AcqRel);
+    }
+
+    /// Bytes all readers hold now.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
     }
 
     pub(crate) fn remote_addr(&self, id: ConnId) -> Option<String> {

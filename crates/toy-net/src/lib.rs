@@ -78,7 +78,7 @@ use tokio::sync::mpsc;
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
 pub use config::{
     Config, ConfigBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_INBOUND,
-    DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES,
+    DEFAULT_MAX_UNVERIFIED_FRAME_LEN, DEFAULT_READ_BUDGET, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES,
 };
 pub use error::Error;
 pub use memory::{MemoryNetwork, MemoryTransport};
@@ -118,6 +118,9 @@ pub enum DisconnectReason {
     Shutdown,
     /// The in-memory link was cut (see [`MemoryNetwork::cut`]).
     LinkCut,
+    /// Its partial frame would take the bytes all readers buffer together
+    /// past the transport's budget ([`Config::read_budget`]).
+    ReadBudget,
 }
 
 impl DisconnectReason {
@@ -145,6 +148,7 @@ impl fmt::Display for DisconnectReason {
             Self::Io(kind) => write!(f, "i/o error: {kind}"),
             Self::Shutdown => f.write_str("transport shut down"),
             Self::LinkCut => f.write_str("link cut"),
+            Self::ReadBudget => f.write_str("read budget of all connections exhausted"),
         }
     }
 }
@@ -257,6 +261,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The largest frame this transport sends or accepts.
     fn max_frame_len(&self) -> usize;
+
+    /// Lets an inbound connection send frames up to [`Transport::max_frame_len`].
+    /// Until then it may send [`Config::max_unverified_frame_len`] at most:
+    /// the layer above promotes a connection once its peer has identified
+    /// itself (toy-p2p: an accepted hello). Outbound connections start
+    /// promoted. Unknown connections are ignored.
+    fn promote(&self, conn: ConnId);
 
     /// Stops listening, closes every connection and waits (bounded) for the
     /// transport's tasks to end. Idempotent.

@@ -135,6 +135,10 @@ impl Transport for TcpTransport {
         self.table().config().max_frame_len()
     }
 
+    fn promote(&self, conn: ConnId) {
+        self.table().promote(conn);
+    }
+
     async fn shutdown(&self) {
         self.table().shutdown().await;
     }
@@ -172,7 +176,7 @@ async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, mut parts: ConnParts
             biased;
             _ = cancel.cancelled() => parts.cancelled_reason(),
             reason = write_loop(w, &mut parts.rx, &queued) => reason,
-            reason = read_loop(&table, parts.id, &cancel, r) => reason,
+            reason = read_loop(&table, parts.id, &cancel, &parts.frame_limit, r) => reason,
         }
     } else {
         parts.cancelled_reason()
@@ -185,15 +189,34 @@ async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, mut parts: ConnParts
     table.finish(parts.id, reason).await;
 }
 
+/// Reads frames until the connection ends. What it buffers of a frame still
+/// arriving is counted against the transport's read budget, and the frame
+/// limit is the connection's current one (small until promoted).
 async fn read_loop(
     table: &ConnTable,
     id: ConnId,
     cancel: &tokio_util::sync::CancellationToken,
-    mut r: OwnedReadHalf,
+    frame_limit: &AtomicUsize,
+    r: OwnedReadHalf,
 ) -> DisconnectReason {
-    let mut codec = FrameCodec::new(table.config().max_frame_len());
+    let mut held = 0usize;
+    let reason = read_frames(table, id, cancel, frame_limit, r, &mut held).await;
+    table.release(held);
+    reason
+}
+
+async fn read_frames(
+    table: &ConnTable,
+    id: ConnId,
+    cancel: &tokio_util::sync::CancellationToken,
+    frame_limit: &AtomicUsize,
+    mut r: OwnedReadHalf,
+    held: &mut usize,
+) -> DisconnectReason {
+    let mut codec = FrameCodec::new(frame_limit.load(Ordering::Acquire));
     let mut buf = BytesMut::with_capacity(READ_BUF);
     loop {
+        codec.set_max_frame_len(frame_limit.load(Ordering::Acquire));
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(data)) => {
@@ -212,6 +235,11 @@ async fn read_loop(
                 }
             }
         }
+        // Frames taken out of the buffer are no longer held.
+        if buf.len() < *held {
+            table.release(*held - buf.len());
+            *held = buf.len();
+        }
         if buf.capacity() - buf.len() < READ_BUF / 4 {
             buf.reserve(READ_BUF);
         }
@@ -220,6 +248,12 @@ async fn read_loop(
             Ok(_) => {}
             Err(e) => return DisconnectReason::Io(e.kind()),
         }
+        let grown = buf.len().saturating_sub(*held);
+        if !table.hold(grown) {
+            tracing::warn!(conn = %id, buffered = table.buffered(), "read budget exhausted; closing the connection growing it");
+            return DisconnectReason::ReadBudget;
+        }
+        *held = buf.len();
     }
 }
 

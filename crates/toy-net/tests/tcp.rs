@@ -17,7 +17,11 @@ async fn oversize_length_prefix_closes_before_allocating() {
     // Announce 4 GiB - 1 and send only a few bytes of it.
     raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await.expect("write");
     let reason = wait_disconnected(&mut events, conn).await;
-    assert_eq!(reason, DisconnectReason::FrameTooLarge { len: 0xffff_ffff, max: toy_net::DEFAULT_MAX_FRAME_LEN });
+    // A stranger (not yet promoted) is held to the small limit.
+    assert_eq!(
+        reason,
+        DisconnectReason::FrameTooLarge { len: 0xffff_ffff, max: toy_net::DEFAULT_MAX_UNVERIFIED_FRAME_LEN }
+    );
     // The raw peer sees the socket close.
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(DEADLINE, raw.read(&mut buf)).await.expect("closed in time");
@@ -95,4 +99,93 @@ async fn connect_timeout_is_reported() {
     let res = tokio::time::timeout(DEADLINE, client.connect("192.0.2.1:15151")).await.expect("bounded by timeout");
     assert!(matches!(res, Err(toy_net::Error::ConnectTimeout { .. } | toy_net::Error::Unreachable { .. })), "{res:?}");
     client.shutdown().await;
+}
+
+/// Resident memory of this process, in KiB (Linux; `None` elsewhere).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident memory may grow by at most this much under the flood: 100 MB.
+const FLOOD_RSS_BOUND_KIB: u64 = 100 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_declaring_huge_frames_before_hello_cost_little_memory() {
+    // Before: the reader reserved the declared length as soon as the prefix
+    // arrived; 256 connections announcing 16 MiB held gigabytes.
+    let Some(before) = rss_kib() else {
+        println!("SKIP strangers_declaring_huge_frames_before_hello_cost_little_memory: no /proc/self/status");
+        return;
+    };
+    let (server, mut events) = TcpTransport::new(Config::default());
+    let addr = server.listen("127.0.0.1:0").await.expect("listen");
+    // 128 strangers each announce a maximum-size frame and send 1.25 MiB of
+    // it: 160 MiB held if the reader kept what it was sent.
+    let chunk = vec![0x5au8; 1280 * 1024];
+    let mut socks = Vec::new();
+    for _ in 0..128u32 {
+        let mut raw = TcpStream::connect(&addr).await.expect("connect");
+        let len: u32 = 16 * 1024 * 1024 - 1;
+        let _ = raw.write_all(&len.to_be_bytes()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), raw.write_all(&chunk)).await;
+        socks.push(raw);
+    }
+    // Every one is refused at its prefix: a stranger may send small frames only.
+    let mut refused = 0;
+    wait_for(&mut events, "128 oversize prefixes refused", |ev| {
+        if matches!(ev, Event::Disconnected { reason: DisconnectReason::FrameTooLarge { .. }, .. }) {
+            refused += 1;
+        }
+        (refused == 128).then_some(())
+    })
+    .await;
+    let after = rss_kib().unwrap_or(0);
+    let grown = after.saturating_sub(before);
+    println!("128 strangers: resident memory grew by {grown} KiB (bound {FLOOD_RSS_BOUND_KIB} KiB)");
+    assert!(grown < FLOOD_RSS_BOUND_KIB, "resident memory grew by {grown} KiB");
+    drop(socks);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_promoted_connection_may_send_large_frames() {
+    let (server, mut events) = TcpTransport::new(Config::default());
+    let addr = server.listen("127.0.0.1:0").await.expect("listen");
+    let (client, mut client_events) = TcpTransport::new(Config::default());
+    let out = client.connect(&addr).await.expect("connect");
+    let _ = wait_connected(&mut client_events).await;
+    let (conn, _) = wait_connected(&mut events).await;
+    server.promote(conn);
+    let big = Bytes::from(vec![7u8; 1024 * 1024]);
+    client.send(out, big.clone()).expect("send");
+    wait_for(&mut events, "the large frame", |ev| matches!(ev, Event::Frame { data, .. } if data == big).then_some(()))
+        .await;
+    server.shutdown().await;
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn readers_together_stay_within_the_read_budget() {
+    let mib = 1024 * 1024;
+    let config =
+        Config::builder().max_frame_len(mib).max_unverified_frame_len(mib).read_budget(mib).build().expect("config");
+    let (server, mut events) = TcpTransport::new(config);
+    let addr = server.listen("127.0.0.1:0").await.expect("listen");
+    let half = vec![1u8; mib / 2 + 1024];
+    let mut socks = Vec::new();
+    for _ in 0..4 {
+        let mut raw = TcpStream::connect(&addr).await.expect("connect");
+        let _ = raw.write_all(&(mib as u32 - 1).to_be_bytes()).await;
+        let _ = raw.write_all(&half).await;
+        socks.push(raw);
+    }
+    // Four half frames do not fit a budget of one frame: someone is closed.
+    wait_for(&mut events, "a connection closed for the budget", |ev| {
+        matches!(ev, Event::Disconnected { reason: DisconnectReason::ReadBudget, .. }).then_some(())
+    })
+    .await;
+    drop(socks);
+    server.shutdown().await;
 }

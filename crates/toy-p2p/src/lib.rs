@@ -574,6 +574,8 @@ impl<M: Messenger> P2p<M> {
                 st.by_conn.insert(conn, id.clone());
                 st.peers.insert(id.clone(), PeerInfo { conn, outbound: false, score: 0 });
                 drop(st);
+                // Said hello: it may now send blocks and sync answers.
+                self.inner.msg.promote(conn);
                 tracing::debug!(me = %self.inner.me, peer = %id, "inbound peer accepted");
                 let _ = self.inner.events.send(PeerEvent::Added(id));
                 let mut out = vec![1u8];
