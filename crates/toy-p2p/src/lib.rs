@@ -222,6 +222,35 @@ impl<M: Messenger> Drop for CloseOnDrop<'_, M> {
     }
 }
 
+/// Where a connection really comes from, the key misbehaviour is charged to
+/// and bans apply to (never the address a peer announces about itself):
+///
+/// * a remote IP address, for connections from other hosts: every
+///   connection from that host shares the record, so a banned peer cannot
+///   come back by announcing another address (Bitcoin Core bans by IP too);
+/// * the whole `ip:port`, for loopback, where every local process shares the
+///   IP: a per-connection identity, so one bad local process never gets the
+///   honest ones on the same host banned;
+/// * the remote name as given, for transports without IP addresses (the
+///   in-memory network names each endpoint).
+///
+/// For an address we dial, the same rule applies to the dialled address.
+pub fn origin_of(remote: &str) -> String {
+    match remote.parse::<std::net::SocketAddr>() {
+        Ok(sa) if sa.ip().is_loopback() => sa.to_string(),
+        Ok(sa) => sa.ip().to_string(),
+        Err(_) => remote.to_owned(),
+    }
+}
+
+/// Removed peers whose origin is remembered for reports that arrive after
+/// they left: 1 024 (the oldest forgotten first).
+const MAX_GONE: usize = 1_024;
+
+/// Announced addresses being verified by dialling, after two inbound peers
+/// claimed the same one: at most 256 (new claims past it are not verified).
+const MAX_CONTESTED: usize = 256;
+
 /// Whether `s` looks like `host:port`.
 pub fn is_valid_addr(s: &str) -> bool {
     match s.rsplit_once(':') {
@@ -380,8 +409,11 @@ impl ConfigBuilder {
 #[derive(Debug)]
 struct PeerInfo {
     conn: ConnId,
+    /// We dialled it: its address is verified. Inbound peers only claim one.
     outbound: bool,
     score: u32,
+    /// Where its connection comes from ([`origin_of`]): what a ban hits.
+    origin: String,
 }
 
 /// Everything the peer manager knows. Bounded: peers by `2 × max_peers`
@@ -394,7 +426,12 @@ struct State {
     pending_inbound: HashMap<ConnId, Instant>,
     dialing: HashSet<String>,
     candidates: VecDeque<String>,
+    /// Bans by origin ([`origin_of`]), never by announced address.
     bans: HashMap<String, Instant>,
+    /// Origins of recently removed peers, for late reports.
+    gone: VecDeque<(PeerId, String)>,
+    /// Addresses two inbound peers claimed: dialled to find the real one.
+    contested: HashSet<String>,
     book: PeerBook,
     rng: rand::rngs::StdRng,
     tracker_conn: Option<ConnId>,
@@ -489,6 +526,8 @@ impl<M: Messenger> P2p<M> {
             dialing: HashSet::new(),
             candidates: VecDeque::new(),
             bans: HashMap::new(),
+            gone: VecDeque::new(),
+            contested: HashSet::new(),
             book,
             rng,
             tracker_conn: None,
@@ -553,14 +592,26 @@ impl<M: Messenger> P2p<M> {
     fn on_hello(&self, conn: ConnId, payload: &[u8]) -> Bytes {
         let me = &self.inner.me;
         let max = self.inner.config.max_peers;
+        let origin = origin_of(&self.inner.msg.remote_addr(conn).unwrap_or_default());
         let mut st = self.state();
         let addr = std::str::from_utf8(payload).ok().filter(|a| is_valid_addr(a)).map(str::to_owned);
+        let mut verify = None;
         let verdict = match &addr {
             None => Err("malformed address"),
             Some(a) if a == me => Err("that is us"),
             Some(_) if st.by_conn.contains_key(&conn) => Err("already handshaked"),
-            Some(a) if st.banned(a) => Err("banned"),
-            Some(a) if st.peers.contains_key(&PeerId(a.clone())) => Err("already peers"),
+            // Where the connection comes from is banned, whatever it claims.
+            Some(_) if st.banned(&origin) => Err("banned"),
+            Some(a) if st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.outbound) => Err("already peers"),
+            Some(a) if st.peers.contains_key(&PeerId(a.clone())) => {
+                // Two inbound peers claim one address; neither is verified,
+                // so neither may keep the other out: dial it and keep
+                // whoever answers there.
+                if st.contested.len() < MAX_CONTESTED && st.contested.insert(a.clone()) {
+                    verify = Some(a.clone());
+                }
+                Err("address claimed by another connection; verifying it by dialling")
+            }
             // Both dial at once: the connection opened by the smaller address wins.
             Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => Err("simultaneous dial; ours wins"),
             Some(_) if st.inbound_count() >= 2 * max => Err("full"),
@@ -572,7 +623,7 @@ impl<M: Messenger> P2p<M> {
                 st.pending_inbound.remove(&conn);
                 let id = PeerId(a);
                 st.by_conn.insert(conn, id.clone());
-                st.peers.insert(id.clone(), PeerInfo { conn, outbound: false, score: 0 });
+                st.peers.insert(id.clone(), PeerInfo { conn, outbound: false, score: 0, origin });
                 drop(st);
                 // Said hello: it may now send blocks and sync answers.
                 self.inner.msg.promote(conn);
@@ -583,6 +634,17 @@ impl<M: Messenger> P2p<M> {
                 Bytes::from(out)
             }
             (verdict, addr) => {
+                drop(st);
+                if let Some(a) = verify {
+                    let this = self.clone();
+                    self.inner.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = this.inner.cancel.cancelled() => {}
+                            r = this.connect(&a) => tracing::debug!(addr = %a, ok = r.is_ok(), "contested address dialled"),
+                        }
+                        this.state().contested.remove(&a);
+                    });
+                }
                 tracing::debug!(me = %self.inner.me, ?addr, reason = verdict.err().unwrap_or(""), "hello rejected");
                 let mut out = vec![0u8];
                 out.extend_from_slice(list.as_bytes());
@@ -614,7 +676,12 @@ impl<M: Messenger> P2p<M> {
                         // connection is not).
                         match st.by_conn.remove(&conn) {
                             Some(id) if st.peers.get(&id).is_some_and(|p| p.conn == conn) => {
-                                st.peers.remove(&id);
+                                if let Some(info) = st.peers.remove(&id) {
+                                    st.gone.push_back((id.clone(), info.origin));
+                                    while st.gone.len() > MAX_GONE {
+                                        st.gone.pop_front();
+                                    }
+                                }
                                 Some(id)
                             }
                             _ => None,
@@ -655,10 +722,11 @@ impl<M: Messenger> P2p<M> {
             if addr == self.inner.me {
                 return refuse("that is us");
             }
-            if st.peers.contains_key(&PeerId(addr.to_owned())) {
+            let contested = st.contested.contains(addr);
+            if st.peers.get(&PeerId(addr.to_owned())).is_some_and(|p| p.outbound || !contested) {
                 return refuse("already a peer");
             }
-            if st.banned(addr) {
+            if st.banned(&origin_of(addr)) {
                 return refuse("banned");
             }
             if !st.dialing.insert(addr.to_owned()) {
@@ -679,6 +747,7 @@ impl<M: Messenger> P2p<M> {
     async fn dial(&self, addr: &str) -> Result<PeerId, Error> {
         let msg = &self.inner.msg;
         let conn = msg.connect(addr).await?;
+        let origin = origin_of(&msg.remote_addr(conn).unwrap_or_else(|| addr.to_owned()));
         let id = PeerId(addr.to_owned());
         // Provisionally map the connection to the peer: if it accepts, it may
         // send us gossip before its answer to our hello is processed here.
@@ -700,13 +769,30 @@ impl<M: Messenger> P2p<M> {
         for a in learned {
             st.add_candidate(a, &self.inner.me);
         }
+        // The address answered: an inbound peer merely claiming it while it
+        // was contested gives way to the verified connection.
+        let mut displaced = None;
+        if flag == 1
+            && st.contested.contains(addr)
+            && let Some(old) = st.peers.get(&id).filter(|p| !p.outbound).map(|p| p.conn)
+        {
+            st.peers.remove(&id);
+            st.by_conn.remove(&old);
+            displaced = Some(old);
+        }
         if flag != 1 || st.peers.contains_key(&id) {
             st.by_conn.remove(&conn);
         }
         match flag {
             1 if !st.peers.contains_key(&id) => {
-                st.peers.insert(id.clone(), PeerInfo { conn, outbound: true, score: 0 });
+                st.by_conn.insert(conn, id.clone());
+                st.peers.insert(id.clone(), PeerInfo { conn, outbound: true, score: 0, origin });
                 drop(st);
+                if let Some(old) = displaced {
+                    tracing::info!(me = %self.inner.me, peer = %id, "a connection claiming this address was not it; closed");
+                    msg.close(old);
+                    let _ = self.inner.events.send(PeerEvent::Removed(id.clone()));
+                }
                 tracing::debug!(me = %self.inner.me, peer = %id, "outbound peer added");
                 let _ = self.inner.events.send(PeerEvent::Added(id.clone()));
                 Ok(id)
@@ -753,9 +839,10 @@ impl<M: Messenger> P2p<M> {
         self.state().peers.get(peer).map(|p| p.score)
     }
 
-    /// Whether `addr` is banned now.
+    /// Whether connections from `addr`'s origin ([`origin_of`]) are refused
+    /// now.
     pub fn is_banned(&self, addr: &str) -> bool {
-        self.state().banned(addr)
+        self.state().banned(&origin_of(addr))
     }
 
     /// The messaging layer underneath.
@@ -836,7 +923,10 @@ impl<M: Messenger> P2p<M> {
                 st.candidates = pool.into();
                 while dials.len() < room {
                     let Some(a) = st.candidates.pop_front() else { break };
-                    if !st.peers.contains_key(&PeerId(a.clone())) && !st.dialing.contains(&a) && !st.banned(&a) {
+                    if !st.peers.contains_key(&PeerId(a.clone()))
+                        && !st.dialing.contains(&a)
+                        && !st.banned(&origin_of(&a))
+                    {
                         dials.push(a);
                     }
                 }
@@ -980,7 +1070,7 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
         let list = if self.state().peers.contains_key(&peer) {
             self.request(&peer, "p2p:get_peers", Bytes::new()).await?
         } else {
-            if self.state().banned(addr) {
+            if self.state().banned(&origin_of(addr)) {
                 return Err(Error::Refused { addr: addr.to_owned(), reason: "banned" });
             }
             let msg = &self.inner.msg;
@@ -1014,13 +1104,17 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
     }
 
     fn report(&self, peer: &PeerId, what: Misbehaviour) {
-        let (conn, newly) = {
+        let (conn, origin, newly) = {
             let mut st = self.state();
             let Some(info) = st.peers.get_mut(peer) else {
-                // Already gone: still ban when the offence alone deserves it.
-                if what.penalty() >= BAN_THRESHOLD {
+                // Already gone: still ban where it came from when the offence
+                // alone deserves it (never the address it announced).
+                let origin = st.gone.iter().rev().find(|(p, _)| p == peer).map(|(_, o)| o.clone());
+                if what.penalty() >= BAN_THRESHOLD
+                    && let Some(origin) = origin
+                {
                     let until = Instant::now() + self.inner.config.ban_period;
-                    st.bans.insert(peer.0.clone(), until);
+                    st.bans.insert(origin, until);
                 }
                 return;
             };
@@ -1029,21 +1123,21 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
             if info.score < BAN_THRESHOLD {
                 return;
             }
-            let conn = info.conn;
+            let (conn, origin) = (info.conn, info.origin.clone());
             let now = Instant::now();
             let until = now + self.inner.config.ban_period;
             // Reports keep coming until the disconnect is processed (a flood
             // is judged message by message): only the first one bans.
-            let newly = st.bans.insert(peer.0.clone(), until).is_none_or(|old| old <= now);
+            let newly = st.bans.insert(origin.clone(), until).is_none_or(|old| old <= now);
             if st.bans.len() > MAX_BANS
                 && let Some(first) = st.bans.iter().min_by_key(|(_, u)| **u).map(|(a, _)| a.clone())
             {
                 st.bans.remove(&first);
             }
-            (conn, newly)
+            (conn, origin, newly)
         };
         if newly {
-            tracing::info!(%peer, "peer banned for misbehaviour");
+            tracing::info!(%origin, claimed = %peer, "peer banned for misbehaviour");
         }
         self.inner.msg.close(conn);
     }

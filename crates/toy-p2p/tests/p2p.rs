@@ -182,3 +182,54 @@ async fn an_abandoned_probe_closes_its_connection() {
     wait_until("the probe connection is closed", || a.messenger().connections().is_empty()).await;
     a.shutdown().await;
 }
+
+/// A node listening at `listen` that announces `claim` in its hello.
+async fn impostor(net: &MemoryNetwork, listen: &str, claim: &str) -> P2p<Messaging<MemoryTransport>> {
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen(listen).await.expect("listen");
+    let config = Config::builder().advertise(claim).seed(2).tick(Duration::from_millis(50)).build().expect("config");
+    P2p::start(msg, events, config).expect("start")
+}
+
+#[tokio::test]
+async fn claiming_an_honest_address_gets_only_the_claimant_banned() {
+    // Before: bans were keyed by the announced address, so an attacker that
+    // said hello as b:1 and misbehaved got b:1 banned for ten minutes.
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let m = impostor(&net, "m:1", "b:1").await;
+    m.connect("a:1").await.expect("hello accepted");
+    wait_until("a sees the claim", || a.peers() == vec![PeerId("b:1".into())]).await;
+    let conn = m.messenger().connections()[0];
+    m.messenger().transport().send(conn, Bytes::from_static(&[9, 9])).expect("raw send");
+    wait_until("the impostor is dropped", || a.peers().is_empty()).await;
+    assert!(a.is_banned("m:1"), "where the connection came from is banned");
+    assert!(!a.is_banned("b:1"), "the claimed address is not");
+    let b = node(&net, "b:1", vec![]).await;
+    b.connect("a:1").await.expect("the real b:1 is welcome");
+    wait_until("a peers with b", || a.peers() == vec![PeerId("b:1".into())]).await;
+    for n in [a, b, m] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_early_false_claim_does_not_keep_the_real_owner_out() {
+    // Before: an impostor that claimed b:1 first made b's own hello refused
+    // ("already peers") for as long as it stayed connected.
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let m = impostor(&net, "m:1", "b:1").await;
+    m.connect("a:1").await.expect("hello accepted");
+    wait_until("a sees the claim", || a.peers() == vec![PeerId("b:1".into())]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    // b's hello collides with the claim; a dials b:1 to find out who is who.
+    let _ = b.connect("a:1").await;
+    wait_until("a and b peer", || a.peers() == vec![PeerId("b:1".into())] && b.peers() == vec![PeerId("a:1".into())])
+        .await;
+    wait_until("the impostor's connection is closed", || m.peers().is_empty()).await;
+    for n in [a, b, m] {
+        n.shutdown().await;
+    }
+}
