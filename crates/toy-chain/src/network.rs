@@ -147,6 +147,92 @@ pub struct ResolveReport {
     pub tip_changed: bool,
 }
 
+/// What one peer may ask of us by direct request, per kind: a token bucket
+/// of `burst` requests (or bytes) refilled at `per_sec`. Over it, the
+/// request gets no answer and the peer a [`Misbehaviour::Spam`] penalty
+/// (ten of them are a ban); a malformed request costs
+/// [`Misbehaviour::ProtocolViolation`]. An honest sync stays well inside:
+/// one status and one hashes request per round, blocks four batches at a
+/// time.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRate {
+    /// Requests (or bytes) allowed at once.
+    pub burst: f64,
+    /// Refill per second.
+    pub per_sec: f64,
+}
+
+/// `chain:status`: 8 at once, 2 a second.
+pub const STATUS_RATE: RequestRate = RequestRate { burst: 8.0, per_sec: 2.0 };
+/// `chain:hashes` (each answer up to 2 000 hashes, 64 KB): 8 at once, 1 a second.
+pub const HASHES_RATE: RequestRate = RequestRate { burst: 8.0, per_sec: 1.0 };
+/// `chain:blocks`, in bytes answered: 64 MiB at once, 16 MiB a second (a
+/// sync keeps four 8 MiB batches in flight).
+pub const BLOCKS_RATE: RequestRate = RequestRate { burst: 64.0 * 1024.0 * 1024.0, per_sec: 16.0 * 1024.0 * 1024.0 };
+/// Peers whose request budgets are remembered: 1 024; past it the entry
+/// refreshed longest ago is dropped (it would be nearly full again anyway).
+pub const REQUEST_RATE_PEERS: usize = 1_024;
+
+/// Per-peer token buckets of one request kind (bounded by
+/// [`REQUEST_RATE_PEERS`]).
+#[derive(Debug)]
+struct PeerBuckets {
+    rate: RequestRate,
+    peers: HashMap<PeerId, (f64, Instant)>,
+}
+
+impl PeerBuckets {
+    fn new(rate: RequestRate) -> Self {
+        Self { rate, peers: HashMap::new() }
+    }
+
+    /// The peer's tokens now, refilled.
+    fn level(&mut self, peer: &PeerId, now: Instant) -> &mut f64 {
+        if !self.peers.contains_key(peer)
+            && self.peers.len() >= REQUEST_RATE_PEERS
+            && let Some(oldest) = self.peers.iter().min_by_key(|(_, (_, at))| *at).map(|(p, _)| p.clone())
+        {
+            self.peers.remove(&oldest);
+        }
+        let rate = self.rate;
+        let (tokens, at) = self.peers.entry(peer.clone()).or_insert((rate.burst, now));
+        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
+        *tokens = (*tokens + elapsed * rate.per_sec).min(rate.burst);
+        *at = now;
+        tokens
+    }
+
+    /// Whether `peer` has a token left; takes `cost` if so (the level may
+    /// go below zero for an answer that turned out large: a debt).
+    fn take(&mut self, peer: &PeerId, cost: f64, now: Instant) -> bool {
+        let tokens = self.level(peer, now);
+        if *tokens <= 0.0 {
+            return false;
+        }
+        *tokens -= cost;
+        true
+    }
+}
+
+/// Takes `cost` from `peer`'s budget of this kind; when it is spent, counts
+/// the refusal and penalises the peer ([`Misbehaviour::Spam`]). Returns
+/// whether the request may be answered.
+fn within_budget<G: GossipNetwork + ?Sized>(
+    gossip: &G,
+    stats: &NodeStats,
+    budget: &Mutex<PeerBuckets>,
+    peer: &PeerId,
+    kind: &str,
+    cost: f64,
+) -> bool {
+    if lock_plain(budget).take(peer, cost, Instant::now()) {
+        return true;
+    }
+    stats.bump("requests_refused", kind);
+    gossip.report(peer, Misbehaviour::Spam);
+    false
+}
+
 /// Ancestor fetches (a sync round, then direct requests and searches) one
 /// peer's orphans may start: a burst of [`ORPHAN_FETCH_BURST`], refilled at
 /// one per [`ORPHAN_FETCH_REFILL`]. An honest peer announces an orphan when
@@ -290,23 +376,37 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     fn install_request_handlers(&self) -> Result<(), NetworkError> {
         let c = self.chain.clone();
         let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(STATUS_RATE)));
         self.gossip.register_request_handler(
             sync::STATUS,
-            peer_handler_fn(move |_, _| {
+            peer_handler_fn(move |peer, _| {
                 stats.bump("messages", sync::STATUS);
-                let status = status_of(&lock(&c));
-                async move { Some(Bytes::from(status.encode())) }
+                let status =
+                    within_budget(&*g, &stats, &budget, &peer, sync::STATUS, 1.0).then(|| status_of(&lock(&c)));
+                async move { status.map(|s| Bytes::from(s.encode())) }
             }),
         )?;
         let c = self.chain.clone();
         let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(HASHES_RATE)));
         self.gossip.register_request_handler(
             sync::HASHES,
-            peer_handler_fn(move |_, payload| {
+            peer_handler_fn(move |peer, payload| {
                 stats.bump("messages", sync::HASHES);
                 let c = c.clone();
+                let req = match HashesRequest::decode(&payload) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        stats.bump("requests_refused", "Malformed");
+                        g.report(&peer, Misbehaviour::ProtocolViolation);
+                        None
+                    }
+                };
+                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HASHES, 1.0));
                 async move {
-                    let req = HashesRequest::decode(&payload).ok()?;
+                    let req = req?;
                     let c = lock(&c);
                     let start = req
                         .locator
@@ -323,20 +423,32 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         )?;
         let c = self.chain.clone();
         let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(BLOCKS_RATE)));
         self.gossip.register_request_handler(
             sync::BLOCKS,
-            peer_handler_fn(move |_, payload| {
+            peer_handler_fn(move |peer, payload| {
                 stats.bump("messages", sync::BLOCKS);
                 let c = c.clone();
+                let hashes = sync::decode_hashes(&payload, sync::BATCH);
+                if hashes.is_none() {
+                    stats.bump("requests_refused", "Malformed");
+                    g.report(&peer, Misbehaviour::ProtocolViolation);
+                }
+                // Charged by the bytes answered, after the answer is built.
+                let hashes = hashes.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::BLOCKS, 0.0));
+                let budget = budget.clone();
                 async move {
-                    let hashes = sync::decode_hashes(&payload, sync::BATCH)?;
-                    tokio::task::spawn_blocking(move || {
+                    let hashes = hashes?;
+                    let answer = tokio::task::spawn_blocking(move || {
                         let blocks: Vec<Vec<u8>> =
                             hashes.iter().map_while(|h| lock(&c).block(h).ok().flatten().map(|b| b.encode())).collect();
                         sync::encode_blocks(blocks)
                     })
                     .await
-                    .ok()
+                    .ok()?;
+                    *lock_plain(&budget).level(&peer, Instant::now()) -= answer.len() as f64;
+                    Some(answer)
                 }
             }),
         )?;

@@ -293,3 +293,51 @@ async fn over_tcp_five_nodes_and_two_miners_converge() {
         p.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_chain_hashes_requests_stops_being_answered_and_gets_the_asker_banned() {
+    // Before: `chain:hashes` with max = u32::MAX was answered as fast as it
+    // was asked (2.49 GB out for 11 MB in).
+    let net = MemoryNetwork::new();
+    let (victim_p2p, _victim) = start(&net, 0, vec![]).await;
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("spam:1").await.expect("listen");
+    let spammer = P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p");
+    let victim = spammer.connect("chain0:1").await.expect("peer");
+    let request = toy_chain::sync::HashesRequest { locator: vec![], max: u32::MAX }.encode();
+    let mut answered = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let ask = spammer.request(&victim, toy_chain::sync::HASHES, Bytes::from(request.clone()));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), ask).await {
+            answered += 1;
+        }
+        if victim_p2p.is_banned("spam:1") {
+            break;
+        }
+    }
+    // The burst, plus what the bucket refilled while the refusals timed out.
+    let rate = toy_chain::network::HASHES_RATE;
+    let allowed = rate.burst + started.elapsed().as_secs_f64() * rate.per_sec + 1.0;
+    assert!((answered as f64) <= allowed, "{answered} answers, at most {allowed:.1} allowed");
+    wait_until("the flooder is banned", || victim_p2p.is_banned("spam:1")).await;
+    spammer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chain_requests_cost_the_asker() {
+    let net = MemoryNetwork::new();
+    let (victim_p2p, _victim) = start(&net, 0, vec![]).await;
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("junk:1").await.expect("listen");
+    let asker = P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p");
+    let victim = asker.connect("chain0:1").await.expect("peer");
+    for _ in 0..2 {
+        let ask = asker.request(&victim, toy_chain::sync::BLOCKS, Bytes::from_static(&[1, 2, 3]));
+        let _ = tokio::time::timeout(Duration::from_millis(300), ask).await;
+    }
+    wait_until("two malformed requests ban", || victim_p2p.is_banned("junk:1")).await;
+    asker.shutdown().await;
+}

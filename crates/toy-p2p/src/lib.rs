@@ -243,6 +243,14 @@ pub fn origin_of(remote: &str) -> String {
     }
 }
 
+/// `p2p:get_peers` answers one connection gets: a burst of 5, then one a
+/// second (the workshop's nodes ask every second). Past it the request is
+/// not answered (no penalty: a peer list is cheap, and an honest node's
+/// timer may run a little fast).
+const GET_PEERS_BURST: f64 = 5.0;
+/// See [`GET_PEERS_BURST`].
+const GET_PEERS_PER_SEC: f64 = 1.0;
+
 /// Removed peers whose origin is remembered for reports that arrive after
 /// they left: 1 024 (the oldest forgotten first).
 const MAX_GONE: usize = 1_024;
@@ -432,6 +440,8 @@ struct State {
     gone: VecDeque<(PeerId, String)>,
     /// Addresses two inbound peers claimed: dialled to find the real one.
     contested: HashSet<String>,
+    /// `p2p:get_peers` tokens per open connection (entries leave with it).
+    get_peers_budget: HashMap<ConnId, (f64, Instant)>,
     book: PeerBook,
     rng: rand::rngs::StdRng,
     tracker_conn: Option<ConnId>,
@@ -528,6 +538,7 @@ impl<M: Messenger> P2p<M> {
             bans: HashMap::new(),
             gone: VecDeque::new(),
             contested: HashSet::new(),
+            get_peers_budget: HashMap::new(),
             book,
             rng,
             tracker_conn: None,
@@ -579,7 +590,16 @@ impl<M: Messenger> P2p<M> {
                 let this = weak.upgrade().map(|inner| P2p { inner });
                 async move {
                     let this = this?;
-                    let st = this.state();
+                    let mut st = this.state();
+                    let now = Instant::now();
+                    let (tokens, at) = st.get_peers_budget.entry(conn).or_insert((GET_PEERS_BURST, now));
+                    *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * GET_PEERS_PER_SEC)
+                        .min(GET_PEERS_BURST);
+                    *at = now;
+                    if *tokens < 1.0 {
+                        return None;
+                    }
+                    *tokens -= 1.0;
                     let asker = st.by_conn.get(&conn).map(|p| p.0.clone());
                     Some(Bytes::from(st.peer_list(asker.as_deref())))
                 }
@@ -668,6 +688,7 @@ impl<M: Messenger> P2p<M> {
                     let removed = {
                         let mut st = self.state();
                         st.pending_inbound.remove(&conn);
+                        st.get_peers_budget.remove(&conn);
                         if st.tracker_conn == Some(conn) {
                             st.tracker_conn = None;
                         }

@@ -233,3 +233,24 @@ async fn an_early_false_claim_does_not_keep_the_real_owner_out() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn get_peers_is_answered_at_a_bounded_rate_per_connection() {
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    let bid = a.connect("b:1").await.expect("peer");
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    for _ in 0..20 {
+        let ask = a.request(&bid, "p2p:get_peers", Bytes::new());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), ask).await {
+            answered += 1;
+        }
+    }
+    let allowed = 5.0 + started.elapsed().as_secs_f64() + 1.0;
+    assert!(answered >= 5, "the burst is answered ({answered})");
+    assert!((answered as f64) <= allowed, "{answered} answers, at most {allowed:.1} allowed");
+    a.shutdown().await;
+    b.shutdown().await;
+}
