@@ -681,8 +681,16 @@ impl<M: Messenger> P2p<M> {
             };
             match ev {
                 toy_msg::Event::Connected { conn, incoming: true, .. } => {
+                    // The hello may already have been handled: the messaging
+                    // layer dispatches it on its own task, so it can overtake
+                    // this event. Such a connection is a peer, not pending
+                    // (this race closed accepted peers after the handshake
+                    // timeout).
                     let deadline = Instant::now() + self.inner.config.handshake_timeout;
-                    self.state().pending_inbound.insert(conn, deadline);
+                    let mut st = self.state();
+                    if !st.by_conn.contains_key(&conn) {
+                        st.pending_inbound.insert(conn, deadline);
+                    }
                 }
                 toy_msg::Event::Disconnected { conn, reason } => {
                     let removed = {
@@ -909,7 +917,12 @@ impl<M: Messenger> P2p<M> {
             let mut st = self.state();
             st.ticks += 1;
             // Handshake timeouts and expired bans.
-            let expired: Vec<ConnId> = st.pending_inbound.iter().filter(|(_, d)| **d <= now).map(|(c, _)| *c).collect();
+            let expired: Vec<ConnId> = st
+                .pending_inbound
+                .iter()
+                .filter(|(c, d)| **d <= now && !st.by_conn.contains_key(c))
+                .map(|(c, _)| *c)
+                .collect();
             for c in &expired {
                 st.pending_inbound.remove(c);
             }

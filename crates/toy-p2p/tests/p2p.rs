@@ -254,3 +254,47 @@ async fn get_peers_is_answered_at_a_bounded_rate_per_connection() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_accepted_in_a_burst_of_connects_stay_past_the_handshake_timeout() {
+    // Before: the hello could be handled before the connection's Connected
+    // event reached the peer manager, which then counted the connection as
+    // still waiting for a hello and closed it at the handshake timeout.
+    let timeout = Duration::from_millis(500);
+    let tcp_node = |seed: u64| async move {
+        let (t, ev) = toy_net::TcpTransport::new(Default::default());
+        let (msg, events) = Messaging::new(t, ev, Default::default());
+        msg.listen("127.0.0.1:0").await.expect("listen");
+        let config = Config::builder().max_peers(16).seed(seed).handshake_timeout(timeout).build().expect("config");
+        P2p::start(msg, events, config).expect("start")
+    };
+    let hub = tcp_node(0).await;
+    let hub_addr = hub.local_addr();
+    let mut spokes = Vec::new();
+    for i in 1..=12u64 {
+        spokes.push(tcp_node(i).await);
+    }
+    // All at once.
+    let dials: Vec<_> = spokes
+        .iter()
+        .map(|s| {
+            let (s, addr) = (s.clone(), hub_addr.clone());
+            tokio::spawn(async move { s.connect(&addr).await })
+        })
+        .collect();
+    for d in dials {
+        d.await.expect("task").expect("accepted");
+    }
+    wait_until("the hub has all twelve", || hub.peers().len() == 12).await;
+    // Watched over six handshake timeouts (a property over time: no
+    // condition to wait for).
+    let settle = tokio::time::Instant::now() + timeout * 6;
+    while tokio::time::Instant::now() < settle {
+        assert_eq!(hub.peers().len(), 12, "an accepted peer was closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in spokes {
+        s.shutdown().await;
+    }
+    hub.shutdown().await;
+}
