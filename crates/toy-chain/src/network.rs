@@ -655,23 +655,42 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let mut report = ResolveReport::default();
         let mut log = ProgressLog::new();
         let mut done = 0u64;
+        // Peers that failed us in this resolve (no answer in time, a wrong
+        // or empty answer): the next peer ahead is tried instead, so a peer
+        // that claims the most work and delivers nothing cannot stall it.
+        let mut skipped: Vec<PeerId> = Vec::new();
         for _ in 0..MAX_ROUNDS {
-            let (asked, best) = self.best_peer().await;
+            let (asked, ahead) = self.peers_ahead().await;
             report.peers_asked = report.peers_asked.max(asked);
-            let Some((peer, status, others)) = best else { break };
-            report.best_peer = Some(peer.0.clone());
-            let round = self.sync_round(&peer, status, &others, &mut log, &mut done).await;
-            match round {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(NetworkError::Peer { peer, what }) => {
-                    tracing::info!(%peer, "sync stopped: {what}");
-                    break;
+            let ahead: Vec<(PeerId, Status)> = ahead.into_iter().filter(|(p, _)| !skipped.contains(p)).collect();
+            let mut progressed = false;
+            for (i, (peer, status)) in ahead.iter().enumerate() {
+                let others: Vec<PeerId> =
+                    ahead.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, (p, _))| p.clone()).collect();
+                report.best_peer = Some(peer.0.clone());
+                let round = self.sync_round(peer, *status, &others, &mut log, &mut done).await;
+                match round {
+                    Ok(0) => {
+                        // It had nothing we lack: nothing more from anyone
+                        // claiming less.
+                        break;
+                    }
+                    Ok(_) => {
+                        progressed = true;
+                        break;
+                    }
+                    Err(NetworkError::Peer { peer, what }) => {
+                        tracing::info!(%peer, "sync: {what}; trying the next peer");
+                        skipped.push(peer);
+                    }
+                    Err(e) => {
+                        lock(&self.chain).finish_import();
+                        return Err(e);
+                    }
                 }
-                Err(e) => {
-                    lock(&self.chain).finish_import();
-                    return Err(e);
-                }
+            }
+            if !progressed {
+                break;
             }
         }
         // The branch the batches wrote is pruned like any other from now on.
@@ -696,9 +715,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         Ok(report)
     }
 
-    /// Asks every peer for its status: how many answered, and the peer with
-    /// the most work above ours with its status and the other peers ahead.
-    async fn best_peer(&self) -> (usize, Option<(PeerId, Status, Vec<PeerId>)>) {
+    /// Asks every peer for its status: how many answered, and the peers with
+    /// more work than ours (same genesis), most claimed work first.
+    async fn peers_ahead(&self) -> (usize, Vec<(PeerId, Status)>) {
         let (genesis, ours) = {
             let c = lock(&self.chain);
             (c.params().genesis_hash(), c.tip().work)
@@ -719,9 +738,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
         }
         ahead.sort_by_key(|a| std::cmp::Reverse(a.1.work));
-        let mut it = ahead.into_iter();
-        let best = it.next().map(|(p, s)| (p, s, it.map(|(p, _)| p).collect()));
-        (answered, best)
+        (answered, ahead)
     }
 
     /// One round against `best`: its hashes after our locator, then the
@@ -757,6 +774,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             self.gossip.report(best, Misbehaviour::ProtocolViolation);
             return Err(peer_error(best, "malformed hashes"));
         };
+        if hashes.is_empty() {
+            // It claims more work than ours yet has no block after our
+            // locator (even our genesis is on every chain): a lie.
+            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            return Err(peer_error(best, "claims more work but has no blocks for us"));
+        }
         let wanted: Vec<Hash> = {
             let c = lock(&self.chain);
             hashes.into_iter().skip_while(|h| c.contains(h)).collect()

@@ -341,3 +341,45 @@ async fn malformed_chain_requests_cost_the_asker() {
     wait_until("two malformed requests ban", || victim_p2p.is_banned("junk:1")).await;
     asker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_lying_about_its_work_does_not_stall_sync() {
+    // Before: resolve asked only the peer claiming the most work; one that
+    // claimed u128::MAX and answered nothing useful stopped the sync.
+    let net = MemoryNetwork::new();
+    let (honest_p2p, honest) = start(&net, 0, vec![]).await;
+    for _ in 0..5 {
+        // Mined into the honest chain without announcing: only a sync brings them.
+        let template = lock(honest.chain()).template(Keypair::from_seed(b"h").address(), now_ms());
+        let block = mine(template);
+        lock(honest.chain()).insert(block).expect("insert");
+    }
+    // The liar: claims the most work there can be, has no blocks.
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("liar:1").await.expect("listen");
+    let liar = P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p");
+    let genesis = lock(honest.chain()).params().genesis_hash();
+    let claim = toy_chain::sync::Status { genesis, tip: toy_chain::Hash([7; 32]), height: 1_000_000, work: u128::MAX };
+    liar.register_handler(
+        toy_chain::sync::STATUS,
+        toy_p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
+    )
+    .expect("status");
+    liar.register_handler(toy_chain::sync::HASHES, toy_p2p::peer_handler_fn(|_, _| async { Some(Bytes::new()) }))
+        .expect("hashes");
+    let (victim_p2p, victim) = start(&net, 1, vec![]).await;
+    liar.connect("chain1:1").await.expect("liar peers");
+    victim_p2p.connect("chain0:1").await.expect("honest peer");
+    let want = tip(&honest);
+    let _ = victim.resolve().await.expect("resolve");
+    wait_until("the victim syncs from the honest peer", || tip(&victim) == want).await;
+    let liar_id = toy_p2p::PeerId("liar:1".into());
+    wait_until("the liar is penalised", || {
+        victim_p2p.score(&liar_id).is_some_and(|s| s > 0) || victim_p2p.is_banned("liar:1")
+    })
+    .await;
+    for p in [liar, honest_p2p, victim_p2p] {
+        p.shutdown().await;
+    }
+}
