@@ -22,6 +22,17 @@ pub const DEFAULT_MAX_PENDING_PER_CONN: usize = 1024;
 /// payload, so this also bounds that memory.
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 1024;
 
+/// Default share of the handler slots one connection may hold at once: 256,
+/// a quarter of [`DEFAULT_MAX_CONCURRENT_HANDLERS`].
+///
+/// Only handlers that have to wait hold a slot (most finish at their first
+/// poll). Past the share, that connection's waiting messages are dropped,
+/// not anyone else's: a peer flooding requests only slows itself, and the
+/// hello of a new peer or the blocks of another still find a free slot. A
+/// quarter leaves room for an honest relay's burst of transactions, each of
+/// which waits for its signature check.
+pub const DEFAULT_MAX_HANDLERS_PER_CONN: usize = 256;
+
 /// Default capacity of the event channel to the layer above.
 pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 
@@ -31,6 +42,7 @@ pub struct Config {
     pub(crate) request_timeout: Duration,
     pub(crate) max_pending_per_conn: usize,
     pub(crate) max_concurrent_handlers: usize,
+    pub(crate) max_handlers_per_conn: usize,
     pub(crate) event_buffer: usize,
 }
 
@@ -40,6 +52,7 @@ impl Default for Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_pending_per_conn: DEFAULT_MAX_PENDING_PER_CONN,
             max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            max_handlers_per_conn: DEFAULT_MAX_HANDLERS_PER_CONN,
             event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
@@ -54,6 +67,11 @@ impl Config {
     /// Timeout of [`crate::Messenger::request`].
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// Handler invocations one connection may have running at once.
+    pub fn max_handlers_per_conn(&self) -> usize {
+        self.max_handlers_per_conn
     }
 
     /// Requests that may await a response on one connection.
@@ -90,6 +108,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets how many handler invocations one connection may have running.
+    pub fn max_handlers_per_conn(mut self, n: usize) -> Self {
+        self.0.max_handlers_per_conn = n;
+        self
+    }
+
     /// Sets the capacity of the event channel.
     pub fn event_buffer(mut self, n: usize) -> Self {
         self.0.event_buffer = n;
@@ -108,6 +132,7 @@ impl ConfigBuilder {
         check(!c.request_timeout.is_zero(), "request_timeout")?;
         check(c.max_pending_per_conn > 0, "max_pending_per_conn")?;
         check(c.max_concurrent_handlers > 0, "max_concurrent_handlers")?;
+        check(c.max_handlers_per_conn > 0, "max_handlers_per_conn")?;
         check(c.event_buffer > 0, "event_buffer")?;
         Ok(c)
     }

@@ -69,8 +69,8 @@ use tokio::sync::mpsc;
 
 pub use codec::{DecodeError, InvalidKind, Message, MessageType};
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_PENDING_PER_CONN,
-    DEFAULT_REQUEST_TIMEOUT,
+    Config, ConfigBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_HANDLERS_PER_CONN,
+    DEFAULT_MAX_PENDING_PER_CONN, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::Error;
 pub use messaging::Messaging;

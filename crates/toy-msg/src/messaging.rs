@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -62,6 +62,16 @@ struct Inner<T> {
     tracker: TaskTracker,
 }
 
+/// Releases one of a connection's handler slots when dropped (the
+/// invocation finished or was dropped unfinished).
+struct SlotGuard(Arc<AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl<T: Transport> Messaging<T> {
     /// Starts the messaging layer on `transport`, taking its events. Returns
     /// the handle and the stream of connection events for the layer above.
@@ -99,6 +109,7 @@ impl<T: Transport> Messaging<T> {
     /// waiting for a response never stops the responses from being read.
     async fn dispatch(&self, mut net_events: toy_net::Events) {
         let mut running: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        let mut in_use: HashMap<ConnId, Arc<AtomicUsize>> = HashMap::new();
         let mut batch = Vec::with_capacity(EVENT_BATCH);
         loop {
             tokio::select! {
@@ -110,20 +121,29 @@ impl<T: Transport> Messaging<T> {
                         return;
                     }
                     for event in batch.drain(..) {
-                        self.on_event(event, &mut running).await;
+                        self.on_event(event, &mut running, &mut in_use).await;
                     }
                 }
             }
         }
     }
 
-    async fn on_event(&self, event: toy_net::Event, running: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
+    async fn on_event(
+        &self,
+        event: toy_net::Event,
+        running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
+        in_use: &mut HashMap<ConnId, Arc<AtomicUsize>>,
+    ) {
         match event {
             toy_net::Event::Connected { conn, incoming, remote } => {
                 self.emit(Event::Connected { conn, incoming, remote }).await;
             }
-            toy_net::Event::Frame { conn, data } => self.on_frame(conn, data, running).await,
+            toy_net::Event::Frame { conn, data } => {
+                let slots = in_use.entry(conn).or_default().clone();
+                self.on_frame(conn, data, running, slots).await;
+            }
             toy_net::Event::Disconnected { conn, reason } => {
+                in_use.remove(&conn);
                 // Fail every request still waiting on this connection now,
                 // not at its timeout.
                 let waiting = self.pending().remove(&conn);
@@ -148,7 +168,17 @@ impl<T: Transport> Messaging<T> {
         }
     }
 
-    async fn on_frame(&self, conn: ConnId, data: Bytes, running: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
+    /// Decodes one frame and runs its handler. `slots` counts this
+    /// connection's handler invocations still running: past its share
+    /// ([`Config::max_handlers_per_conn`]) its messages are dropped, so a
+    /// flooding peer slows only itself.
+    async fn on_frame(
+        &self,
+        conn: ConnId,
+        data: Bytes,
+        running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
+        slots: Arc<AtomicUsize>,
+    ) {
         let msg = match Message::decode(data) {
             Ok(msg) => msg,
             Err(error) => {
@@ -185,12 +215,12 @@ impl<T: Transport> Messaging<T> {
                     tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
                     return;
                 };
-                if running.len() >= self.inner.config.max_concurrent_handlers {
-                    tracing::warn!(%conn, kind = %msg.kind, "all handlers busy; message dropped");
-                    return;
-                }
                 let transport = self.inner.clone();
+                // Held while the invocation runs: this connection's share.
+                slots.fetch_add(1, Ordering::AcqRel);
+                let slot = SlotGuard(slots.clone());
                 let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
+                    let _slot = slot;
                     let response = handler.handle(conn, msg.payload).await;
                     if msg.ty == MessageType::Request
                         && let Some(payload) = response
@@ -210,9 +240,21 @@ impl<T: Transport> Messaging<T> {
                 // with the dispatcher's waker, which at worst wakes the
                 // dispatcher once more; `running` polls it with its own after.
                 let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-                if first.is_pending() {
-                    running.push(fut);
+                if first.is_ready() {
+                    return;
                 }
+                // It has to wait: it keeps a slot only within this
+                // connection's share and the global limit; otherwise it is
+                // dropped here (its sender's request times out).
+                if slots.load(Ordering::Acquire) > self.inner.config.max_handlers_per_conn {
+                    tracing::debug!(%conn, "this connection's handler share is busy; message dropped");
+                    return;
+                }
+                if running.len() >= self.inner.config.max_concurrent_handlers {
+                    tracing::warn!(%conn, "all handlers busy; message dropped");
+                    return;
+                }
+                running.push(fut);
             }
         }
     }

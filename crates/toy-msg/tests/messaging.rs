@@ -268,6 +268,63 @@ async fn peer_that_stops_reading_is_dropped<H: Harness>(h: H) {
     sender.shutdown().await;
 }
 
+/// A flood on one connection does not silence another: each connection
+/// holds at most its share of the handler slots.
+async fn a_flooding_connection_does_not_silence_another<H: Harness>(h: H) {
+    // Before: 1 024 slots shared by all; one connection flooding slow
+    // requests took them all and other connections' messages were dropped.
+    let (server, _se) = node(&h, Config::default());
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
+    server
+        .register_handler(
+            "slow",
+            handler_fn(move |_, p| {
+                let r = r.clone();
+                async move {
+                    r.notified().await;
+                    Some(p)
+                }
+            }),
+        )
+        .expect("register");
+    server.register_handler("echo", handler_fn(|_, p| async move { Some(p) })).expect("register");
+    let addr = server.listen(h.any_addr()).await.expect("listen");
+    // Room to queue the whole flood at once.
+    let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
+    let (flooder, _fe) = Messaging::new(t, ev, Config::default());
+    let fconn = flooder.connect(&addr).await.expect("connect");
+    for _ in 0..2_000 {
+        flooder.send(fconn, "slow", Bytes::from_static(b"x")).expect("one-way");
+    }
+    // The flood has reached the server: an echo on the same connection
+    // comes back after it (frames are handled in order).
+    let marker = flooder.request(fconn, "echo", Bytes::from_static(b"after")).await.expect("echo");
+    assert_eq!(&marker[..], b"after");
+    let (other, _oe) = node(&h, Config::default());
+    let oconn = other.connect(&addr).await.expect("connect");
+    let released = release.clone();
+    let slow = tokio::spawn(async move {
+        // The other connection's slow request is admitted and answered once
+        // released; the flood's extra copies were dropped, not queued.
+        other.request(oconn, "slow", Bytes::from_static(b"mine")).await
+    });
+    // Release waiters until the other connection's request is answered.
+    let answered = tokio::time::timeout(DEADLINE, async {
+        loop {
+            released.notify_waiters();
+            if slow.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "the other connection's request was never handled");
+    flooder.shutdown().await;
+    server.shutdown().await;
+}
+
 macro_rules! suite {
     ($name:ident, $harness:expr) => {
         mod $name {
@@ -281,6 +338,7 @@ macro_rules! suite {
                 malformed_message_closes_and_reports,
                 registering_a_kind_twice_fails,
                 pending_requests_are_bounded,
+                a_flooding_connection_does_not_silence_another,
                 peer_that_stops_reading_is_dropped,
             );
         }
