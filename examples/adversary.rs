@@ -29,6 +29,10 @@
 //! | `future-block` | mines a real block stamped just past the allowed drift, sends it, and again once its time has come | refuse it for now without penalty, accept it later |
 //! | `timewarp` | stamps the first block of a retarget window before its parent minus the grace (BIP 94) | refuse it for good |
 //! | `orphan-flood` | blocks with unknown parents and padded bodies, meeting only the easiest target | keep at most this sender's share of the orphan pool |
+//! | `claim-address` | says hello as one of the victim's honest peers, then sends a malformed message | ban where the connection comes from, never the claimed address |
+//! | `hashes-flood` | asks `chain:hashes` for `u32::MAX` hashes, 50 times in a row | stop answering past the rate, penalise the asker |
+//! | `lying-status` | claims the most work there is and has no blocks | penalise it and sync from an honest peer |
+//! | `stranger-flood` | 128 raw connections announcing 16 MiB frames, 1 MiB of bytes each, no hello | refuse each at its prefix; memory stays small |
 //!
 //! Each consensus attack prints `victim <addr> kept genuine block <hash>`
 //! or `victim <addr> refused genuine block <hash>` after asking the victim
@@ -50,7 +54,7 @@ use toy::chain::{
 };
 use toy::gossip::{Gossip, GossipNetwork};
 use toy::msg::{Messaging, Messenger};
-use toy::net::TcpTransport;
+use toy::net::{TcpTransport, Transport};
 use toy::p2p::{P2p, PeerEvent, PeerId, PeerNetwork};
 
 /// A peer that sends invalid data.
@@ -89,6 +93,14 @@ enum AttackMode {
     Timewarp,
     /// Orphans that meet only the easiest target, with padded bodies.
     OrphanFlood,
+    /// Hello as an honest peer's address, then misbehaviour.
+    ClaimAddress,
+    /// `chain:hashes` requests for everything, as fast as possible.
+    HashesFlood,
+    /// The most work there is, and no blocks.
+    LyingStatus,
+    /// Connections that announce huge frames before any hello.
+    StrangerFlood,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -320,6 +332,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::OrphanFlood {
         orphan_flood(&args, &chain, &mut identities).await?;
+    }
+    if all || args.attack == AttackMode::ClaimAddress {
+        claim_address(&args).await?;
+    }
+    if all || args.attack == AttackMode::HashesFlood {
+        hashes_flood(&args, &chain, &mut identities).await?;
+    }
+    if all || args.attack == AttackMode::LyingStatus {
+        lying_status(&args, &chain).await?;
+    }
+    if all || args.attack == AttackMode::StrangerFlood {
+        stranger_flood(&args).await;
     }
     if all || args.attack == AttackMode::Classic {
         classic(&args, &chain, &mut identities).await?;
@@ -605,6 +629,115 @@ async fn orphan_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::R
     tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     id.leave().await;
     Ok(())
+}
+
+/// A bare peer (no chain) listening on a fresh port, announcing `claim`.
+async fn bare_peer(peers: &[String], claim: Option<String>) -> anyhow::Result<Net> {
+    let (transport, net_events) = TcpTransport::new(Default::default());
+    let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
+    msg.listen("127.0.0.1:0").await?;
+    let mut config = toy::p2p::Config::builder().max_peers(peers.len().max(1));
+    if let Some(claim) = claim {
+        config = config.advertise(claim);
+    }
+    Ok(P2p::start(msg, msg_events, config.build()?)?)
+}
+
+/// Says hello to each victim as one of its honest peers, then sends a
+/// malformed message. Bans used to follow the announced address, so the
+/// honest peer was the one banned.
+async fn claim_address(args: &Args) -> anyhow::Result<()> {
+    for victim in &args.peer {
+        let probe = bare_peer(&args.peer, None).await?;
+        let honest = probe.ask_peers(victim).await.unwrap_or_default();
+        probe.shutdown().await;
+        let Some(claimed) = honest.into_iter().find(|a| a != victim) else {
+            println!("adversary: {victim} has no other peer to impersonate");
+            continue;
+        };
+        let impostor = bare_peer(&args.peer, Some(claimed.clone())).await?;
+        match impostor.connect(victim).await {
+            Ok(_) => {
+                if let Some(conn) = impostor.messenger().connections().first().copied() {
+                    let _ = impostor.messenger().transport().send(conn, Bytes::from_static(&[9, 9]));
+                }
+                println!("claimed {claimed} at {victim} and sent a malformed message");
+            }
+            Err(e) => println!("claimed {claimed} at {victim}: hello refused ({e})"),
+        }
+        tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        impostor.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Asks for every hash there is, again and again.
+async fn hashes_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    const REQUESTS: usize = 50;
+    let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
+    let request = Bytes::from(sync::HashesRequest { locator: vec![], max: u32::MAX }.encode());
+    for victim in id.p2p.peers() {
+        let mut answered = 0;
+        for _ in 0..REQUESTS {
+            let ask = id.p2p.request(&victim, sync::HASHES, request.clone());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), ask).await {
+                answered += 1;
+            }
+        }
+        println!("hashes flood: {victim} answered {answered} of {REQUESTS}");
+    }
+    id.leave().await;
+    Ok(())
+}
+
+/// Claims the most work there is, with no blocks to back it.
+async fn lying_status(args: &Args, chain: &Shared) -> anyhow::Result<()> {
+    let liar = bare_peer(&args.peer, None).await?;
+    let genesis = lock(chain).params().genesis_hash();
+    let claim = sync::Status { genesis, tip: Hash([7; 32]), height: u64::MAX / 2, work: u128::MAX };
+    liar.register_handler(
+        sync::STATUS,
+        toy::p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
+    )?;
+    liar.register_handler(sync::HASHES, toy::p2p::peer_handler_fn(|_, _| async { Some(Bytes::new()) }))?;
+    for victim in &args.peer {
+        match liar.connect(victim).await {
+            Ok(_) => println!("lying status: claimed u128::MAX work to {victim}"),
+            Err(e) => println!("lying status: {victim} refused us ({e})"),
+        }
+    }
+    // Long enough for the victims' sync on a new peer to ask us and give up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    liar.shutdown().await;
+    Ok(())
+}
+
+/// Raw connections announcing maximum-size frames and sending 1 MiB of
+/// each, never saying hello.
+async fn stranger_flood(args: &Args) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STRANGERS: usize = 128;
+    let chunk = Arc::new(vec![0x5au8; 1024 * 1024]);
+    for victim in &args.peer {
+        // All at once; each counts as cut off when the victim closes it (a
+        // read ends) within a few seconds instead of waiting for the rest.
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..STRANGERS {
+            let (victim, chunk) = (victim.clone(), chunk.clone());
+            tasks.spawn(async move {
+                let Ok(mut s) = tokio::net::TcpStream::connect(&victim).await else { return false };
+                let _ = s.write_all(&(16u32 * 1024 * 1024 - 1).to_be_bytes()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(&chunk)).await;
+                let mut buf = [0u8; 64];
+                matches!(tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+            });
+        }
+        let mut cut = 0;
+        while let Some(closed) = tasks.join_next().await {
+            cut += usize::from(closed.unwrap_or(false));
+        }
+        println!("stranger flood: {STRANGERS} connections to {victim}, {cut} cut off by it");
+    }
 }
 
 /// Every invalid case of the chain rules, invalid transactions, malformed
