@@ -30,7 +30,7 @@
 //! | `timewarp` | stamps the first block of a retarget window before its parent minus the grace (BIP 94) | refuse it for good |
 //! | `orphan-flood` | blocks with unknown parents and padded bodies, meeting only the easiest target | keep at most this sender's share of the orphan pool |
 //! | `claim-address` | says hello as one of the victim's honest peers, then sends a malformed message | ban where the connection comes from, never the claimed address |
-//! | `hashes-flood` | asks `chain:hashes` for `u32::MAX` hashes, 50 times in a row | stop answering past the rate, penalise the asker |
+//! | `hashes-flood` | asks `chain:hashes` for `u32::MAX` hashes, 100 times in a row | stop answering past the rate, penalise the asker |
 //! | `lying-status` | claims the most work there is and has no blocks | penalise it and sync from an honest peer |
 //! | `stranger-flood` | 128 raw connections announcing 16 MiB frames, 1 MiB of bytes each, no hello | refuse each at its prefix; memory stays small |
 //!
@@ -673,14 +673,14 @@ async fn claim_address(args: &Args) -> anyhow::Result<()> {
 
 /// Asks for every hash there is, again and again.
 async fn hashes_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
-    const REQUESTS: usize = 50;
+    const REQUESTS: usize = 100;
     let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
     let request = Bytes::from(sync::HashesRequest { locator: vec![], max: u32::MAX }.encode());
     for victim in id.p2p.peers() {
         let mut answered = 0;
         for _ in 0..REQUESTS {
             let ask = id.p2p.request(&victim, sync::HASHES, request.clone());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), ask).await {
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), ask).await {
                 answered += 1;
             }
         }

@@ -162,12 +162,17 @@ pub struct RequestRate {
     pub per_sec: f64,
 }
 
-/// `chain:status`: 8 at once, 2 a second.
-pub const STATUS_RATE: RequestRate = RequestRate { burst: 8.0, per_sec: 2.0 };
-/// `chain:hashes` (each answer up to 2 000 hashes, 64 KB): 8 at once, 1 a second.
-pub const HASHES_RATE: RequestRate = RequestRate { burst: 8.0, per_sec: 1.0 };
+/// `chain:status`: 16 at once, 4 a second. Over it: no answer, but no
+/// penalty either, since every new peer makes a node ask all its peers (a
+/// burst of connects elsewhere is not the asker's fault).
+pub const STATUS_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
+/// `chain:hashes` (each answer up to 2 000 hashes, 64 KB): 16 at once, 4 a
+/// second (a fast sync of small blocks runs several rounds a second).
+pub const HASHES_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
 /// `chain:blocks`, in bytes answered: 64 MiB at once, 16 MiB a second (a
-/// sync keeps four 8 MiB batches in flight).
+/// sync keeps four 8 MiB batches in flight). Each request is charged the
+/// largest answer (8 MiB) up front and refunded what it did not use, so
+/// requests in flight at once cannot pass on one token.
 pub const BLOCKS_RATE: RequestRate = RequestRate { burst: 64.0 * 1024.0 * 1024.0, per_sec: 16.0 * 1024.0 * 1024.0 };
 /// Peers whose request budgets are remembered: 1 024; past it the entry
 /// refreshed longest ago is dropped (it would be nearly full again anyway).
@@ -376,14 +381,16 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     fn install_request_handlers(&self) -> Result<(), NetworkError> {
         let c = self.chain.clone();
         let stats = self.stats.clone();
-        let g = self.gossip.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(STATUS_RATE)));
         self.gossip.register_request_handler(
             sync::STATUS,
             peer_handler_fn(move |peer, _| {
                 stats.bump("messages", sync::STATUS);
-                let status =
-                    within_budget(&*g, &stats, &budget, &peer, sync::STATUS, 1.0).then(|| status_of(&lock(&c)));
+                let allowed = lock_plain(&budget).take(&peer, 1.0, Instant::now());
+                if !allowed {
+                    stats.bump("requests_refused", sync::STATUS);
+                }
+                let status = allowed.then(|| status_of(&lock(&c)));
                 async move { status.map(|s| Bytes::from(s.encode())) }
             }),
         )?;
@@ -435,8 +442,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     stats.bump("requests_refused", "Malformed");
                     g.report(&peer, Misbehaviour::ProtocolViolation);
                 }
-                // Charged by the bytes answered, after the answer is built.
-                let hashes = hashes.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::BLOCKS, 0.0));
+                // Charged the largest answer now, refunded the rest after.
+                let full = sync::MAX_BLOCKS_RESPONSE as f64;
+                let hashes = hashes.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::BLOCKS, full));
                 let budget = budget.clone();
                 async move {
                     let hashes = hashes?;
@@ -447,7 +455,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     })
                     .await
                     .ok()?;
-                    *lock_plain(&budget).level(&peer, Instant::now()) -= answer.len() as f64;
+                    *lock_plain(&budget).level(&peer, Instant::now()) += full - answer.len() as f64;
                     Some(answer)
                 }
             }),
@@ -670,11 +678,13 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 report.best_peer = Some(peer.0.clone());
                 let round = self.sync_round(peer, *status, &others, &mut log, &mut done).await;
                 match round {
-                    Ok(0) => {
-                        // It had nothing we lack: nothing more from anyone
-                        // claiming less.
-                        break;
+                    Ok(0) if lock(&self.chain).tip().work < status.work => {
+                        // Everything it offered we already had, yet it claims
+                        // more work than we have: no help; try the next.
+                        tracing::info!(peer = %peer, "sync: claims more work but offered nothing new; trying the next peer");
+                        skipped.push(peer.clone());
                     }
+                    Ok(0) => break,
                     Ok(_) => {
                         progressed = true;
                         break;
@@ -776,8 +786,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         };
         if hashes.is_empty() {
             // It claims more work than ours yet has no block after our
-            // locator (even our genesis is on every chain): a lie.
-            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            // locator (even our genesis is on every chain): a lie, unless we
+            // caught up with it meanwhile (its status is a moment old).
+            if lock(&self.chain).tip().work < status.work {
+                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            }
             return Err(peer_error(best, "claims more work but has no blocks for us"));
         }
         let wanted: Vec<Hash> = {

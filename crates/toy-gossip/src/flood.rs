@@ -175,7 +175,12 @@ impl<P: PeerNetwork> Gossip<P> {
         if !self.first_sight(seen_key(&format!("gossip:search:{kind}"), &id, &query)) {
             return;
         }
-        lock(&self.inner.routes).insert(id, from.clone());
+        // One return path per search id: a copy of the id on another query
+        // (it passes the seen-set, which looks at the content) must not
+        // replace the route the first query laid.
+        if !lock(&self.inner.routes).insert(id, from.clone()) {
+            return;
+        }
         let answerer = self.inner.answerers.get(kind);
         if let Some(answerer) = answerer
             && let Some(answer) = answerer.answer(query).await

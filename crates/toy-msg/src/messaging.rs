@@ -215,10 +215,21 @@ impl<T: Transport> Messaging<T> {
                     tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
                     return;
                 };
+                // Checked before the handler runs at all: a message dropped
+                // here has had no effect (the gossip layer has not marked it
+                // seen, so another peer's copy is still handled).
+                if slots.load(Ordering::Acquire) >= self.inner.config.max_handlers_per_conn {
+                    tracing::debug!(%conn, kind = %msg.kind, "this connection's handler share is busy; message dropped");
+                    return;
+                }
+                if running.len() >= self.inner.config.max_concurrent_handlers {
+                    tracing::warn!(%conn, kind = %msg.kind, "all handlers busy; message dropped");
+                    return;
+                }
                 let transport = self.inner.clone();
                 // Held while the invocation runs: this connection's share.
                 slots.fetch_add(1, Ordering::AcqRel);
-                let slot = SlotGuard(slots.clone());
+                let slot = SlotGuard(slots);
                 let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
                     let _slot = slot;
                     let response = handler.handle(conn, msg.payload).await;
@@ -240,21 +251,9 @@ impl<T: Transport> Messaging<T> {
                 // with the dispatcher's waker, which at worst wakes the
                 // dispatcher once more; `running` polls it with its own after.
                 let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-                if first.is_ready() {
-                    return;
+                if first.is_pending() {
+                    running.push(fut);
                 }
-                // It has to wait: it keeps a slot only within this
-                // connection's share and the global limit; otherwise it is
-                // dropped here (its sender's request times out).
-                if slots.load(Ordering::Acquire) > self.inner.config.max_handlers_per_conn {
-                    tracing::debug!(%conn, "this connection's handler share is busy; message dropped");
-                    return;
-                }
-                if running.len() >= self.inner.config.max_concurrent_handlers {
-                    tracing::warn!(%conn, "all handlers busy; message dropped");
-                    return;
-                }
-                running.push(fut);
             }
         }
     }

@@ -75,6 +75,8 @@ struct Entry {
     tag: u64,
     /// The largest frame its reader accepts now.
     frame_limit: Arc<AtomicUsize>,
+    /// Bytes of partial frames its reader holds.
+    held: AtomicUsize,
 }
 
 /// Bounded table of open connections.
@@ -162,6 +164,7 @@ impl ConnTable {
                 incoming,
                 tag,
                 frame_limit: frame_limit.clone(),
+                held: AtomicUsize::new(0),
             },
         );
         Some(ConnParts { id, rx, queued_bytes, cancel, reason, frame_limit })
@@ -293,6 +296,24 @@ impl ConnTable {
                 held.checked_add(more).filter(|total| *total <= budget)
             })
             .is_ok()
+    }
+
+    /// Counts `more` bytes even past the budget (a reader that made the
+    /// largest holder close; it gives its bytes back as it goes).
+    pub(crate) fn force_hold(&self, more: usize) {
+        self.buffered.fetch_add(more, Ordering::AcqRel);
+    }
+
+    /// Records what one connection's reader holds now.
+    pub(crate) fn set_held(&self, id: ConnId, bytes: usize) {
+        if let Some(entry) = self.read().get(&id) {
+            entry.held.store(bytes, Ordering::Release);
+        }
+    }
+
+    /// The connection whose reader holds the most, and how much.
+    pub(crate) fn largest_holder(&self) -> Option<(ConnId, usize)> {
+        self.read().iter().map(|(id, e)| (*id, e.held.load(Ordering::Acquire))).max_by_key(|(_, held)| *held)
     }
 
     /// Returns `less` bytes a reader no longer holds.

@@ -183,10 +183,57 @@ async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, mut parts: ConnParts
     };
     // Prefer a reason recorded by `close`/`send` (e.g. SendQueueFull).
     let reason = match (&reason, parts.reason.get()) {
-        (DisconnectReason::Io(_) | DisconnectReason::RemoteClosed, Some(recorded)) => recorded,
+        (DisconnectReason::Io(_) | DisconnectReason::RemoteClosed | DisconnectReason::Closed, Some(recorded)) => {
+            recorded
+        }
         _ => reason,
     };
     table.finish(parts.id, reason).await;
+}
+
+/// Bytes of partial frames one reader holds against the transport's read
+/// budget; given back when dropped, however the reader ends (its future is
+/// dropped when the connection is closed from our side).
+struct Held<'a> {
+    table: &'a ConnTable,
+    id: ConnId,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Sets what is held to `now` bytes. `false` when growing to it would
+    /// pass the budget and this connection holds the most: it is the one to
+    /// close. When another holds more, that one is closed instead.
+    fn set(&mut self, now: usize) -> bool {
+        if now <= self.bytes {
+            self.table.release(self.bytes - now);
+            self.table.set_held(self.id, now);
+            self.bytes = now;
+            return true;
+        }
+        let more = now - self.bytes;
+        if !self.table.hold(more) {
+            match self.table.largest_holder() {
+                Some((other, held)) if other != self.id && held > self.bytes => {
+                    tracing::warn!(conn = %other, held, "read budget exhausted; closing the connection holding the most");
+                    self.table.close_with(other, DisconnectReason::ReadBudget);
+                    // Counted anyway: the other's bytes come back as it closes.
+                    self.table.force_hold(more);
+                }
+                _ => return false,
+            }
+        }
+        self.table.set_held(self.id, now);
+        self.bytes = now;
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.table.release(self.bytes);
+        self.table.set_held(self.id, 0);
+    }
 }
 
 /// Reads frames until the connection ends. What it buffers of a frame still
@@ -197,22 +244,9 @@ async fn read_loop(
     id: ConnId,
     cancel: &tokio_util::sync::CancellationToken,
     frame_limit: &AtomicUsize,
-    r: OwnedReadHalf,
-) -> DisconnectReason {
-    let mut held = 0usize;
-    let reason = read_frames(table, id, cancel, frame_limit, r, &mut held).await;
-    table.release(held);
-    reason
-}
-
-async fn read_frames(
-    table: &ConnTable,
-    id: ConnId,
-    cancel: &tokio_util::sync::CancellationToken,
-    frame_limit: &AtomicUsize,
     mut r: OwnedReadHalf,
-    held: &mut usize,
 ) -> DisconnectReason {
+    let mut held = Held { table, id, bytes: 0 };
     let mut codec = FrameCodec::new(frame_limit.load(Ordering::Acquire));
     let mut buf = BytesMut::with_capacity(READ_BUF);
     loop {
@@ -236,10 +270,7 @@ async fn read_frames(
             }
         }
         // Frames taken out of the buffer are no longer held.
-        if buf.len() < *held {
-            table.release(*held - buf.len());
-            *held = buf.len();
-        }
+        held.set(buf.len());
         if buf.capacity() - buf.len() < READ_BUF / 4 {
             buf.reserve(READ_BUF);
         }
@@ -248,12 +279,10 @@ async fn read_frames(
             Ok(_) => {}
             Err(e) => return DisconnectReason::Io(e.kind()),
         }
-        let grown = buf.len().saturating_sub(*held);
-        if !table.hold(grown) {
-            tracing::warn!(conn = %id, buffered = table.buffered(), "read budget exhausted; closing the connection growing it");
+        if !held.set(buf.len()) {
+            tracing::warn!(conn = %id, buffered = table.buffered(), "read budget exhausted; closing the connection holding the most");
             return DisconnectReason::ReadBudget;
         }
-        *held = buf.len();
     }
 }
 

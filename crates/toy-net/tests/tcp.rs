@@ -189,3 +189,43 @@ async fn readers_together_stay_within_the_read_budget() {
     drop(socks);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_read_budget_is_given_back_when_we_close_a_connection() {
+    // A reader whose connection we close is dropped mid-frame: what it held
+    // must come back, or closing strangers would eat the budget for good.
+    let mib = 1024 * 1024;
+    let config =
+        Config::builder().max_frame_len(mib).max_unverified_frame_len(mib).read_budget(mib).build().expect("config");
+    let (server, mut events) = TcpTransport::new(config);
+    let addr = server.listen("127.0.0.1:0").await.expect("listen");
+    let part = vec![1u8; 200 * 1024];
+    let mut socks = Vec::new();
+    for _ in 0..4 {
+        let mut raw = TcpStream::connect(&addr).await.expect("connect");
+        let (conn, _) = wait_connected(&mut events).await;
+        raw.write_all(&(mib as u32 - 1).to_be_bytes()).await.expect("prefix");
+        raw.write_all(&part).await.expect("part");
+        socks.push((raw, conn));
+    }
+    // Give the readers time to take the bytes in, then close all four.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (_, conn) in &socks {
+        server.close(*conn);
+        wait_disconnected(&mut events, *conn).await;
+    }
+    // Nearly a whole budget's worth now fits on one connection.
+    let mut raw = TcpStream::connect(&addr).await.expect("connect");
+    let (conn, _) = wait_connected(&mut events).await;
+    let frame = vec![2u8; mib - 64];
+    raw.write_all(&(frame.len() as u32).to_be_bytes()).await.expect("prefix");
+    raw.write_all(&frame).await.expect("frame");
+    let got = wait_for(&mut events, "the large frame or a close", |ev| match ev {
+        Event::Frame { conn: c, data } if c == conn => Some(Ok(data.len())),
+        Event::Disconnected { conn: c, reason } if c == conn => Some(Err(reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, Ok(frame.len()), "the budget came back");
+    server.shutdown().await;
+}

@@ -237,8 +237,11 @@ impl<M: Messenger> Drop for CloseOnDrop<'_, M> {
 /// For an address we dial, the same rule applies to the dialled address.
 pub fn origin_of(remote: &str) -> String {
     match remote.parse::<std::net::SocketAddr>() {
-        Ok(sa) if sa.ip().is_loopback() => sa.to_string(),
-        Ok(sa) => sa.ip().to_string(),
+        // An IPv4 address seen through an IPv6 socket is that IPv4 address.
+        Ok(sa) if sa.ip().to_canonical().is_loopback() => {
+            std::net::SocketAddr::new(sa.ip().to_canonical(), sa.port()).to_string()
+        }
+        Ok(sa) => sa.ip().to_canonical().to_string(),
         Err(_) => remote.to_owned(),
     }
 }
@@ -250,6 +253,11 @@ pub fn origin_of(remote: &str) -> String {
 const GET_PEERS_BURST: f64 = 5.0;
 /// See [`GET_PEERS_BURST`].
 const GET_PEERS_PER_SEC: f64 = 1.0;
+
+/// Rate-penalty points ([`Misbehaviour::Spam`]) a peer loses every
+/// maintenance tick (default tick 500 ms: 2 points a second), so only a rate
+/// kept broken reaches a ban.
+const SCORE_DECAY_PER_TICK: u32 = 1;
 
 /// Removed peers whose origin is remembered for reports that arrive after
 /// they left: 1 024 (the oldest forgotten first).
@@ -417,8 +425,14 @@ impl ConfigBuilder {
 #[derive(Debug)]
 struct PeerInfo {
     conn: ConnId,
-    /// We dialled it: its address is verified. Inbound peers only claim one.
+    /// We dialled it (the connection's direction, for trimming and slots).
     outbound: bool,
+    /// Its address is verified: we reached it by dialling. Inbound peers
+    /// only claim one (unless a contested claim was settled by our dial).
+    verified: bool,
+    /// Penalties for going over a rate ([`Misbehaviour::Spam`]): they fade
+    /// ([`SCORE_DECAY_PER_TICK`]); the rest of the score does not.
+    spam: u32,
     score: u32,
     /// Where its connection comes from ([`origin_of`]): what a ban hits.
     origin: String,
@@ -612,7 +626,8 @@ impl<M: Messenger> P2p<M> {
     fn on_hello(&self, conn: ConnId, payload: &[u8]) -> Bytes {
         let me = &self.inner.me;
         let max = self.inner.config.max_peers;
-        let origin = origin_of(&self.inner.msg.remote_addr(conn).unwrap_or_default());
+        // A connection already gone has no address: it gets one of its own.
+        let origin = self.inner.msg.remote_addr(conn).map_or_else(|| format!("conn:{conn}"), |r| origin_of(&r));
         let mut st = self.state();
         let addr = std::str::from_utf8(payload).ok().filter(|a| is_valid_addr(a)).map(str::to_owned);
         let mut verify = None;
@@ -622,12 +637,13 @@ impl<M: Messenger> P2p<M> {
             Some(_) if st.by_conn.contains_key(&conn) => Err("already handshaked"),
             // Where the connection comes from is banned, whatever it claims.
             Some(_) if st.banned(&origin) => Err("banned"),
-            Some(a) if st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.outbound) => Err("already peers"),
+            Some(a) if st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.verified) => Err("already peers"),
             Some(a) if st.peers.contains_key(&PeerId(a.clone())) => {
                 // Two inbound peers claim one address; neither is verified,
                 // so neither may keep the other out: dial it and keep
                 // whoever answers there.
-                if st.contested.len() < MAX_CONTESTED && st.contested.insert(a.clone()) {
+                // Bounded: no more verification dials than dials at once.
+                if st.contested.len() < MAX_CONTESTED.min(MAX_PARALLEL_DIALS) && st.contested.insert(a.clone()) {
                     verify = Some(a.clone());
                 }
                 Err("address claimed by another connection; verifying it by dialling")
@@ -643,7 +659,8 @@ impl<M: Messenger> P2p<M> {
                 st.pending_inbound.remove(&conn);
                 let id = PeerId(a);
                 st.by_conn.insert(conn, id.clone());
-                st.peers.insert(id.clone(), PeerInfo { conn, outbound: false, score: 0, origin });
+                st.peers
+                    .insert(id.clone(), PeerInfo { conn, outbound: false, verified: false, score: 0, spam: 0, origin });
                 drop(st);
                 // Said hello: it may now send blocks and sync answers.
                 self.inner.msg.promote(conn);
@@ -752,7 +769,7 @@ impl<M: Messenger> P2p<M> {
                 return refuse("that is us");
             }
             let contested = st.contested.contains(addr);
-            if st.peers.get(&PeerId(addr.to_owned())).is_some_and(|p| p.outbound || !contested) {
+            if st.peers.get(&PeerId(addr.to_owned())).is_some_and(|p| p.verified || !contested) {
                 return refuse("already a peer");
             }
             if st.banned(&origin_of(addr)) {
@@ -803,7 +820,7 @@ impl<M: Messenger> P2p<M> {
         let mut displaced = None;
         if flag == 1
             && st.contested.contains(addr)
-            && let Some(old) = st.peers.get(&id).filter(|p| !p.outbound).map(|p| p.conn)
+            && let Some(old) = st.peers.get(&id).filter(|p| !p.verified).map(|p| p.conn)
         {
             st.peers.remove(&id);
             st.by_conn.remove(&old);
@@ -815,7 +832,11 @@ impl<M: Messenger> P2p<M> {
         match flag {
             1 if !st.peers.contains_key(&id) => {
                 st.by_conn.insert(conn, id.clone());
-                st.peers.insert(id.clone(), PeerInfo { conn, outbound: true, score: 0, origin });
+                // A dial that settled a contested claim takes the claimant's
+                // inbound slot; it does not add an outbound one (so claims
+                // cannot fill our outbound slots with dials we were made to do).
+                let outbound = displaced.is_none();
+                st.peers.insert(id.clone(), PeerInfo { conn, outbound, verified: true, score: 0, spam: 0, origin });
                 drop(st);
                 if let Some(old) = displaced {
                     tracing::info!(me = %self.inner.me, peer = %id, "a connection claiming this address was not it; closed");
@@ -865,7 +886,7 @@ impl<M: Messenger> P2p<M> {
 
     /// A peer's misbehaviour score (`None` if not a peer).
     pub fn score(&self, peer: &PeerId) -> Option<u32> {
-        self.state().peers.get(peer).map(|p| p.score)
+        self.state().peers.get(peer).map(|p| p.score.saturating_add(p.spam))
     }
 
     /// Whether connections from `addr`'s origin ([`origin_of`]) are refused
@@ -916,6 +937,12 @@ impl<M: Messenger> P2p<M> {
         let (to_close, dials, ask, trim, tracker_due) = {
             let mut st = self.state();
             st.ticks += 1;
+            // Rate penalties fade: an honest peer that now and then goes
+            // over a rate is not banned by the sum of a day's slips; a flood
+            // still is. Other misbehaviour is remembered as long as the peer.
+            for p in st.peers.values_mut() {
+                p.spam = p.spam.saturating_sub(SCORE_DECAY_PER_TICK);
+            }
             // Handshake timeouts and expired bans.
             let expired: Vec<ConnId> = st
                 .pending_inbound
@@ -1152,9 +1179,14 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
                 }
                 return;
             };
-            info.score = info.score.saturating_add(what.penalty());
-            tracing::debug!(%peer, ?what, score = info.score, "misbehaviour reported");
-            if info.score < BAN_THRESHOLD {
+            if matches!(what, Misbehaviour::Spam) {
+                info.spam = info.spam.saturating_add(what.penalty());
+            } else {
+                info.score = info.score.saturating_add(what.penalty());
+            }
+            let total = info.score.saturating_add(info.spam);
+            tracing::debug!(%peer, ?what, score = total, "misbehaviour reported");
+            if total < BAN_THRESHOLD {
                 return;
             }
             let (conn, origin) = (info.conn, info.origin.clone());
