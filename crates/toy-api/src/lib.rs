@@ -655,14 +655,106 @@ pub async fn bind_free(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     Err(last.unwrap_or_else(bad))
 }
 
-/// Serves [`router`] on `listener` until `cancel` fires.
+/// Limits of the HTTP server, against clients that open connections and
+/// never finish a request (slowloris).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once; past it new ones are closed at once, so
+    /// the API cannot take all of the process's file descriptors from the
+    /// p2p side.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
+}
+
+/// Default connections served at once: 128 (a browser opens six; the page,
+/// the wallet and a few scripts fit many times over, and 128 sockets leave
+/// most of a 1 024 descriptor limit to the p2p side).
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 128;
+
+/// Default header read timeout: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { max_connections: DEFAULT_MAX_HTTP_CONNECTIONS, header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT }
+    }
+}
+
+/// How long connections still open at shutdown may take to finish.
+const HTTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves [`router`] on `listener` until `cancel` fires, with the default
+/// [`HttpLimits`].
 ///
 /// # Errors
-/// The server's I/O errors.
+/// Never at present (accept errors are logged and retried); kept for
+/// callers that may see bind-time errors in future.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Arc<dyn NodeApi>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    serve_with(listener, api, cancel, HttpLimits::default()).await
+}
+
+/// Serves [`router`] on `listener` until `cancel` fires: HTTP/1 through
+/// hyper, one task per connection (tracked, stopped at shutdown), at most
+/// `limits.max_connections` at once, each closed when its headers take
+/// longer than `limits.header_read_timeout`.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    api: Arc<dyn NodeApi>,
+    cancel: tokio_util::sync::CancellationToken,
+    limits: HttpLimits,
+) -> std::io::Result<()> {
+    let app = router(api);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("http accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max = limits.max_connections, "http connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "http connection ended: {e}");
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, conn).await;
+                }
+            }
+        });
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, tasks.wait()).await;
+    Ok(())
 }

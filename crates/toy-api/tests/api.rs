@@ -486,3 +486,59 @@ async fn a_double_behind_the_router() {
     let r = http.get(format!("{base}/api/accounts/{addr}")).send().await.expect("send");
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_the_api() {
+    // Before: no header timeout and no connection cap; slowloris took the
+    // API (and the process's file descriptors) down.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let limits = toy_api::HttpLimits { max_connections: 4, header_read_timeout: Duration::from_millis(300) };
+    let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
+    // Four clients that start a request and never finish its headers.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/peers HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.expect("partial");
+        slow.push(s);
+    }
+    // Each is closed once its headers are late.
+    for s in &mut slow {
+        let mut buf = [0u8; 256];
+        let end = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "a client slower than the header timeout was not closed");
+    }
+    // Their slots are free again: an honest request is served.
+    let r = reqwest::get(format!("http://{addr}/api/peers")).await.expect("served");
+    assert_eq!(r.status(), StatusCode::OK);
+    cancel.cancel();
+    server.await.expect("task").expect("serve");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let limits = toy_api::HttpLimits { max_connections: 2, header_read_timeout: Duration::from_secs(60) };
+    let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
+    let _a = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _b = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(30), third.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the third connection is closed: {n:?}");
+    cancel.cancel();
+    server.await.expect("task").expect("serve");
+}
