@@ -406,7 +406,7 @@ impl Identity {
             if tokio::time::Instant::now() > deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

@@ -170,10 +170,16 @@ pub const STATUS_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
 /// second (a fast sync of small blocks runs several rounds a second).
 pub const HASHES_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
 /// `chain:blocks`, in bytes answered: 64 MiB at once, 16 MiB a second (a
-/// sync keeps four 8 MiB batches in flight). Each request is charged the
-/// largest answer (8 MiB) up front and refunded what it did not use, so
-/// requests in flight at once cannot pass on one token.
+/// sync keeps four 8 MiB batches in flight). Charged by the bytes of each
+/// answer once it is built; how many answers one peer can have in the making
+/// at once is bounded by [`MAX_BLOCKS_IN_FLIGHT`], so requests sent together
+/// cannot all pass on one token.
 pub const BLOCKS_RATE: RequestRate = RequestRate { burst: 64.0 * 1024.0 * 1024.0, per_sec: 16.0 * 1024.0 * 1024.0 };
+/// `chain:blocks` answers one peer may have in the making at once: 8 (a
+/// sync keeps 4 in flight); past it a request is unanswered. At most
+/// 8 × 8 MiB of answers per peer are being built at any time.
+pub const MAX_BLOCKS_IN_FLIGHT: usize = 8;
+
 /// Peers whose request budgets are remembered: 1 024; past it the entry
 /// refreshed longest ago is dropped (it would be nearly full again anyway).
 pub const REQUEST_RATE_PEERS: usize = 1_024;
@@ -216,6 +222,37 @@ impl PeerBuckets {
         }
         *tokens -= cost;
         true
+    }
+}
+
+/// One `chain:blocks` answer in the making for a peer; leaves the count
+/// when dropped. The map holds only peers with answers in the making.
+struct InFlight {
+    map: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl InFlight {
+    fn enter(map: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: &PeerId) -> Option<Self> {
+        let mut m = lock_plain(map);
+        let n = m.entry(peer.clone()).or_default();
+        if *n >= MAX_BLOCKS_IN_FLIGHT {
+            return None;
+        }
+        *n += 1;
+        Some(Self { map: map.clone(), peer: peer.clone() })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut m = lock_plain(&self.map);
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -432,6 +469,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let stats = self.stats.clone();
         let g = self.gossip.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(BLOCKS_RATE)));
+        let in_flight: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
         self.gossip.register_request_handler(
             sync::BLOCKS,
             peer_handler_fn(move |peer, payload| {
@@ -442,11 +480,16 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     stats.bump("requests_refused", "Malformed");
                     g.report(&peer, Misbehaviour::ProtocolViolation);
                 }
-                // Charged the largest answer now, refunded the rest after.
-                let full = sync::MAX_BLOCKS_RESPONSE as f64;
-                let hashes = hashes.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::BLOCKS, full));
+                // Charged by the bytes answered, after the answer is built;
+                // a peer with 8 answers in the making gets no ninth.
+                let hashes = hashes.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::BLOCKS, 0.0));
+                let slot = hashes.as_ref().and_then(|_| InFlight::enter(&in_flight, &peer));
+                if hashes.is_some() && slot.is_none() {
+                    stats.bump("requests_refused", "BlocksInFlight");
+                }
                 let budget = budget.clone();
                 async move {
+                    let _slot = slot?;
                     let hashes = hashes?;
                     let answer = tokio::task::spawn_blocking(move || {
                         let blocks: Vec<Vec<u8>> =
@@ -455,7 +498,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     })
                     .await
                     .ok()?;
-                    *lock_plain(&budget).level(&peer, Instant::now()) += full - answer.len() as f64;
+                    *lock_plain(&budget).level(&peer, Instant::now()) -= answer.len() as f64;
                     Some(answer)
                 }
             }),
