@@ -62,6 +62,10 @@ struct Inner<T> {
     tracker: TaskTracker,
 }
 
+/// Warnings a flood would repeat, summarised (one line per kind per 10 s,
+/// with the count held back).
+static WARNINGS: std::sync::LazyLock<toy_net::Throttle> = std::sync::LazyLock::new(toy_net::Throttle::default);
+
 /// Releases one of a connection's handler slots when dropped (the
 /// invocation finished or was dropped unfinished).
 struct SlotGuard(Arc<AtomicUsize>);
@@ -183,7 +187,9 @@ impl<T: Transport> Messaging<T> {
             Ok(msg) => msg,
             Err(error) => {
                 let remote = self.inner.transport.remote_addr(conn).unwrap_or_default();
-                tracing::warn!(%conn, %remote, %error, "malformed message; closing connection");
+                if let Some(held_back) = WARNINGS.allow("malformed message") {
+                    tracing::warn!(%conn, %remote, %error, held_back, "malformed message; closing connection");
+                }
                 self.inner.transport.close(conn);
                 self.emit(Event::Misbehaved { conn, error }).await;
                 return;
@@ -223,7 +229,9 @@ impl<T: Transport> Messaging<T> {
                     return;
                 }
                 if running.len() >= self.inner.config.max_concurrent_handlers {
-                    tracing::warn!(%conn, kind = %msg.kind, "all handlers busy; message dropped");
+                    if let Some(held_back) = WARNINGS.allow("handlers busy") {
+                        tracing::warn!(%conn, kind = %msg.kind, held_back, "all handlers busy; message dropped");
+                    }
                     return;
                 }
                 let transport = self.inner.clone();

@@ -65,6 +65,7 @@ mod conns;
 mod error;
 mod memory;
 mod tcp;
+pub mod throttle;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
@@ -83,6 +84,7 @@ pub use config::{
 pub use error::Error;
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use tcp::TcpTransport;
+pub use throttle::Throttle;
 
 /// Identifies one connection of one transport. Ids are never reused by a
 /// transport instance.

@@ -17,6 +17,10 @@ use crate::conns::{ConnParts, ConnTable, Outgoing};
 use crate::{Config, ConnId, DisconnectReason, Error, Event, Events, Transport};
 
 /// Initial read buffer per connection; it grows only up to one frame.
+/// Warnings a flood of bad connections would repeat, summarised (one line
+/// per kind per 10 s, with the count held back).
+static WARNINGS: std::sync::LazyLock<crate::Throttle> = std::sync::LazyLock::new(crate::Throttle::default);
+
 const READ_BUF: usize = 16 * 1024;
 /// Frames are gathered into one write until the buffer holds this much.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -150,7 +154,9 @@ impl TcpTransport {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     if self.table().inbound_full() {
-                        tracing::warn!(%peer, max = self.table().config().max_inbound(), "inbound limit reached; refusing");
+                        if let Some(held_back) = WARNINGS.allow("inbound limit") {
+                            tracing::warn!(%peer, max = self.table().config().max_inbound(), held_back, "inbound limit reached; refusing");
+                        }
                         drop(stream);
                         continue;
                     }
@@ -215,7 +221,9 @@ impl Held<'_> {
         if !self.table.hold(more) {
             match self.table.largest_holder() {
                 Some((other, held)) if other != self.id && held > self.bytes => {
-                    tracing::warn!(conn = %other, held, "read budget exhausted; closing the connection holding the most");
+                    if let Some(held_back) = WARNINGS.allow("read budget") {
+                        tracing::warn!(conn = %other, held, held_back, "read budget exhausted; closing the connection holding the most");
+                    }
                     self.table.close_with(other, DisconnectReason::ReadBudget);
                     // Counted anyway: the other's bytes come back as it closes.
                     self.table.force_hold(more);
@@ -260,11 +268,15 @@ async fn read_loop(
                 }
                 Ok(None) => break,
                 Err(Error::FrameTooLarge { len, max }) => {
-                    tracing::warn!(conn = %id, len, max, "peer sent an oversize frame; closing");
+                    if let Some(held_back) = WARNINGS.allow("oversize frame") {
+                        tracing::warn!(conn = %id, len, max, held_back, "peer sent an oversize frame; closing");
+                    }
                     return DisconnectReason::FrameTooLarge { len, max };
                 }
                 Err(e) => {
-                    tracing::warn!(conn = %id, "frame decode failed: {e}");
+                    if let Some(held_back) = WARNINGS.allow("frame decode") {
+                        tracing::warn!(conn = %id, held_back, "frame decode failed: {e}");
+                    }
                     return DisconnectReason::Io(std::io::ErrorKind::InvalidData);
                 }
             }
@@ -280,7 +292,9 @@ async fn read_loop(
             Err(e) => return DisconnectReason::Io(e.kind()),
         }
         if !held.set(buf.len()) {
-            tracing::warn!(conn = %id, buffered = table.buffered(), "read budget exhausted; closing the connection holding the most");
+            if let Some(held_back) = WARNINGS.allow("read budget") {
+                tracing::warn!(conn = %id, buffered = table.buffered(), held_back, "read budget exhausted; closing the connection holding the most");
+            }
             return DisconnectReason::ReadBudget;
         }
     }
