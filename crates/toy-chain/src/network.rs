@@ -213,11 +213,12 @@ impl PeerBuckets {
         tokens
     }
 
-    /// Whether `peer` has a token left; takes `cost` if so (the level may
-    /// go below zero for an answer that turned out large: a debt).
+    /// Whether `peer` has `cost` tokens (with `cost` 0: any token) left;
+    /// takes them if so. The level may go below zero when an answer charged
+    /// after it was built turned out large: a debt.
     fn take(&mut self, peer: &PeerId, cost: f64, now: Instant) -> bool {
         let tokens = self.level(peer, now);
-        if *tokens <= 0.0 {
+        if *tokens <= 0.0 || *tokens < cost {
             return false;
         }
         *tokens -= cost;
@@ -276,48 +277,11 @@ fn within_budget<G: GossipNetwork + ?Sized>(
 }
 
 /// Ancestor fetches (a sync round, then direct requests and searches) one
-/// peer's orphans may start: a burst of [`ORPHAN_FETCH_BURST`], refilled at
-/// one per [`ORPHAN_FETCH_REFILL`]. An honest peer announces an orphan when
-/// we fell behind, and one fetch brings the whole gap; a peer sending
-/// orphans with made-up parents gets no more than this out of us.
-pub const ORPHAN_FETCH_BURST: u32 = 3;
-/// See [`ORPHAN_FETCH_BURST`]: 10 s.
-pub const ORPHAN_FETCH_REFILL: Duration = Duration::from_secs(10);
-/// Peers whose fetch budget is remembered: 1 024; past it the entry
-/// refreshed longest ago is dropped (it would be nearly full again anyway).
-pub const ORPHAN_FETCH_PEERS: usize = 1_024;
-
-/// Per-peer token buckets for orphan-triggered fetches (bounded by
-/// [`ORPHAN_FETCH_PEERS`]).
-#[derive(Debug, Default)]
-struct FetchBudget {
-    peers: HashMap<PeerId, (u32, Instant)>,
-}
-
-impl FetchBudget {
-    /// Whether an orphan from `peer` (`None`: ours) may start a fetch now;
-    /// takes a token if so.
-    fn allow(&mut self, peer: Option<&PeerId>, now: Instant) -> bool {
-        let Some(peer) = peer else { return true };
-        if !self.peers.contains_key(peer)
-            && self.peers.len() >= ORPHAN_FETCH_PEERS
-            && let Some(oldest) = self.peers.iter().min_by_key(|(_, (_, at))| *at).map(|(p, _)| p.clone())
-        {
-            self.peers.remove(&oldest);
-        }
-        let (tokens, at) = self.peers.entry(peer.clone()).or_insert((ORPHAN_FETCH_BURST, now));
-        let refills = (now.saturating_duration_since(*at).as_millis() / ORPHAN_FETCH_REFILL.as_millis().max(1)) as u32;
-        if refills > 0 {
-            *tokens = (*tokens).saturating_add(refills).min(ORPHAN_FETCH_BURST);
-            *at = if *tokens == ORPHAN_FETCH_BURST { now } else { *at + ORPHAN_FETCH_REFILL * refills };
-        }
-        if *tokens == 0 {
-            return false;
-        }
-        *tokens -= 1;
-        true
-    }
-}
+/// peer's orphans may start: 3 at once, then one per 10 s (a
+/// [`PeerBuckets`] like the request rates). An honest peer announces an
+/// orphan when we fell behind, and one fetch brings the whole gap; a peer
+/// sending orphans with made-up parents gets no more than this out of us.
+pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.1 };
 
 /// The chain attached to a gossip network: gossip handlers, request
 /// handlers and the background sync task (stopped by
@@ -326,7 +290,7 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     chain: SharedChain<S>,
     gossip: Arc<G>,
     fetching: Arc<AtomicBool>,
-    orphan_fetches: Arc<Mutex<FetchBudget>>,
+    orphan_fetches: Arc<Mutex<PeerBuckets>>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -369,7 +333,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             chain,
             gossip,
             fetching: Arc::new(AtomicBool::new(false)),
-            orphan_fetches: Arc::new(Mutex::new(FetchBudget::default())),
+            orphan_fetches: Arc::new(Mutex::new(PeerBuckets::new(ORPHAN_FETCH_RATE))),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -574,7 +538,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             // Header checked, body not yet (it is when the branch wins).
             Ok(InsertOutcome::SideBranch { .. }) => Verdict::Ignore,
             Ok(InsertOutcome::Orphan { .. })
-                if !lock_plain(&self.orphan_fetches).allow(from.as_ref(), Instant::now()) =>
+                if from.as_ref().is_some_and(|p| !lock_plain(&self.orphan_fetches).take(p, 1.0, Instant::now())) =>
             {
                 // This sender's orphans have used up its fetch budget: kept,
                 // but they ask nothing of the network until it refills.
@@ -1113,28 +1077,28 @@ mod tests {
 
     #[test]
     fn orphan_fetches_are_rationed_per_peer() {
-        let mut budget = FetchBudget::default();
+        let mut budget = PeerBuckets::new(ORPHAN_FETCH_RATE);
         let t0 = Instant::now();
         let flooder = PeerId("10.0.0.9:1".into());
         let honest = PeerId("10.0.0.2:1".into());
-        for _ in 0..ORPHAN_FETCH_BURST {
-            assert!(budget.allow(Some(&flooder), t0));
+        for _ in 0..3 {
+            assert!(budget.take(&flooder, 1.0, t0));
         }
-        assert!(!budget.allow(Some(&flooder), t0), "the burst is spent");
-        assert!(budget.allow(Some(&honest), t0), "another peer's budget is its own");
-        assert!(budget.allow(None, t0), "our own blocks are never rationed");
-        assert!(budget.allow(Some(&flooder), t0 + ORPHAN_FETCH_REFILL), "one more after a refill period");
-        assert!(!budget.allow(Some(&flooder), t0 + ORPHAN_FETCH_REFILL));
+        assert!(!budget.take(&flooder, 1.0, t0), "the burst is spent");
+        assert!(budget.take(&honest, 1.0, t0), "another peer's budget is its own");
+        assert!(!budget.take(&flooder, 1.0, t0 + Duration::from_secs(5)), "half a token is not a fetch");
+        assert!(budget.take(&flooder, 1.0, t0 + Duration::from_secs(10)), "one more after a refill period");
+        assert!(!budget.take(&flooder, 1.0, t0 + Duration::from_secs(10)));
     }
 
     #[test]
-    fn fetch_budget_forgets_the_stalest_peer_when_full() {
-        let mut budget = FetchBudget::default();
+    fn request_budgets_forget_the_stalest_peer_when_full() {
+        let mut budget = PeerBuckets::new(HASHES_RATE);
         let t0 = Instant::now();
-        for i in 0..=ORPHAN_FETCH_PEERS {
-            budget.allow(Some(&PeerId(format!("p{i}"))), t0 + Duration::from_millis(i as u64));
+        for i in 0..=REQUEST_RATE_PEERS {
+            budget.take(&PeerId(format!("p{i}")), 1.0, t0 + Duration::from_millis(i as u64));
         }
-        assert_eq!(budget.peers.len(), ORPHAN_FETCH_PEERS);
+        assert_eq!(budget.peers.len(), REQUEST_RATE_PEERS);
         assert!(!budget.peers.contains_key(&PeerId("p0".into())));
     }
 }

@@ -175,26 +175,7 @@ pub fn check_standalone(block: &Block, params: &ChainParams) -> Result<Hash, Blo
     if h.target.0 > params.pow_limit.0 {
         return Err(BlockError::TargetTooEasy { target: h.target, limit: params.pow_limit });
     }
-    if block.txs.len() > params.max_txs_per_block {
-        return Err(BlockError::TooManyTxs { count: block.txs.len(), max: params.max_txs_per_block });
-    }
-    let len = block.encoded_len();
-    if len > MAX_BLOCK_BYTES {
-        return Err(BlockError::TooLarge { len, max: MAX_BLOCK_BYTES });
-    }
-    let leaves: Vec<Hash> = block.txs.iter().map(Transaction::wtxid).collect();
-    if crate::types::merkle_root(leaves.iter().copied()) != h.merkle_root {
-        return Err(BlockError::BadMerkleRoot);
-    }
-    // One id twice is refused here rather than by the nonce rule, so a body
-    // that repeats a leaf is malformed whatever the state.
-    let mut seen = HashSet::with_capacity(block.txs.len());
-    for tx in &block.txs {
-        let id = tx.id();
-        if !seen.insert(id) {
-            return Err(BlockError::DuplicateTx(id));
-        }
-    }
+    check_body(block, params)?;
     Ok(hash)
 }
 
@@ -332,8 +313,10 @@ pub fn apply_body(
     apply_txs(state, block, params)
 }
 
-/// The body's shape: count, size, Merkle commitment and duplicates (the part
-/// of [`check_standalone`] that reads the transactions).
+/// The body's shape: count, size, Merkle commitment and repeated
+/// transactions (the part of [`check_standalone`] that reads the
+/// transactions). One id twice is refused here rather than by the nonce
+/// rule, so a body that repeats a leaf is malformed whatever the state.
 fn check_body(block: &Block, params: &ChainParams) -> Result<(), BlockError> {
     if block.txs.len() > params.max_txs_per_block {
         return Err(BlockError::TooManyTxs { count: block.txs.len(), max: params.max_txs_per_block });

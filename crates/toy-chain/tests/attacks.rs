@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use toy_chain::{
-    Block, BlockError, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MemoryStore, Retarget, SigCache,
-    Signature, Store, Transaction, TreeConfig, types::merkle_root,
+    Block, BlockError, Chain, ChainParams, Hash, InsertOutcome, Keypair, MemoryStore, Retarget, Signature, Store,
+    Transaction, TreeConfig, types::merkle_root,
 };
 
 /// An honest block on `parent` in `c` with `n` transfers from wallet 0
@@ -356,14 +354,7 @@ fn block_on_the_tip_between_sync_batches_does_not_prune_the_branch_being_synced(
 
 #[test]
 fn sybil_orphans_do_not_evict_a_large_honest_orphan() {
-    let mut c = Chain::open(
-        ChainParams::test(),
-        MemoryStore::new(),
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        TreeConfig { max_orphans: 8, ..Default::default() },
-    )
-    .expect("open");
+    let mut c = open_with(ChainParams::test(), MemoryStore::new(), TreeConfig { max_orphans: 8, ..Default::default() });
     let orphan = |n: u64, txs: Vec<Transaction>| {
         let mut b = ChainParams::test().genesis();
         b.header.parent = Hash::digest(&n.to_be_bytes());
@@ -433,14 +424,7 @@ fn retargeting() -> Chain<MemoryStore> {
         initial_target: toy_chain::target::leading_zeros(10),
         ..ChainParams::test()
     };
-    Chain::open(
-        params,
-        MemoryStore::new(),
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        Default::default(),
-    )
-    .expect("open")
+    open_with(params, MemoryStore::new(), Default::default())
 }
 
 /// Mines `blocks` blocks, block `k` found at real time genesis + k × 10 s and

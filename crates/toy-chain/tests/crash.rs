@@ -20,10 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use toy_chain::{
-    Address, Block, Chain, ChainParams, Hash, InsertOutcome, K256Verifier, Keypair, MemoryStore, RedbStore, SigCache,
-    now_ms,
-};
+use toy_chain::{Address, Block, Chain, ChainParams, Hash, InsertOutcome, Keypair, MemoryStore, RedbStore, now_ms};
 
 const KILLS: usize = 100;
 const CHILD_ENV: &str = "TOY_CRASH_CHILD";
@@ -38,14 +35,11 @@ fn main() {
 /// The child's chain: test rules, but side branches are never pruned, so
 /// every block written stays to be found after the kill.
 fn child_chain(path: &Path) -> Chain<RedbStore> {
-    Chain::open(
+    open_with(
         ChainParams { prune_depth: u64::MAX, ..ChainParams::test() },
         RedbStore::open(path).expect("open store"),
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
         Default::default(),
     )
-    .expect("open chain")
 }
 
 /// A mined block on `prev` paying `to`, built without a chain.

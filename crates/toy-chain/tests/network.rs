@@ -57,6 +57,14 @@ async fn attach<T: Transport>(
     (p2p, node)
 }
 
+/// A peer without a chain (a spammer, a liar) listening at `addr`.
+async fn bare_peer(net: &MemoryNetwork, addr: &str) -> P2p<Messaging<MemoryTransport>> {
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen(addr).await.expect("listen");
+    P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p")
+}
+
 /// Mines one block on `node`'s tip (test difficulty) and announces it.
 async fn mine_one<G: toy_gossip::GossipNetwork>(node: &ChainNode<MemoryStore, G>, who: &str) {
     let template = lock(node.chain()).template(Keypair::from_seed(who.as_bytes()).address(), now_ms());
@@ -300,10 +308,7 @@ async fn flooding_chain_hashes_requests_stops_being_answered_and_gets_the_asker_
     // was asked (2.49 GB out for 11 MB in).
     let net = MemoryNetwork::new();
     let (victim_p2p, _victim) = start(&net, 0, vec![]).await;
-    let (t, ev) = net.endpoint(Default::default());
-    let (msg, events) = Messaging::new(t, ev, Default::default());
-    msg.listen("spam:1").await.expect("listen");
-    let spammer = P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p");
+    let spammer = bare_peer(&net, "spam:1").await;
     let victim = spammer.connect("chain0:1").await.expect("peer");
     let request = toy_chain::sync::HashesRequest { locator: vec![], max: u32::MAX }.encode();
     let mut answered = 0;
@@ -329,10 +334,7 @@ async fn flooding_chain_hashes_requests_stops_being_answered_and_gets_the_asker_
 async fn malformed_chain_requests_cost_the_asker() {
     let net = MemoryNetwork::new();
     let (victim_p2p, _victim) = start(&net, 0, vec![]).await;
-    let (t, ev) = net.endpoint(Default::default());
-    let (msg, events) = Messaging::new(t, ev, Default::default());
-    msg.listen("junk:1").await.expect("listen");
-    let asker = P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p");
+    let asker = bare_peer(&net, "junk:1").await;
     let victim = asker.connect("chain0:1").await.expect("peer");
     for _ in 0..2 {
         let ask = asker.request(&victim, toy_chain::sync::BLOCKS, Bytes::from_static(&[1, 2, 3]));
@@ -355,10 +357,7 @@ async fn a_peer_lying_about_its_work_does_not_stall_sync() {
         lock(honest.chain()).insert(block).expect("insert");
     }
     // The liar: claims the most work there can be, has no blocks.
-    let (t, ev) = net.endpoint(Default::default());
-    let (msg, events) = Messaging::new(t, ev, Default::default());
-    msg.listen("liar:1").await.expect("listen");
-    let liar = P2p::start(msg, events, toy_p2p::Config::builder().build().expect("config")).expect("p2p");
+    let liar = bare_peer(&net, "liar:1").await;
     let genesis = lock(honest.chain()).params().genesis_hash();
     let claim = toy_chain::sync::Status { genesis, tip: toy_chain::Hash([7; 32]), height: 1_000_000, work: u128::MAX };
     liar.register_handler(

@@ -140,14 +140,7 @@ fn side_branch_behind_prune_depth_is_dropped_and_its_txs_return() {
 }
 
 fn with_config(config: toy_chain::TreeConfig) -> Chain<MemoryStore> {
-    Chain::open(
-        toy_chain::ChainParams::test(),
-        MemoryStore::new(),
-        std::sync::Arc::new(toy_chain::K256Verifier::new()),
-        std::sync::Arc::new(toy_chain::SigCache::default()),
-        config,
-    )
-    .expect("open")
+    open_with(toy_chain::ChainParams::test(), MemoryStore::new(), config)
 }
 
 /// A mined block whose parent nobody has, with `txs` (signed, so it is big).
@@ -301,14 +294,7 @@ fn retargeting_follows_the_block_interval() {
         initial_target: toy_chain::target::leading_zeros(8),
         ..ChainParams::test()
     };
-    let mut c = Chain::open(
-        params,
-        MemoryStore::new(),
-        std::sync::Arc::new(toy_chain::K256Verifier::new()),
-        std::sync::Arc::new(toy_chain::SigCache::default()),
-        Default::default(),
-    )
-    .expect("open");
+    let mut c = open_with(params, MemoryStore::new(), Default::default());
     // Blocks every second instead of every ten: at height 5 (the first
     // adjustment) the target must tighten.
     let mut parent = c.tip().hash;

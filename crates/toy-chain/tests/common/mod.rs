@@ -16,14 +16,13 @@ pub fn chain() -> Chain<MemoryStore> {
 }
 
 pub fn open<S: Store>(store: S) -> Chain<S> {
-    Chain::open(
-        ChainParams::test(),
-        store,
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        Default::default(),
-    )
-    .expect("open chain")
+    open_with(ChainParams::test(), store, Default::default())
+}
+
+/// A chain with its own parameters and limits.
+pub fn open_with<S: Store>(params: ChainParams, store: S, config: toy_chain::TreeConfig) -> Chain<S> {
+    Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), config)
+        .expect("open chain")
 }
 
 pub fn wallet(i: usize) -> Keypair {
