@@ -278,7 +278,7 @@ fn within_budget<G: GossipNetwork + ?Sized>(
 
 /// Ancestor fetches (a sync round, then direct requests and searches) one
 /// peer's orphans may start: 3 at once, then one per 10 s (a
-/// [`PeerBuckets`] like the request rates). An honest peer announces an
+/// token bucket per peer, like the request rates). An honest peer announces an
 /// orphan when we fell behind, and one fetch brings the whole gap; a peer
 /// sending orphans with made-up parents gets no more than this out of us.
 pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.1 };
