@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use toy_gossip::{Flow, Misbehaviour, PeerEvent, Verdict, answerer_fn, gossip_handler_fn, peer_handler_fn};
+use toy_gossip::{
+    Contribution, Flow, Misbehaviour, PeerEvent, Verdict, answerer_fn, gossip_handler_fn, peer_handler_fn,
+};
 pub use toy_gossip::{GossipNetwork, PeerId};
 
 use crate::mempool::MempoolError;
@@ -354,9 +356,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let n = node.clone();
         node.gossip.register_handler(
             NEW_TX,
-            gossip_handler_fn(move |_, bytes| {
+            gossip_handler_fn(move |from, bytes| {
                 let n = n.clone();
-                async move { n.on_tx(bytes).await }
+                async move { n.on_tx(from, bytes).await }
             }),
         )?;
         let c = node.chain.clone();
@@ -534,7 +536,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             _ => {}
         }
         match outcome {
-            Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) => Verdict::Accept,
+            Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) => {
+                // First with a new block on our best chain: a peer worth
+                // keeping when the inbound side is crowded.
+                if let Some(peer) = &from {
+                    self.gossip.credit(peer, Contribution::Block);
+                }
+                Verdict::Accept
+            }
             // Header checked, body not yet (it is when the branch wins).
             Ok(InsertOutcome::SideBranch { .. }) => Verdict::Ignore,
             Ok(InsertOutcome::Orphan { .. })
@@ -578,7 +587,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         }
     }
 
-    async fn on_tx(&self, bytes: Bytes) -> Verdict {
+    async fn on_tx(&self, from: Option<PeerId>, bytes: Bytes) -> Verdict {
         self.stats.bump("messages", NEW_TX);
         let tx = match Transaction::decode(&bytes) {
             Ok(tx) => tx,
@@ -595,7 +604,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             Err(_) => {}
         }
         match outcome {
-            Ok(Ok(_)) => Verdict::Accept,
+            Ok(Ok(_)) => {
+                if let Some(peer) = &from {
+                    self.gossip.credit(peer, Contribution::Transaction);
+                }
+                Verdict::Accept
+            }
             Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => {
                 Verdict::Reject
             }
@@ -865,6 +879,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     }
                 }
             }
+            self.gossip.credit(&source, Contribution::Block);
             log.update(&mut lock_plain(&self.sync.progress), *done, total);
         }
         Ok(imported)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use toy_p2p::{Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
+use toy_p2p::{Contribution, Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
 use crate::seen::{IdMap, MsgId, seen_key};
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
@@ -315,6 +315,10 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
 
     fn report(&self, peer: &PeerId, what: Misbehaviour) {
         self.inner.p2p.report(peer, what);
+    }
+
+    fn credit(&self, peer: &PeerId, what: Contribution) {
+        self.inner.p2p.credit(peer, what);
     }
 
     async fn connect(&self, addr: &str) -> Result<PeerId, Error> {

@@ -71,7 +71,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use flood::{Gossip, Stats};
-pub use toy_p2p::{Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
+pub use toy_p2p::{Contribution, Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
 /// Length of gossip and search ids.
 pub const ID_LEN: usize = 16;
@@ -217,6 +217,11 @@ pub trait GossipNetwork: Send + Sync + 'static {
     /// Reports a peer that sent bad data outside gossip (a bad block in a
     /// direct response, say).
     fn report(&self, peer: &PeerId, what: Misbehaviour);
+
+    /// Credits a peer with a new valid block or transaction it delivered
+    /// (through gossip or a direct answer): such peers are protected from
+    /// eviction ([`PeerNetwork::credit`]).
+    fn credit(&self, peer: &PeerId, what: Contribution);
 
     /// Dials a peer and completes the handshake (manual registration).
     async fn connect(&self, addr: &str) -> Result<PeerId, Error>;

@@ -74,7 +74,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use messaging::Messaging;
-pub use toy_net::{ConnId, DisconnectReason};
+pub use toy_net::{ConnId, DisconnectReason, netgroup_of, origin_of};
 
 /// What the messaging layer reports to the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,24 @@ pub const DEFAULT_SEND_QUEUE_BYTES: usize = 2 * DEFAULT_MAX_FRAME_LEN;
 /// probes, and bounds the sockets a stranger can open.
 pub const DEFAULT_MAX_INBOUND: usize = 256;
 
+/// Default maximum of inbound connections from one network group
+/// ([`crate::netgroup_of`]: an IPv4 /16 or IPv6 /32): 32.
+///
+/// One operator usually holds many addresses of one subnet but few subnets;
+/// this keeps such an operator to an eighth of [`DEFAULT_MAX_INBOUND`], so a
+/// reconnect flood from one place cannot turn everyone else away. On
+/// loopback each connection is its own group (a local testnet shares
+/// `127.0.0.1`), so the limit does not bite there.
+pub const DEFAULT_MAX_INBOUND_PER_GROUP: usize = 32;
+
+/// Default maximum of inbound connections from one network group that have
+/// not been promoted yet (handshakes in flight): 8.
+///
+/// An honest node opens one or two connections to a peer at a time; a
+/// stranger opening many and never saying hello holds slots and handshake
+/// timers for nothing.
+pub const DEFAULT_MAX_STRANGERS_PER_GROUP: usize = 8;
+
 /// Default largest frame a connection may send before the layer above
 /// vouches for it ([`crate::Transport::promote`]): 64 KiB.
 ///
@@ -59,6 +77,8 @@ pub struct Config {
     pub(crate) send_queue_frames: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) max_inbound: usize,
+    pub(crate) max_inbound_per_group: usize,
+    pub(crate) max_strangers_per_group: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) event_buffer: usize,
 }
@@ -72,6 +92,8 @@ impl Default for Config {
             send_queue_frames: DEFAULT_SEND_QUEUE_FRAMES,
             send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             max_inbound: DEFAULT_MAX_INBOUND,
+            max_inbound_per_group: DEFAULT_MAX_INBOUND_PER_GROUP,
+            max_strangers_per_group: DEFAULT_MAX_STRANGERS_PER_GROUP,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             event_buffer: DEFAULT_EVENT_BUFFER,
         }
@@ -113,6 +135,18 @@ impl Config {
     /// Inbound connections accepted at once; further ones are closed at once.
     pub fn max_inbound(&self) -> usize {
         self.max_inbound
+    }
+
+    /// Inbound connections accepted at once from one network group
+    /// ([`crate::netgroup_of`]).
+    pub fn max_inbound_per_group(&self) -> usize {
+        self.max_inbound_per_group
+    }
+
+    /// Inbound connections from one network group that may be open at once
+    /// without having been promoted ([`crate::Transport::promote`]).
+    pub fn max_strangers_per_group(&self) -> usize {
+        self.max_strangers_per_group
     }
 
     /// How long an outbound connect may take.
@@ -168,6 +202,19 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets the maximum number of inbound connections from one network group.
+    pub fn max_inbound_per_group(mut self, n: usize) -> Self {
+        self.0.max_inbound_per_group = n;
+        self
+    }
+
+    /// Sets how many unpromoted inbound connections one network group may
+    /// hold at once.
+    pub fn max_strangers_per_group(mut self, n: usize) -> Self {
+        self.0.max_strangers_per_group = n;
+        self
+    }
+
     /// Sets the connect timeout.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.0.connect_timeout = timeout;
@@ -197,6 +244,8 @@ impl ConfigBuilder {
         check(c.event_buffer > 0, "event_buffer", "must be at least 1")?;
         check(c.max_unverified_frame_len > 0, "max_unverified_frame_len", "must be at least 1")?;
         check(c.read_budget >= c.max_frame_len, "read_budget", "must hold at least one maximum-size frame")?;
+        check(c.max_inbound_per_group > 0, "max_inbound_per_group", "must be at least 1")?;
+        check(c.max_strangers_per_group > 0, "max_strangers_per_group", "must be at least 1")?;
         check(!c.connect_timeout.is_zero(), "connect_timeout", "must be positive")?;
         Ok(c)
     }

@@ -69,7 +69,11 @@ struct Entry {
     cancel: CancellationToken,
     reason: Arc<ReasonSlot>,
     remote: String,
+    /// Its network group ([`crate::netgroup_of`]), for per-group limits.
+    group: String,
     incoming: bool,
+    /// Promoted by the layer above ([`crate::Transport::promote`]).
+    promoted: std::sync::atomic::AtomicBool,
     /// Implementation-defined tag: the peer endpoint's id for the memory
     /// transport, 0 for TCP.
     tag: u64,
@@ -130,9 +134,28 @@ impl ConnTable {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether another inbound connection is allowed now.
-    pub(crate) fn inbound_full(&self) -> bool {
-        self.inbound.load(Ordering::Acquire) >= self.config.max_inbound
+    /// Why another inbound connection from `remote` is refused now, if it
+    /// is: the total limit, its network group's limit, or its group's limit
+    /// of handshakes in flight (connections not promoted yet).
+    pub(crate) fn refuse_inbound(&self, remote: &str) -> Option<&'static str> {
+        if self.inbound.load(Ordering::Acquire) >= self.config.max_inbound {
+            return Some("inbound limit reached");
+        }
+        let group = crate::netgroup_of(remote);
+        let (mut open, mut strangers) = (0, 0);
+        for e in self.read().values().filter(|e| e.incoming && e.group == group) {
+            open += 1;
+            if !e.promoted.load(Ordering::Acquire) {
+                strangers += 1;
+            }
+        }
+        if open >= self.config.max_inbound_per_group {
+            Some("network group's inbound limit reached")
+        } else if strangers >= self.config.max_strangers_per_group {
+            Some("network group's handshakes in flight at the limit")
+        } else {
+            None
+        }
     }
 
     /// Registers a new connection and returns what its task needs.
@@ -160,8 +183,10 @@ impl ConnTable {
                 queued_bytes: queued_bytes.clone(),
                 cancel: cancel.clone(),
                 reason: reason.clone(),
+                group: crate::netgroup_of(&remote),
                 remote,
                 incoming,
+                promoted: std::sync::atomic::AtomicBool::new(!incoming),
                 tag,
                 frame_limit: frame_limit.clone(),
                 held: AtomicUsize::new(0),
@@ -284,6 +309,7 @@ impl ConnTable {
     pub(crate) fn promote(&self, id: ConnId) {
         if let Some(entry) = self.read().get(&id) {
             entry.frame_limit.store(self.config.max_frame_len(), Ordering::Release);
+            entry.promoted.store(true, Ordering::Release);
         }
     }
 

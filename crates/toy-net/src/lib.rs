@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+mod addr;
 pub mod codec;
 mod config;
 mod conns;
@@ -76,10 +77,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use addr::{netgroup_of, origin_of};
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
 pub use config::{
     Config, ConfigBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_INBOUND,
-    DEFAULT_MAX_UNVERIFIED_FRAME_LEN, DEFAULT_READ_BUDGET, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES,
+    DEFAULT_MAX_INBOUND_PER_GROUP, DEFAULT_MAX_STRANGERS_PER_GROUP, DEFAULT_MAX_UNVERIFIED_FRAME_LEN,
+    DEFAULT_READ_BUDGET, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES,
 };
 pub use error::Error;
 pub use memory::{MemoryNetwork, MemoryTransport};

@@ -212,7 +212,7 @@ impl Transport for MemoryTransport {
         if remote.table.root.is_cancelled() {
             return Err(Error::Unreachable { addr: addr.to_owned(), reason: "connection refused".into() });
         }
-        if remote.table.inbound_full() {
+        if remote.table.refuse_inbound(&self.endpoint.name()).is_some() {
             return Err(Error::Unreachable { addr: addr.to_owned(), reason: "connection reset".into() });
         }
         let ours = self.table().register(addr.to_owned(), false, remote.id).ok_or(Error::Shutdown)?;

@@ -153,9 +153,9 @@ impl TcpTransport {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    if self.table().inbound_full() {
-                        if let Some(held_back) = WARNINGS.allow("inbound limit") {
-                            tracing::warn!(%peer, max = self.table().config().max_inbound(), held_back, "inbound limit reached; refusing");
+                    if let Some(why) = self.table().refuse_inbound(&peer.to_string()) {
+                        if let Some(held_back) = WARNINGS.allow(why) {
+                            tracing::warn!(%peer, held_back, "{why}; refusing");
                         }
                         drop(stream);
                         continue;

@@ -106,3 +106,38 @@ async fn thousands_of_endpoints_fit_in_one_process() {
     assert_eq!(hub.connections().len(), 2000);
     hub.shutdown().await;
 }
+
+/// One place (an endpoint here; a /16 over TCP) opening connection after
+/// connection, never saying hello, holds no more than its group's share of
+/// handshakes in flight, nor of inbound slots once promoted; another place
+/// still gets in.
+#[tokio::test]
+async fn reconnect_flood_from_one_group_leaves_room_for_others() {
+    let net = MemoryNetwork::new();
+    let config =
+        Config::builder().max_inbound(64).max_inbound_per_group(5).max_strangers_per_group(3).build().expect("config");
+    let (victim, _victim_events) = net.endpoint(config);
+    let addr = victim.listen("victim:1").await.expect("listen");
+    let (flooder, _flooder_events) = net.endpoint(Config::default());
+    let mut opened = 0;
+    for _ in 0..20 {
+        if flooder.connect(&addr).await.is_ok() {
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 3, "handshakes in flight from one group are capped");
+    // Promoted connections (peers that said hello) count against the
+    // group's inbound limit instead.
+    for c in victim.connections() {
+        victim.promote(c);
+    }
+    for _ in 0..20 {
+        if flooder.connect(&addr).await.is_ok() {
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 5, "one group's inbound connections are capped");
+    let (honest, _honest_events) = net.endpoint(Config::default());
+    honest.connect(&addr).await.expect("another group still gets in");
+    victim.shutdown().await;
+}

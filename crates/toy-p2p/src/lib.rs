@@ -56,6 +56,7 @@
 
 pub mod book;
 mod error;
+mod evict;
 pub mod tracker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -74,6 +75,7 @@ use tokio_util::task::TaskTracker;
 use toy_msg::{ConnId, Messenger, handler_fn};
 
 pub use error::Error;
+pub use toy_msg::{netgroup_of, origin_of};
 
 use crate::book::PeerBook;
 
@@ -120,6 +122,16 @@ impl Misbehaviour {
             Self::Custom(p) => p,
         }
     }
+}
+
+/// Something useful a peer did first: it protects the peer from eviction
+/// when the inbound side is full (see [`PeerNetwork::credit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contribution {
+    /// A new block that passed validation.
+    Block,
+    /// A new transaction the mempool accepted.
+    Transaction,
 }
 
 /// Peers coming and going.
@@ -193,6 +205,12 @@ pub trait PeerNetwork: Send + Sync + 'static {
     /// address banned for the ban period.
     fn report(&self, peer: &PeerId, what: Misbehaviour);
 
+    /// Credits `peer` with something useful it delivered first; the layer
+    /// above calls it for new valid blocks and transactions. Peers with a
+    /// recent record are the last an inbound flood can evict (Bitcoin Core
+    /// protects such peers the same way).
+    fn credit(&self, peer: &PeerId, what: Contribution);
+
     /// The address we announce.
     fn local_addr(&self) -> String;
 
@@ -219,30 +237,6 @@ struct CloseOnDrop<'a, M: Messenger>(&'a M, ConnId);
 impl<M: Messenger> Drop for CloseOnDrop<'_, M> {
     fn drop(&mut self) {
         self.0.close(self.1);
-    }
-}
-
-/// Where a connection really comes from, the key misbehaviour is charged to
-/// and bans apply to (never the address a peer announces about itself):
-///
-/// * a remote IP address, for connections from other hosts: every
-///   connection from that host shares the record, so a banned peer cannot
-///   come back by announcing another address (Bitcoin Core bans by IP too);
-/// * the whole `ip:port`, for loopback, where every local process shares the
-///   IP: a per-connection identity, so one bad local process never gets the
-///   honest ones on the same host banned;
-/// * the remote name as given, for transports without IP addresses (the
-///   in-memory network names each endpoint).
-///
-/// For an address we dial, the same rule applies to the dialled address.
-pub fn origin_of(remote: &str) -> String {
-    match remote.parse::<std::net::SocketAddr>() {
-        // An IPv4 address seen through an IPv6 socket is that IPv4 address.
-        Ok(sa) if sa.ip().to_canonical().is_loopback() => {
-            std::net::SocketAddr::new(sa.ip().to_canonical(), sa.port()).to_string()
-        }
-        Ok(sa) => sa.ip().to_canonical().to_string(),
-        Err(_) => remote.to_owned(),
     }
 }
 
@@ -436,6 +430,33 @@ struct PeerInfo {
     score: u32,
     /// Where its connection comes from ([`origin_of`]): what a ban hits.
     origin: String,
+    /// Its network group ([`netgroup_of`]), for eviction.
+    netgroup: String,
+    /// When the handshake completed.
+    since: Instant,
+    /// The fastest answer it gave to one of our requests.
+    min_rtt: Option<Duration>,
+    /// When it last delivered a new valid block / transaction first.
+    last_block: Option<Instant>,
+    last_tx: Option<Instant>,
+}
+
+impl PeerInfo {
+    fn new(conn: ConnId, outbound: bool, verified: bool, remote: &str) -> Self {
+        Self {
+            conn,
+            outbound,
+            verified,
+            spam: 0,
+            score: 0,
+            origin: origin_of(remote),
+            netgroup: netgroup_of(remote),
+            since: Instant::now(),
+            min_rtt: None,
+            last_block: None,
+            last_tx: None,
+        }
+    }
 }
 
 /// Everything the peer manager knows. Bounded: peers by `2 × max_peers`
@@ -458,6 +479,8 @@ struct State {
     get_peers_budget: HashMap<ConnId, (f64, Instant)>,
     book: PeerBook,
     rng: rand::rngs::StdRng,
+    /// Secret key of the eviction rule's network-group ranking.
+    evict_key: u64,
     tracker_conn: Option<ConnId>,
     last_tracker_ping: Option<Instant>,
     ticks: u64,
@@ -484,6 +507,29 @@ impl State {
 
     fn inbound_count(&self) -> usize {
         self.peers.values().filter(|p| !p.outbound).count()
+    }
+
+    fn outbound_count(&self) -> usize {
+        self.peers.values().filter(|p| p.outbound).count()
+    }
+
+    /// The inbound peer that gives way first ([`evict::select`]); `None`
+    /// without inbound peers. Outbound peers never do.
+    fn eviction_candidate(&self) -> Option<PeerId> {
+        let cands = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.outbound)
+            .map(|(id, p)| evict::Candidate {
+                id: id.clone(),
+                netgroup: p.netgroup.clone(),
+                connected: p.since,
+                min_rtt: p.min_rtt,
+                last_block: p.last_block,
+                last_tx: p.last_tx,
+            })
+            .collect();
+        evict::select(cands, self.evict_key)
     }
 }
 
@@ -555,10 +601,12 @@ impl<M: Messenger> P2p<M> {
             get_peers_budget: HashMap::new(),
             book,
             rng,
+            evict_key: 0,
             tracker_conn: None,
             last_tracker_ping: None,
             ticks: 0,
         };
+        state.evict_key = rand::Rng::r#gen(&mut state.rng);
         for a in config.bootstrap.iter().cloned().chain(state.book.addrs()) {
             state.add_candidate(a, &me);
         }
@@ -627,10 +675,12 @@ impl<M: Messenger> P2p<M> {
         let me = &self.inner.me;
         let max = self.inner.config.max_peers;
         // A connection already gone has no address: it gets one of its own.
-        let origin = self.inner.msg.remote_addr(conn).map_or_else(|| format!("conn:{conn}"), |r| origin_of(&r));
+        let remote = self.inner.msg.remote_addr(conn).unwrap_or_else(|| format!("conn:{conn}"));
+        let origin = origin_of(&remote);
         let mut st = self.state();
         let addr = std::str::from_utf8(payload).ok().filter(|a| is_valid_addr(a)).map(str::to_owned);
         let mut verify = None;
+        let mut evict = None;
         let verdict = match &addr {
             None => Err("malformed address"),
             Some(a) if a == me => Err("that is us"),
@@ -650,7 +700,16 @@ impl<M: Messenger> P2p<M> {
             }
             // Both dial at once: the connection opened by the smaller address wins.
             Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => Err("simultaneous dial; ours wins"),
-            Some(_) if st.inbound_count() >= 2 * max => Err("full"),
+            Some(_) if st.inbound_count() >= 2 * max => match st.eviction_candidate() {
+                // Full: a newcomer gets in by evicting the peer the eviction
+                // rule picks, never one with a proven record while others
+                // have none (see `evict`).
+                Some(victim) => {
+                    evict = st.peers.get(&victim).map(|p| (victim, p.conn));
+                    Ok(())
+                }
+                None => Err("full"),
+            },
             Some(_) => Ok(()),
         };
         let list = st.peer_list(addr.as_deref());
@@ -659,9 +718,12 @@ impl<M: Messenger> P2p<M> {
                 st.pending_inbound.remove(&conn);
                 let id = PeerId(a);
                 st.by_conn.insert(conn, id.clone());
-                st.peers
-                    .insert(id.clone(), PeerInfo { conn, outbound: false, verified: false, score: 0, spam: 0, origin });
+                st.peers.insert(id.clone(), PeerInfo::new(conn, false, false, &remote));
                 drop(st);
+                if let Some((victim, victim_conn)) = evict {
+                    tracing::debug!(me = %self.inner.me, peer = %victim, "inbound side full; evicted for a newcomer");
+                    self.inner.msg.close(victim_conn);
+                }
                 // Said hello: it may now send blocks and sync answers.
                 self.inner.msg.promote(conn);
                 tracing::debug!(me = %self.inner.me, peer = %id, "inbound peer accepted");
@@ -793,7 +855,7 @@ impl<M: Messenger> P2p<M> {
     async fn dial(&self, addr: &str) -> Result<PeerId, Error> {
         let msg = &self.inner.msg;
         let conn = msg.connect(addr).await?;
-        let origin = origin_of(&msg.remote_addr(conn).unwrap_or_else(|| addr.to_owned()));
+        let remote = msg.remote_addr(conn).unwrap_or_else(|| addr.to_owned());
         let id = PeerId(addr.to_owned());
         // Provisionally map the connection to the peer: if it accepts, it may
         // send us gossip before its answer to our hello is processed here.
@@ -836,7 +898,7 @@ impl<M: Messenger> P2p<M> {
                 // inbound slot; it does not add an outbound one (so claims
                 // cannot fill our outbound slots with dials we were made to do).
                 let outbound = displaced.is_none();
-                st.peers.insert(id.clone(), PeerInfo { conn, outbound, verified: true, score: 0, spam: 0, origin });
+                st.peers.insert(id.clone(), PeerInfo::new(conn, outbound, true, &remote));
                 drop(st);
                 if let Some(old) = displaced {
                     tracing::info!(me = %self.inner.me, peer = %id, "a connection claiming this address was not it; closed");
@@ -955,8 +1017,11 @@ impl<M: Messenger> P2p<M> {
             }
             st.bans.retain(|_, until| *until > now);
             let n = st.peers.len();
-            // Re-bootstrap when alone, or short of peers, with nothing to try.
-            if n < max && st.candidates.is_empty() && st.dialing.is_empty() {
+            let low = max.div_ceil(2).max(1);
+            let out = st.outbound_count();
+            // Re-bootstrap when short of peers (or of outbound ones) with
+            // nothing to try.
+            if (n < max || out < low) && st.candidates.is_empty() && st.dialing.is_empty() {
                 let again: Vec<String> = self.inner.config.bootstrap.iter().cloned().chain(st.book.addrs()).collect();
                 for a in again {
                     st.add_candidate(a, &self.inner.me);
@@ -966,9 +1031,11 @@ impl<M: Messenger> P2p<M> {
             // Below max/2: dial until back in range at once. Between max/2 and
             // max: one dial every TOP_UP_EVERY ticks, slow enough not to churn,
             // steady enough that separate clusters of peers find each other.
-            let low = max.div_ceil(2).max(1);
-            let room = if n < low {
-                low - n
+            // The outbound target is counted on its own: inbound peers, however
+            // many, never stop us from dialling out (an eclipse needs all our
+            // peers; these it cannot choose).
+            let room = if out < low {
+                low - out
             } else if n < max && st.ticks.is_multiple_of(TOP_UP_EVERY) {
                 1
             } else {
@@ -993,7 +1060,7 @@ impl<M: Messenger> P2p<M> {
                 }
             }
             // Top up candidates from a random peer's list now and then.
-            let ask = if n > 0 && n < max && st.candidates.len() < max && st.ticks.is_multiple_of(4) {
+            let ask = if n > 0 && (n < max || out < low) && st.candidates.len() < max && st.ticks.is_multiple_of(4) {
                 let peers: Vec<PeerId> = st.peers.keys().cloned().collect();
                 let mut rng = st.rng.clone();
                 let pick = peers.choose(&mut rng).cloned();
@@ -1002,18 +1069,33 @@ impl<M: Messenger> P2p<M> {
             } else {
                 None
             };
-            // Trim above the maximum, inbound first.
+            // Trim above the maximum: inbound peers by the eviction rule
+            // (proven peers stay), then outbound ones above the target.
             let mut trim = Vec::new();
             if n > max {
-                let mut inbound: Vec<PeerId> =
-                    st.peers.iter().filter(|(_, p)| !p.outbound).map(|(id, _)| id.clone()).collect();
+                let mut gone = Vec::new();
+                // Never below the inbound share: max minus the outbound target.
+                let inbound = st.inbound_count();
+                let excess = (n - max).min(inbound.saturating_sub(max.saturating_sub(low)));
+                while trim.len() < excess {
+                    let Some(victim) = st.eviction_candidate() else { break };
+                    if let Some(info) = st.peers.remove(&victim) {
+                        gone.push((victim.clone(), info));
+                    }
+                    trim.push(victim);
+                }
+                // Back in the table: the disconnect event removes them.
+                for (id, info) in gone {
+                    st.peers.insert(id, info);
+                }
                 let mut outbound: Vec<PeerId> =
                     st.peers.iter().filter(|(_, p)| p.outbound).map(|(id, _)| id.clone()).collect();
                 let mut rng = st.rng.clone();
-                inbound.shuffle(&mut rng);
                 outbound.shuffle(&mut rng);
                 st.rng = rng;
-                trim = inbound.into_iter().chain(outbound).take(n - max).collect();
+                let spare = outbound.len().saturating_sub(low);
+                let more = (n - max).saturating_sub(trim.len()).min(spare);
+                trim.extend(outbound.into_iter().take(more));
             }
             if st.ticks.is_multiple_of(20) {
                 st.book.age_out(now_ms());
@@ -1113,7 +1195,15 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
 
     async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
         let conn = self.conn_of(peer)?;
-        Ok(self.inner.msg.request(conn, kind, payload).await?)
+        let asked = Instant::now();
+        let answer = self.inner.msg.request(conn, kind, payload).await?;
+        // The fastest answer a peer gives is its round trip (plus the least
+        // work an answer takes): one of the things eviction protects.
+        let rtt = asked.elapsed();
+        if let Some(p) = self.state().peers.get_mut(peer).filter(|p| p.conn == conn) {
+            p.min_rtt = Some(p.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
+        Ok(answer)
     }
 
     async fn connect(&self, addr: &str) -> Result<PeerId, Error> {
@@ -1206,6 +1296,16 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
             tracing::info!(%origin, claimed = %peer, "peer banned for misbehaviour");
         }
         self.inner.msg.close(conn);
+    }
+
+    fn credit(&self, peer: &PeerId, what: Contribution) {
+        if let Some(p) = self.state().peers.get_mut(peer) {
+            let now = Some(Instant::now());
+            match what {
+                Contribution::Block => p.last_block = now,
+                Contribution::Transaction => p.last_tx = now,
+            }
+        }
     }
 
     fn local_addr(&self) -> String {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use toy_msg::{Messaging, Messenger};
 use toy_net::{MemoryNetwork, MemoryTransport, Transport};
-use toy_p2p::{Config, Misbehaviour, P2p, PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
+use toy_p2p::{Config, Contribution, Misbehaviour, P2p, PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -297,4 +297,84 @@ async fn peers_accepted_in_a_burst_of_connects_stay_past_the_handshake_timeout()
         s.shutdown().await;
     }
     hub.shutdown().await;
+}
+
+/// Opens inbound connections to `target` from ever new endpoints (as from
+/// many hosts), each saying hello with a fresh made-up address, until
+/// dropped. Returns how many hellos were accepted.
+fn fake_hello_flood(net: &MemoryNetwork, target: &'static str) -> tokio::task::JoinHandle<usize> {
+    let net = net.clone();
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        let mut keep = Vec::new();
+        for i in 0.. {
+            let (t, ev) = net.endpoint(Default::default());
+            let (msg, _events) = Messaging::new(t, ev, Default::default());
+            if let Ok(conn) = msg.connect(target).await
+                && let Ok(answer) = msg.request(conn, "p2p:hello", Bytes::from(format!("fake{i}:1"))).await
+                && answer.first() == Some(&1)
+            {
+                accepted += 1;
+            }
+            // Connections stay open (as an attacker keeps them).
+            keep.push((msg, _events));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if keep.len() > 200 {
+                keep.remove(0);
+            }
+        }
+        accepted
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_hello_flood_does_not_evict_the_proven_inbound_peer() {
+    // Before: inbound peers over the limit were trimmed at random, so a
+    // stream of fresh fake hellos soon evicted the honest inbound peer.
+    let net = MemoryNetwork::new();
+    let v = node(&net, "v:1", vec![]).await;
+    let h = node(&net, "h:1", vec![]).await;
+    h.connect("v:1").await.expect("honest peer connects");
+    let honest = PeerId("h:1".into());
+    wait_until("v has h", || v.peers().contains(&honest)).await;
+    // h delivered a valid block first (the chain layer's credit).
+    v.credit(&honest, Contribution::Block);
+    let flood = fake_hello_flood(&net, "v:1");
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut saw_flood = false;
+    while tokio::time::Instant::now() < until {
+        assert!(v.peers().contains(&honest), "the honest inbound peer was evicted: {:?}", v.peers());
+        saw_flood |= v.peers().iter().any(|p| p.0.starts_with("fake"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    flood.abort();
+    assert!(saw_flood, "the flood reached the peer table");
+    assert!(v.peers().len() <= 2 * 4, "inbound stays bounded: {:?}", v.peers());
+    v.shutdown().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_flood_cannot_take_the_outbound_slots() {
+    // Before: outbound dials were counted against all peers, so with the
+    // inbound side full a node never dialled again after losing an
+    // outbound peer; its peers were then all of the attacker's choosing.
+    let net = MemoryNetwork::new();
+    let o1 = node(&net, "o1:1", vec![]).await;
+    let o2 = node(&net, "o2:1", vec![]).await;
+    let v = node(&net, "v:1", vec!["o1:1".into(), "o2:1".into()]).await;
+    let (p1, p2) = (PeerId("o1:1".into()), PeerId("o2:1".into()));
+    wait_until("v dialled both", || v.peers().contains(&p1) && v.peers().contains(&p2)).await;
+    let flood = fake_hello_flood(&net, "v:1");
+    wait_until("the inbound side is crowded", || v.peers().iter().filter(|p| p.0.starts_with("fake")).count() >= 4)
+        .await;
+    // o2 drops v; v must dial out again although inbound peers abound.
+    o2.disconnect(&PeerId("v:1".into()));
+    wait_until("v lost o2", || !v.peers().contains(&p2)).await;
+    wait_until("v dialled o2 again", || v.peers().contains(&p2)).await;
+    assert!(v.peers().contains(&p1), "o1 stayed");
+    flood.abort();
+    for n in [v, o1, o2] {
+        n.shutdown().await;
+    }
 }
