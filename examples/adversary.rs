@@ -33,6 +33,9 @@
 //! | `hashes-flood` | asks `chain:hashes` for `u32::MAX` hashes, 100 times in a row | stop answering past the rate, penalise the asker |
 //! | `lying-status` | claims the most work there is and has no blocks | penalise it and sync from an honest peer |
 //! | `stranger-flood` | 128 raw connections announcing 16 MiB frames, 1 MiB of bytes each, no hello | refuse each at its prefix; memory stays small |
+//! | `fake-headers` | claims the most work and backs it with 500 linked headers that carry no proof of work | refuse the first header, ban the sender, fetch no body |
+//! | `eclipse` | 48 connections, each saying hello with a fresh made-up address, held for 10 s | evict the newcomers, keep the honest peers that delivered blocks, keep dialling out |
+//! | `gossip-shadow` | mines a real block and sends an old block under the gossip id it will use, then the real block under that id | accept the real block (the seen-set is keyed by content too) |
 //!
 //! Each consensus attack prints `victim <addr> kept genuine block <hash>`
 //! or `victim <addr> refused genuine block <hash>` after asking the victim
@@ -101,6 +104,12 @@ enum AttackMode {
     LyingStatus,
     /// Connections that announce huge frames before any hello.
     StrangerFlood,
+    /// A claim of work backed by headers without proof of work.
+    FakeHeaders,
+    /// Inbound connections with made-up hello addresses, to crowd out honest peers.
+    Eclipse,
+    /// A genuine block's gossip id used first on other content.
+    GossipShadow,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -344,6 +353,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::StrangerFlood {
         stranger_flood(&args).await;
+    }
+    if all || args.attack == AttackMode::FakeHeaders {
+        fake_headers(&args, &chain).await?;
+    }
+    if all || args.attack == AttackMode::Eclipse {
+        eclipse(&args).await?;
+    }
+    if all || args.attack == AttackMode::GossipShadow {
+        gossip_shadow(&args, &chain, &mut identities).await?;
     }
     if all || args.attack == AttackMode::Classic {
         classic(&args, &chain, &mut identities).await?;
@@ -724,7 +742,7 @@ async fn lying_status(args: &Args, chain: &Shared) -> anyhow::Result<()> {
         sync::STATUS,
         toy::p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
     )?;
-    liar.register_handler(sync::HASHES, toy::p2p::peer_handler_fn(|_, _| async { Some(Bytes::new()) }))?;
+    liar.register_handler(sync::HEADERS, toy::p2p::peer_handler_fn(|_, _| async { Some(Bytes::new()) }))?;
     for victim in &args.peer {
         match liar.connect(victim).await {
             Ok(_) => println!("lying status: claimed u128::MAX work to {victim}"),
@@ -734,6 +752,128 @@ async fn lying_status(args: &Args, chain: &Shared) -> anyhow::Result<()> {
     // Long enough for the victims' sync on a new peer to ask us and give up.
     tokio::time::sleep(Duration::from_secs(3)).await;
     liar.shutdown().await;
+    Ok(())
+}
+
+/// Claims the most work there is and answers `chain:headers` with a long
+/// chain of linked headers (right heights, targets and times) that carry
+/// no proof of work; counts the bodies it is asked for.
+async fn fake_headers(args: &Args, chain: &Shared) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (genesis, mut parent) = {
+        let c = lock(chain);
+        let tip = c.tip().hash;
+        (c.params().genesis_hash(), c.header(&tip).cloned().context("tip header")?)
+    };
+    let mut headers = Vec::new();
+    for _ in 0..500 {
+        let mut h = parent.clone();
+        h.height += 1;
+        h.parent = parent.hash();
+        h.timestamp_ms = parent.timestamp_ms + 1_000;
+        h.nonce = 0;
+        while toy::chain::target::meets(&h.hash(), &h.target) {
+            h.nonce += 1;
+        }
+        headers.push(h.clone());
+        parent = h;
+    }
+    let liar = bare_peer(&args.peer, None).await?;
+    let claim = sync::Status { genesis, tip: parent.hash(), height: parent.height, work: u128::MAX };
+    liar.register_handler(
+        sync::STATUS,
+        toy::p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
+    )?;
+    let answer = sync::encode_headers(&headers);
+    liar.register_handler(
+        sync::HEADERS,
+        toy::p2p::peer_handler_fn(move |_, _| {
+            let answer = answer.clone();
+            async move { Some(answer) }
+        }),
+    )?;
+    let bodies = Arc::new(AtomicUsize::new(0));
+    let counter = bodies.clone();
+    liar.register_handler(
+        sync::BLOCKS,
+        toy::p2p::peer_handler_fn(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { None }
+        }),
+    )?;
+    let mut events = liar.subscribe();
+    for victim in &args.peer {
+        if let Err(e) = liar.connect(victim).await {
+            println!("fake headers: {victim} refused us ({e})");
+        }
+    }
+    // Each victim asks on the new peer, checks the first header and drops us.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !liar.peers().is_empty() && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+    }
+    let kept: Vec<String> = liar.peers().into_iter().map(|p| p.0).collect();
+    println!(
+        "fake headers: 500 headers without work; dropped by {} of {} victims, {} bodies asked for",
+        args.peer.len() - kept.len().min(args.peer.len()),
+        args.peer.len(),
+        bodies.load(Ordering::SeqCst)
+    );
+    liar.shutdown().await;
+    Ok(())
+}
+
+/// Opens many inbound connections to each victim, each saying hello with a
+/// made-up address, and holds them: the inbound side fills with strangers,
+/// and only the eviction rule decides who stays.
+async fn eclipse(args: &Args) -> anyhow::Result<()> {
+    const CROWD: usize = 48;
+    for victim in &args.peer {
+        let (transport, net_events) = TcpTransport::new(Default::default());
+        let (msg, _msg_events) = Messaging::new(transport, net_events, Default::default());
+        let mut accepted = 0;
+        for i in 0..CROWD {
+            let Ok(conn) = msg.connect(victim).await else { continue };
+            let fake = format!("10.{}.{}.{}:{}", i % 200, rand::random::<u8>(), rand::random::<u8>(), 20_000 + i);
+            if let Ok(Ok(answer)) =
+                tokio::time::timeout(Duration::from_secs(2), msg.request(conn, "p2p:hello", Bytes::from(fake))).await
+                && answer.first() == Some(&1)
+            {
+                accepted += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let open = msg.transport().connections().len();
+        println!("eclipse: {CROWD} made-up hellos to {victim}, {accepted} accepted, {open} still open after 10 s");
+        msg.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Mines a genuine block and, before sending it, sends an old block under
+/// the gossip id the genuine one will carry; then the genuine one under
+/// that id. A seen-set keyed by id alone would drop the genuine block.
+async fn gossip_shadow(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    for attempt in 1..=ATTACK_ATTEMPTS {
+        let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
+        let genuine = mine_genuine(&id, chain, |t| t).await?;
+        let hash = genuine.hash();
+        let old = lock(chain).block_at(0).ok().flatten().context("genesis")?;
+        let gossip_id: [u8; 16] = rand::random();
+        let kind = format!("gossip:{NEW_BLOCK}");
+        for body in [old.encode(), genuine.encode()] {
+            let mut payload = gossip_id.to_vec();
+            payload.extend_from_slice(&body);
+            id.p2p.broadcast(&kind, Bytes::from(payload), &[]);
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
+        println!("sent genuine block {hash} under a gossip id first used for another block");
+        let kept = report_victims(&id, hash, "after a shadowing gossip id", attempt == ATTACK_ATTEMPTS).await;
+        id.leave().await;
+        if kept {
+            break;
+        }
+    }
     Ok(())
 }
 

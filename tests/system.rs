@@ -191,6 +191,25 @@ async fn an_adversary_is_banned_and_changes_nothing() {
             line.split(", ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
         assert!(cut >= 64, "most strangers should be cut off at their prefix: {line}");
     }
+    // A claim of work backed by headers without proof of work: refused at
+    // the first header, the sender dropped, no body fetched.
+    for line in out.iter().filter(|l| l.starts_with("fake headers:")) {
+        println!("adversary: {line}");
+        if line.contains("refused us") {
+            continue;
+        }
+        assert!(line.contains("dropped by 1 of 1 victims"), "the fake header chain's sender stayed: {line}");
+        assert!(line.ends_with(" 0 bodies asked for"), "bodies were fetched for fake headers: {line}");
+    }
+    // A crowd of made-up hellos did not cut the victim off the honest nodes.
+    for line in out.iter().filter(|l| l.starts_with("eclipse:")) {
+        println!("adversary: {line}");
+    }
+    wait_for("the victim still peers with honest nodes", || async {
+        let peers = api.peers(&nodes[3].http).await;
+        nodes.iter().any(|n| peers.contains(&n.p2p))
+    })
+    .await;
     wait_converged(&api, &urls(&nodes), 3).await;
 }
 

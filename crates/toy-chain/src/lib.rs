@@ -61,6 +61,7 @@
 pub mod builder;
 pub mod crypto;
 pub mod error;
+pub mod headers;
 pub mod mempool;
 pub mod network;
 pub mod params;

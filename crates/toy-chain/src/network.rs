@@ -32,11 +32,12 @@ use toy_gossip::{
 };
 pub use toy_gossip::{GossipNetwork, PeerId};
 
+use crate::headers::HeadersError;
 use crate::mempool::MempoolError;
 use crate::store::Store;
 use crate::sync::{self, HashesRequest, ProgressLog, Status, SyncProgress};
 use crate::tree::{Chain, InsertOutcome, now_ms};
-use crate::types::{Block, Hash, Transaction};
+use crate::types::{Block, Hash, Header, Transaction};
 
 /// Gossip kind of new blocks: the workshop's `bc:new_block` (on the wire
 /// `gossip:bc:new_block`).
@@ -49,6 +50,12 @@ pub const SEARCH_BLOCK: &str = "block";
 
 /// Blocks fetched backwards through search before giving up on a branch.
 pub const MAX_FETCH_DEPTH: usize = 10_000;
+/// Longest time one ancestor fetch may hold its slot: 60 s. A branch deeper
+/// than it can fetch in that time is left to sync (headers first, from the
+/// peers with the most work); every block of a fake ancestry must carry
+/// proof of work at its own target, or the first one ends the fetch and
+/// gets its sender banned.
+pub const MAX_FETCH_TIME: Duration = Duration::from_secs(60);
 /// How long one `search:block` waits for an answer.
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a direct request for one missing block waits for the peer that
@@ -164,6 +171,14 @@ pub struct RequestRate {
     pub per_sec: f64,
 }
 
+/// Heights of our best chain after the first locator hash on it (genesis if
+/// none is), at most `cap` of them and at most `req.max`.
+fn after_locator<S: Store>(c: &Chain<S>, req: &HashesRequest, cap: usize) -> std::ops::RangeInclusive<u64> {
+    let start = req.locator.iter().find(|h| c.is_canonical(h)).and_then(|h| c.header(h)).map_or(1, |h| h.height + 1);
+    let max = (req.max as usize).min(cap) as u64;
+    start..=c.tip().height.min(start.saturating_add(max).saturating_sub(1))
+}
+
 /// `chain:status`: 16 at once, 4 a second. Over it: no answer, but no
 /// penalty either, since every new peer makes a node ask all its peers (a
 /// burst of connects elsewhere is not the asker's fault).
@@ -171,6 +186,9 @@ pub const STATUS_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
 /// `chain:hashes` (each answer up to 2 000 hashes, 64 KB): 16 at once, 4 a
 /// second (a fast sync of small blocks runs several rounds a second).
 pub const HASHES_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
+/// `chain:headers` (each answer up to 2 000 headers, 330 KB): 16 at once, 4
+/// a second, as `chain:hashes`.
+pub const HEADERS_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
 /// `chain:blocks`, in bytes answered: 64 MiB at once, 16 MiB a second (a
 /// sync keeps four 8 MiB batches in flight). Charged by the bytes of each
 /// answer once it is built; how many answers one peer can have in the making
@@ -418,16 +436,37 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 async move {
                     let req = req?;
                     let c = lock(&c);
-                    let start = req
-                        .locator
-                        .iter()
-                        .find(|h| c.is_canonical(h))
-                        .and_then(|h| c.header(h))
-                        .map_or(1, |h| h.height + 1);
-                    let max = (req.max as usize).min(sync::MAX_HASHES) as u64;
-                    let end = c.tip().height.min(start.saturating_add(max).saturating_sub(1));
-                    let hashes: Vec<Hash> = (start..=end).map_while(|h| c.hash_at(h)).collect();
+                    let hashes: Vec<Hash> =
+                        after_locator(&c, &req, sync::MAX_HASHES).map_while(|h| c.hash_at(h)).collect();
                     Some(sync::encode_hashes(&hashes))
+                }
+            }),
+        )?;
+        let c = self.chain.clone();
+        let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(HEADERS_RATE)));
+        self.gossip.register_request_handler(
+            sync::HEADERS,
+            peer_handler_fn(move |peer, payload| {
+                stats.bump("messages", sync::HEADERS);
+                let c = c.clone();
+                let req = match HashesRequest::decode(&payload) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        stats.bump("requests_refused", "Malformed");
+                        g.report(&peer, Misbehaviour::ProtocolViolation);
+                        None
+                    }
+                };
+                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HEADERS, 1.0));
+                async move {
+                    let req = req?;
+                    let c = lock(&c);
+                    let headers: Vec<Header> = after_locator(&c, &req, sync::MAX_HEADERS)
+                        .map_while(|h| c.hash_at(h).and_then(|hash| c.header(&hash)).cloned())
+                        .collect();
+                    Some(sync::encode_headers(&headers))
                 }
             }),
         )?;
@@ -794,29 +833,59 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         } else {
             locator
         };
-        let req = HashesRequest { locator, max: sync::MAX_HASHES as u32 };
-        let answer = tokio::time::timeout(
+        // Headers first: the claim in `status` is checked against headers
+        // the peer must deliver (proof of work and every header rule) before
+        // any body is asked for.
+        let req = HashesRequest { locator, max: sync::MAX_HEADERS as u32 };
+        let answer = match tokio::time::timeout(
             sync::REQUEST_TIMEOUT,
-            self.gossip.request(best, sync::HASHES, Bytes::from(req.encode())),
+            self.gossip.request(best, sync::HEADERS, Bytes::from(req.encode())),
         )
         .await
-        .map_err(|_| peer_error(best, "no hashes in time"))??;
-        let Some(hashes) = sync::decode_hashes(&answer, sync::MAX_HASHES) else {
-            self.gossip.report(best, Misbehaviour::ProtocolViolation);
-            return Err(peer_error(best, "malformed hashes"));
-        };
-        if hashes.is_empty() {
-            // It claims more work than ours yet has no block after our
-            // locator (even our genesis is on every chain): a lie, unless we
-            // caught up with it meanwhile (its status is a moment old).
-            if lock(&self.chain).tip().work < status.work {
-                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+        {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(peer_error(best, format!("no headers: {e}"))),
+            Err(_) => {
+                // A claim it does not back in time costs it a little (the
+                // penalty fades, as a slow honest peer's would).
+                self.gossip.report(best, Misbehaviour::Spam);
+                return Err(peer_error(best, "no headers in time"));
             }
-            return Err(peer_error(best, "claims more work but has no blocks for us"));
+        };
+        let Some(headers) = sync::decode_headers(&answer, sync::MAX_HEADERS) else {
+            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            return Err(peer_error(best, "malformed headers"));
+        };
+        let complete = headers.len() < sync::MAX_HEADERS;
+        let c = self.chain.clone();
+        let checked = tokio::task::spawn_blocking(move || lock(&c).check_headers(&headers, now_ms()))
+            .await
+            .map_err(|_| NetworkError::Cancelled)?;
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(e @ HeadersError::Invalid { .. }) => {
+                // A header that breaks a rule is proof, like an invalid block.
+                self.gossip.report(best, Misbehaviour::InvalidBlock);
+                return Err(peer_error(best, format!("sent an invalid header chain: {e}")));
+            }
+            Err(e) => {
+                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                return Err(peer_error(best, format!("sent headers that are not a chain on ours: {e}")));
+            }
+        };
+        let ours = lock(&self.chain).tip().work;
+        if complete && !checked.ahead_of_clock && checked.work < status.work && ours < status.work {
+            // All it has, and less work than it claimed (its status is a
+            // moment old, but a best chain's work only grows): a lie, and
+            // the headers it did send show what it really has.
+            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            if checked.work <= ours {
+                return Err(peer_error(best, "claims more work than its headers carry"));
+            }
         }
         let wanted: Vec<Hash> = {
             let c = lock(&self.chain);
-            hashes.into_iter().skip_while(|h| c.contains(h)).collect()
+            checked.hashes.into_iter().skip_while(|h| c.contains(h)).collect()
         };
         if wanted.is_empty() {
             return Ok(0);
@@ -959,7 +1028,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Fetches `missing` and its ancestors until the branch connects: from
     /// `announcer` by direct request while it has them, then through
     /// `search:block`. One fetch at a time, at most [`MAX_FETCH_DEPTH`]
-    /// blocks, ended by [`ChainNode::shutdown`]. An announcer that sends a
+    /// blocks and [`MAX_FETCH_TIME`], ended by [`ChainNode::shutdown`]. An announcer that sends a
     /// block we did not ask for, or an invalid one, is reported.
     fn fetch_ancestors(&self, missing: Hash, announcer: Option<PeerId>) {
         if self.fetching.swap(true, Ordering::AcqRel) {
@@ -976,6 +1045,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 // Stopped by shutdown between requests (each waits at most
                 // SEARCH_TIMEOUT).
                 if this.sync.cancel.is_cancelled() || depth > MAX_FETCH_DEPTH || lock(&this.chain).contains(&hash) {
+                    break;
+                }
+                if started.elapsed() > MAX_FETCH_TIME {
+                    tracing::info!(fetched = depth - 1, "ancestor fetch out of time; sync takes over");
+                    this.sync.wake.notify_one();
                     break;
                 }
                 let mut found: Option<(Block, Option<PeerId>)> = None;

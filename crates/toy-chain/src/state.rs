@@ -8,7 +8,7 @@ use crate::crypto::{SigCache, Verifier};
 use crate::error::{BlockError, TxError};
 use crate::params::ChainParams;
 use crate::target::meets;
-use crate::types::{Address, Block, Hash, MAX_BLOCK_BYTES, Transaction, TxKind};
+use crate::types::{Address, Block, Hash, Header, MAX_BLOCK_BYTES, Transaction, TxKind};
 
 /// One account: its balance and the nonce its next transaction must use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,7 +168,7 @@ pub fn check_standalone(block: &Block, params: &ChainParams) -> Result<Hash, Blo
     if h.version != 1 {
         return Err(BlockError::BadVersion(h.version));
     }
-    let hash = block.hash();
+    let hash = h.hash();
     if !meets(&hash, &h.target) {
         return Err(BlockError::BadProofOfWork { hash });
     }
@@ -190,7 +190,15 @@ pub fn check_standalone(block: &Block, params: &ChainParams) -> Result<Hash, Blo
 /// # Errors
 /// The [`BlockError`] of the first rule broken.
 pub fn check_header(block: &Block, ctx: &BlockContext, params: &ChainParams) -> Result<Hash, BlockError> {
-    let h = &block.header;
+    check_header_alone(&block.header, ctx, params)
+}
+
+/// [`check_header`] for a header without its body (headers-first sync):
+/// the same rules, since none of them reads the body.
+///
+/// # Errors
+/// The [`BlockError`] of the first rule broken.
+pub fn check_header_alone(h: &Header, ctx: &BlockContext, params: &ChainParams) -> Result<Hash, BlockError> {
     if h.version != 1 {
         return Err(BlockError::BadVersion(h.version));
     }
@@ -204,7 +212,7 @@ pub fn check_header(block: &Block, ctx: &BlockContext, params: &ChainParams) -> 
     if h.target != ctx.expected_target {
         return Err(BlockError::WrongTarget { expected: ctx.expected_target, got: h.target });
     }
-    let hash = block.hash();
+    let hash = h.hash();
     if !meets(&hash, &h.target) {
         return Err(BlockError::BadProofOfWork { hash });
     }

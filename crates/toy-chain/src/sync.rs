@@ -4,11 +4,14 @@
 //! | kind | request | response |
 //! | --- | --- | --- |
 //! | `chain:status` | empty | postcard [`Status`] (genesis, tip, height, cumulative work) |
-//! | `chain:hashes` | postcard [`HashesRequest`] (our locator, at most [`MAX_LOCATOR`] hashes) | the peer's canonical hashes after the first locator hash it has on its best chain: `n × 32` bytes, `n ≤` [`MAX_HASHES`] |
+//! | `chain:headers` | postcard [`HashesRequest`] (our locator, at most [`MAX_LOCATOR`] hashes) | the peer's canonical headers after the first locator hash it has on its best chain: `n ×` [`HEADER_BYTES`] bytes (each [`Header::hashing_bytes`]), `n ≤` [`MAX_HEADERS`] |
+//! | `chain:hashes` | postcard [`HashesRequest`] | the same chain as hashes: `n × 32` bytes, `n ≤` [`MAX_HASHES`] (served for tools; sync uses headers) |
 //! | `chain:blocks` | `n × 32` bytes of hashes, `n ≤` [`BATCH`] | for each block the peer has, in order: 4-byte big-endian length, postcard block; at most [`MAX_BLOCKS_RESPONSE`] bytes |
 //!
 //! A sync round asks every peer for its [`Status`], picks the one with the
-//! most work above ours, asks it for the hashes after our locator, and
+//! most work above ours, asks it for the headers after our locator, checks
+//! them as a chain ([`crate::headers`]: proof of work and every other header
+//! rule) and that their work backs the peer's claim, and only then
 //! downloads those blocks in batches of [`BATCH`] from every peer that claims
 //! more work than us (round robin, [`IN_FLIGHT`] batches in flight), importing
 //! them in order while the next batches are on their way. A batch a peer
@@ -21,10 +24,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
-use crate::types::{Block, Hash, MAX_BLOCK_BYTES, strict_decode};
+use crate::types::{Block, HEADER_BYTES, Hash, Header, MAX_BLOCK_BYTES, strict_decode};
 
 /// Kind of the status request.
 pub const STATUS: &str = "chain:status";
+/// Kind of the headers request.
+pub const HEADERS: &str = "chain:headers";
 /// Kind of the hashes request.
 pub const HASHES: &str = "chain:hashes";
 /// Kind of the blocks request.
@@ -32,6 +37,8 @@ pub const BLOCKS: &str = "chain:blocks";
 
 /// Most hashes in one `chain:hashes` response.
 pub const MAX_HASHES: usize = 2_000;
+/// Most headers in one `chain:headers` response (330 000 bytes).
+pub const MAX_HEADERS: usize = 2_000;
 /// Most hashes in a locator we accept.
 pub const MAX_LOCATOR: usize = 64;
 /// Blocks asked for in one `chain:blocks` request.
@@ -120,6 +127,24 @@ pub fn decode_hashes(bytes: &[u8], max: usize) -> Option<Vec<Hash>> {
         return None;
     }
     Some(bytes.chunks_exact(32).filter_map(|c| c.try_into().ok().map(Hash)).collect())
+}
+
+/// `n ×` [`HEADER_BYTES`] bytes.
+pub fn encode_headers(headers: &[Header]) -> Bytes {
+    let mut b = BytesMut::with_capacity(headers.len() * HEADER_BYTES);
+    for h in headers {
+        b.put_slice(&h.hashing_bytes());
+    }
+    b.freeze()
+}
+
+/// Splits `n ×` [`HEADER_BYTES`] bytes into headers; `None` when the length
+/// is not a multiple of it or there are more than `max`.
+pub fn decode_headers(bytes: &[u8], max: usize) -> Option<Vec<Header>> {
+    if !bytes.len().is_multiple_of(HEADER_BYTES) || bytes.len() / HEADER_BYTES > max {
+        return None;
+    }
+    bytes.chunks_exact(HEADER_BYTES).map(Header::from_hashing_bytes).collect()
 }
 
 /// Length-prefixed blocks, stopping before [`MAX_BLOCKS_RESPONSE`] (but
@@ -224,6 +249,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode_blocks(&bytes, BATCH);
             let _ = decode_hashes(&bytes, MAX_HASHES);
+            let _ = decode_headers(&bytes, MAX_HEADERS);
             let _ = Status::decode(&bytes);
             let _ = HashesRequest::decode(&bytes);
         }
@@ -251,6 +277,19 @@ mod tests {
         assert_eq!(HashesRequest::decode(&r.encode()).ok(), Some(r));
         let too_long = HashesRequest { locator: vec![Hash([3; 32]); MAX_LOCATOR + 1], max: 9 };
         assert!(HashesRequest::decode(&too_long.encode()).is_err());
+    }
+
+    #[test]
+    fn headers_round_trip_and_need_whole_entries() {
+        let g = ChainParams::test().genesis().header;
+        let mut other = g.clone();
+        other.nonce = 99;
+        let hs = vec![g, other];
+        let bytes = encode_headers(&hs);
+        assert_eq!(decode_headers(&bytes, 2), Some(hs.clone()));
+        assert_eq!(decode_headers(&bytes, 1), None);
+        assert_eq!(decode_headers(&bytes[1..], 2), None);
+        assert_eq!(decode_headers(&[], 2), Some(vec![]));
     }
 
     #[test]

@@ -8,11 +8,12 @@ use tokio::sync::watch;
 
 use crate::crypto::{SigCache, Verifier};
 use crate::error::{BlockError, ChainError, StoreError};
+use crate::headers::{self, CheckedHeaders, HeadersError};
 use crate::mempool::{Mempool, MempoolConfig, MempoolError};
 use crate::params::ChainParams;
 use crate::state::{Account, BlockContext, State, Undo, apply_txs, check_header, check_signatures, check_standalone};
 use crate::store::{AccountWrite, Store};
-use crate::target::{scale, work};
+use crate::target::work;
 use crate::types::{Address, Block, Hash, Header, Transaction};
 
 /// Default capacity of the orphan pool: 256 blocks (~1 MiB at dev sizes),
@@ -533,14 +534,24 @@ impl<S: Store> Chain<S> {
     /// [`BlockError::UnknownParent`] when `parent` is not indexed.
     pub fn context_for(&self, parent: &Hash, now_ms: u64) -> Result<BlockContext, BlockError> {
         let node = self.index.get(parent).ok_or(BlockError::UnknownParent(*parent))?;
-        Ok(BlockContext {
-            parent_hash: *parent,
-            parent_height: node.header.height,
-            expected_target: self.expected_target(node),
-            median_time_past_ms: self.median_time_past(parent),
-            min_timestamp_ms: self.timewarp_floor(node),
+        let lookup = |h: &Hash| self.index.get(h).map(|n| &n.header);
+        Ok(headers::context(&self.params, *parent, &node.header, &lookup, now_ms))
+    }
+
+    /// Checks a peer's header chain on top of blocks we know, before any of
+    /// its bodies is fetched (headers-first sync; see [`crate::headers`]).
+    ///
+    /// # Errors
+    /// [`HeadersError`] when the headers do not connect, do not form a
+    /// chain, or one breaks a header rule.
+    pub fn check_headers(&self, headers: &[Header], now_ms: u64) -> Result<CheckedHeaders, HeadersError> {
+        headers::check(
+            &self.params,
+            headers,
+            |h| self.index.get(h).map(|n| (&n.header, n.work)),
+            |h| self.invalid.set.contains(h),
             now_ms,
-        })
+        )
     }
 
     /// The first of the ancestors a child of `parent` is judged by (the
@@ -559,61 +570,6 @@ impl<S: Store> Chain<S> {
             }
         }
         None
-    }
-
-    fn ancestor(&self, from: &Hash, back: u64) -> Option<&Node> {
-        let mut node = self.index.get(from)?;
-        for _ in 0..back {
-            node = self.index.get(&node.header.parent)?;
-        }
-        Some(node)
-    }
-
-    /// The target a child of `parent` must carry. At the first block of a
-    /// window the target is scaled by the span of the window that just ended,
-    /// measured from the last block of the window before it (or genesis), so
-    /// it covers exactly the intervals it is compared with.
-    fn expected_target(&self, parent: &Node) -> Hash {
-        let Some(rt) = &self.params.retarget else { return self.params.initial_target };
-        let height = parent.header.height + 1;
-        if rt.interval == 0 || !height.is_multiple_of(rt.interval) || height < rt.interval {
-            return parent.header.target;
-        }
-        let back = rt.interval.min(parent.header.height);
-        let parent_hash = parent.header.hash();
-        let Some(first) = self.ancestor(&parent_hash, back) else { return parent.header.target };
-        let expected = back.saturating_mul(rt.target_block_ms).max(1);
-        let span = parent
-            .header
-            .timestamp_ms
-            .saturating_sub(first.header.timestamp_ms)
-            .clamp(expected / 4, expected.saturating_mul(4));
-        scale(&parent.header.target, span, expected, &self.params.pow_limit)
-    }
-
-    /// BIP 94: the first block of a retarget window may not be stamped more
-    /// than `max_timewarp_ms` before its parent; 0 (no floor) elsewhere.
-    fn timewarp_floor(&self, parent: &Node) -> u64 {
-        match &self.params.retarget {
-            Some(rt) if rt.interval > 0 && (parent.header.height + 1).is_multiple_of(rt.interval) => {
-                parent.header.timestamp_ms.saturating_sub(rt.max_timewarp_ms)
-            }
-            _ => 0,
-        }
-    }
-
-    fn median_time_past(&self, parent: &Hash) -> u64 {
-        let mut times = Vec::with_capacity(self.params.median_window);
-        let mut cursor = self.index.get(parent);
-        while let Some(node) = cursor {
-            times.push(node.header.timestamp_ms);
-            if times.len() >= self.params.median_window.max(1) || node.header.height == 0 {
-                break;
-            }
-            cursor = self.index.get(&node.header.parent);
-        }
-        times.sort_unstable();
-        times.get(times.len() / 2).copied().unwrap_or(0)
     }
 
     /// Builds a block template on the tip paying `miner`.

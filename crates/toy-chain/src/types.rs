@@ -325,6 +325,32 @@ impl Header {
         out
     }
 
+    /// The header whose [`Header::hashing_bytes`] are `bytes` (the wire form
+    /// of `chain:headers`); `None` unless exactly [`HEADER_BYTES`] long. Any
+    /// such bytes decode: the rules judge them.
+    pub fn from_hashing_bytes(bytes: &[u8]) -> Option<Header> {
+        let bytes: &[u8; HEADER_BYTES] = bytes.try_into().ok()?;
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let part = &bytes[at..at + n];
+            at += n;
+            part
+        };
+        let u32_at = |b: &[u8]| b.try_into().ok().map(u32::from_be_bytes);
+        let u64_at = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+        Some(Header {
+            version: u32_at(take(4))?,
+            height: u64_at(take(8))?,
+            parent: Hash(take(32).try_into().ok()?),
+            merkle_root: Hash(take(32).try_into().ok()?),
+            timestamp_ms: u64_at(take(8))?,
+            target: Hash(take(32).try_into().ok()?),
+            miner: Address(take(33).try_into().ok()?),
+            reward: u64_at(take(8))?,
+            nonce: u64_at(take(8))?,
+        })
+    }
+
     /// The block hash: SHA-256 of [`Header::hashing_bytes`].
     pub fn hash(&self) -> Hash {
         Hash::digest(&self.hashing_bytes())

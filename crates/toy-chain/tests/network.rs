@@ -203,9 +203,9 @@ async fn a_peer_lying_during_sync_is_penalised_and_dropped() {
         toy_p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
     )
     .expect("status");
-    // 33 bytes: not a whole number of hashes.
-    liar.register_handler(sync::HASHES, toy_p2p::peer_handler_fn(|_, _| async { Some(Bytes::from(vec![7u8; 33])) }))
-        .expect("hashes");
+    // 33 bytes: not a whole number of headers.
+    liar.register_handler(sync::HEADERS, toy_p2p::peer_handler_fn(|_, _| async { Some(Bytes::from(vec![7u8; 33])) }))
+        .expect("headers");
     // Connects only now, with its handlers in place.
     liar.connect("chain0:1").await.expect("connect");
     let liar_id = toy_p2p::PeerId("liar:1".into());
@@ -365,8 +365,8 @@ async fn a_peer_lying_about_its_work_does_not_stall_sync() {
         toy_p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
     )
     .expect("status");
-    liar.register_handler(toy_chain::sync::HASHES, toy_p2p::peer_handler_fn(|_, _| async { Some(Bytes::new()) }))
-        .expect("hashes");
+    liar.register_handler(toy_chain::sync::HEADERS, toy_p2p::peer_handler_fn(|_, _| async { Some(Bytes::new()) }))
+        .expect("headers");
     let (victim_p2p, victim) = start(&net, 1, vec![]).await;
     liar.connect("chain1:1").await.expect("liar peers");
     victim_p2p.connect("chain0:1").await.expect("honest peer");
@@ -381,4 +381,63 @@ async fn a_peer_lying_about_its_work_does_not_stall_sync() {
     for p in [liar, honest_p2p, victim_p2p] {
         p.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_header_chain_without_proof_of_work_is_refused_at_the_first_header() {
+    // Before: sync fetched whatever hashes the peer with the highest claim
+    // listed; a no-work claim cost the liar nothing and us the downloads.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let net = MemoryNetwork::new();
+    let (victim_p2p, victim) = start(&net, 0, vec![]).await;
+    let params = toy_chain::ChainParams::test();
+    let genesis = params.genesis();
+    // 500 linked headers on our genesis, right target and times, no work.
+    let mut headers = Vec::new();
+    let mut parent = genesis.header.clone();
+    for i in 1..=500u64 {
+        let mut h = parent.clone();
+        h.height = i;
+        h.parent = parent.hash();
+        h.timestamp_ms = parent.timestamp_ms + 1_000;
+        h.nonce = 0;
+        while toy_chain::target::meets(&h.hash(), &h.target) {
+            h.nonce += 1;
+        }
+        headers.push(h.clone());
+        parent = h;
+    }
+    let liar = bare_peer(&net, "liar:1").await;
+    let claim = toy_chain::sync::Status { genesis: genesis.hash(), tip: parent.hash(), height: 500, work: u128::MAX };
+    liar.register_handler(
+        toy_chain::sync::STATUS,
+        toy_p2p::peer_handler_fn(move |_, _| async move { Some(Bytes::from(claim.encode())) }),
+    )
+    .expect("status");
+    let answer = toy_chain::sync::encode_headers(&headers);
+    liar.register_handler(
+        toy_chain::sync::HEADERS,
+        toy_p2p::peer_handler_fn(move |_, _| {
+            let answer = answer.clone();
+            async move { Some(answer) }
+        }),
+    )
+    .expect("headers");
+    let asked_for_blocks = Arc::new(AtomicUsize::new(0));
+    let counter = asked_for_blocks.clone();
+    liar.register_handler(
+        toy_chain::sync::BLOCKS,
+        toy_p2p::peer_handler_fn(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { None }
+        }),
+    )
+    .expect("blocks");
+    liar.connect("chain0:1").await.expect("liar peers");
+    let _ = victim.resolve().await;
+    wait_until("the liar is banned", || victim_p2p.is_banned("liar:1")).await;
+    assert_eq!(asked_for_blocks.load(Ordering::SeqCst), 0, "no body was asked for");
+    assert_eq!(tip(&victim).height, 0, "nothing imported");
+    liar.shutdown().await;
+    victim_p2p.shutdown().await;
 }

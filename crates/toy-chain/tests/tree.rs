@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use toy_chain::{Chain, Hash, InsertOutcome, Keypair, MemoryStore, RedbStore, Store};
+use toy_chain::{Chain, Hash, InsertOutcome, Keypair, MemoryStore, RedbStore, Store, now_ms};
 
 /// Extends `parent` with `n` empty blocks (slot distinguishes branches).
 fn extend<S: Store>(c: &mut Chain<S>, mut parent: Hash, n: usize, slot: u64) -> Vec<Hash> {
@@ -357,4 +357,48 @@ fn blocks_above_a_pruned_side_branch_are_dropped_not_marked_invalid() {
     let out = c.insert_at(side[7].clone(), NOW).expect("insert");
     assert!(matches!(out, InsertOutcome::Orphan { .. } | InsertOutcome::Stale { .. }), "{out:?}");
     assert!(!c.is_invalid(&side[8].hash()));
+}
+
+#[test]
+fn a_header_chain_is_checked_like_blocks_before_any_body() {
+    // A real branch of five blocks, built on a second chain.
+    let mut source = chain();
+    let mut parent = source.tip().hash;
+    for slot in 1..=5 {
+        let b = child(&source, parent, vec![], miner(), slot);
+        parent = b.hash();
+        source.insert(b).expect("insert");
+    }
+    let headers: Vec<_> =
+        (1..=5).map(|h| source.header(&source.hash_at(h).expect("hash")).cloned().expect("h")).collect();
+    let ours = chain();
+    let checked = ours.check_headers(&headers, now_ms()).expect("valid headers");
+    assert_eq!(checked.hashes.len(), 5);
+    assert_eq!((checked.height, checked.work), (5, source.tip().work));
+    // Not a chain, not connected, wrong target, no work: each refused.
+    let mut gap = headers.clone();
+    gap.remove(2);
+    assert!(matches!(
+        ours.check_headers(&gap, now_ms()),
+        Err(toy_chain::headers::HeadersError::NotAChain { index: 2 })
+    ));
+    assert!(matches!(
+        ours.check_headers(&headers[1..], now_ms()),
+        Err(toy_chain::headers::HeadersError::Unconnected { .. })
+    ));
+    let mut easy = headers.clone();
+    easy[0].target = toy_chain::Hash([0xff; 32]);
+    assert!(matches!(
+        ours.check_headers(&easy, now_ms()),
+        Err(toy_chain::headers::HeadersError::Invalid { index: 0, .. })
+    ));
+    // From the clock's future: the valid prefix, not an error.
+    let mut late = headers.clone();
+    late[3].timestamp_ms = now_ms() + 3_600_000;
+    while !toy_chain::target::meets(&late[3].hash(), &late[3].target) {
+        late[3].nonce += 1;
+    }
+    let prefix = ours.check_headers(&late[..4], now_ms()).expect("prefix");
+    assert!(prefix.ahead_of_clock);
+    assert_eq!(prefix.hashes.len(), 3);
 }
