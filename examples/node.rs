@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Parser;
 use toy::chain::network::{ChainNode, SharedChain, lock};
-use toy::chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, now_ms};
+use toy::chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, StoreError, now_ms};
 use toy::gossip::relay::RelayGossip;
 use toy::gossip::{Gossip, GossipNetwork};
 use toy::miner::{Config as MinerConfig, Miner};
@@ -138,14 +138,32 @@ async fn main() -> anyhow::Result<()> {
     let port = addr.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    // Said plainly up front, before the key or the database trip over it.
+    let probe = data_dir.join(".write-test");
+    if let Err(e) = std::fs::write(&probe, b"") {
+        anyhow::bail!(
+            "the data directory {} is not writable ({e}); fix its permissions or choose another with --data-dir",
+            data_dir.display()
+        );
+    }
+    let _ = std::fs::remove_file(&probe);
     let key_path = args.key.clone().unwrap_or_else(|| data_dir.join("wallet.key"));
     let (wallet, created) =
         Keypair::load_or_create(&key_path).with_context(|| format!("key {}", key_path.display()))?;
 
     // The chain, on disk.
     let db = data_dir.join("chain.redb");
-    let store = RedbStore::open(&db)
-        .with_context(|| format!("opening {} (is another node using this data directory?)", db.display()))?;
+    let store = RedbStore::open(&db).map_err(|e| {
+        let hint = match &e {
+            StoreError::InUse => "another node is using this data directory; give this one its own with --data-dir",
+            StoreError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                "the data directory is not writable by this user; fix its permissions or choose another with --data-dir"
+            }
+            StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => "the disk is full",
+            _ => "the file is not a toy chain database, or is damaged",
+        };
+        anyhow::anyhow!("opening {}: {e} ({hint})", db.display())
+    })?;
     let chain =
         Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
     let mut tips = chain.subscribe();

@@ -189,6 +189,12 @@ pub struct StatusView {
     pub mempool_bytes: usize,
     /// Blocks waiting for their parent.
     pub orphans: usize,
+    /// Whether the store writes: `false` after a storage failure (a full
+    /// disk, say) until it recovers; blocks are neither stored nor mined
+    /// meanwhile.
+    pub store_ok: bool,
+    /// The storage failure while `store_ok` is false; empty otherwise.
+    pub store_error: String,
     /// Their bytes (the pool is bounded in both).
     pub orphan_bytes: usize,
     /// Hashes per second of the local miner (0 when not mining).

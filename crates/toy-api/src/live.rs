@@ -116,6 +116,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             mempool: c.mempool().len(),
             mempool_bytes: c.mempool().bytes(),
             orphans: c.orphan_count(),
+            store_ok: c.store_failure().is_none(),
+            store_error: c.store_failure().unwrap_or_default().to_owned(),
             orphan_bytes: c.orphan_bytes(),
             hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
             address: self.node.gossip().local_addr(),
@@ -336,6 +338,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             peers: self.node.gossip().peers().len() as u64,
             mempool: c.mempool().len() as u64,
             orphans: c.orphan_count() as u64,
+            store_ok: c.store_failure().is_none(),
             hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
             counters: self.node.stats().snapshot(),
         })

@@ -13,6 +13,8 @@ pub struct MetricsSnapshot {
     pub mempool: u64,
     /// Orphan blocks waiting.
     pub orphans: u64,
+    /// Whether the store writes (no storage failure outstanding).
+    pub store_ok: bool,
     /// Local hash rate (hashes/s).
     pub hash_rate: f64,
     /// Labelled counters `(family, label, count)` (see
@@ -39,6 +41,11 @@ impl MetricsSnapshot {
             ("toy_mempool_transactions", "Transactions in the mempool.", self.mempool as f64),
             ("toy_orphan_blocks", "Blocks waiting for their parent.", self.orphans as f64),
             ("toy_hash_rate", "Hashes per second of the local miner.", self.hash_rate),
+            (
+                "toy_store_ok",
+                "1 while the store writes, 0 after a storage failure until it recovers.",
+                f64::from(u8::from(self.store_ok)),
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

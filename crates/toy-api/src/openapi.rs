@@ -92,7 +92,7 @@ pub(crate) fn document() -> Value {
             "Error": obj(&[("error", "string", "what is wrong")]),
             "Status": obj(&[("height", "integer", "best height"), ("tip", "string", "best tip hash"), ("chain_id", "string", "genesis hash that transaction signatures are bound to"), ("work", "string", "cumulative work, decimal"),
                 ("peers", "integer", "peers"), ("mempool", "integer", "pending transactions"), ("mempool_bytes", "integer", "their bytes"),
-                ("orphans", "integer", "blocks waiting for a parent"), ("orphan_bytes", "integer", "their bytes"), ("hash_rate", "number", "hashes/s"), ("address", "string", "p2p address"),
+                ("orphans", "integer", "blocks waiting for a parent"), ("orphan_bytes", "integer", "their bytes"), ("store_ok", "boolean", "false after a storage failure until the store recovers"), ("store_error", "string", "that failure, empty when none"), ("hash_rate", "number", "hashes/s"), ("address", "string", "p2p address"),
                 ("wallet", "string", "node wallet address"), ("can_mine", "boolean", "whether /api/mine works"), ("sync", "object", "sync progress")]),
             "BlockSummary": obj(&[("height", "integer", ""), ("hash", "string", ""), ("parent", "string", ""), ("time_ms", "integer", "ms since the epoch"),
                 ("miner", "string", "miner address"), ("reward", "integer", "subsidy + fees"), ("tx_count", "integer", ""), ("nonce", "integer", ""),

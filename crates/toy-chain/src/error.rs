@@ -191,6 +191,10 @@ pub enum StoreError {
     /// An I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The database is open elsewhere (another node on the same data
+    /// directory).
+    #[error("the database is in use by another process")]
+    InUse,
 }
 
 /// Errors of the block tree's operations.

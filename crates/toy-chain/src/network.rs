@@ -48,6 +48,8 @@ pub const NEW_TX: &str = "bc:new_tx";
 /// Search kind of a block by hash (SPEC §2: `search:block`).
 pub const SEARCH_BLOCK: &str = "block";
 
+/// How often a failed store is reopened: 5 s.
+pub const STORE_RETRY: Duration = Duration::from_secs(5);
 /// Blocks fetched backwards through search before giving up on a branch.
 pub const MAX_FETCH_DEPTH: usize = 10_000;
 /// Longest time one ancestor fetch may hold its slot: 60 s. A branch deeper
@@ -396,6 +398,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         node.install_request_handlers()?;
         let n = node.clone();
         tokio::spawn(async move { n.sync_task().await });
+        let n = node.clone();
+        tokio::spawn(async move { n.store_watch().await });
         Ok(node)
     }
 
@@ -997,6 +1001,29 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// The background task: a resolve when a peer connects, when woken, and
     /// every [`SYNC_INTERVAL`]; ends on [`ChainNode::shutdown`] (or if the
     /// gossip layer's peer events end).
+    /// After a storage failure, tries every [`STORE_RETRY`] to reopen the
+    /// store ([`Chain::recover_store`]); once it works, syncs what was missed.
+    async fn store_watch(self) {
+        let mut interval = tokio::time::interval(STORE_RETRY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.sync.cancel.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if lock(&self.chain).store_failure().is_none() {
+                continue;
+            }
+            let c = self.chain.clone();
+            match tokio::task::spawn_blocking(move || lock(&c).recover_store()).await {
+                Ok(Ok(true)) => self.sync.wake.notify_one(),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::debug!("store still failing: {e}"),
+                Err(_) => return,
+            }
+        }
+    }
+
     async fn sync_task(self) {
         let mut events = self.gossip.subscribe();
         let mut interval = tokio::time::interval(SYNC_INTERVAL);

@@ -203,6 +203,9 @@ pub struct Chain<S: Store> {
     /// A block whose waiting orphans a storage failure kept from
     /// connecting: retried on the next insert.
     orphans_retry: Option<Hash>,
+    /// The last storage failure, until [`Chain::recover_store`] succeeds:
+    /// a node that cannot write is not healthy, whatever else it answers.
+    store_failure: Option<String>,
     tip_tx: watch::Sender<Tip>,
 }
 
@@ -256,6 +259,7 @@ impl<S: Store> Chain<S> {
             reorg_pending: false,
             solicited_tip: None,
             orphans_retry: None,
+            store_failure: None,
             tip_tx,
         };
         match chain.store.tip()? {
@@ -488,6 +492,7 @@ impl<S: Store> Chain<S> {
             }
         }
         if let Err(e) = guard.restore() {
+            guard.chain.note_store_failure(&e);
             outcomes.push(Err(e.into()));
         }
         outcomes
@@ -665,6 +670,72 @@ impl<S: Store> Chain<S> {
         now_ms: u64,
         solicited: bool,
     ) -> Result<InsertOutcome, ChainError> {
+        let outcome = self.insert_unnoted(block, source, now_ms, solicited);
+        if let Err(ChainError::Store(e)) = &outcome {
+            self.note_store_failure(e);
+        }
+        outcome
+    }
+
+    /// Remembers a storage failure (logged once until recovered).
+    fn note_store_failure(&mut self, e: &StoreError) {
+        if self.store_failure.is_none() {
+            tracing::error!(
+                "the store failed: {e}; blocks are not written until it recovers (retried every few seconds)"
+            );
+        }
+        self.store_failure = Some(e.to_string());
+    }
+
+    /// The last storage failure, if the store has not recovered since.
+    pub fn store_failure(&self) -> Option<&str> {
+        self.store_failure.as_deref()
+    }
+
+    /// After a storage failure: reopens the store ([`Store::reopen`]),
+    /// finishes an interrupted reorganisation, and checks that the store's
+    /// tip is ours again. Returns whether it recovered (`false` when there
+    /// was nothing to recover).
+    ///
+    /// # Errors
+    /// The storage error that still stands; the failure stays recorded.
+    pub fn recover_store(&mut self) -> Result<bool, ChainError> {
+        if self.store_failure.is_none() {
+            return Ok(false);
+        }
+        let result = (|| -> Result<(), ChainError> {
+            self.store.reopen()?;
+            if self.reorg_pending {
+                self.resume_reorg()?;
+            }
+            let stored = self.store.tip()?;
+            let ours = self.tip().hash;
+            if stored != Some(ours) {
+                return Err(StoreError::Corrupt(format!("store tip {stored:?} is not the chain's tip {ours}")).into());
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                tracing::info!("the store works again; writing blocks");
+                self.store_failure = None;
+                Ok(true)
+            }
+            Err(ChainError::Store(e)) => {
+                self.store_failure = Some(e.to_string());
+                Err(ChainError::Store(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn insert_unnoted(
+        &mut self,
+        block: Block,
+        source: Option<&str>,
+        now_ms: u64,
+        solicited: bool,
+    ) -> Result<InsertOutcome, ChainError> {
         if self.reorg_pending {
             self.resume_reorg()?;
         }
@@ -686,6 +757,9 @@ impl<S: Store> Chain<S> {
     /// where to retry).
     fn connect_orphans_logged(&mut self, parent: Hash, now_ms: u64, solicited: bool) {
         if let Err(e) = self.connect_orphans(parent, now_ms, solicited) {
+            if let ChainError::Store(e) = &e {
+                self.note_store_failure(e);
+            }
             tracing::error!("connecting the orphans of {parent} (retried on the next insert): {e}");
         }
     }

@@ -478,3 +478,25 @@ fn first_block_of_a_window_stamped_before_its_parent_is_refused() {
     let out = c.insert_at(mine(warp), NOW).expect("ok");
     assert!(matches!(out, InsertOutcome::Invalid { reason: BlockError::TimeWarp { .. } }), "{out:?}");
 }
+
+#[test]
+fn a_full_disk_is_reported_until_the_store_recovers_without_a_restart() {
+    // Before: the node answered as healthy while every write failed for good
+    // (redb refuses all writes after an I/O error until reopened).
+    let store = FailingStore::default();
+    let mut c = open(store.clone());
+    let g = c.tip().hash;
+    let b1 = child(&c, g, vec![], miner(), 1000);
+    assert_eq!(c.store_failure(), None);
+    store.fail_after(0);
+    assert!(c.insert_at(b1.clone(), NOW).is_err(), "the disk is full");
+    let failure = c.store_failure().map(str::to_owned);
+    assert!(failure.as_deref().is_some_and(|f| f.contains("disk full")), "{failure:?}");
+    // Still full: recovery fails and the failure stays.
+    assert!(c.recover_store().is_err() || c.insert_at(b1.clone(), NOW).is_err());
+    assert!(c.store_failure().is_some());
+    store.heal();
+    assert!(c.recover_store().expect("recovered"), "there was something to recover");
+    assert_eq!(c.store_failure(), None);
+    assert!(matches!(c.insert_at(b1, NOW).expect("ok"), InsertOutcome::Connected { height: 1, .. }));
+}

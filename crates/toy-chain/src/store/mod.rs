@@ -86,6 +86,18 @@ pub trait Store: Send + 'static {
         let _ = durable;
         Ok(())
     }
+
+    /// Closes and reopens the underlying storage after a failure (a full
+    /// disk leaves redb refusing every write until it is reopened). What was
+    /// committed before the failure is what the store holds afterwards. The
+    /// default does nothing: in-memory stores have nothing to reopen.
+    ///
+    /// # Errors
+    /// When the storage cannot be opened again (the store then refuses
+    /// every operation until a later reopen succeeds).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(any(test, feature = "test-utils"))]

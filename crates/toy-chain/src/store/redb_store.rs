@@ -53,7 +53,9 @@ fn decode_account(b: &[u8]) -> Result<Account, StoreError> {
 /// write transaction, durable unless durability is relaxed
 /// ([`Store::set_durable`], used while syncing a batch of blocks).
 pub struct RedbStore {
-    db: Database,
+    /// `None` only between a failed [`Store::reopen`] and the next one.
+    db: Option<Database>,
+    path: std::path::PathBuf,
     durable: bool,
 }
 
@@ -73,7 +75,18 @@ impl RedbStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::create(path).map_err(db_err)?;
+        let db = Self::open_db(path)?;
+        Ok(Self { db: Some(db), path: path.to_owned(), durable: true })
+    }
+
+    /// Opens the file and makes sure every table exists.
+    fn open_db(path: &Path) -> Result<Database, StoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            // Say which: "in use" and "cannot write here" need different fixes.
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StoreError::Io(io),
+            e => db_err(e),
+        })?;
         let tx = db.begin_write().map_err(db_err)?;
         {
             tx.open_table(BLOCKS).map_err(db_err)?;
@@ -86,13 +99,17 @@ impl RedbStore {
             Self::build_tx_index(&tx)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(Self { db, durable: true })
+        Ok(db)
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Db("closed after a failure; not reopened yet".into()))
     }
 
     /// A write transaction: fsynced on commit, or not while durability is
     /// relaxed (redb then keeps the last durable state on a crash).
     fn begin(&self) -> Result<redb::WriteTransaction, StoreError> {
-        let mut tx = self.db.begin_write().map_err(db_err)?;
+        let mut tx = self.db()?.begin_write().map_err(db_err)?;
         if !self.durable {
             tx.set_durability(redb::Durability::None);
         }
@@ -140,6 +157,13 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        // The old handle must be gone before the file is opened again.
+        self.db = None;
+        self.db = Some(Self::open_db(&self.path)?);
+        Ok(())
+    }
+
     fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
         let was = self.durable;
         self.durable = durable;
@@ -173,7 +197,7 @@ impl Store for RedbStore {
     }
 
     fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(BLOCKS).map_err(db_err)?;
         match t.get(&hash.0[..]).map_err(db_err)? {
             Some(v) => Block::decode(v.value()).map(Some).map_err(|e| corrupt("block", e)),
@@ -182,7 +206,7 @@ impl Store for RedbStore {
     }
 
     fn headers(&self) -> Result<Vec<Header>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(HEADERS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(db_err)? {
@@ -238,19 +262,19 @@ impl Store for RedbStore {
     }
 
     fn tip(&self) -> Result<Option<Hash>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(META).map_err(db_err)?;
         t.get(TIP).map_err(db_err)?.map(|v| hash_from(v.value())).transpose()
     }
 
     fn canonical(&self, height: u64) -> Result<Option<Hash>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(CANONICAL).map_err(db_err)?;
         t.get(height).map_err(db_err)?.map(|v| hash_from(v.value())).transpose()
     }
 
     fn undo(&self, hash: &Hash) -> Result<Option<Undo>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(UNDO).map_err(db_err)?;
         match t.get(&hash.0[..]).map_err(db_err)? {
             Some(v) => postcard::from_bytes(v.value()).map(Some).map_err(|e| corrupt("undo", e)),
@@ -259,13 +283,13 @@ impl Store for RedbStore {
     }
 
     fn tx_height(&self, id: &Hash) -> Result<Option<u64>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(TXS).map_err(db_err)?;
         Ok(t.get(&id.0[..]).map_err(db_err)?.map(|v| v.value()))
     }
 
     fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(ACCOUNTS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(db_err)? {
@@ -312,11 +336,31 @@ mod tests {
             // As the old code did: no transaction ids given.
             s.connect(&b1.hash(), 1, &Undo::default(), &[], &[]).expect("connect");
             assert_eq!(s.tx_height(&tx.id()).expect("index"), None);
-            let w = s.db.begin_write().expect("write");
+            let w = s.db().expect("open").begin_write().expect("write");
             w.open_table(META).expect("meta").remove(TX_INDEX_READY).expect("remove marker");
             w.commit().expect("commit");
         }
         let s = RedbStore::open(&path).expect("reopen");
         assert_eq!(s.tx_height(&tx.id()).expect("index"), Some(1));
+    }
+
+    #[test]
+    fn reopen_keeps_what_was_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = RedbStore::open(&dir.path().join("chain.redb")).expect("open");
+        let g = crate::ChainParams::test().genesis();
+        s.put_block(&g.hash(), &g).expect("put");
+        s.reopen().expect("reopen");
+        assert_eq!(s.block(&g.hash()).expect("read"), Some(g.clone()));
+        s.reopen().expect("again");
+        assert!(s.headers().expect("headers").iter().any(|h| h.hash() == g.hash()));
+    }
+
+    #[test]
+    fn a_second_open_says_the_database_is_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.redb");
+        let _first = RedbStore::open(&path).expect("open");
+        assert!(matches!(RedbStore::open(&path), Err(StoreError::InUse)));
     }
 }
