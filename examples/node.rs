@@ -133,7 +133,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Listen first: the port names the default data directory.
     let (transport, net_events) = TcpTransport::new(Default::default());
-    let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
+    // Blocks and sync share the handler slots kept for handshakes, so a
+    // transaction flood never starves them.
+    let msg_config = toy::chain::network::PRIORITY_KINDS
+        .iter()
+        .fold(toy::msg::Config::builder(), |b, kind| b.priority_kind(*kind))
+        .build()?;
+    let (msg, msg_events) = Messaging::new(transport, net_events, msg_config);
     let addr = listen_free(&msg, &args.listen).await?;
     let port = addr.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));

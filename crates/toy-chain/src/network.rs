@@ -48,6 +48,12 @@ pub const NEW_TX: &str = "bc:new_tx";
 /// Search kind of a block by hash (SPEC §2: `search:block`).
 pub const SEARCH_BLOCK: &str = "block";
 
+/// Message kinds of this layer a node lets use the messaging layer's
+/// reserved handler slots (`toy_msg::ConfigBuilder::priority_kind`): new
+/// blocks and the sync requests, so a flood of transactions cannot starve
+/// them.
+pub const PRIORITY_KINDS: &[&str] = &["gossip:bc:new_block", "chain:status", "chain:headers", "chain:blocks"];
+
 /// How often a failed store is reopened: 5 s.
 pub const STORE_RETRY: Duration = Duration::from_secs(5);
 /// Blocks fetched backwards through search before giving up on a branch.
@@ -1216,5 +1222,13 @@ mod tests {
         }
         assert_eq!(budget.peers.len(), REQUEST_RATE_PEERS);
         assert!(!budget.peers.contains_key(&PeerId("p0".into())));
+    }
+
+    #[test]
+    fn priority_kinds_name_the_block_gossip_and_sync_kinds() {
+        assert!(PRIORITY_KINDS.contains(&format!("gossip:{NEW_BLOCK}").as_str()));
+        for kind in [sync::STATUS, sync::HEADERS, sync::BLOCKS] {
+            assert!(PRIORITY_KINDS.contains(&kind), "{kind}");
+        }
     }
 }

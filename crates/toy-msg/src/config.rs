@@ -33,6 +33,20 @@ pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 1024;
 /// which waits for its signature check.
 pub const DEFAULT_MAX_HANDLERS_PER_CONN: usize = 256;
 
+/// Default handler slots kept for priority kinds
+/// ([`ConfigBuilder::priority_kind`]): 128 of the 1 024.
+///
+/// The per-connection share stops one flooder, not four: four connections
+/// at their share fill the pool. The last slots are kept for the messages a
+/// node cannot do without (a handshake, a block), so a flood of
+/// transactions from several connections never starves those.
+pub const DEFAULT_RESERVED_HANDLERS: usize = 128;
+
+/// Kinds that may use the reserved handler slots by default: the peering
+/// layer's (`p2p:` and its handshake). The node adds the chain's block
+/// kinds when it builds the stack.
+pub const DEFAULT_PRIORITY_KINDS: &[&str] = &["p2p:"];
+
 /// Default capacity of the event channel to the layer above.
 pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 
@@ -43,6 +57,8 @@ pub struct Config {
     pub(crate) max_pending_per_conn: usize,
     pub(crate) max_concurrent_handlers: usize,
     pub(crate) max_handlers_per_conn: usize,
+    pub(crate) reserved_handlers: usize,
+    pub(crate) priority_kinds: Vec<String>,
     pub(crate) event_buffer: usize,
 }
 
@@ -53,6 +69,8 @@ impl Default for Config {
             max_pending_per_conn: DEFAULT_MAX_PENDING_PER_CONN,
             max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
             max_handlers_per_conn: DEFAULT_MAX_HANDLERS_PER_CONN,
+            reserved_handlers: DEFAULT_RESERVED_HANDLERS,
+            priority_kinds: DEFAULT_PRIORITY_KINDS.iter().map(|k| (*k).to_owned()).collect(),
             event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
@@ -82,6 +100,17 @@ impl Config {
     /// Handler invocations that may run at once.
     pub fn max_concurrent_handlers(&self) -> usize {
         self.max_concurrent_handlers
+    }
+
+    /// Handler slots only priority kinds may use.
+    pub fn reserved_handlers(&self) -> usize {
+        self.reserved_handlers
+    }
+
+    /// Whether `kind` may use the reserved slots (it starts with one of the
+    /// priority prefixes).
+    pub fn is_priority(&self, kind: &str) -> bool {
+        self.priority_kinds.iter().any(|p| kind.starts_with(p.as_str()))
     }
 }
 
@@ -114,6 +143,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets how many handler slots are kept for priority kinds (less than
+    /// the maximum).
+    pub fn reserved_handlers(mut self, n: usize) -> Self {
+        self.0.reserved_handlers = n;
+        self
+    }
+
+    /// Adds a priority kind prefix: messages whose kind starts with it may
+    /// use the reserved handler slots.
+    pub fn priority_kind(mut self, prefix: impl Into<String>) -> Self {
+        self.0.priority_kinds.push(prefix.into());
+        self
+    }
+
     /// Sets the capacity of the event channel.
     pub fn event_buffer(mut self, n: usize) -> Self {
         self.0.event_buffer = n;
@@ -134,6 +177,12 @@ impl ConfigBuilder {
         check(c.max_concurrent_handlers > 0, "max_concurrent_handlers")?;
         check(c.max_handlers_per_conn > 0, "max_handlers_per_conn")?;
         check(c.event_buffer > 0, "event_buffer")?;
+        if c.reserved_handlers >= c.max_concurrent_handlers {
+            return Err(Error::InvalidConfig {
+                field: "reserved_handlers",
+                reason: "must be below max_concurrent_handlers",
+            });
+        }
         Ok(c)
     }
 }

@@ -70,7 +70,7 @@ use tokio::sync::mpsc;
 pub use codec::{DecodeError, InvalidKind, Message, MessageType};
 pub use config::{
     Config, ConfigBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_HANDLERS_PER_CONN,
-    DEFAULT_MAX_PENDING_PER_CONN, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_MAX_PENDING_PER_CONN, DEFAULT_PRIORITY_KINDS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RESERVED_HANDLERS,
 };
 pub use error::Error;
 pub use messaging::Messaging;

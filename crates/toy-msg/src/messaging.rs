@@ -228,7 +228,15 @@ impl<T: Transport> Messaging<T> {
                     tracing::debug!(%conn, kind = %msg.kind, "this connection's handler share is busy; message dropped");
                     return;
                 }
-                if running.len() >= self.inner.config.max_concurrent_handlers {
+                // The last slots are kept for priority kinds (handshakes,
+                // blocks): floods from several connections fill the rest.
+                let config = &self.inner.config;
+                let limit = if config.is_priority(&msg.kind) {
+                    config.max_concurrent_handlers
+                } else {
+                    config.max_concurrent_handlers.saturating_sub(config.reserved_handlers)
+                };
+                if running.len() >= limit {
                     if let Some(held_back) = WARNINGS.allow("handlers busy") {
                         tracing::warn!(%conn, kind = %msg.kind, held_back, "all handlers busy; message dropped");
                     }

@@ -331,6 +331,61 @@ async fn a_flooding_connection_does_not_silence_another<H: Harness>(h: H) {
     server.shutdown().await;
 }
 
+/// Several connections flooding at their share fill the ordinary handler
+/// slots; a handshake (a priority kind) still finds one of the reserved.
+async fn floods_from_several_connections_do_not_starve_a_handshake<H: Harness>(h: H) {
+    // Before: four connections at their share (4 × 256) took all 1 024
+    // slots, and a new peer's p2p:hello was dropped.
+    let (server, _se) = node(&h, Config::default());
+    let release = Arc::new(Notify::new());
+    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, e) = (release.clone(), entered.clone());
+    server
+        .register_handler(
+            "slow",
+            handler_fn(move |_, p| {
+                let (r, e) = (r.clone(), e.clone());
+                async move {
+                    e.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    r.notified().await;
+                    Some(p)
+                }
+            }),
+        )
+        .expect("register");
+    server.register_handler("p2p:hello", handler_fn(|_, p| async move { Some(p) })).expect("register");
+    let addr = server.listen(h.any_addr()).await.expect("listen");
+    let mut flooders = Vec::new();
+    for _ in 0..5 {
+        let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
+        let (flooder, fe) = Messaging::new(t, ev, Config::default());
+        let fconn = flooder.connect(&addr).await.expect("connect");
+        for _ in 0..400 {
+            flooder.send(fconn, "slow", Bytes::from_static(b"x")).expect("one-way");
+        }
+        flooders.push((flooder, fe));
+    }
+    let ordinary = toy_msg::DEFAULT_MAX_CONCURRENT_HANDLERS - toy_msg::DEFAULT_RESERVED_HANDLERS;
+    tokio::time::timeout(DEADLINE, async {
+        while entered.load(std::sync::atomic::Ordering::SeqCst) < ordinary {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the floods filled the ordinary slots");
+    let (newcomer, _ne) = node(&h, Config::default());
+    let nconn = newcomer.connect(&addr).await.expect("connect");
+    let hello = newcomer.request(nconn, "p2p:hello", Bytes::from_static(b"me"));
+    let answer = tokio::time::timeout(DEADLINE, hello).await.expect("in time").expect("answered");
+    assert_eq!(&answer[..], b"me");
+    assert!(entered.load(std::sync::atomic::Ordering::SeqCst) <= ordinary, "floods stay out of the reserved slots");
+    release.notify_waiters();
+    for (f, _) in flooders {
+        f.shutdown().await;
+    }
+    server.shutdown().await;
+}
+
 macro_rules! suite {
     ($name:ident, $harness:expr) => {
         mod $name {
@@ -345,6 +400,7 @@ macro_rules! suite {
                 registering_a_kind_twice_fails,
                 pending_requests_are_bounded,
                 a_flooding_connection_does_not_silence_another,
+                floods_from_several_connections_do_not_starve_a_handshake,
                 peer_that_stops_reading_is_dropped,
             );
         }
