@@ -29,6 +29,12 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("blocks_rejected", "reason", "Blocks from the network rejected, by reason."),
     ("txs_accepted", "source", "Transactions accepted, from gossip or local (API)."),
     ("txs_rejected", "reason", "Transactions refused (from the network or the API), by reason."),
+    (
+        "requests_refused",
+        "reason",
+        "Peer requests and messages refused past their rate or malformed, by kind or reason.",
+    ),
+    ("orphan_fetches_refused", "reason", "Orphan ancestor fetches not started, by reason."),
 ];
 
 impl MetricsSnapshot {

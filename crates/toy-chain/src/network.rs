@@ -138,7 +138,9 @@ impl NodeStats {
     /// kind), `blocks_accepted` (by outcome: gossip's `Connected`,
     /// `Reorganised`, `SideBranch`; `Sync`; `Mined` here), `blocks_rejected`
     /// and `txs_rejected` (by reason; transactions from gossip and the local
-    /// API alike), `txs_accepted` (by source: `gossip`, `local`).
+    /// API alike), `txs_accepted` (by source: `gossip`, `local`),
+    /// `requests_refused` (requests and messages past their rate or
+    /// malformed, by kind or reason) and `orphan_fetches_refused`.
     pub fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
         lock_plain(&self.counts).iter().map(|((f, l), n)| (*f, l.clone(), *n)).collect()
     }
@@ -311,6 +313,14 @@ fn within_budget<G: GossipNetwork + ?Sized>(
 /// sending orphans with made-up parents gets no more than this out of us.
 pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.1 };
 
+/// Gossiped transactions one peer may send that the mempool cannot take
+/// for want of funds or nonce (an unfunded sender, a gap, a replay): 64 at
+/// once, then 4 a second. Such transactions cost the sender nothing to
+/// make and us a signature check each; honest relays send a few (a
+/// transaction mined meanwhile, one ahead of its predecessor). Past the
+/// rate each costs the sender [`Misbehaviour::Spam`].
+pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.0 };
+
 /// The chain attached to a gossip network: gossip handlers, request
 /// handlers and the background sync task (stopped by
 /// [`ChainNode::shutdown`]; call it before shutting the network down).
@@ -319,6 +329,8 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     gossip: Arc<G>,
     fetching: Arc<AtomicBool>,
     orphan_fetches: Arc<Mutex<PeerBuckets>>,
+    /// Per peer: transactions refused for funds or nonce ([`UNFUNDED_TX_RATE`]).
+    unfunded_txs: Arc<Mutex<PeerBuckets>>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -344,6 +356,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             gossip: self.gossip.clone(),
             fetching: self.fetching.clone(),
             orphan_fetches: self.orphan_fetches.clone(),
+            unfunded_txs: self.unfunded_txs.clone(),
             sync: self.sync.clone(),
             stats: self.stats.clone(),
         }
@@ -362,6 +375,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             gossip,
             fetching: Arc::new(AtomicBool::new(false)),
             orphan_fetches: Arc::new(Mutex::new(PeerBuckets::new(ORPHAN_FETCH_RATE))),
+            unfunded_txs: Arc::new(Mutex::new(PeerBuckets::new(UNFUNDED_TX_RATE))),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -661,6 +675,19 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
             Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => {
                 Verdict::Reject
+            }
+            Ok(Err(
+                MempoolError::InsufficientBalance { .. }
+                | MempoolError::NonceTooLow { .. }
+                | MempoolError::NonceTooHigh { .. },
+            )) => {
+                if let Some(peer) = &from
+                    && !lock_plain(&self.unfunded_txs).take(peer, 1.0, Instant::now())
+                {
+                    self.stats.bump("requests_refused", "UnfundedTx");
+                    self.gossip.report(peer, Misbehaviour::Spam);
+                }
+                Verdict::Ignore
             }
             _ => Verdict::Ignore,
         }

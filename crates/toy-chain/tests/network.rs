@@ -441,3 +441,48 @@ async fn a_fake_header_chain_without_proof_of_work_is_refused_at_the_first_heade
     liar.shutdown().await;
     victim_p2p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossiping_unfunded_transactions_costs_the_sender_past_a_rate() {
+    // Before: validly signed transactions from a sender with no funds were
+    // ignored at no cost, each one costing us a signature check.
+    let net = MemoryNetwork::new();
+    let (victim_p2p, _victim) = start(&net, 0, vec![]).await;
+    let flooder = bare_peer(&net, "unfunded:1").await;
+    flooder.connect("chain0:1").await.expect("peer");
+    let poor = Keypair::from_seed(b"nothing to spend");
+    let chain_id = toy_chain::ChainParams::test().chain_id();
+    let kind = format!("gossip:{}", toy_chain::network::NEW_TX);
+    let victim = toy_p2p::PeerId("chain0:1".into());
+    for nonce in 0..400u64 {
+        let mut tx = toy_chain::Transaction {
+            kind: toy_chain::TxKind::Transfer,
+            sender: poor.address(),
+            recipient: Keypair::from_seed(b"r").address(),
+            amount: 1,
+            fee: 1,
+            nonce,
+            signature: toy_chain::Signature([0; 64]),
+        };
+        poor.sign_tx(&mut tx, &chain_id);
+        let mut payload = rand_id(nonce).to_vec();
+        payload.extend_from_slice(&tx.encode());
+        if flooder.send(&victim, &kind, Bytes::from(payload)).is_err() {
+            break;
+        }
+    }
+    wait_until("the unfunded flood is charged", || {
+        victim_p2p.is_banned("unfunded:1")
+            || victim_p2p.score(&toy_p2p::PeerId("unfunded:1".into())).is_some_and(|s| s > 0)
+    })
+    .await;
+    flooder.shutdown().await;
+    victim_p2p.shutdown().await;
+}
+
+/// A gossip id that differs per `n`.
+fn rand_id(n: u64) -> [u8; 16] {
+    let mut id = [0x5au8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    id
+}

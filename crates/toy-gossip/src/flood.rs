@@ -1,16 +1,31 @@
 //! Flood gossip and search over a [`PeerNetwork`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use toy_p2p::{Contribution, Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
-use crate::seen::{IdMap, MsgId, seen_key};
+use crate::seen::{IdMap, MsgId, Routes, seen_key};
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
+
+/// New search queries one peer may send at once: 32. Past the rate a query
+/// is neither answered, routed nor forwarded, and its sender is charged
+/// [`Misbehaviour::Spam`] (it fades: a slip is forgiven, a flood is not).
+///
+/// Routes are bounded per peer too ([`ROUTE_SHARE_DIVISOR`]): queries for
+/// things nobody has cannot flush other peers' routes out of the table.
+pub const SEARCH_BURST: f64 = 32.0;
+/// Refill of [`SEARCH_BURST`] per second: 4.
+pub const SEARCH_PER_SEC: f64 = 4.0;
+/// One peer's share of the route table: an eighth of its capacity (Bitcoin
+/// Core bounds each peer's share of its orphan and request tables alike).
+pub const ROUTE_SHARE_DIVISOR: usize = 8;
+/// Peers whose search budget is remembered: 4 096.
+pub const SEARCH_BUDGET_PEERS: usize = 4_096;
 
 /// Limits of the flood gossip.
 #[derive(Debug, Clone)]
@@ -66,7 +81,10 @@ struct Inner<P: PeerNetwork> {
     /// Kinds whose response handler is installed on the peer network.
     response_kinds: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
-    routes: Mutex<IdMap<PeerId>>,
+    routes: Mutex<Routes<PeerId>>,
+    /// Search tokens per peer ([`SEARCH_BURST`], [`SEARCH_PER_SEC`]); at
+    /// most [`SEARCH_BUDGET_PEERS`] entries, the longest idle evicted.
+    search_budget: Mutex<HashMap<PeerId, (f64, Instant)>>,
     searches: crate::Searches,
     counters: Counters,
 }
@@ -98,7 +116,12 @@ impl<P: PeerNetwork> Gossip<P> {
                 answerers: crate::Registry::default(),
                 response_kinds: Mutex::new(HashSet::new()),
                 seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
-                routes: Mutex::new(IdMap::new(config.route_capacity, config.route_ttl)),
+                routes: Mutex::new(Routes::new(
+                    config.route_capacity,
+                    config.route_ttl,
+                    config.route_capacity / ROUTE_SHARE_DIVISOR,
+                )),
+                search_budget: Mutex::new(HashMap::new()),
                 searches: crate::Searches::default(),
                 counters: Counters::default(),
             }),
@@ -141,6 +164,27 @@ impl<P: PeerNetwork> Gossip<P> {
         new
     }
 
+    /// One of `peer`'s search tokens, if it has one left.
+    fn take_search_token(&self, peer: &PeerId) -> bool {
+        let now = Instant::now();
+        let mut budget = lock(&self.inner.search_budget);
+        if !budget.contains_key(peer)
+            && budget.len() >= SEARCH_BUDGET_PEERS
+            && let Some(idle) = budget.iter().min_by_key(|(_, (_, at))| *at).map(|(p, _)| p.clone())
+        {
+            budget.remove(&idle);
+        }
+        let (tokens, at) = budget.entry(peer.clone()).or_insert((SEARCH_BURST, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * SEARCH_PER_SEC).min(SEARCH_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     fn forward(&self, wire_kind: &str, payload: Bytes, except: &[PeerId]) {
         let n = self.inner.p2p.broadcast(wire_kind, payload, except);
         self.inner.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
@@ -173,6 +217,11 @@ impl<P: PeerNetwork> Gossip<P> {
             return;
         };
         if !self.first_sight(seen_key(&format!("gossip:search:{kind}"), &id, &query)) {
+            return;
+        }
+        if !self.take_search_token(&from) {
+            tracing::debug!(%from, kind, "search past its sender's rate; dropped");
+            self.inner.p2p.report(&from, Misbehaviour::Spam);
             return;
         }
         // One return path per search id: a copy of the id on another query

@@ -70,7 +70,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use flood::{Gossip, Stats};
+pub use flood::{Gossip, ROUTE_SHARE_DIVISOR, SEARCH_BUDGET_PEERS, SEARCH_BURST, SEARCH_PER_SEC, Stats};
 pub use toy_p2p::{Contribution, Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
 /// Length of gossip and search ids.

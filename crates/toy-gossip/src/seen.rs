@@ -46,29 +46,37 @@ impl<V> IdMap<V> {
         Self { map: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), ttl }
     }
 
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Instant, evicted: &mut impl FnMut(V)) {
         while let Some((at, id)) = self.order.front().copied() {
             let too_old = now.duration_since(at) > self.ttl;
             if !too_old && self.order.len() <= self.capacity {
                 break;
             }
             self.order.pop_front();
-            if self.map.get(&id).is_some_and(|(t, _)| *t == at) {
-                self.map.remove(&id);
+            if self.map.get(&id).is_some_and(|(t, _)| *t == at)
+                && let Some((_, v)) = self.map.remove(&id)
+            {
+                evicted(v);
             }
         }
     }
 
     /// Inserts `id` unless present; returns whether it was new.
     pub fn insert(&mut self, id: MsgId, value: V) -> bool {
+        self.insert_evicting(id, value, &mut |_| {})
+    }
+
+    /// [`IdMap::insert`], handing every value it expires or evicts to
+    /// `evicted`.
+    pub fn insert_evicting(&mut self, id: MsgId, value: V, evicted: &mut impl FnMut(V)) -> bool {
         let now = Instant::now();
-        self.expire(now);
+        self.expire(now, evicted);
         if self.map.contains_key(&id) {
             return false;
         }
         self.map.insert(id, (now, value));
         self.order.push_back((now, id));
-        self.expire(now);
+        self.expire(now, evicted);
         true
     }
 
@@ -93,6 +101,55 @@ impl<V> IdMap<V> {
     }
 }
 
+/// Search return paths: the peer each search id came from, with a share
+/// per peer. Bounded like [`IdMap`] (count and age) and, per peer, by
+/// `share`: a peer holding its share lays no new route until some of its
+/// old ones expire, so its queries cannot push other peers' routes out.
+#[derive(Debug)]
+pub struct Routes<P> {
+    map: IdMap<P>,
+    per_peer: HashMap<P, usize>,
+    share: usize,
+}
+
+impl<P: std::hash::Hash + Eq + Clone> Routes<P> {
+    /// At most `capacity` routes, each kept `ttl`, at most `share` per peer.
+    pub fn new(capacity: usize, ttl: Duration, share: usize) -> Self {
+        Self { map: IdMap::new(capacity, ttl), per_peer: HashMap::new(), share: share.max(1) }
+    }
+
+    /// Lays a route for `id` back to `peer`; `false` when `id` has one
+    /// already or `peer` holds its share.
+    pub fn insert(&mut self, id: MsgId, peer: P) -> bool {
+        if self.map.get(&id).is_some() || self.per_peer.get(&peer).is_some_and(|n| *n >= self.share) {
+            return false;
+        }
+        let per_peer = &mut self.per_peer;
+        let laid = self.map.insert_evicting(id, peer.clone(), &mut |gone: P| {
+            if let Some(n) = per_peer.get_mut(&gone) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_peer.remove(&gone);
+                }
+            }
+        });
+        if laid {
+            *self.per_peer.entry(peer).or_insert(0) += 1;
+        }
+        laid
+    }
+
+    /// The peer to send `id`'s answers back to.
+    pub fn get(&self, id: &MsgId) -> Option<&P> {
+        self.map.get(id)
+    }
+
+    /// Routes held for `peer`.
+    pub fn held_by(&self, peer: &P) -> usize {
+        self.per_peer.get(peer).copied().unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +162,18 @@ mod tests {
         assert_ne!(k, seen_key("gossip:a", &id, b"y"), "same id, other content");
         assert_ne!(k, seen_key("gossip:b", &id, b"x"), "other kind");
         assert_ne!(k, seen_key("gossip:a", &[8; 16], b"x"), "other id");
+    }
+
+    #[test]
+    fn one_peer_cannot_flush_the_routes_of_another() {
+        let mut r = Routes::new(100, Duration::from_secs(60), 12);
+        assert!(r.insert([0; 16], "honest"));
+        for i in 1..=200u8 {
+            r.insert([i; 16], "flooder");
+        }
+        assert_eq!(r.held_by(&"flooder"), 12);
+        assert_eq!(r.get(&[0; 16]), Some(&"honest"), "the honest route survives");
+        assert!(!r.insert([0; 16], "flooder"), "one route per id");
     }
 
     #[test]

@@ -52,3 +52,77 @@ async fn copied_gossip_id_on_other_content_does_not_shadow_the_real_message() {
     wait_until("the marker is handled", || got.lock().expect("lock").iter().any(|b| b.as_ref() == b"marker")).await;
     assert_eq!(got.lock().expect("lock").len(), 3, "the identical copy was dropped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_flood_neither_flushes_honest_routes_nor_goes_unpunished() {
+    // honest — victim — answerer, and attacker — victim. Before: the route
+    // table was shared first come, first served, and queries cost nothing,
+    // so a flood of searches for things nobody has pushed out the route of
+    // an honest search and its answer was lost at the victim.
+    use std::time::Duration;
+    use toy_gossip::{Flow, Gossip, answerer_fn};
+    use toy_msg::{Messaging, Messenger};
+    let net = MemoryNetwork::new();
+    let small = toy_gossip::Config { route_capacity: 64, ..Default::default() };
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("victim:1").await.expect("listen");
+    let vp2p = toy_p2p::P2p::start(msg, events, p2p_config(8, vec![], 1).build().expect("config")).expect("p2p");
+    let victim = (vp2p.clone(), Gossip::new(vp2p, small));
+    victim.1.register_search_answerer("thing", answerer_fn(|_| async { None })).expect("answerer");
+    let answerer =
+        mem_node(&net, "answerer:1", p2p_config(8, vec!["victim:1".into()], 2).build().expect("config")).await;
+    // The answer waits until the flood has hit the victim.
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let go = Arc::new(tokio::sync::Notify::new());
+    let (a2, g2) = (asked.clone(), go.clone());
+    answerer
+        .1
+        .register_search_answerer(
+            "thing",
+            answerer_fn(move |q| {
+                let (asked, go) = (a2.clone(), g2.clone());
+                async move {
+                    if q.as_ref() != b"wanted" {
+                        return None;
+                    }
+                    let released = go.notified();
+                    asked.store(true, std::sync::atomic::Ordering::SeqCst);
+                    released.await;
+                    Some(Bytes::from_static(b"found"))
+                }
+            }),
+        )
+        .expect("answerer");
+    let honest = mem_node(&net, "honest:1", p2p_config(8, vec!["victim:1".into()], 3).build().expect("config")).await;
+    let attacker =
+        mem_node(&net, "attacker:1", p2p_config(8, vec!["victim:1".into()], 4).build().expect("config")).await;
+    wait_until("all three peer with the victim", || victim.0.peers().len() == 3).await;
+    // The honest search goes out first, then the flood hits the victim
+    // while the answer is on its way.
+    let h = honest.1.clone();
+    let search = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        h.search("thing", Bytes::from_static(b"wanted"), Duration::from_secs(20), &mut |a| {
+            answers.extend(a);
+            Flow::Done
+        })
+        .await
+        .expect("search");
+        answers
+    });
+    wait_until("the answerer was asked", || asked.load(std::sync::atomic::Ordering::SeqCst)).await;
+    for i in 0..400u32 {
+        let mut payload = [0u8; 16].to_vec();
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        payload.extend_from_slice(b"nobody has this");
+        attacker.0.broadcast("gossip:search:thing", Bytes::from(payload), &[]);
+    }
+    wait_until("the flooder pays for its searches", || {
+        victim.0.is_banned("attacker:1") || victim.0.score(&toy_p2p::PeerId("attacker:1".into())).is_some_and(|s| s > 0)
+    })
+    .await;
+    go.notify_waiters();
+    let answers = search.await.expect("search task");
+    assert_eq!(answers, vec![Bytes::from_static(b"found")], "the honest search was answered");
+}

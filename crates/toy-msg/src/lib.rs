@@ -103,7 +103,24 @@ pub enum Event {
         /// What was wrong.
         error: DecodeError,
     },
+    /// The peer sent messages of kinds nobody handles faster than
+    /// [`UNHANDLED_PER_SEC`] (after a burst of [`UNHANDLED_BURST`]): each
+    /// one past the rate is reported (best effort: dropped when the event
+    /// channel is full), so the layer above can charge the sender.
+    Unhandled {
+        /// The connection.
+        conn: ConnId,
+        /// The kind of the message past the rate.
+        kind: String,
+    },
 }
+
+/// Messages of unhandled kinds one connection may send at once before
+/// [`Event::Unhandled`] is reported: 32. Unknown kinds are dropped either
+/// way (a peer may speak a newer protocol); only a stream of them costs.
+pub const UNHANDLED_BURST: f64 = 32.0;
+/// Refill of [`UNHANDLED_BURST`] per second: 4.
+pub const UNHANDLED_PER_SEC: f64 = 4.0;
 
 /// The receiving end of the messaging layer's events. Bounded: the layer
 /// above must drain it.

@@ -5,7 +5,7 @@ use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -70,6 +70,33 @@ static WARNINGS: std::sync::LazyLock<toy_net::Throttle> = std::sync::LazyLock::n
 /// invocation finished or was dropped unfinished).
 struct SlotGuard(Arc<AtomicUsize>);
 
+/// What the dispatcher keeps per connection: its handler slots in use and
+/// its token bucket for messages of unhandled kinds.
+struct ConnShare {
+    slots: Arc<AtomicUsize>,
+    unhandled: f64,
+    at: Instant,
+}
+
+impl ConnShare {
+    fn new() -> Self {
+        Self { slots: Arc::default(), unhandled: crate::UNHANDLED_BURST, at: Instant::now() }
+    }
+
+    /// Takes one token for a message nobody handles; `false` past the rate.
+    fn take_unhandled(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * crate::UNHANDLED_PER_SEC;
+        self.unhandled = (self.unhandled + refill).min(crate::UNHANDLED_BURST);
+        self.at = now;
+        if self.unhandled >= 1.0 {
+            self.unhandled -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -113,7 +140,7 @@ impl<T: Transport> Messaging<T> {
     /// waiting for a response never stops the responses from being read.
     async fn dispatch(&self, mut net_events: toy_net::Events) {
         let mut running: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
-        let mut in_use: HashMap<ConnId, Arc<AtomicUsize>> = HashMap::new();
+        let mut in_use: HashMap<ConnId, ConnShare> = HashMap::new();
         let mut batch = Vec::with_capacity(EVENT_BATCH);
         loop {
             tokio::select! {
@@ -136,15 +163,15 @@ impl<T: Transport> Messaging<T> {
         &self,
         event: toy_net::Event,
         running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
-        in_use: &mut HashMap<ConnId, Arc<AtomicUsize>>,
+        in_use: &mut HashMap<ConnId, ConnShare>,
     ) {
         match event {
             toy_net::Event::Connected { conn, incoming, remote } => {
                 self.emit(Event::Connected { conn, incoming, remote }).await;
             }
             toy_net::Event::Frame { conn, data } => {
-                let slots = in_use.entry(conn).or_default().clone();
-                self.on_frame(conn, data, running, slots).await;
+                let share = in_use.entry(conn).or_insert_with(ConnShare::new);
+                self.on_frame(conn, data, running, share).await;
             }
             toy_net::Event::Disconnected { conn, reason } => {
                 in_use.remove(&conn);
@@ -181,8 +208,9 @@ impl<T: Transport> Messaging<T> {
         conn: ConnId,
         data: Bytes,
         running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
-        slots: Arc<AtomicUsize>,
+        share: &mut ConnShare,
     ) {
+        let slots = share.slots.clone();
         let msg = match Message::decode(data) {
             Ok(msg) => msg,
             Err(error) => {
@@ -219,6 +247,10 @@ impl<T: Transport> Messaging<T> {
                     self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(&msg.kind).cloned();
                 let Some(handler) = handler else {
                     tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
+                    if !share.take_unhandled(Instant::now()) {
+                        // Best effort: never wait for room on the dispatcher.
+                        let _ = self.inner.events.try_send(Event::Unhandled { conn, kind: msg.kind.to_string() });
+                    }
                     return;
                 };
                 // Checked before the handler runs at all: a message dropped

@@ -803,6 +803,15 @@ impl<M: Messenger> P2p<M> {
                         let _ = self.inner.events.send(PeerEvent::Removed(id));
                     }
                 }
+                toy_msg::Event::Unhandled { conn, kind } => {
+                    // Kinds nobody here speaks, past their rate: a slip costs
+                    // little and fades; a stream of them gets the sender banned.
+                    let id = self.state().by_conn.get(&conn).cloned();
+                    if let Some(id) = id {
+                        tracing::debug!(peer = %id, %kind, "messages of unhandled kinds past their rate");
+                        self.report(&id, Misbehaviour::Spam);
+                    }
+                }
                 toy_msg::Event::Misbehaved { conn, error } => {
                     let id = self.state().by_conn.get(&conn).cloned();
                     if let Some(id) = id {

@@ -378,3 +378,28 @@ async fn inbound_flood_cannot_take_the_outbound_slots() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_stream_of_messages_nobody_handles_costs_the_sender() {
+    // Before: messages of unknown kinds were dropped at no cost, however many.
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let m = node(&net, "m:1", vec![]).await;
+    m.connect("a:1").await.expect("peer");
+    let target = PeerId("a:1".into());
+    // A few are fine (a newer protocol, say).
+    for _ in 0..20 {
+        m.send(&target, "gossip:nobody", Bytes::from_static(b"x")).expect("send");
+    }
+    // Answered after the 20 were dispatched (one connection is in order).
+    m.request(&target, "p2p:get_peers", Bytes::new()).await.expect("answered");
+    assert_eq!(a.score(&PeerId("m:1".into())), Some(0), "a few unknown kinds cost nothing");
+    for _ in 0..500 {
+        if m.send(&target, "gossip:nobody", Bytes::from_static(b"x")).is_err() {
+            break;
+        }
+    }
+    wait_until("the flooder is banned", || a.is_banned("m:1")).await;
+    a.shutdown().await;
+    m.shutdown().await;
+}
