@@ -123,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     let args = Args::parse();
+    // The API's share of the descriptors; the p2p side keeps the rest.
+    let http_cap = descriptor_budget(args.max_peers);
     let params = match &args.genesis {
         Some(path) => ChainParams::from_genesis_file(path)?,
         None => ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?,
@@ -244,7 +246,8 @@ async fn main() -> anyhow::Result<()> {
         );
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            if let Err(e) = toy::api::serve(listener, Arc::new(live), cancel).await {
+            let limits = toy::api::HttpLimits { max_connections: http_cap, ..Default::default() };
+            if let Err(e) = toy::api::serve_with(listener, Arc::new(live), cancel, limits).await {
                 tracing::error!("HTTP server stopped: {e}");
             }
         });
@@ -283,4 +286,56 @@ async fn main() -> anyhow::Result<()> {
     let height = lock(&chain).tip().height;
     println!("stopped at height {height}; data in {}", data_dir.display());
     Ok(())
+}
+
+/// Descriptors the p2p side may hold at once: its inbound cap, twice
+/// `max_peers` for outbound peers and dials, a network crawl's 16 probes,
+/// and 64 for files (database, book, key) and the runtime.
+fn p2p_descriptors(max_peers: usize) -> u64 {
+    (toy::net::DEFAULT_MAX_INBOUND + 2 * max_peers + toy::p2p::MAX_PARALLEL_DIALS + 16 + 64) as u64
+}
+
+/// Makes room for the p2p side and the API in the descriptor limit, so
+/// neither can take the other's: raises the soft limit towards the hard one
+/// when it is short (as servers commonly do), and when even the hard limit
+/// is short, gives the API what is left after the p2p side's share. Returns
+/// the API's connection cap.
+fn descriptor_budget(max_peers: usize) -> usize {
+    let p2p = p2p_descriptors(max_peers);
+    let wanted = p2p + toy::api::DEFAULT_MAX_HTTP_CONNECTIONS as u64;
+    let limit = raise_descriptor_limit(wanted);
+    let http = limit.saturating_sub(p2p).min(toy::api::DEFAULT_MAX_HTTP_CONNECTIONS as u64);
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            http,
+            "few file descriptors (ulimit -n): the API serves fewer connections at once"
+        );
+    }
+    (http as usize).max(1)
+}
+
+/// The soft `RLIMIT_NOFILE` after raising it to `wanted` (at most the hard
+/// limit) if it was lower.
+#[cfg(unix)]
+fn raise_descriptor_limit(wanted: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own; no other memory.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return wanted;
+    }
+    let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+    if soft >= wanted {
+        return soft;
+    }
+    let raised = libc::rlimit { rlim_cur: wanted.min(hard) as libc::rlim_t, rlim_max: lim.rlim_max };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 { wanted.min(hard) } else { soft }
+}
+
+/// Elsewhere the limit is not ours to change; assume it suffices.
+#[cfg(not(unix))]
+fn raise_descriptor_limit(wanted: u64) -> u64 {
+    wanted
 }
