@@ -35,6 +35,7 @@
 //! | `stranger-flood` | 128 raw connections announcing 16 MiB frames, 1 MiB of bytes each, no hello | refuse each at its prefix; memory stays small |
 //! | `fake-headers` | claims the most work and backs it with 500 linked headers that carry no proof of work | refuse the first header, ban the sender, fetch no body |
 //! | `eclipse` | 48 connections, each saying hello with a fresh made-up address, held for 10 s | evict the newcomers, keep the honest peers that delivered blocks, keep dialling out |
+//! | `rejoin` | gets banned (a malformed message), then says hello again from a new port with a new address | refuse it: the ban is on the host's IP (on loopback each connection is its own origin, so there it is let in) |
 //! | `gossip-shadow` | mines a real block and sends an old block under the gossip id it will use, then the real block under that id | accept the real block (the seen-set is keyed by content too) |
 //!
 //! Each consensus attack prints `victim <addr> kept genuine block <hash>`
@@ -110,6 +111,8 @@ enum AttackMode {
     Eclipse,
     /// A genuine block's gossip id used first on other content.
     GossipShadow,
+    /// Banned, then back from the same host under a new address.
+    Rejoin,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -359,6 +362,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::Eclipse {
         eclipse(&args).await?;
+    }
+    if all || args.attack == AttackMode::Rejoin {
+        rejoin(&args).await?;
     }
     if all || args.attack == AttackMode::GossipShadow {
         gossip_shadow(&args, &chain, &mut identities).await?;
@@ -820,6 +826,35 @@ async fn fake_headers(args: &Args, chain: &Shared) -> anyhow::Result<()> {
         bodies.load(Ordering::SeqCst)
     );
     liar.shutdown().await;
+    Ok(())
+}
+
+/// Misbehaves once (a malformed message: a ban), then says hello again from
+/// a new port under a new address.
+async fn rejoin(args: &Args) -> anyhow::Result<()> {
+    for victim in &args.peer {
+        let first = bare_peer(&args.peer, None).await?;
+        if let Err(e) = first.connect(victim).await {
+            println!("rejoin: {victim} refused the first identity ({e})");
+            first.shutdown().await;
+            continue;
+        }
+        let mut events = first.subscribe();
+        if let Some(conn) = first.messenger().connections().first().copied() {
+            let _ = first.messenger().transport().send(conn, Bytes::from_static(&[9, 9]));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !first.peers().is_empty() && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+        }
+        first.shutdown().await;
+        let second = bare_peer(&args.peer, Some(format!("198.51.100.{}:9000", rand::random::<u8>()))).await?;
+        match second.connect(victim).await {
+            Ok(_) => println!("rejoin: {victim} accepted a new identity from the same host"),
+            Err(e) => println!("rejoin: {victim} refused a new identity from the same host ({e})"),
+        }
+        second.shutdown().await;
+    }
     Ok(())
 }
 

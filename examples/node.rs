@@ -319,6 +319,7 @@ fn descriptor_budget(max_peers: usize) -> usize {
 /// The soft `RLIMIT_NOFILE` after raising it to `wanted` (at most the hard
 /// limit) if it was lower.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `rlim_t` is u64 here, narrower on some platforms.
 fn raise_descriptor_limit(wanted: u64) -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own; no other memory.

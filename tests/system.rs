@@ -404,7 +404,8 @@ impl Netns {
         }
     }
 
-    fn create(n: usize) -> Result<Netns, String> {
+    /// One namespace per address (`ip/prefix`), all on one bridge.
+    fn create_with(addrs: &[String]) -> Result<Netns, String> {
         Self::clean_stale();
         let tag = std::process::id() % 10_000;
         let bridge = format!("tybr{tag}");
@@ -412,7 +413,7 @@ impl Netns {
         Self::run(&["link", "add", &bridge, "type", "bridge"])?;
         Self::run(&["addr", "add", "10.77.0.254/24", "dev", &bridge])?;
         Self::run(&["link", "set", &bridge, "up"])?;
-        for i in 1..=n {
+        for (i, addr) in (1..).zip(addrs) {
             let ns = format!("toy{tag}h{i}");
             Self::run(&["netns", "add", &ns])?;
             me.names.push(ns.clone());
@@ -421,7 +422,7 @@ impl Netns {
             Self::run(&["link", "set", &host, "master", &bridge])?;
             Self::run(&["link", "set", &host, "up"])?;
             Self::run(&["link", "set", &peer, "netns", &ns])?;
-            Self::run(&["-n", &ns, "addr", "add", &format!("10.77.0.{i}/24"), "dev", &peer])?;
+            Self::run(&["-n", &ns, "addr", "add", addr, "dev", &peer])?;
             Self::run(&["-n", &ns, "link", "set", &peer, "up"])?;
             Self::run(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -441,21 +442,8 @@ impl Drop for Netns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_in_network_namespaces() {
     let _one = SERIAL.lock().await;
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !is_root {
-        println!("SKIP three_hosts_in_network_namespaces: needs root for network namespaces (CI runs as root)");
-        return;
-    }
-    let netns = match Netns::create(3) {
-        Ok(n) => n,
-        Err(e) => {
-            println!("SKIP three_hosts_in_network_namespaces: cannot create network namespaces: {e}");
-            return;
-        }
-    };
+    let addrs: Vec<String> = (1..=3).map(|i| format!("10.77.0.{i}/24")).collect();
+    let Some(netns) = namespaces("three_hosts_in_network_namespaces", &addrs) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let api = Api::default();
     let hosts = ["10.77.0.1", "10.77.0.2", "10.77.0.3"];
@@ -477,6 +465,89 @@ async fn three_hosts_in_network_namespaces() {
     assert!(peers.iter().any(|p| p.starts_with("10.77.0.")), "peers by namespace address: {peers:?}");
     wait_converged(&api, &all, 3).await;
     // The processes exit (killed and reaped) before the namespaces go.
+    drop(nodes);
+    drop(netns);
+}
+
+/// Root: runs the tests below in network namespaces (CI runs as root).
+fn namespaces(test: &str, addrs: &[String]) -> Option<Netns> {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root {
+        println!("SKIP {test}: needs root for network namespaces (CI runs as root)");
+        return None;
+    }
+    match Netns::create_with(addrs) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            println!("SKIP {test}: cannot create network namespaces: {e}");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_on_its_own_host_is_banned_by_ip_and_cannot_eclipse_the_victim() {
+    // Two honest hosts in 10.77/16 and an attacker in 10.78/16, one link
+    // (a /8, so all reach each other directly). Before: a banned attacker
+    // came back at once under a new address from the same IP, and ~40
+    // made-up hellos evicted the honest inbound peer at random.
+    let _one = SERIAL.lock().await;
+    let addrs = ["10.77.0.1/8", "10.77.0.2/8", "10.78.0.3/8"].map(str::to_owned);
+    let Some(netns) = namespaces("an_attacker_on_its_own_host_is_banned_by_ip_and_cannot_eclipse_the_victim", &addrs)
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Api::default();
+    let victim_opts =
+        NodeOpts { mine: true, host: "10.77.0.1", netns: Some(netns.names[0].clone()), ..Default::default() };
+    let victim = Node::start("victim", &dir.path().join("v"), &victim_opts).await;
+    // The honest peer dials the victim: it is an inbound peer there, the
+    // kind an eclipse evicts.
+    let honest_opts = NodeOpts {
+        peers: vec![victim.p2p.clone()],
+        host: "10.77.0.2",
+        netns: Some(netns.names[1].clone()),
+        ..Default::default()
+    };
+    let honest = Node::start("honest", &dir.path().join("h"), &honest_opts).await;
+    let nodes = [victim, honest];
+    wait_converged(&api, &urls(&nodes), 3).await;
+    let adversary = |attack: &str| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &netns.names[2]]).arg(example("adversary"));
+        cmd.args(["--peer", &nodes[0].p2p, "--attack", attack]);
+        Proc::spawn("adversary", cmd)
+    };
+    // The eclipse: the honest peer keeps its place and stays in step.
+    let mut eclipse = adversary("eclipse");
+    assert!(eclipse.wait_exit(DEADLINE).await, "eclipse:\n{}", eclipse.output().join("\n"));
+    for line in eclipse.output() {
+        println!("adversary: {line}");
+    }
+    let peers = api.peers(&nodes[0].http).await;
+    assert!(peers.contains(&nodes[1].p2p), "the honest peer was evicted: {peers:?}");
+    wait_converged(&api, &urls(&nodes), 3).await;
+    // The ban is on the attacker's IP: a new identity from it is refused.
+    let mut rejoin = adversary("rejoin");
+    assert!(rejoin.wait_exit(DEADLINE).await, "rejoin:\n{}", rejoin.output().join("\n"));
+    let out = rejoin.output();
+    for line in &out {
+        println!("adversary: {line}");
+    }
+    assert!(
+        out.iter().any(|l| l.starts_with("rejoin:") && l.contains("refused a new identity from the same host")),
+        "the banned host got back in:\n{}",
+        out.join("\n")
+    );
+    // The honest host was never banned for any of it.
+    for line in nodes[0].proc.output().iter().filter(|l| l.contains("peer banned")) {
+        assert!(line.contains("origin=10.78.0.3"), "the victim banned someone else: {line}");
+    }
+    wait_converged(&api, &urls(&nodes), 3).await;
     drop(nodes);
     drop(netns);
 }
