@@ -253,6 +253,11 @@ const GET_PEERS_PER_SEC: f64 = 1.0;
 /// kept broken reaches a ban.
 const SCORE_DECAY_PER_TICK: u32 = 1;
 
+/// How long after a claimant is displaced by the verified owner of its
+/// address reports under that address are charged to the claimant: 30 s,
+/// far longer than judging a message takes.
+const DISPLACED_GRACE: Duration = Duration::from_secs(30);
+
 /// Removed peers whose origin is remembered for reports that arrive after
 /// they left: 1 024 (the oldest forgotten first).
 const MAX_GONE: usize = 1_024;
@@ -473,6 +478,10 @@ struct State {
     bans: HashMap<String, Instant>,
     /// Origins of recently removed peers, for late reports.
     gone: VecDeque<(PeerId, String)>,
+    /// Claimants displaced by a verified peer of the same address, with
+    /// their origin and when: reports under that name within
+    /// [`DISPLACED_GRACE`] are theirs (bounded by [`MAX_CONTESTED`]).
+    displaced: VecDeque<(PeerId, String, Instant)>,
     /// Addresses two inbound peers claimed: dialled to find the real one.
     contested: HashSet<String>,
     /// `p2p:get_peers` tokens per open connection (entries leave with it).
@@ -597,6 +606,7 @@ impl<M: Messenger> P2p<M> {
             candidates: VecDeque::new(),
             bans: HashMap::new(),
             gone: VecDeque::new(),
+            displaced: VecDeque::new(),
             contested: HashSet::new(),
             get_peers_budget: HashMap::new(),
             book,
@@ -893,7 +903,15 @@ impl<M: Messenger> P2p<M> {
             && st.contested.contains(addr)
             && let Some(old) = st.peers.get(&id).filter(|p| !p.verified).map(|p| p.conn)
         {
-            st.peers.remove(&id);
+            if let Some(info) = st.peers.remove(&id) {
+                // Its messages still being judged are its own: reports under
+                // this name for a while go to where it came from, not to the
+                // verified peer that now holds the name.
+                st.displaced.push_back((id.clone(), info.origin, Instant::now()));
+                while st.displaced.len() > MAX_CONTESTED {
+                    st.displaced.pop_front();
+                }
+            }
             st.by_conn.remove(&old);
             displaced = Some(old);
         }
@@ -1266,6 +1284,24 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
     fn report(&self, peer: &PeerId, what: Misbehaviour) {
         let (conn, origin, newly) = {
             let mut st = self.state();
+            // A report that may concern a claimant displaced from this name
+            // moments ago (its messages judged after it left) is charged to
+            // the claimant's origin alone: the verified peer now holding the
+            // name sent none of them.
+            let now = Instant::now();
+            let claimant = st
+                .displaced
+                .iter()
+                .rev()
+                .find(|(p, _, at)| p == peer && now.saturating_duration_since(*at) < DISPLACED_GRACE)
+                .map(|(_, origin, _)| origin.clone());
+            if let Some(origin) = claimant {
+                if what.penalty() >= BAN_THRESHOLD {
+                    st.bans.insert(origin.clone(), now + self.inner.config.ban_period);
+                    tracing::info!(%origin, claimed = %peer, "displaced claimant banned for misbehaviour");
+                }
+                return;
+            }
             let Some(info) = st.peers.get_mut(peer) else {
                 // Already gone: still ban where it came from when the offence
                 // alone deserves it (never the address it announced).

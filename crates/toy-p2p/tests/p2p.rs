@@ -403,3 +403,29 @@ async fn a_stream_of_messages_nobody_handles_costs_the_sender() {
     a.shutdown().await;
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_late_report_about_a_displaced_claimant_does_not_hit_the_real_owner() {
+    // Before: an impostor's bad messages judged after the real owner of the
+    // address had displaced it were reported under the shared name, and
+    // the real owner was banned for them.
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let m = impostor(&net, "m:1", "b:1").await;
+    m.connect("a:1").await.expect("hello accepted");
+    wait_until("a sees the claim", || a.peers() == vec![PeerId("b:1".into())]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    let _ = b.connect("a:1").await;
+    wait_until("a and b peer", || a.peers() == vec![PeerId("b:1".into())] && b.peers() == vec![PeerId("a:1".into())])
+        .await;
+    wait_until("the impostor's connection is closed", || m.peers().is_empty()).await;
+    // The chain layer finishes judging a block the impostor sent earlier.
+    a.report(&PeerId("b:1".into()), Misbehaviour::InvalidBlock);
+    assert!(a.is_banned("m:1"), "the claimant's origin pays");
+    assert!(!a.is_banned("b:1"), "the real owner does not");
+    assert_eq!(a.score(&PeerId("b:1".into())), Some(0));
+    assert_eq!(a.peers(), vec![PeerId("b:1".into())]);
+    for n in [a, b, m] {
+        n.shutdown().await;
+    }
+}
