@@ -36,6 +36,7 @@
 //! | `fake-headers` | claims the most work and backs it with 500 linked headers that carry no proof of work | refuse the first header, ban the sender, fetch no body |
 //! | `eclipse` | 48 connections, each saying hello with a fresh made-up address, held for 10 s | evict the newcomers, keep the honest peers that delivered blocks, keep dialling out |
 //! | `rejoin` | gets banned (a malformed message), then says hello again from a new port with a new address | refuse it: the ban is on the host's IP (on loopback each connection is its own origin, so there it is let in) |
+//! | `slowloris` | with `--http`: 300 connections to the API that send half a request line and never finish, then asks `/api/status` and says hello on p2p | close them (10 s header timeout, 128 at once), and keep answering the API and the p2p side |
 //! | `gossip-shadow` | mines a real block and sends an old block under the gossip id it will use, then the real block under that id | accept the real block (the seen-set is keyed by content too) |
 //!
 //! Each consensus attack prints `victim <addr> kept genuine block <hash>`
@@ -77,6 +78,9 @@ struct Args {
     /// Pause between attacks in milliseconds.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
+    /// A victim's HTTP API (`host:port`), for `slowloris` (skipped without).
+    #[arg(long)]
+    http: Option<String>,
     /// Which attack (see the module docs); `all` runs each in turn.
     #[arg(long, value_enum, default_value = "all")]
     attack: AttackMode,
@@ -113,6 +117,8 @@ enum AttackMode {
     GossipShadow,
     /// Banned, then back from the same host under a new address.
     Rejoin,
+    /// HTTP connections that never finish their headers (needs `--http`).
+    Slowloris,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -365,6 +371,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::Rejoin {
         rejoin(&args).await?;
+    }
+    if all || args.attack == AttackMode::Slowloris {
+        slowloris(&args).await;
     }
     if all || args.attack == AttackMode::GossipShadow {
         gossip_shadow(&args, &chain, &mut identities).await?;
@@ -827,6 +836,49 @@ async fn fake_headers(args: &Args, chain: &Shared) -> anyhow::Result<()> {
     );
     liar.shutdown().await;
     Ok(())
+}
+
+/// Opens 300 connections to the API that never finish their headers, then
+/// checks that the API and the p2p side still answer.
+async fn slowloris(args: &Args) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW: usize = 300;
+    let Some(http) = &args.http else {
+        println!("slowloris: skipped (no --http)");
+        return;
+    };
+    let mut held = Vec::new();
+    for _ in 0..SLOW {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(http).await {
+            let _ = s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n").await;
+            held.push(s);
+        }
+    }
+    // While they hang: a fresh client is served, and a peer can say hello.
+    let mut served = false;
+    if let Ok(mut s) = tokio::net::TcpStream::connect(http).await {
+        let request = format!("GET /api/status HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(request.as_bytes()).await;
+        let mut answer = vec![0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer)).await {
+            served = answer[..n].starts_with(b"HTTP/1.1 200");
+        }
+    }
+    let mut peered = 0;
+    for victim in &args.peer {
+        if let Ok(p) = bare_peer(&args.peer, None).await {
+            if p.connect(victim).await.is_ok() {
+                peered += 1;
+            }
+            p.shutdown().await;
+        }
+    }
+    println!(
+        "slowloris: {} slow connections held to {http}; the API {} a new client; {peered} of {} victims accepted a hello meanwhile",
+        held.len(),
+        if served { "served" } else { "did not serve" },
+        args.peer.len()
+    );
 }
 
 /// Misbehaves once (a malformed message: a ban), then says hello again from

@@ -61,7 +61,8 @@ async fn an_adversary_is_banned_and_changes_nothing() {
     let api = Api::default();
     wait_converged(&api, &urls(&nodes), 3).await;
     let mut cmd = std::process::Command::new(example("adversary"));
-    cmd.args(["--peer", &nodes[3].p2p, "--rounds", "1", "--interval-ms", "50"]);
+    let http = nodes[3].http.trim_start_matches("http://").to_owned();
+    cmd.args(["--peer", &nodes[3].p2p, "--rounds", "1", "--interval-ms", "50", "--http", &http]);
     let mut adversary = Proc::spawn("adversary", cmd);
     let mut oracle = oracle(&urls(&nodes), 100, &["--verify"]);
     assert!(adversary.wait_exit(DEADLINE).await, "adversary failed:\n{}", adversary.output().join("\n"));
@@ -200,6 +201,12 @@ async fn an_adversary_is_banned_and_changes_nothing() {
         }
         assert!(line.contains("dropped by 1 of 1 victims"), "the fake header chain's sender stayed: {line}");
         assert!(line.ends_with(" 0 bodies asked for"), "bodies were fetched for fake headers: {line}");
+    }
+    // Slow HTTP clients neither took the API nor the p2p side down.
+    for line in out.iter().filter(|l| l.starts_with("slowloris:")) {
+        println!("adversary: {line}");
+        assert!(line.contains("the API served a new client"), "{line}");
+        assert!(line.ends_with("1 of 1 victims accepted a hello meanwhile"), "{line}");
     }
     // A crowd of made-up hellos did not cut the victim off the honest nodes.
     for line in out.iter().filter(|l| l.starts_with("eclipse:")) {

@@ -687,6 +687,66 @@ impl Default for HttpLimits {
     }
 }
 
+/// Open connections not busy with a request, longest waiting first, each
+/// with the token that ends it. Bounded by the connection cap (an entry
+/// leaves when its connection ends).
+#[derive(Default)]
+struct Unserved {
+    next: u64,
+    /// Waiting since (a sequence number) → connection.
+    idle: std::collections::BTreeMap<u64, u64>,
+    /// Connection → its token and, while idle, its place in `idle`.
+    conns: std::collections::HashMap<u64, (tokio_util::sync::CancellationToken, Option<u64>)>,
+}
+
+impl Unserved {
+    fn add(&mut self) -> (u64, tokio_util::sync::CancellationToken) {
+        self.next += 1;
+        let (id, token) = (self.next, tokio_util::sync::CancellationToken::new());
+        self.conns.insert(id, (token.clone(), None));
+        self.set_busy(id, false);
+        (id, token)
+    }
+
+    fn set_busy(&mut self, id: u64, busy: bool) {
+        self.next += 1;
+        let seq = self.next;
+        let Some((_, place)) = self.conns.get_mut(&id) else { return };
+        if let Some(old) = place.take() {
+            self.idle.remove(&old);
+        }
+        if !busy {
+            *place = Some(seq);
+            self.idle.insert(seq, id);
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some((_, Some(seq))) = self.conns.remove(&id) {
+            self.idle.remove(&seq);
+        }
+    }
+
+    /// Ends the connection waiting longest without a request; `false` when
+    /// every one is busy.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((_, id)) = self.idle.pop_first() else { return false };
+        if let Some((token, _)) = self.conns.remove(&id) {
+            token.cancel();
+        }
+        true
+    }
+}
+
+/// Takes a connection out of [`Unserved`] when its task ends.
+struct UnservedGuard(Arc<std::sync::Mutex<Unserved>>, u64);
+
+impl Drop for UnservedGuard {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(self.1);
+    }
+}
+
 /// How long connections still open at shutdown may take to finish.
 const HTTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -709,6 +769,13 @@ pub async fn serve(
 /// `limits.max_connections` at once, each closed when its headers take
 /// longer than `limits.header_read_timeout`.
 ///
+/// At the cap, a new connection takes the place of the one that has waited
+/// longest without a request being served on it (a slowloris client sends a
+/// few bytes and waits; an honest client sends its request at once and is
+/// busy only while it is answered), so slow clients cannot keep new ones out
+/// for a header timeout after another. When every open connection is busy
+/// with a request, the new one is closed.
+///
 /// # Errors
 /// As [`serve`].
 pub async fn serve_with(
@@ -720,6 +787,7 @@ pub async fn serve_with(
     let app = router(api);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let tasks = tokio_util::task::TaskTracker::new();
+    let waiting = Arc::new(std::sync::Mutex::new(Unserved::default()));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -733,15 +801,52 @@ pub async fn serve_with(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, max = limits.max_connections, "http connection limit reached; closing");
-            drop(stream);
-            continue;
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: the oldest connection still without a whole request
+                // gives way, if there is one.
+                let evicted = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).evict_oldest();
+                let freed = match evicted {
+                    true => tokio::time::timeout(std::time::Duration::from_secs(1), permits.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    false => None,
+                };
+                match freed {
+                    Some(permit) => permit,
+                    None => {
+                        tracing::debug!(%peer, max = limits.max_connections, "http connection limit reached; closing");
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (id, kill) = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add();
+        let inner = hyper_util::service::TowerToHyperService::new(app.clone());
+        let w = waiting.clone();
+        let service = hyper::service::service_fn(move |req| {
+            // A whole request arrived: busy, not a candidate for eviction
+            // until it is answered.
+            let lock = |w: &std::sync::Mutex<Unserved>| {
+                w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_busy(id, true)
+            };
+            lock(&w);
+            let answer = hyper::service::Service::call(&inner, req);
+            let w = w.clone();
+            async move {
+                let r = answer.await;
+                w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_busy(id, false);
+                r
+            }
+        });
         let cancel = cancel.clone();
+        let waiting = waiting.clone();
         tasks.spawn(async move {
             let _permit = permit;
+            let _gone = UnservedGuard(waiting, id);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
@@ -756,6 +861,9 @@ pub async fn serve_with(
                 _ = cancel.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, conn).await;
+                }
+                _ = kill.cancelled() => {
+                    tracing::debug!(%peer, "http connection without a request evicted for a new one");
                 }
             }
         });

@@ -526,19 +526,35 @@ async fn slow_clients_cannot_hold_the_api() {
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_are_closed_at_once() {
-    use tokio::io::AsyncReadExt;
+async fn at_the_cap_the_longest_idle_connection_gives_way_to_a_new_one() {
+    // Before: past the cap a new connection was closed at once, so slow
+    // clients holding the cap kept every new client out for a header timeout
+    // after another (slowloris with a few hundred sockets).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cancel = tokio_util::sync::CancellationToken::new();
     let limits = toy_api::HttpLimits { max_connections: 2, header_read_timeout: Duration::from_secs(60) };
     let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
-    let _a = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let _b = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Two slow clients hold the cap, each with half a request.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/status HTTP/1.1\r\n").await.expect("write");
+        slow.push(s);
+    }
+    // A new client is served; the slow client waiting longest is closed.
+    let mut fresh = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    fresh.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), fresh.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert!(answer.starts_with(b"HTTP/1.1 "), "{}", String::from_utf8_lossy(&answer));
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(30), third.read(&mut buf)).await.expect("closed in time");
-    assert!(matches!(n, Ok(0) | Err(_)), "the third connection is closed: {n:?}");
+    let n = tokio::time::timeout(Duration::from_secs(30), slow[0].read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the oldest slow connection is closed: {n:?}");
     cancel.cancel();
     server.await.expect("task").expect("serve");
 }
