@@ -254,6 +254,13 @@ impl PeerBuckets {
         *tokens -= cost;
         true
     }
+
+    /// Gives back `n` tokens taken for something that turned out free.
+    fn refund(&mut self, peer: &PeerId, n: f64, now: Instant) {
+        let burst = self.rate.burst;
+        let tokens = self.level(peer, now);
+        *tokens = (*tokens + n).min(burst);
+    }
 }
 
 /// One `chain:blocks` answer in the making for a peer; leaves the count
@@ -315,10 +322,13 @@ pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.
 
 /// Gossiped transactions one peer may send that the mempool cannot take
 /// for want of funds or nonce (an unfunded sender, a gap, a replay): 64 at
-/// once, then 4 a second. Such transactions cost the sender nothing to
-/// make and us a signature check each; honest relays send a few (a
-/// transaction mined meanwhile, one ahead of its predecessor). Past the
-/// rate each costs the sender [`Misbehaviour::Spam`].
+/// once, then 4 a second. Such transactions cost nothing to make and us a
+/// decode and a lookup each. Past the rate, that peer's transactions are
+/// dropped unexamined until its budget refills. No penalty: whether a
+/// transaction is funded depends on *our* state (we may be behind, or hold
+/// a conflicting one), and a relay forwards what others made, so charging
+/// it would let anyone get honest relays banned (Bitcoin Core does not
+/// punish missing inputs either).
 pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.0 };
 
 /// The chain attached to a gossip network: gossip handlers, request
@@ -659,8 +669,25 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
+        // A token up front (given back unless the mempool refuses the
+        // transaction for funds or nonce): past the rate, unexamined.
+        if let Some(peer) = &from
+            && !lock_plain(&self.unfunded_txs).take(peer, 1.0, Instant::now())
+        {
+            self.stats.bump("requests_refused", "UnfundedTx");
+            return Verdict::Ignore;
+        }
         let c = self.chain.clone();
         let outcome = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
+        let unfunded = matches!(
+            outcome,
+            Ok(Err(MempoolError::InsufficientBalance { .. }
+                | MempoolError::NonceTooLow { .. }
+                | MempoolError::NonceTooHigh { .. }))
+        );
+        if let Some(peer) = from.as_ref().filter(|_| !unfunded) {
+            lock_plain(&self.unfunded_txs).refund(peer, 1.0, Instant::now());
+        }
         match &outcome {
             Ok(Ok(_)) => self.stats.bump("txs_accepted", "gossip"),
             Ok(Err(e)) => self.stats.bump("txs_rejected", &variant_name(e)),
@@ -680,15 +707,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 MempoolError::InsufficientBalance { .. }
                 | MempoolError::NonceTooLow { .. }
                 | MempoolError::NonceTooHigh { .. },
-            )) => {
-                if let Some(peer) = &from
-                    && !lock_plain(&self.unfunded_txs).take(peer, 1.0, Instant::now())
-                {
-                    self.stats.bump("requests_refused", "UnfundedTx");
-                    self.gossip.report(peer, Misbehaviour::Spam);
-                }
-                Verdict::Ignore
-            }
+            )) => Verdict::Ignore,
             _ => Verdict::Ignore,
         }
     }

@@ -13,8 +13,8 @@ use crate::seen::{IdMap, MsgId, Routes, seen_key};
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
 
 /// New search queries one peer may send at once: 32. Past the rate a query
-/// is neither answered, routed nor forwarded, and its sender is charged
-/// [`Misbehaviour::Spam`] (it fades: a slip is forgiven, a flood is not).
+/// is neither answered, routed nor forwarded. Its sender is not charged:
+/// it may be an honest node relaying the searches of the whole network.
 ///
 /// Routes are bounded per peer too ([`ROUTE_SHARE_DIVISOR`]): queries for
 /// things nobody has cannot flush other peers' routes out of the table.
@@ -220,8 +220,9 @@ impl<P: PeerNetwork> Gossip<P> {
             return;
         }
         if !self.take_search_token(&from) {
+            // Dropped, not charged: `from` may only be relaying searches
+            // that others started (the flood forwards them all).
             tracing::debug!(%from, kind, "search past its sender's rate; dropped");
-            self.inner.p2p.report(&from, Misbehaviour::Spam);
             return;
         }
         // One return path per search id: a copy of the id on another query

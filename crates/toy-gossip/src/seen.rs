@@ -121,18 +121,23 @@ impl<P: std::hash::Hash + Eq + Clone> Routes<P> {
     /// Lays a route for `id` back to `peer`; `false` when `id` has one
     /// already or `peer` holds its share.
     pub fn insert(&mut self, id: MsgId, peer: P) -> bool {
-        if self.map.get(&id).is_some() || self.per_peer.get(&peer).is_some_and(|n| *n >= self.share) {
-            return false;
-        }
-        let per_peer = &mut self.per_peer;
-        let laid = self.map.insert_evicting(id, peer.clone(), &mut |gone: P| {
+        fn forget<P: std::hash::Hash + Eq>(per_peer: &mut HashMap<P, usize>, gone: P) {
             if let Some(n) = per_peer.get_mut(&gone) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     per_peer.remove(&gone);
                 }
             }
-        });
+        }
+        // Expired routes leave before the share is looked at: a peer's
+        // count falls as its old routes age out, with or without traffic.
+        let per_peer = &mut self.per_peer;
+        self.map.expire(Instant::now(), &mut |gone| forget(per_peer, gone));
+        if self.map.get(&id).is_some() || self.per_peer.get(&peer).is_some_and(|n| *n >= self.share) {
+            return false;
+        }
+        let per_peer = &mut self.per_peer;
+        let laid = self.map.insert_evicting(id, peer.clone(), &mut |gone| forget(per_peer, gone));
         if laid {
             *self.per_peer.entry(peer).or_insert(0) += 1;
         }

@@ -262,11 +262,16 @@ impl<T: Transport> Messaging<T> {
                 }
                 // The last slots are kept for priority kinds (handshakes,
                 // blocks): floods from several connections fill the rest.
+                // One connection may hold an eighth of the reserve at most,
+                // so priority kinds flooded by a few cannot take it all.
                 let config = &self.inner.config;
-                let limit = if config.is_priority(&msg.kind) {
+                let ordinary = config.max_concurrent_handlers.saturating_sub(config.reserved_handlers);
+                let limit = if config.is_priority(&msg.kind)
+                    && slots.load(Ordering::Acquire) < (config.reserved_handlers / 8).max(1)
+                {
                     config.max_concurrent_handlers
                 } else {
-                    config.max_concurrent_handlers.saturating_sub(config.reserved_handlers)
+                    ordinary
                 };
                 if running.len() >= limit {
                     if let Some(held_back) = WARNINGS.allow("handlers busy") {

@@ -48,33 +48,31 @@ impl Candidate {
     }
 }
 
-/// Removes up to `n` candidates that rank first by `key` (smallest first).
-fn protect<K: Ord>(cands: &mut Vec<Candidate>, n: usize, key: impl Fn(&Candidate) -> K) {
-    cands.sort_by_key(|c| key(c));
-    let n = n.min(cands.len());
-    cands.drain(..n);
-}
-
-/// Removes up to `n` candidates that most recently delivered `what`; those
-/// that never did are not protected by it.
-fn protect_recent(cands: &mut Vec<Candidate>, n: usize, what: Contribution) {
-    let mut ranked: Vec<(Instant, PeerId)> =
-        cands.iter().filter_map(|c| c.last(what).map(|t| (t, c.id.clone()))).collect();
-    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+/// Removes up to `n` candidates that rank first by `key` (smallest first)
+/// among those `key` ranks at all (`None`: not protected by it). Never
+/// removes the last candidate.
+fn protect<K: Ord>(cands: &mut Vec<Candidate>, n: usize, key: impl Fn(&Candidate) -> Option<K>) {
+    let n = n.min(cands.len().saturating_sub(1));
+    let mut ranked: Vec<(K, PeerId)> = cands.iter().filter_map(|c| key(c).map(|k| (k, c.id.clone()))).collect();
+    ranked.sort_by(|a, b| a.0.cmp(&b.0));
     ranked.truncate(n);
     cands.retain(|c| !ranked.iter().any(|(_, id)| *id == c.id));
 }
 
 /// The inbound peer to evict; `None` only when there are no candidates.
 ///
-/// Core's counts are for 117 inbound slots; toy has 16 or so, so each
-/// category protects at most one eighth of the candidates (and never the
-/// last one): the rule orders who goes, it never refuses to pick.
+/// Core's counts are for 117 inbound slots; toy has a handful, so each
+/// category protects at most an eighth of the candidates but at least one
+/// (the keyed group: an eighth, none in small sets), and never the last
+/// one: the rule orders who goes, it never refuses to pick. What is
+/// hardest to fake comes first: a new valid block, then a transaction
+/// delivered first, then a measured round trip, the keyed group, and
+/// half of the rest by time connected.
 ///
 /// `key` is secret to this node (drawn at start): an attacker cannot choose
 /// addresses whose groups it prefers.
 pub(crate) fn select(mut cands: Vec<Candidate>, key: u64) -> Option<PeerId> {
-    let share = |base: usize, len: usize| base.min(len / 8);
+    let share = |base: usize, len: usize| base.min((len / 8).max(1));
     let keyed = |group: &str| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
@@ -82,13 +80,14 @@ pub(crate) fn select(mut cands: Vec<Candidate>, key: u64) -> Option<PeerId> {
         h.finish()
     };
     let len = cands.len();
-    protect(&mut cands, share(PROTECT_BY_GROUP, len), |c| keyed(&c.netgroup));
-    protect(&mut cands, share(PROTECT_BY_RTT, len), |c| c.min_rtt.unwrap_or(Duration::MAX));
-    protect_recent(&mut cands, share(PROTECT_BY_TX, len), Contribution::Transaction);
-    protect_recent(&mut cands, share(PROTECT_BY_BLOCK, len), Contribution::Block);
+    let latest = |what| move |c: &Candidate| c.last(what).map(std::cmp::Reverse);
+    protect(&mut cands, share(PROTECT_BY_BLOCK, len), latest(Contribution::Block));
+    protect(&mut cands, share(PROTECT_BY_TX, len), latest(Contribution::Transaction));
+    protect(&mut cands, share(PROTECT_BY_RTT, len), |c| c.min_rtt);
+    protect(&mut cands, PROTECT_BY_GROUP.min(len / 8), |c| Some(keyed(&c.netgroup)));
     // Half of the rest: the longest connected.
     let half = cands.len() / 2;
-    protect(&mut cands, half, |c| c.connected);
+    protect(&mut cands, half, |c| Some(c.connected));
     // The group with the most connections (ties: the one with the youngest
     // connection) loses its youngest.
     let mut groups: HashMap<&str, (usize, Instant)> = HashMap::new();
@@ -130,6 +129,26 @@ mod tests {
             let victim = select(cands, key).expect("someone is evictable");
             assert_ne!(victim.0, "honest", "key {key}");
         }
+    }
+
+    #[test]
+    fn in_a_small_set_a_peer_with_a_record_outlives_older_silent_ones() {
+        // Four slots: three old silent peers from different groups hold
+        // them; the honest peer is the youngest but delivered a block.
+        let now = Instant::now() + Duration::from_secs(10_000);
+        let mut honest = cand("honest", "h", 10, now);
+        honest.last_block = Some(now - Duration::from_secs(5));
+        let mut fast = cand("fast", "f", 3_000, now);
+        fast.min_rtt = Some(Duration::from_millis(1));
+        let cands = vec![honest, fast, cand("old1", "a", 3_000, now), cand("old2", "b", 2_000, now)];
+        for key in 0..20 {
+            let victim = select(cands.clone(), key).expect("evictable");
+            assert_ne!(victim.0, "honest", "key {key}");
+            assert_ne!(victim.0, "fast", "key {key}: a measured round trip protects");
+        }
+        // A peer without a measured round trip is not protected by one.
+        let cands = vec![cand("silent-young", "a", 1, now), cand("silent-old", "b", 100, now)];
+        assert_eq!(select(cands, 1), Some(PeerId("silent-young".into())));
     }
 
     #[test]

@@ -253,6 +253,11 @@ const GET_PEERS_PER_SEC: f64 = 1.0;
 /// kept broken reaches a ban.
 const SCORE_DECAY_PER_TICK: u32 = 1;
 
+/// How long a new inbound peer is spared by the periodic trim above
+/// `max_peers` (not by eviction when the inbound side is full): 30 s, time
+/// to show a record (a block, a transaction, a round trip) that protects it.
+pub const DEFAULT_TRIM_GRACE: Duration = Duration::from_secs(30);
+
 /// How long after a claimant is displaced by the verified owner of its
 /// address reports under that address are charged to the claimant: 30 s,
 /// far longer than judging a message takes.
@@ -319,6 +324,7 @@ pub struct Config {
     tick: Duration,
     handshake_timeout: Duration,
     ban_period: Duration,
+    trim_grace: Duration,
     tracker_ping: Duration,
     seed: Option<u64>,
 }
@@ -334,6 +340,7 @@ impl Default for Config {
             tick: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             ban_period: Duration::from_secs(600),
+            trim_grace: DEFAULT_TRIM_GRACE,
             tracker_ping: Duration::from_secs(10),
             seed: None,
         }
@@ -395,6 +402,12 @@ impl ConfigBuilder {
     /// How long a banned address is refused (default 10 min).
     pub fn ban_period(mut self, t: Duration) -> Self {
         self.0.ban_period = t;
+        self
+    }
+    /// How long a new inbound peer is spared by the trim above the maximum
+    /// (default [`DEFAULT_TRIM_GRACE`]).
+    pub fn trim_grace(mut self, t: Duration) -> Self {
+        self.0.trim_grace = t;
         self
     }
     /// Seed of the peer-selection randomness (default: from the OS).
@@ -522,13 +535,14 @@ impl State {
         self.peers.values().filter(|p| p.outbound).count()
     }
 
-    /// The inbound peer that gives way first ([`evict::select`]); `None`
-    /// without inbound peers. Outbound peers never do.
-    fn eviction_candidate(&self) -> Option<PeerId> {
+    /// The inbound peer that gives way first ([`evict::select`]) among those
+    /// connected for at least `min_age`; `None` without such peers.
+    /// Outbound peers never do.
+    fn eviction_candidate(&self, min_age: Duration) -> Option<PeerId> {
         let cands = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.outbound)
+            .filter(|(_, p)| !p.outbound && p.since.elapsed() >= min_age)
             .map(|(id, p)| evict::Candidate {
                 id: id.clone(),
                 netgroup: p.netgroup.clone(),
@@ -710,7 +724,7 @@ impl<M: Messenger> P2p<M> {
             }
             // Both dial at once: the connection opened by the smaller address wins.
             Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => Err("simultaneous dial; ours wins"),
-            Some(_) if st.inbound_count() >= 2 * max => match st.eviction_candidate() {
+            Some(_) if st.inbound_count() >= 2 * max => match st.eviction_candidate(Duration::ZERO) {
                 // Full: a newcomer gets in by evicting the peer the eviction
                 // rule picks, never one with a proven record while others
                 // have none (see `evict`).
@@ -728,11 +742,24 @@ impl<M: Messenger> P2p<M> {
                 st.pending_inbound.remove(&conn);
                 let id = PeerId(a);
                 st.by_conn.insert(conn, id.clone());
+                // The evicted peer leaves the table now, not when its
+                // connection's end is reported (a peer that does not read
+                // could keep its place long after).
+                if let Some((victim, victim_conn)) = &evict
+                    && let Some(info) = st.peers.remove(victim)
+                {
+                    st.by_conn.remove(victim_conn);
+                    st.gone.push_back((victim.clone(), info.origin));
+                    while st.gone.len() > MAX_GONE {
+                        st.gone.pop_front();
+                    }
+                }
                 st.peers.insert(id.clone(), PeerInfo::new(conn, false, false, &remote));
                 drop(st);
                 if let Some((victim, victim_conn)) = evict {
                     tracing::debug!(me = %self.inner.me, peer = %victim, "inbound side full; evicted for a newcomer");
                     self.inner.msg.close(victim_conn);
+                    let _ = self.inner.events.send(PeerEvent::Removed(victim));
                 }
                 // Said hello: it may now send blocks and sync answers.
                 self.inner.msg.promote(conn);
@@ -1105,7 +1132,10 @@ impl<M: Messenger> P2p<M> {
                 let inbound = st.inbound_count();
                 let excess = (n - max).min(inbound.saturating_sub(max.saturating_sub(low)));
                 while trim.len() < excess {
-                    let Some(victim) = st.eviction_candidate() else { break };
+                    // Newcomers are not candidates until TRIM_GRACE: a
+                    // trim would otherwise always take the youngest, and
+                    // peers holding old slots would keep every newcomer out.
+                    let Some(victim) = st.eviction_candidate(self.inner.config.trim_grace) else { break };
                     if let Some(info) = st.peers.remove(&victim) {
                         gone.push((victim.clone(), info));
                     }

@@ -39,7 +39,12 @@ where
 }
 
 pub fn p2p_config(max_peers: usize, bootstrap: Vec<String>, seed: u64) -> toy_p2p::ConfigBuilder {
-    Config::builder().max_peers(max_peers).bootstrap(bootstrap).seed(seed).tick(Duration::from_millis(100))
+    Config::builder()
+        .max_peers(max_peers)
+        .bootstrap(bootstrap)
+        .seed(seed)
+        .tick(Duration::from_millis(100))
+        .trim_grace(Duration::from_secs(1))
 }
 
 pub async fn mem_node(net: &MemoryNetwork, addr: &str, config: Config) -> MemNode {
