@@ -286,6 +286,27 @@ impl<S: Store> Chain<S> {
         Ok(chain)
     }
 
+    /// Rebuilds index, best chain and state from the store (after it lost
+    /// writes), keeps what the mempool still admits, and publishes the tip.
+    fn reload_from_store(&mut self, tip: Hash) -> Result<(), ChainError> {
+        let genesis_hash = self.params.genesis_hash();
+        self.index.clear();
+        self.side.clear();
+        self.canonical.clear();
+        self.reorg_pending = false;
+        self.solicited_tip = None;
+        self.reload(tip, genesis_hash)?;
+        let mut pending: Vec<Transaction> = self.mempool.iter().map(|(_, tx)| tx.clone()).collect();
+        pending.sort_by_key(|tx| (tx.sender.0, tx.nonce));
+        self.mempool = Mempool::new(self.config.mempool.clone());
+        let now = now_ms();
+        for tx in pending {
+            let _ = self.add_tx(tx, now);
+        }
+        self.publish_tip();
+        Ok(())
+    }
+
     fn reload(&mut self, tip: Hash, genesis_hash: Hash) -> Result<(), ChainError> {
         let stored = self.store.canonical(0)?.unwrap_or(Hash::ZERO);
         if stored != genesis_hash {
@@ -670,6 +691,13 @@ impl<S: Store> Chain<S> {
         now_ms: u64,
         solicited: bool,
     ) -> Result<InsertOutcome, ChainError> {
+        // After a failure nothing is written until `recover_store` has made
+        // the store and this chain agree again.
+        if let Some(failure) = &self.store_failure {
+            return Err(
+                StoreError::Db(format!("not written: the store failed ({failure}) and has not recovered")).into()
+            );
+        }
         let outcome = self.insert_unnoted(block, source, now_ms, solicited);
         if let Err(ChainError::Store(e)) = &outcome {
             self.note_store_failure(e);
@@ -694,8 +722,12 @@ impl<S: Store> Chain<S> {
 
     /// After a storage failure: reopens the store ([`Store::reopen`]),
     /// finishes an interrupted reorganisation, and checks that the store's
-    /// tip is ours again. Returns whether it recovered (`false` when there
-    /// was nothing to recover).
+    /// tip is ours again. When it is not (writes that were not durable yet,
+    /// a sync batch's, were lost with the failure), the chain in memory is
+    /// rebuilt from the store, as a restart would, and the mempool's
+    /// transactions are admitted again against that state: sync fetches
+    /// what was lost. Returns whether it recovered (`false` when there was
+    /// nothing to recover).
     ///
     /// # Errors
     /// The storage error that still stands; the failure stays recorded.
@@ -710,10 +742,14 @@ impl<S: Store> Chain<S> {
             }
             let stored = self.store.tip()?;
             let ours = self.tip().hash;
-            if stored != Some(ours) {
-                return Err(StoreError::Corrupt(format!("store tip {stored:?} is not the chain's tip {ours}")).into());
+            match stored {
+                Some(tip) if tip == ours => Ok(()),
+                Some(tip) => {
+                    tracing::warn!(stored = %tip, ours = %ours, "the store lost writes with the failure; reloading the chain from it");
+                    self.reload_from_store(tip)
+                }
+                None => Err(StoreError::Corrupt("the store has no tip".into()).into()),
             }
-            Ok(())
         })();
         match result {
             Ok(()) => {

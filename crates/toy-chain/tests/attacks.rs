@@ -151,6 +151,7 @@ fn failing_store_changes_nothing_and_the_block_connects_later() {
         assert!(!c.is_invalid(&b1.hash()) && c.header(&b1.hash()).is_none(), "index unchanged");
     }
     store.heal();
+    c.recover_store().expect("the store recovers");
     assert!(matches!(c.insert_at(b1, NOW).expect("ok"), InsertOutcome::Connected { height: 1, .. }));
     assert!(!c.mempool().contains(&tx.id()));
     assert_eq!(c.account(&miner()).balance, 10_000 + 1 + 10);
@@ -178,6 +179,7 @@ fn failing_store_during_a_reorg_resumes_to_the_best_chain() {
     assert_eq!(c.tip().hash, a2.hash(), "still on the old chain");
     assert_eq!(c.state(), &state, "with its state");
     store.heal();
+    c.recover_store().expect("the store recovers");
     // The next insert finishes the reorganisation first.
     assert_eq!(c.insert_at(b3.clone(), NOW).expect("ok"), InsertOutcome::Duplicate);
     assert_eq!(c.tip().hash, b3.hash());
@@ -387,6 +389,7 @@ fn store_failure_while_connecting_orphans_keeps_them_for_later() {
     assert!(matches!(out, InsertOutcome::Connected { height: 1, .. }), "{out:?}");
     assert!(c.contains(&blocks[1].hash()), "the orphan waits again");
     store.heal();
+    c.recover_store().expect("the store recovers");
     let next = child(&base, g, vec![], Keypair::from_seed(b"other").address(), 2000);
     c.insert_at(next, NOW).expect("any insert retries the orphans");
     assert_eq!(c.tip().hash, blocks[1].hash());
@@ -411,6 +414,7 @@ fn store_failure_mid_reorg_keeps_the_mempool_and_the_published_tip_true() {
     assert_eq!(tips.borrow().hash, g, "and says so");
     assert!(c.mempool().contains(&tx.id()), "a1's transaction is back in the pool");
     store.heal();
+    c.recover_store().expect("the store recovers");
     let _ = c.insert_at(b[1].clone(), NOW).expect("resumes");
     assert_eq!(c.tip().hash, b[1].hash());
     assert!(c.mempool().contains(&tx.id()), "still pending on the new chain");
@@ -499,4 +503,37 @@ fn a_full_disk_is_reported_until_the_store_recovers_without_a_restart() {
     assert!(c.recover_store().expect("recovered"), "there was something to recover");
     assert_eq!(c.store_failure(), None);
     assert!(matches!(c.insert_at(b1, NOW).expect("ok"), InsertOutcome::Connected { height: 1, .. }));
+}
+
+#[test]
+fn writes_lost_with_a_failed_sync_batch_are_fetched_again_after_recovery() {
+    // A sync batch's writes are not durable until its end; when that final
+    // commit fails, reopening the store loses them. Before: the node kept a
+    // tip the store did not have and, once a later block matched, wrote on
+    // a store missing the lost blocks' undo data and accounts.
+    let store = FailingStore::default();
+    let mut c = open(store.clone());
+    let mut parent = c.tip().hash;
+    let mut source = open(FailingStore::default());
+    let mut blocks = Vec::new();
+    for slot in 1..=3 {
+        let b = child(&source, parent, vec![], miner(), slot * 1000);
+        parent = b.hash();
+        source.insert_at(b.clone(), NOW).expect("source");
+        blocks.push(b);
+    }
+    // Every block is written, then the batch's durable commit fails.
+    store.fail_after(6);
+    let outcomes = c.import_batch(blocks.clone(), Some("peer"), NOW);
+    assert!(outcomes.iter().any(Result::is_err), "the final commit failed: {outcomes:?}");
+    assert!(c.store_failure().is_some());
+    assert_eq!(c.tip().height, 3, "memory holds the batch the store will lose");
+    store.heal();
+    assert!(c.recover_store().expect("recovered"));
+    assert_eq!(c.store_failure(), None);
+    assert_eq!(c.tip().height, 0, "the chain in memory is the store's again");
+    for b in blocks {
+        assert!(matches!(c.insert_at(b, NOW).expect("ok"), InsertOutcome::Connected { .. }));
+    }
+    assert_eq!(c.tip().height, 3);
 }

@@ -102,6 +102,9 @@ pub struct FailingStore {
     pub inner: MemoryStore,
     /// Writes still allowed; `None`: all allowed.
     budget: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+    /// The last durable state while durability is relaxed: what a reopen
+    /// returns to, as redb does with writes not yet made durable.
+    durable: Option<MemoryStore>,
 }
 
 impl FailingStore {
@@ -129,6 +132,22 @@ impl FailingStore {
 }
 
 impl Store for FailingStore {
+    fn set_durable(&mut self, durable: bool) -> Result<(), toy_chain::StoreError> {
+        if durable {
+            // The durable commit is a write, and can fail like one.
+            self.write()?;
+            self.durable = None;
+        } else if self.durable.is_none() {
+            self.durable = Some(self.inner.clone());
+        }
+        Ok(())
+    }
+    fn reopen(&mut self) -> Result<(), toy_chain::StoreError> {
+        if let Some(last) = self.durable.take() {
+            self.inner = last;
+        }
+        Ok(())
+    }
     fn put_block(&mut self, hash: &Hash, block: &Block) -> Result<(), toy_chain::StoreError> {
         self.write()?;
         self.inner.put_block(hash, block)
