@@ -892,6 +892,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         // Headers first: the claim in `status` is checked against headers
         // the peer must deliver (proof of work and every header rule) before
         // any body is asked for.
+        let sent: std::collections::HashSet<Hash> = locator.iter().copied().collect();
         let req = HashesRequest { locator, max: sync::MAX_HEADERS as u32 };
         let answer = match tokio::time::timeout(
             sync::REQUEST_TIMEOUT,
@@ -913,6 +914,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             return Err(peer_error(best, "malformed headers"));
         };
         let complete = headers.len() < sync::MAX_HEADERS;
+        if headers.first().is_some_and(|h| !sent.contains(&h.parent)) {
+            // The answer must start right after one of our locator hashes.
+            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            return Err(peer_error(best, "headers that do not start at our locator"));
+        }
         let c = self.chain.clone();
         let checked = tokio::task::spawn_blocking(move || lock(&c).check_headers(&headers, now_ms()))
             .await
@@ -931,10 +937,13 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         };
         let ours = lock(&self.chain).tip().work;
         if complete && !checked.ahead_of_clock && checked.work < status.work && ours < status.work {
-            // All it has, and less work than it claimed (its status is a
-            // moment old, but a best chain's work only grows): a lie, and
-            // the headers it did send show what it really has.
-            self.gossip.report(best, Misbehaviour::ProtocolViolation);
+            // All it has, and less work than it claimed. When the headers
+            // end at the tip it claimed, that is a lie (a chain's work is
+            // fixed by its headers); otherwise its tip may have moved since
+            // its status (a store failure, a restart): a smaller charge that
+            // fades. The headers it did send show what it really has.
+            let lie = checked.hashes.last() == Some(&status.tip) || checked.hashes.is_empty();
+            self.gossip.report(best, if lie { Misbehaviour::ProtocolViolation } else { Misbehaviour::Spam });
             if checked.work <= ours {
                 return Err(peer_error(best, "claims more work than its headers carry"));
             }
@@ -944,6 +953,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             checked.hashes.into_iter().skip_while(|h| c.contains(h)).collect()
         };
         if wanted.is_empty() {
+            if !complete {
+                // A full answer of blocks we have: it skipped our newer
+                // locator hashes to waste a round.
+                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                return Err(peer_error(best, "a full answer of headers we have"));
+            }
             return Ok(0);
         }
         {
