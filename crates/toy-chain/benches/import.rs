@@ -13,6 +13,10 @@
 //!   canonical chain and the side-branch set. Printed beside it, measured
 //!   once on the same index: the side-branch set built the way `open` did
 //!   before (`Vec::contains` per indexed hash, quadratic).
+//! * `headers/check_2000` — `Chain::check_headers` on a 2 000-header answer
+//!   (what headers-first sync does before fetching any body), next to
+//!   `headers/sha256_2000`: only the 2 000 header hashes, the proof-of-work
+//!   part of the check and its floor.
 //!
 //! Run: `cargo bench -p toy-chain --bench import`.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -230,10 +234,29 @@ fn open_long_chain(c: &mut Criterion) {
     g.finish();
 }
 
+fn headers_first(c: &mut Criterion) {
+    const HEADERS: usize = 2_000;
+    let mut source = open(MemoryStore::new(), Arc::new(SigCache::default()));
+    for i in 0..HEADERS as u64 {
+        let block = mine_simple(source.template(Address([3; 33]), NOW + i)).expect("test difficulty");
+        source.insert_at(block, NOW + HEADERS as u64).expect("insert");
+    }
+    let headers: Vec<toy_chain::Header> =
+        (1..=HEADERS as u64).filter_map(|h| source.hash_at(h).and_then(|x| source.header(&x)).cloned()).collect();
+    let fresh = open(MemoryStore::new(), Arc::new(SigCache::default()));
+    let mut g = c.benchmark_group("headers");
+    g.throughput(Throughput::Elements(HEADERS as u64));
+    g.bench_function("sha256_2000", |b| b.iter(|| headers.iter().map(toy_chain::Header::hash).count()));
+    g.bench_function("check_2000", |b| {
+        b.iter(|| fresh.check_headers(&headers, NOW + HEADERS as u64).expect("valid").hashes.len())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = verify, import, redb_blocks, open_long_chain
+    targets = verify, import, redb_blocks, open_long_chain, headers_first
 }
 
 fn main() {
