@@ -193,6 +193,14 @@ async fn an_adversary_is_banned_and_changes_nothing() {
             line.split(", ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
         assert!(cut >= 64, "most strangers should be cut off at their prefix: {line}");
     }
+    // Every attack above together left the victim's memory bounded (a
+    // debug build of a node holds some tens of MiB; the attacks asked it
+    // for gigabytes before the limits).
+    const RSS_BOUND: u64 = 100 * 1024 * 1024;
+    if let Some(rss) = nodes[3].proc.rss_bytes() {
+        println!("victim: resident memory after the attacks: {} MiB", rss / (1024 * 1024));
+        assert!(rss < RSS_BOUND, "the victim holds {} MiB after the attacks", rss / (1024 * 1024));
+    }
     // A claim of work backed by headers without proof of work: refused at
     // the first header, the sender dropped, no body fetched.
     for line in out.iter().filter(|l| l.starts_with("fake headers:")) {

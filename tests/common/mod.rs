@@ -50,6 +50,14 @@ pub struct Proc {
 const KEEP_LINES: usize = 20_000;
 
 impl Proc {
+    /// The process's resident memory in bytes (Linux: `VmRSS` in
+    /// `/proc/<pid>/status`), if it can be read.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
