@@ -671,7 +671,15 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: std::time::Duration,
+    /// How long one request may take from its headers to its answer, its
+    /// body included: a client trickling a body (or never sending the one
+    /// its `Content-Length` promised) gets 408 and its connection is freed.
+    pub request_timeout: std::time::Duration,
 }
+
+/// Default request timeout: 30 s (the longest handler, `/api/network`,
+/// takes about 7 s; `/api/mine` gives up well before this).
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Default connections served at once: 128 (a browser opens six; the page,
 /// the wallet and a few scripts fit many times over, and 128 sockets leave
@@ -683,7 +691,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { max_connections: DEFAULT_MAX_HTTP_CONNECTIONS, header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT }
+        Self {
+            max_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
     }
 }
 
@@ -837,7 +849,10 @@ pub async fn serve_with(
             let answer = hyper::service::Service::call(&inner, req);
             let w = w.clone();
             async move {
-                let r = answer.await;
+                let r = match tokio::time::timeout(limits.request_timeout, answer).await {
+                    Ok(r) => r,
+                    Err(_) => Ok((StatusCode::REQUEST_TIMEOUT, "request took too long").into_response()),
+                };
                 w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_busy(id, false);
                 r
             }

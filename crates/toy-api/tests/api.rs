@@ -495,7 +495,11 @@ async fn slow_clients_cannot_hold_the_api() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cancel = tokio_util::sync::CancellationToken::new();
-    let limits = toy_api::HttpLimits { max_connections: 4, header_read_timeout: Duration::from_millis(300) };
+    let limits = toy_api::HttpLimits {
+        max_connections: 4,
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
     let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
     // Four clients that start a request and never finish its headers.
     let mut slow = Vec::new();
@@ -534,7 +538,8 @@ async fn at_the_cap_the_longest_idle_connection_gives_way_to_a_new_one() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cancel = tokio_util::sync::CancellationToken::new();
-    let limits = toy_api::HttpLimits { max_connections: 2, header_read_timeout: Duration::from_secs(60) };
+    let limits =
+        toy_api::HttpLimits { max_connections: 2, header_read_timeout: Duration::from_secs(60), ..Default::default() };
     let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
     // Two slow clients hold the cap, each with half a request.
     let mut slow = Vec::new();
@@ -555,6 +560,29 @@ async fn at_the_cap_the_longest_idle_connection_gives_way_to_a_new_one() {
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(30), slow[0].read(&mut buf)).await.expect("closed in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the oldest slow connection is closed: {n:?}");
+    cancel.cancel();
+    server.await.expect("task").expect("serve");
+}
+
+#[tokio::test]
+async fn a_body_that_never_comes_gets_408_and_frees_the_connection() {
+    // Before: a request whose headers were in counted as busy forever while
+    // its body trickled (or never came), so 128 of them held the API.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let limits = toy_api::HttpLimits { request_timeout: Duration::from_millis(300), ..Default::default() };
+    let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = "POST /api/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer[..n]));
     cancel.cancel();
     server.await.expect("task").expect("serve");
 }

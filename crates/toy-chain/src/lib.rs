@@ -28,8 +28,16 @@
 //! * [`mempool`], [`builder`] — pending transactions and block templates.
 //! * [`tree`] — [`Chain`]: the block tree over a [`Store`].
 //! * [`store`] — the [`Store`] trait, [`MemoryStore`] and [`RedbStore`].
+//! * [`headers`] — the header-chain check of headers-first sync.
+//! * [`sync`] — the wire formats of the chain's direct requests.
+//! * `network` (the `network` feature, on by default) — the chain layer on
+//!   the gossip trait: gossip handlers, serving requests, headers-first
+//!   sync, ancestor fetch, and the tip watch (`Chain::subscribe`).
 //!
-//! This crate needs no network: the chain's networking sits above it.
+//! With `default-features = false` this crate is the rules, the state
+//! transition, the block tree and the store, with no network crate and no
+//! async runtime: `cargo tree -p toy-chain --no-default-features -e normal`
+//! shows neither (toy-miner depends on it that way).
 //!
 //! ## Example
 //!
@@ -63,6 +71,7 @@ pub mod crypto;
 pub mod error;
 pub mod headers;
 pub mod mempool;
+#[cfg(feature = "network")]
 pub mod network;
 pub mod params;
 pub mod state;

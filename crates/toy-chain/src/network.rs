@@ -54,6 +54,10 @@ pub const SEARCH_BLOCK: &str = "block";
 /// them.
 pub const PRIORITY_KINDS: &[&str] = &["gossip:bc:new_block", "chain:status", "chain:headers", "chain:blocks"];
 
+/// Times one sync round asks again from the last header of a full answer
+/// of headers it already has: 16 (32 000 headers).
+pub const MAX_HEADER_HOPS: usize = 16;
+
 /// How often a failed store is reopened: 5 s.
 pub const STORE_RETRY: Duration = Duration::from_secs(5);
 /// Blocks fetched backwards through search before giving up on a branch.
@@ -254,13 +258,6 @@ impl PeerBuckets {
         *tokens -= cost;
         true
     }
-
-    /// Gives back `n` tokens taken for something that turned out free.
-    fn refund(&mut self, peer: &PeerId, n: f64, now: Instant) {
-        let burst = self.rate.burst;
-        let tokens = self.level(peer, now);
-        *tokens = (*tokens + n).min(burst);
-    }
 }
 
 /// One `chain:blocks` answer in the making for a peer; leaves the count
@@ -320,15 +317,14 @@ fn within_budget<G: GossipNetwork + ?Sized>(
 /// sending orphans with made-up parents gets no more than this out of us.
 pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.1 };
 
-/// Gossiped transactions one peer may send that the mempool cannot take
-/// for want of funds or nonce (an unfunded sender, a gap, a replay): 64 at
-/// once, then 4 a second. Such transactions cost nothing to make and us a
-/// decode and a lookup each. Past the rate, that peer's transactions are
-/// dropped unexamined until its budget refills. No penalty: whether a
-/// transaction is funded depends on *our* state (we may be behind, or hold
-/// a conflicting one), and a relay forwards what others made, so charging
-/// it would let anyone get honest relays banned (Bitcoin Core does not
-/// punish missing inputs either).
+/// Gossiped transactions one peer may send that the mempool refuses for
+/// funds or nonce (an unfunded sender, a gap, a replay): 64 at once, then 4
+/// a second; past it they are counted (`requests_refused{UnfundedTx}`), not
+/// acted on. Such a refusal costs us a decode and a lookup (the signature is
+/// checked after the funds). No penalty: whether a transaction is funded
+/// depends on *our* state, and a relay forwards what others made (Bitcoin
+/// Core does not punish missing inputs either). No drop: the gossip layer
+/// has marked the message seen, so a drop would lose it for every peer.
 pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.0 };
 
 /// The chain attached to a gossip network: gossip handlers, request
@@ -654,7 +650,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 | InsertOutcome::ForkTooDeep { .. },
             ) => Verdict::Ignore,
             Err(e) => {
-                tracing::error!("block import failed: {e}");
+                // A failed store is reported once where it failed.
+                if lock(&self.chain).store_failure().is_none() {
+                    tracing::error!("block import failed: {e}");
+                } else {
+                    tracing::debug!("block not imported: {e}");
+                }
                 Verdict::Ignore
             }
         }
@@ -669,14 +670,6 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
-        // A token up front (given back unless the mempool refuses the
-        // transaction for funds or nonce): past the rate, unexamined.
-        if let Some(peer) = &from
-            && !lock_plain(&self.unfunded_txs).take(peer, 1.0, Instant::now())
-        {
-            self.stats.bump("requests_refused", "UnfundedTx");
-            return Verdict::Ignore;
-        }
         let c = self.chain.clone();
         let outcome = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
         let unfunded = matches!(
@@ -685,8 +678,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 | MempoolError::NonceTooLow { .. }
                 | MempoolError::NonceTooHigh { .. }))
         );
-        if let Some(peer) = from.as_ref().filter(|_| !unfunded) {
-            lock_plain(&self.unfunded_txs).refund(peer, 1.0, Instant::now());
+        // Counted per peer, never acted on: the gossip layer has marked the
+        // message seen, so dropping it here would drop it for every peer
+        // (an attacker keeping its budget empty could black-hole honest
+        // transactions it relays first), and a penalty would hit relays.
+        if let Some(peer) = from.as_ref().filter(|_| unfunded)
+            && !lock_plain(&self.unfunded_txs).take(peer, 1.0, Instant::now())
+        {
+            self.stats.bump("requests_refused", "UnfundedTx");
         }
         match &outcome {
             Ok(Ok(_)) => self.stats.bump("txs_accepted", "gossip"),
@@ -892,75 +891,83 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         // Headers first: the claim in `status` is checked against headers
         // the peer must deliver (proof of work and every header rule) before
         // any body is asked for.
-        let sent: std::collections::HashSet<Hash> = locator.iter().copied().collect();
-        let req = HashesRequest { locator, max: sync::MAX_HEADERS as u32 };
-        let answer = match tokio::time::timeout(
-            sync::REQUEST_TIMEOUT,
-            self.gossip.request(best, sync::HEADERS, Bytes::from(req.encode())),
-        )
-        .await
-        {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(peer_error(best, format!("no headers: {e}"))),
-            Err(_) => {
-                // A claim it does not back in time costs it a little (the
-                // penalty fades, as a slow honest peer's would).
-                self.gossip.report(best, Misbehaviour::Spam);
-                return Err(peer_error(best, "no headers in time"));
-            }
-        };
-        let Some(headers) = sync::decode_headers(&answer, sync::MAX_HEADERS) else {
-            self.gossip.report(best, Misbehaviour::ProtocolViolation);
-            return Err(peer_error(best, "malformed headers"));
-        };
-        let complete = headers.len() < sync::MAX_HEADERS;
-        if headers.first().is_some_and(|h| !sent.contains(&h.parent)) {
-            // The answer must start right after one of our locator hashes.
-            self.gossip.report(best, Misbehaviour::ProtocolViolation);
-            return Err(peer_error(best, "headers that do not start at our locator"));
-        }
-        let c = self.chain.clone();
-        let checked = tokio::task::spawn_blocking(move || lock(&c).check_headers(&headers, now_ms()))
+        // A full answer of headers we all have is honest when the branch
+        // forked between two far-apart locator hashes, or a paused sync
+        // stored part of it: ask again from its last header, a bounded
+        // number of times.
+        let mut locator = locator;
+        let mut hops = 0;
+        let wanted: Vec<Hash> = loop {
+            let sent: std::collections::HashSet<Hash> = locator.iter().copied().collect();
+            let req = HashesRequest { locator: locator.clone(), max: sync::MAX_HEADERS as u32 };
+            let answer = match tokio::time::timeout(
+                sync::REQUEST_TIMEOUT,
+                self.gossip.request(best, sync::HEADERS, Bytes::from(req.encode())),
+            )
             .await
-            .map_err(|_| NetworkError::Cancelled)?;
-        let checked = match checked {
-            Ok(checked) => checked,
-            Err(e @ HeadersError::Invalid { .. }) => {
-                // A header that breaks a rule is proof, like an invalid block.
-                self.gossip.report(best, Misbehaviour::InvalidBlock);
-                return Err(peer_error(best, format!("sent an invalid header chain: {e}")));
-            }
-            Err(e) => {
+            {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => return Err(peer_error(best, format!("no headers: {e}"))),
+                Err(_) => {
+                    // A claim it does not back in time costs it a little (the
+                    // penalty fades, as a slow honest peer's would).
+                    self.gossip.report(best, Misbehaviour::Spam);
+                    return Err(peer_error(best, "no headers in time"));
+                }
+            };
+            let Some(headers) = sync::decode_headers(&answer, sync::MAX_HEADERS) else {
                 self.gossip.report(best, Misbehaviour::ProtocolViolation);
-                return Err(peer_error(best, format!("sent headers that are not a chain on ours: {e}")));
+                return Err(peer_error(best, "malformed headers"));
+            };
+            let complete = headers.len() < sync::MAX_HEADERS;
+            if headers.first().is_some_and(|h| !sent.contains(&h.parent)) {
+                // The answer must start right after one of our locator hashes.
+                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                return Err(peer_error(best, "headers that do not start at our locator"));
+            }
+            let c = self.chain.clone();
+            let checked = tokio::task::spawn_blocking(move || lock(&c).check_headers(&headers, now_ms()))
+                .await
+                .map_err(|_| NetworkError::Cancelled)?;
+            let checked = match checked {
+                Ok(checked) => checked,
+                Err(e @ HeadersError::Invalid { .. }) => {
+                    // A header that breaks a rule is proof, like an invalid block.
+                    self.gossip.report(best, Misbehaviour::InvalidBlock);
+                    return Err(peer_error(best, format!("sent an invalid header chain: {e}")));
+                }
+                Err(e) => {
+                    self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                    return Err(peer_error(best, format!("sent headers that are not a chain on ours: {e}")));
+                }
+            };
+            let ours = lock(&self.chain).tip().work;
+            if complete && !checked.ahead_of_clock && checked.work < status.work && ours < status.work {
+                // All it has, and less work than it claimed. When the headers
+                // end at the tip it claimed, that is a lie (a chain's work is
+                // fixed by its headers); otherwise its tip may have moved since
+                // its status (a store failure, a restart): a smaller charge that
+                // fades. The headers it did send show what it really has.
+                let lie = checked.hashes.last() == Some(&status.tip);
+                self.gossip.report(best, if lie { Misbehaviour::ProtocolViolation } else { Misbehaviour::Spam });
+                if checked.work <= ours {
+                    return Err(peer_error(best, "claims more work than its headers carry"));
+                }
+            }
+            let last = checked.hashes.last().copied();
+            let wanted: Vec<Hash> = {
+                let c = lock(&self.chain);
+                checked.hashes.into_iter().skip_while(|h| c.contains(h)).collect()
+            };
+            match (wanted.is_empty(), complete, last) {
+                (true, false, Some(last)) if hops < MAX_HEADER_HOPS => {
+                    locator = vec![last];
+                    hops += 1;
+                }
+                (true, _, _) => return Ok(0),
+                (false, _, _) => break wanted,
             }
         };
-        let ours = lock(&self.chain).tip().work;
-        if complete && !checked.ahead_of_clock && checked.work < status.work && ours < status.work {
-            // All it has, and less work than it claimed. When the headers
-            // end at the tip it claimed, that is a lie (a chain's work is
-            // fixed by its headers); otherwise its tip may have moved since
-            // its status (a store failure, a restart): a smaller charge that
-            // fades. The headers it did send show what it really has.
-            let lie = checked.hashes.last() == Some(&status.tip) || checked.hashes.is_empty();
-            self.gossip.report(best, if lie { Misbehaviour::ProtocolViolation } else { Misbehaviour::Spam });
-            if checked.work <= ours {
-                return Err(peer_error(best, "claims more work than its headers carry"));
-            }
-        }
-        let wanted: Vec<Hash> = {
-            let c = lock(&self.chain);
-            checked.hashes.into_iter().skip_while(|h| c.contains(h)).collect()
-        };
-        if wanted.is_empty() {
-            if !complete {
-                // A full answer of blocks we have: it skipped our newer
-                // locator hashes to waste a round.
-                self.gossip.report(best, Misbehaviour::ProtocolViolation);
-                return Err(peer_error(best, "a full answer of headers we have"));
-            }
-            return Ok(0);
-        }
         {
             let mut p = lock_plain(&self.sync.progress);
             p.active = true;
@@ -1106,6 +1113,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
+            }
+            // Nothing can be written until the store recovers (the store
+            // watch wakes this task then): no downloads to throw away.
+            if lock(&self.chain).store_failure().is_some() {
+                continue;
             }
             if let Err(e) = self.resolve().await {
                 tracing::warn!("sync failed: {e}");

@@ -18,7 +18,9 @@
 //! cannot serve is asked again from the best peer. A peer whose block is
 //! invalid, or whose hashes do not connect, is reported.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "network")]
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -204,11 +206,13 @@ pub struct SyncProgress {
 }
 
 /// Logs progress at most every few seconds.
+#[cfg(feature = "network")]
 pub(crate) struct ProgressLog {
     started: Instant,
     last: Instant,
 }
 
+#[cfg(feature = "network")]
 impl ProgressLog {
     pub(crate) fn new() -> Self {
         Self { started: Instant::now(), last: Instant::now() }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+#[cfg(feature = "network")]
 use tokio::sync::watch;
 
 use crate::crypto::{SigCache, Verifier};
@@ -206,6 +207,9 @@ pub struct Chain<S: Store> {
     /// The last storage failure, until [`Chain::recover_store`] succeeds:
     /// a node that cannot write is not healthy, whatever else it answers.
     store_failure: Option<String>,
+    /// Publishes the tip (with the `network` feature: the tip watch needs
+    /// tokio's `watch`).
+    #[cfg(feature = "network")]
     tip_tx: watch::Sender<Tip>,
 }
 
@@ -242,6 +246,7 @@ impl<S: Store> Chain<S> {
     ) -> Result<Self, ChainError> {
         let genesis = params.genesis();
         let genesis_hash = genesis.hash();
+        #[cfg(feature = "network")]
         let (tip_tx, _) = watch::channel(Tip { hash: genesis_hash, height: 0, work: 0 });
         let mut chain = Self {
             invalid: BoundedSet { cap: config.max_invalid.max(1), ..Default::default() },
@@ -260,6 +265,7 @@ impl<S: Store> Chain<S> {
             solicited_tip: None,
             orphans_retry: None,
             store_failure: None,
+            #[cfg(feature = "network")]
             tip_tx,
         };
         match chain.store.tip()? {
@@ -290,12 +296,9 @@ impl<S: Store> Chain<S> {
     /// writes), keeps what the mempool still admits, and publishes the tip.
     fn reload_from_store(&mut self, tip: Hash) -> Result<(), ChainError> {
         let genesis_hash = self.params.genesis_hash();
-        self.index.clear();
-        self.side.clear();
-        self.canonical.clear();
+        self.reload(tip, genesis_hash)?;
         self.reorg_pending = false;
         self.solicited_tip = None;
-        self.reload(tip, genesis_hash)?;
         let mut pending: Vec<Transaction> = self.mempool.iter().map(|(_, tx)| tx.clone()).collect();
         pending.sort_by_key(|tx| (tx.sender.0, tx.nonce));
         self.mempool = Mempool::new(self.config.mempool.clone());
@@ -307,6 +310,9 @@ impl<S: Store> Chain<S> {
         Ok(())
     }
 
+    /// Reads index, best chain and state from the store and installs them
+    /// only once all of it has been read: a read that fails leaves the chain
+    /// as it was.
     fn reload(&mut self, tip: Hash, genesis_hash: Hash) -> Result<(), ChainError> {
         let stored = self.store.canonical(0)?.unwrap_or(Hash::ZERO);
         if stored != genesis_hash {
@@ -314,23 +320,24 @@ impl<S: Store> Chain<S> {
         }
         let mut headers = self.store.headers()?;
         headers.sort_by_key(|h| h.height);
+        let mut index: HashMap<Hash, Node> = HashMap::with_capacity(headers.len());
         for header in headers {
             let hash = header.hash();
             let work = if header.height == 0 {
                 0
             } else {
-                match self.index.get(&header.parent) {
+                match index.get(&header.parent) {
                     Some(p) => p.work.saturating_add(work(&header.target)),
                     None => continue, // parent pruned: unreachable, skip
                 }
             };
-            self.index.insert(hash, Node { header, work });
+            index.insert(hash, Node { header, work });
         }
         let mut canonical = Vec::new();
         let mut cursor = tip;
         loop {
             let node =
-                self.index.get(&cursor).ok_or_else(|| StoreError::Corrupt(format!("tip ancestor {cursor} missing")))?;
+                index.get(&cursor).ok_or_else(|| StoreError::Corrupt(format!("tip ancestor {cursor} missing")))?;
             canonical.push(cursor);
             if node.header.height == 0 {
                 break;
@@ -343,11 +350,13 @@ impl<S: Store> Chain<S> {
                 return Err(StoreError::Corrupt(format!("canonical index disagrees at height {h}")).into());
             }
         }
+        let state = State::from_accounts(self.store.accounts()?);
         // A set, so opening is linear in the number of blocks.
         let on_best: HashSet<&Hash> = canonical.iter().collect();
-        self.side = self.index.keys().filter(|h| !on_best.contains(h)).copied().collect();
+        self.side = index.keys().filter(|h| !on_best.contains(h)).copied().collect();
+        self.index = index;
         self.canonical = canonical;
-        self.state = State::from_accounts(self.store.accounts()?);
+        self.state = state;
         Ok(())
     }
 
@@ -364,11 +373,13 @@ impl<S: Store> Chain<S> {
     }
 
     /// Tip changes, as a watch channel (latest value only).
+    #[cfg(feature = "network")]
     pub fn subscribe(&self) -> watch::Receiver<Tip> {
         self.tip_tx.subscribe()
     }
 
     fn publish_tip(&self) {
+        #[cfg(feature = "network")]
         self.tip_tx.send_replace(self.tip());
     }
 
@@ -636,7 +647,9 @@ impl<S: Store> Chain<S> {
     /// # Errors
     /// Only storage failures; an invalid block is an [`InsertOutcome::Invalid`].
     /// After a storage failure the state, mempool, indexes and tip are as
-    /// before the call, and the same block can be inserted again.
+    /// before the call; every insert is then refused until
+    /// [`Chain::recover_store`] succeeds (the chain's network layer calls it
+    /// every few seconds), after which the same block can be inserted again.
     pub fn insert_at(&mut self, block: Block, now_ms: u64) -> Result<InsertOutcome, ChainError> {
         self.insert_from(block, None, now_ms)
     }

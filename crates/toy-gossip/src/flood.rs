@@ -216,13 +216,18 @@ impl<P: PeerNetwork> Gossip<P> {
             self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
             return;
         };
-        if !self.first_sight(seen_key(&format!("gossip:search:{kind}"), &id, &query)) {
-            return;
-        }
-        if !self.take_search_token(&from) {
+        let key = seen_key(&format!("gossip:search:{kind}"), &id, &query);
+        // The rate is checked before the query is marked seen: a query
+        // dropped here is still taken from the next peer that sends it, so
+        // a peer that keeps its budget empty cannot black-hole the searches
+        // it relays first. Copies already seen cost no token.
+        if lock(&self.inner.seen).get(&key).is_none() && !self.take_search_token(&from) {
             // Dropped, not charged: `from` may only be relaying searches
             // that others started (the flood forwards them all).
             tracing::debug!(%from, kind, "search past its sender's rate; dropped");
+            return;
+        }
+        if !self.first_sight(key) {
             return;
         }
         // One return path per search id: a copy of the id on another query
