@@ -416,8 +416,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 let c = c.clone();
                 async move {
                     let hash = Hash(query.as_ref().try_into().ok()?);
-                    let block = lock(&c).block(&hash).ok()??;
-                    Some(Bytes::from(block.encode()))
+                    // Off the dispatcher: the chain's lock may be held.
+                    let block = tokio::task::spawn_blocking(move || lock(&c).block(&hash).ok().flatten());
+                    Some(Bytes::from(block.await.ok()??.encode()))
                 }
             }),
         )?;
@@ -429,8 +430,16 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         Ok(node)
     }
 
+    /// Installs the `chain:*` request handlers. They run on the messaging
+    /// layer's dispatcher, which serves every peer, so none of them waits
+    /// for the chain's lock there (a writer holds it across signature checks
+    /// and a durable commit): the status comes from the published tip, and
+    /// the answers that read the chain are built on a blocking thread.
     fn install_request_handlers(&self) -> Result<(), NetworkError> {
-        let c = self.chain.clone();
+        let (genesis, tips) = {
+            let c = lock(&self.chain);
+            (c.params().genesis_hash(), c.subscribe())
+        };
         let stats = self.stats.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(STATUS_RATE)));
         self.gossip.register_request_handler(
@@ -441,7 +450,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 if !allowed {
                     stats.bump("requests_refused", sync::STATUS);
                 }
-                let status = allowed.then(|| status_of(&lock(&c)));
+                let status = allowed.then(|| {
+                    let tip = tips.borrow().clone();
+                    Status { genesis, tip: tip.hash, height: tip.height, work: tip.work }
+                });
                 async move { status.map(|s| Bytes::from(s.encode())) }
             }),
         )?;
@@ -465,10 +477,13 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HASHES, 1.0));
                 async move {
                     let req = req?;
-                    let c = lock(&c);
-                    let hashes: Vec<Hash> =
-                        after_locator(&c, &req, sync::MAX_HASHES).map_while(|h| c.hash_at(h)).collect();
-                    Some(sync::encode_hashes(&hashes))
+                    let answer = tokio::task::spawn_blocking(move || {
+                        let c = lock(&c);
+                        let hashes: Vec<Hash> =
+                            after_locator(&c, &req, sync::MAX_HASHES).map_while(|h| c.hash_at(h)).collect();
+                        sync::encode_hashes(&hashes)
+                    });
+                    answer.await.ok()
                 }
             }),
         )?;
@@ -492,11 +507,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HEADERS, 1.0));
                 async move {
                     let req = req?;
-                    let c = lock(&c);
-                    let headers: Vec<Header> = after_locator(&c, &req, sync::MAX_HEADERS)
-                        .map_while(|h| c.hash_at(h).and_then(|hash| c.header(&hash)).cloned())
-                        .collect();
-                    Some(sync::encode_headers(&headers))
+                    let answer = tokio::task::spawn_blocking(move || {
+                        let c = lock(&c);
+                        let headers: Vec<Header> = after_locator(&c, &req, sync::MAX_HEADERS)
+                            .map_while(|h| c.hash_at(h).and_then(|hash| c.header(&hash)).cloned())
+                            .collect();
+                        sync::encode_headers(&headers)
+                    });
+                    answer.await.ok()
                 }
             }),
         )?;
@@ -650,12 +668,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 | InsertOutcome::ForkTooDeep { .. },
             ) => Verdict::Ignore,
             Err(e) => {
-                // A failed store is reported once where it failed.
-                if lock(&self.chain).store_failure().is_none() {
-                    tracing::error!("block import failed: {e}");
-                } else {
-                    tracing::debug!("block not imported: {e}");
-                }
+                // A failed store is logged once, where it failed (the chain).
+                tracing::debug!("block not imported: {e}");
                 Verdict::Ignore
             }
         }
@@ -1250,12 +1264,6 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             .await;
         found
     }
-}
-
-/// Our status.
-fn status_of<S: Store>(c: &Chain<S>) -> Status {
-    let tip = c.tip();
-    Status { genesis: c.params().genesis_hash(), tip: tip.hash, height: tip.height, work: tip.work }
 }
 
 fn peer_error(peer: &PeerId, what: impl Into<String>) -> NetworkError {

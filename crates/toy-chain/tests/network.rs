@@ -491,3 +491,39 @@ fn rand_id(n: u64) -> [u8; 16] {
     id[..8].copy_from_slice(&n.to_be_bytes());
     id
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_while_a_writer_holds_the_chain() {
+    // Before: chain:status (and hashes, headers, search:block) took the
+    // chain's lock on the messaging dispatcher, so while a writer held it
+    // (signature checks, a durable commit) no message from any peer was
+    // handled, a handshake's p2p:get_peers included.
+    let net = MemoryNetwork::new();
+    let (victim_p2p, victim) = start(&net, 0, vec![]).await;
+    let asker = bare_peer(&net, "asker:1").await;
+    let peer = asker.connect("chain0:1").await.expect("peer");
+    // A writer takes the lock and keeps it until the answers are in.
+    let chain = victim.chain().clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let _held = lock(&chain);
+        let _ = held_tx.send(());
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().expect("the writer holds the lock");
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), asker.request(&peer, toy_chain::sync::STATUS, Bytes::new()))
+            .await
+            .expect("status answered while the chain is locked")
+            .expect("status");
+    assert_eq!(toy_chain::sync::Status::decode(&status).expect("decodes").height, 0);
+    let peers = tokio::time::timeout(Duration::from_secs(30), asker.request(&peer, "p2p:get_peers", Bytes::new()))
+        .await
+        .expect("get_peers answered while the chain is locked");
+    assert!(peers.is_ok());
+    release_tx.send(()).expect("release");
+    writer.join().expect("writer");
+    asker.shutdown().await;
+    victim_p2p.shutdown().await;
+}
