@@ -1,0 +1,212 @@
+//! The maintenance tick: rate penalties fading, handshake timeouts, bans
+//! expiring, dialling towards the outbound target, discovery, the trim above
+//! `max_peers`, the book, and the tracker.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use toy_msg::{ConnId, Messenger};
+
+use crate::config::*;
+use crate::node::{P2p, now_ms};
+use crate::{PeerId, PeerNetwork, origin_of, parse_addrs};
+
+impl<M: Messenger> P2p<M> {
+    pub(crate) async fn maintenance(&self) {
+        let mut interval = tokio::time::interval(self.inner.config.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            self.tick().await;
+        }
+    }
+
+    pub(crate) async fn tick(&self) {
+        let max = self.inner.config.max_peers;
+        let now = Instant::now();
+        let (to_close, dials, ask, trim, tracker_due) = {
+            let mut st = self.state();
+            st.ticks += 1;
+            // Rate penalties fade: an honest peer that now and then goes
+            // over a rate is not banned by the sum of a day's slips; a flood
+            // still is. Other misbehaviour is remembered as long as the peer.
+            for p in st.peers.values_mut() {
+                p.spam = p.spam.saturating_sub(SCORE_DECAY_PER_TICK);
+            }
+            // Handshake timeouts and expired bans.
+            let expired: Vec<ConnId> = st
+                .pending_inbound
+                .iter()
+                .filter(|(c, d)| **d <= now && !st.by_conn.contains_key(c))
+                .map(|(c, _)| *c)
+                .collect();
+            for c in &expired {
+                st.pending_inbound.remove(c);
+            }
+            st.bans.retain(|_, until| *until > now);
+            let n = st.peers.len();
+            let low = max.div_ceil(2).max(1);
+            let out = st.outbound_count();
+            // Re-bootstrap when short of peers (or of outbound ones) with
+            // nothing to try.
+            if (n < max || out < low) && st.candidates.is_empty() && st.dialing.is_empty() {
+                let again: Vec<String> = self.inner.config.bootstrap.iter().cloned().chain(st.book.addrs()).collect();
+                for a in again {
+                    st.add_candidate(a, &self.inner.me);
+                }
+            }
+            let mut dials = Vec::new();
+            // Below max/2: dial until back in range at once. Between max/2 and
+            // max: one dial every TOP_UP_EVERY ticks, slow enough not to churn,
+            // steady enough that separate clusters of peers find each other.
+            // The outbound target is counted on its own: inbound peers, however
+            // many, never stop us from dialling out (an eclipse needs all our
+            // peers; these it cannot choose).
+            let room = if out < low {
+                low - out
+            } else if n < max && st.ticks.is_multiple_of(TOP_UP_EVERY) {
+                1
+            } else {
+                0
+            };
+            if room > 0 {
+                let room = room.min(MAX_PARALLEL_DIALS.saturating_sub(st.dialing.len()));
+                // Random picks mix the graph better than oldest-first.
+                let mut pool: Vec<String> = st.candidates.drain(..).collect();
+                let mut rng = st.rng.clone();
+                pool.shuffle(&mut rng);
+                st.rng = rng;
+                st.candidates = pool.into();
+                while dials.len() < room {
+                    let Some(a) = st.candidates.pop_front() else { break };
+                    if !st.peers.contains_key(&PeerId(a.clone()))
+                        && !st.dialing.contains(&a)
+                        && !st.banned(&origin_of(&a))
+                    {
+                        dials.push(a);
+                    }
+                }
+            }
+            // Top up candidates from a random peer's list now and then.
+            let ask = if n > 0 && (n < max || out < low) && st.candidates.len() < max && st.ticks.is_multiple_of(4) {
+                let peers: Vec<PeerId> = st.peers.keys().cloned().collect();
+                let mut rng = st.rng.clone();
+                let pick = peers.choose(&mut rng).cloned();
+                st.rng = rng;
+                pick
+            } else {
+                None
+            };
+            // Trim above the maximum: inbound peers by the eviction rule
+            // (proven peers stay), then outbound ones above the target.
+            let mut trim = Vec::new();
+            if n > max {
+                let mut gone = Vec::new();
+                // Never below the inbound share: max minus the outbound target.
+                let inbound = st.inbound_count();
+                let excess = (n - max).min(inbound.saturating_sub(max.saturating_sub(low)));
+                while trim.len() < excess {
+                    // Newcomers are not candidates until TRIM_GRACE: a
+                    // trim would otherwise always take the youngest, and
+                    // peers holding old slots would keep every newcomer out.
+                    let Some(victim) = st.eviction_candidate(self.inner.config.trim_grace) else { break };
+                    if let Some(info) = st.peers.remove(&victim) {
+                        gone.push((victim.clone(), info));
+                    }
+                    trim.push(victim);
+                }
+                // Back in the table: the disconnect event removes them.
+                for (id, info) in gone {
+                    st.peers.insert(id, info);
+                }
+                let mut outbound: Vec<PeerId> =
+                    st.peers.iter().filter(|(_, p)| p.outbound).map(|(id, _)| id.clone()).collect();
+                let mut rng = st.rng.clone();
+                outbound.shuffle(&mut rng);
+                st.rng = rng;
+                let spare = outbound.len().saturating_sub(low);
+                let more = (n - max).saturating_sub(trim.len()).min(spare);
+                trim.extend(outbound.into_iter().take(more));
+            }
+            if st.ticks.is_multiple_of(20) {
+                st.book.age_out(now_ms());
+                if let Err(e) = st.book.save() {
+                    tracing::warn!("cannot save peers book: {e}");
+                }
+            }
+            let tracker_due = self.inner.config.tracker.is_some()
+                && (st.tracker_conn.is_none()
+                    || st.last_tracker_ping.is_none_or(|t| t.elapsed() >= self.inner.config.tracker_ping));
+            (expired, dials, ask, trim, tracker_due)
+        };
+        for c in to_close {
+            tracing::debug!(conn = %c, "no hello in time; closing");
+            self.inner.msg.close(c);
+        }
+        for p in trim {
+            tracing::debug!(peer = %p, "above max peers; dropping");
+            self.disconnect(&p);
+        }
+        for addr in dials {
+            let this = self.clone();
+            self.inner.tasks.spawn(async move {
+                if let Err(e) = this.connect(&addr).await {
+                    tracing::debug!(me = %this.inner.me, %addr, "dial failed: {e}");
+                }
+            });
+        }
+        if let Some(peer) = ask {
+            let this = self.clone();
+            self.inner.tasks.spawn(async move {
+                if let Ok(list) = this.request(&peer, "p2p:get_peers", Bytes::new()).await {
+                    let mut st = this.state();
+                    for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
+                        st.add_candidate(a, &this.inner.me);
+                    }
+                }
+            });
+        }
+        if tracker_due {
+            self.tracker_round().await;
+        }
+    }
+
+    /// Joins the tracker (when not a member) or pings it.
+    pub(crate) async fn tracker_round(&self) {
+        let Some(tracker) = self.inner.config.tracker.clone() else { return };
+        let me = Bytes::from(self.inner.me.clone());
+        let existing = self.state().tracker_conn;
+        let conn = match existing {
+            Some(c) => c,
+            None => match self.inner.msg.connect(&tracker).await {
+                Ok(c) => {
+                    self.state().tracker_conn = Some(c);
+                    c
+                }
+                Err(e) => {
+                    tracing::debug!(%tracker, "tracker unreachable: {e}");
+                    self.state().last_tracker_ping = Some(Instant::now());
+                    return;
+                }
+            },
+        };
+        let joined = existing.is_some()
+            && matches!(self.inner.msg.request(conn, "tracker:ping", me.clone()).await.as_deref(), Ok([1]));
+        if !joined {
+            match self.inner.msg.request(conn, "tracker:join", me).await {
+                Ok(list) => {
+                    let mut st = self.state();
+                    for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
+                        st.add_candidate(a, &self.inner.me);
+                    }
+                }
+                Err(e) => tracing::debug!(%tracker, "tracker join failed: {e}"),
+            }
+        }
+        self.state().last_tracker_ping = Some(Instant::now());
+    }
+}
