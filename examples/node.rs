@@ -242,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 can_mine: easy_rules,
                 mine_max_nonces: toy::api::MINE_MAX_NONCES,
                 hash_rate: rate.map(|r| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
+                peering: Arc::new(p2p.clone()),
             },
         );
         let cancel = cancel.clone();

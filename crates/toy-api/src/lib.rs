@@ -84,7 +84,7 @@ use serde::{Deserialize, Serialize};
 use toy_chain::network::ResolveReport;
 use toy_chain::{Address, Block, Hash, Signature, Transaction, TxKind};
 
-pub use live::{LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES};
+pub use live::{LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES, PeerAdmin};
 pub use metrics::MetricsSnapshot;
 
 /// Most blocks in one page of `/api/blocks`.

@@ -41,6 +41,38 @@ pub struct LiveConfig {
     /// Most nonces one `/api/mine` tries before it answers 503
     /// ([`MINE_MAX_NONCES`] in the node).
     pub mine_max_nonces: u64,
+    /// The peering services `/api/peers` and `/api/network` need, wired by
+    /// the node to its peering layer (any `PeerNetwork` is one).
+    pub peering: Arc<dyn PeerAdmin>,
+}
+
+/// What the API needs of the peering layer beyond what the chain layer
+/// passes through: dial a peer, ask a node for its peers, say where we are.
+/// The node wires it (every [`toy_gossip::PeerNetwork`] is one), so the
+/// gossip layer does not carry these for the API's sake.
+#[async_trait]
+pub trait PeerAdmin: Send + Sync + 'static {
+    /// The address peers reach us at.
+    fn local_addr(&self) -> String;
+    /// Dials `addr` and completes the handshake; the peer's name.
+    async fn connect(&self, addr: &str) -> Result<String, String>;
+    /// The peers `addr` reports (a short-lived probe when it is no peer).
+    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, String>;
+}
+
+#[async_trait]
+impl<P: toy_gossip::PeerNetwork> PeerAdmin for P {
+    fn local_addr(&self) -> String {
+        toy_gossip::PeerNetwork::local_addr(self)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<String, String> {
+        toy_gossip::PeerNetwork::connect(self, addr).await.map(|p| p.0).map_err(|e| e.to_string())
+    }
+
+    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, String> {
+        toy_gossip::PeerNetwork::ask_peers(self, addr).await.map_err(|e| e.to_string())
+    }
 }
 
 /// The API of a running node.
@@ -120,7 +152,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             store_error: c.store_failure().unwrap_or_default().to_owned(),
             orphan_bytes: c.orphan_bytes(),
             hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
-            address: self.node.gossip().local_addr(),
+            address: self.config.peering.local_addr(),
             wallet: self.config.wallet.address().to_hex(),
             can_mine: self.config.can_mine,
             sync: self.node.sync_progress(),
@@ -264,8 +296,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
     }
 
     async fn register_peer(&self, addr: String) -> Result<String, ApiError> {
-        let peer = self.node.gossip().connect(&addr).await.map_err(|e| ApiError::Rejected(e.to_string()))?;
-        Ok(peer.0)
+        self.config.peering.connect(&addr).await.map_err(ApiError::Rejected)
     }
 
     async fn resolve(&self) -> Result<ResolveReport, ApiError> {
@@ -276,9 +307,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
         let Ok(_one_at_a_time) = self.crawl_lock.try_lock() else {
             return Err(ApiError::Busy("the network is already being crawled; try again in a few seconds".into()));
         };
-        let g = self.node.gossip();
+        let g = &self.config.peering;
         let me = g.local_addr();
-        let mine: Vec<String> = g.peers().into_iter().map(|p| p.0).collect();
+        let mine: Vec<String> = self.node.gossip().peers().into_iter().map(|p| p.0).collect();
         let mut seen: HashSet<String> = std::iter::once(me.clone()).chain(mine.iter().cloned()).collect();
         let mut frontier: VecDeque<String> = mine.iter().cloned().collect();
         let mut nodes = vec![NetworkNode { addr: me, peers: mine, reachable: true }];

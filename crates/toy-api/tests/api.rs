@@ -49,7 +49,7 @@ async fn chain_node(net: &MemoryNetwork, name: &str, boot: Vec<String>) -> (P2p<
 async fn fixture() -> Fixture {
     let net = MemoryNetwork::new();
     let other = chain_node(&net, "other:1", vec![]).await;
-    let (_p2p, node) = chain_node(&net, "api:1", vec![]).await;
+    let (p2p, node) = chain_node(&net, "api:1", vec![]).await;
     // The node wallet is a funded genesis wallet.
     let wallet = ChainParams::dev_wallet(0);
     let live = LiveNode::new(
@@ -59,6 +59,7 @@ async fn fixture() -> Fixture {
             can_mine: true,
             hash_rate: Some(Arc::new(|| 1234.0)),
             mine_max_nonces: toy_api::MINE_MAX_NONCES,
+            peering: Arc::new(p2p),
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -356,7 +357,13 @@ async fn mining_on_demand_is_one_at_a_time_and_gives_up() {
     let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
     let live = LiveNode::new(
         node,
-        LiveConfig { wallet: ChainParams::dev_wallet(0), can_mine: true, hash_rate: None, mine_max_nonces: 1 << 25 },
+        LiveConfig {
+            wallet: ChainParams::dev_wallet(0),
+            can_mine: true,
+            hash_rate: None,
+            mine_max_nonces: 1 << 25,
+            peering: Arc::new(p2p.clone()),
+        },
     );
     let api: Arc<dyn NodeApi> = Arc::new(live);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

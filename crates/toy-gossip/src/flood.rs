@@ -375,16 +375,4 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
     fn credit(&self, peer: &PeerId, what: Contribution) {
         self.inner.p2p.credit(peer, what);
     }
-
-    async fn connect(&self, addr: &str) -> Result<PeerId, Error> {
-        Ok(self.inner.p2p.connect(addr).await?)
-    }
-
-    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, Error> {
-        Ok(self.inner.p2p.ask_peers(addr).await?)
-    }
-
-    fn local_addr(&self) -> String {
-        self.inner.p2p.local_addr()
-    }
 }

@@ -222,16 +222,6 @@ pub trait GossipNetwork: Send + Sync + 'static {
     /// (through gossip or a direct answer): such peers are protected from
     /// eviction ([`PeerNetwork::credit`]).
     fn credit(&self, peer: &PeerId, what: Contribution);
-
-    /// Dials a peer and completes the handshake (manual registration).
-    async fn connect(&self, addr: &str) -> Result<PeerId, Error>;
-
-    /// Asks the node at `addr` (a peer or not) for its peer list: passed
-    /// through to the peer layer's `ask_peers`.
-    async fn ask_peers(&self, addr: &str) -> Result<Vec<String>, Error>;
-
-    /// The address this node announces.
-    fn local_addr(&self) -> String;
 }
 
 /// A fresh random id.
