@@ -266,18 +266,24 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             return Err(ApiError::Busy("a block is already being mined on demand; try again when it is done".into()));
         };
         let miner = self.config.wallet.address();
-        let mut block = lock(self.node.chain()).template(miner, now_ms());
+        let block = lock(self.node.chain()).template(miner, now_ms());
         let limit = self.config.mine_max_nonces;
-        let block = tokio::task::spawn_blocking(move || {
-            let nonce = toy_miner::pow::Midstate::new(&block.header).grind(0, limit)?;
-            block.header.nonce = nonce;
-            Some(block)
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("shutting down".into()))?
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!("no block found in {limit} hashes at this difficulty; try again"))
-        })?;
+        // Set when this request ends however it ends (a client gone, the
+        // request timeout): the grinding thread stops within milliseconds.
+        struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _stop = CancelOnDrop(cancel.clone());
+        let block = tokio::task::spawn_blocking(move || toy_miner::mine_within(block, limit, &cancel))
+            .await
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))?
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!("no block found in {limit} hashes at this difficulty; try again"))
+            })?;
         let outcome = self.node.submit_block(block.clone()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         match outcome {
             toy_chain::InsertOutcome::Connected { .. }

@@ -113,6 +113,32 @@ pub fn mine_blocking(mut block: Block, nonce_space: u64) -> Option<Block> {
     }
 }
 
+/// Nonces [`mine_within`] grinds between two looks at its cancel flag:
+/// 65 536, a few milliseconds.
+pub const CANCEL_CHECK_EVERY: u64 = 1 << 16;
+
+/// Grinds `block`'s nonce from 0 on the calling thread, at most `budget`
+/// nonces, looking at `cancel` every [`CANCEL_CHECK_EVERY`]: the block with
+/// the first nonce whose hash meets the target, or `None` when the budget
+/// ran out or `cancel` was set (mining one block on demand, as `/api/mine`
+/// does, without holding a core after its caller has gone).
+pub fn mine_within(mut block: Block, budget: u64, cancel: &AtomicBool) -> Option<Block> {
+    let mid = Midstate::new(&block.header);
+    let mut start = 0u64;
+    while start < budget {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let count = CANCEL_CHECK_EVERY.min(budget - start);
+        if let Some(nonce) = mid.grind(start, count) {
+            block.header.nonce = nonce;
+            return Some(block);
+        }
+        start += count;
+    }
+    None
+}
+
 /// Work shared with the workers: a template and its generation number.
 struct Job {
     generation: u64,

@@ -158,3 +158,22 @@ fn refreshes_templates_on_its_interval_and_reports_a_hash_rate() {
     }
     miner.stop();
 }
+
+#[test]
+fn mining_within_a_budget_finds_the_first_nonce_and_stops_when_cancelled() {
+    use std::sync::atomic::AtomicBool;
+    let params = ChainParams::dev();
+    let mut c = chain(params);
+    let template = c.template(miner_addr(), now_ms());
+    // The same nonce the plain grind finds first.
+    let want = toy_miner::pow::Midstate::new(&template.header).grind(0, 1 << 28).expect("dev difficulty");
+    let go = AtomicBool::new(false);
+    let block = toy_miner::mine_within(template.clone(), want + 1, &go).expect("within the budget");
+    assert_eq!(block.header.nonce, want);
+    assert!(matches!(c.insert(block).expect("insert"), InsertOutcome::Connected { .. }));
+    // A budget that stops short of it finds nothing; a cancelled search
+    // finds nothing at once, whatever its budget.
+    assert!(toy_miner::mine_within(template.clone(), want, &go).is_none());
+    let stop = AtomicBool::new(true);
+    assert!(toy_miner::mine_within(template, u64::MAX, &stop).is_none());
+}
