@@ -245,16 +245,12 @@ impl Api {
 }
 
 /// Polls `cond` until it holds, or panics with `what` after [`DEADLINE`].
-pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+pub async fn wait_for<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    toy_testing::wait_until_async(DEADLINE, Duration::from_millis(250), what, cond).await;
 }
 
 /// Waits until every node reports the same tip, at least `min_height`.

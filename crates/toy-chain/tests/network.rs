@@ -19,15 +19,7 @@ use toy_p2p::{P2p, PeerNetwork};
 type Net = Gossip<P2p<Messaging<MemoryTransport>>>;
 type Node = (P2p<Messaging<MemoryTransport>>, ChainNode<MemoryStore, Net>);
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use toy_testing::wait_until;
 
 async fn start(net: &MemoryNetwork, i: usize, boot: Vec<String>) -> Node {
     let (t, ev) = net.endpoint(Default::default());

@@ -8,15 +8,7 @@ use toy_msg::{Messaging, Messenger};
 use toy_net::{MemoryNetwork, MemoryTransport, Transport};
 use toy_p2p::{Config, Contribution, Misbehaviour, P2p, PeerEvent, PeerId, PeerNetwork, peer_handler_fn};
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use toy_testing::{DEADLINE, wait_until};
 
 async fn node(net: &MemoryNetwork, addr: &str, boot: Vec<String>) -> P2p<Messaging<MemoryTransport>> {
     let (t, ev) = net.endpoint(Default::default());
