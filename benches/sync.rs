@@ -12,6 +12,12 @@
 //!   holding the chain and syncs it: `chain:status`, `chain:hashes`, batched
 //!   `chain:blocks` over the whole stack (TCP, messages, peers, gossip trait).
 //!
+//! * `latency` (printed, not a criterion bench) — how long a node takes to
+//!   answer `p2p:get_peers` on a fresh connection while it imports the
+//!   2 000-block sync, next to the same probe on the idle source node in the
+//!   same run (p50, p99, max). Before the chain handlers left the messaging
+//!   dispatcher, a durable commit held every peer's messages.
+//!
 //! Throughput is in blocks; transactions are ten times that.
 //! Run: `cargo bench --bench sync`.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -153,5 +159,55 @@ fn bench(c: &mut Criterion) {
     rt.block_on(source_p2p.shutdown());
 }
 
-criterion_group!(benches, bench);
+/// Latencies of `p2p:get_peers` at `addr`, one fresh connection per probe,
+/// every 10 ms until `done` says stop (at most 2 000 probes).
+async fn probe(addr: &str, done: impl Fn() -> bool) -> Vec<Duration> {
+    let (t, ev) = TcpTransport::new(Default::default());
+    let (msg, _events) = Messaging::new(t, ev, Default::default());
+    let mut out = Vec::new();
+    while !done() && out.len() < 2_000 {
+        if let Ok(conn) = msg.connect(addr).await {
+            let t = Instant::now();
+            if msg.request(conn, "p2p:get_peers", bytes::Bytes::new()).await.is_ok() {
+                out.push(t.elapsed());
+            }
+            msg.close(conn);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    msg.shutdown().await;
+    out
+}
+
+fn percentiles(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let at = |q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or_default();
+    format!("n={} p50={:?} p99={:?} max={:?}", v.len(), at(0.5), at(0.99), v.last().copied().unwrap_or_default())
+}
+
+fn latency(_c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (source_chain, _) = build_chain();
+    let want = source_chain.tip();
+    let (source_p2p, source) = rt.block_on(node(source_chain, vec![]));
+    let source_addr = source_p2p.local_addr();
+    rt.block_on(async {
+        // Baseline: the idle source, 200 probes.
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let idle = probe(&source_addr, || n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 200).await;
+        println!("latency: get_peers on an idle node:          {}", percentiles(idle));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
+        let (p2p, sink) = node(chain, vec![source_addr.clone()]).await;
+        let sink_addr = p2p.local_addr();
+        let busy = probe(&sink_addr, || lock(sink.chain()).tip() == want).await;
+        println!("latency: get_peers on a node syncing 2 000 blocks: {}", percentiles(busy));
+        sink.shutdown();
+        p2p.shutdown().await;
+    });
+    source.shutdown();
+    rt.block_on(source_p2p.shutdown());
+}
+
+criterion_group!(benches, bench, latency);
 criterion_main!(benches);
