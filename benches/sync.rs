@@ -181,7 +181,8 @@ async fn probe(addr: &str, done: impl Fn() -> bool) -> Vec<Duration> {
 
 fn percentiles(mut v: Vec<Duration>) -> String {
     v.sort();
-    let at = |q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or_default();
+    let at =
+        |q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or_default();
     format!("n={} p50={:?} p99={:?} max={:?}", v.len(), at(0.5), at(0.99), v.last().copied().unwrap_or_default())
 }
 

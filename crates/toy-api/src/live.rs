@@ -9,8 +9,8 @@ use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, ResolveReport, 
 use toy_chain::{Address, Chain, Hash, Keypair, MempoolError, Signature, Store, Transaction, TxKind, now_ms};
 
 use crate::{
-    AccountView, ApiError, BlockId, BlockSummary, BlockView, MetricsSnapshot, NetworkNode, NetworkView, NodeApi,
-    SendRequest, StatusView, TreeNode, TxJson, TxStatus, summarise,
+    AccountView, ApiError, BlockId, BlockSummary, BlockView, ChainApi, MetricsSnapshot, MinerApi, NetworkApi,
+    NetworkNode, NetworkView, SendRequest, StatusView, TreeNode, TxJson, TxStatus, WalletApi, summarise,
 };
 
 /// The node's bound on `/api/mine` ([`LiveConfig::mine_max_nonces`]): 2^29, about 25 s on one
@@ -135,7 +135,7 @@ fn account_view<S: Store>(c: &Chain<S>, addr: &Address) -> AccountView {
 }
 
 #[async_trait]
-impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
+impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
     async fn status(&self) -> Result<StatusView, ApiError> {
         let c = lock(self.node.chain());
         let tip = c.tip();
@@ -225,6 +225,46 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
         self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
     }
 
+    async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError> {
+        let c = lock(self.node.chain());
+        let tip = c.tip().height;
+        let low = tip.saturating_sub(depth);
+        Ok(c.recent_headers(low)
+            .into_iter()
+            .map(|(hash, h)| TreeNode {
+                hash: hash.to_hex(),
+                parent: h.parent.to_hex(),
+                height: h.height,
+                canonical: c.is_canonical(&hash),
+                miner: h.miner.to_hex(),
+                time_ms: h.timestamp_ms,
+            })
+            .collect())
+    }
+
+    async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError> {
+        let c = lock(self.node.chain());
+        let mut txs: Vec<&Transaction> = c.mempool().iter().map(|(_, t)| t).collect();
+        txs.sort_by_key(|t| (std::cmp::Reverse(t.fee), t.sender.0, t.nonce));
+        Ok(txs.into_iter().take(limit).map(TxJson::from).collect())
+    }
+
+    async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
+        let c = lock(self.node.chain());
+        Ok(MetricsSnapshot {
+            height: c.tip().height,
+            peers: self.node.gossip().peers().len() as u64,
+            mempool: c.mempool().len() as u64,
+            orphans: c.orphan_count() as u64,
+            store_ok: c.store_failure().is_none(),
+            hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
+            counters: self.node.stats().snapshot(),
+        })
+    }
+}
+
+#[async_trait]
+impl<S: Store, G: GossipNetwork + ?Sized> WalletApi for LiveNode<S, G> {
     async fn wallet(&self) -> Result<AccountView, ApiError> {
         Ok(account_view(&lock(self.node.chain()), &self.config.wallet.address()))
     }
@@ -257,7 +297,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
         }
         self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
     }
+}
 
+#[async_trait]
+impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
     async fn mine(&self) -> Result<BlockSummary, ApiError> {
         if !self.config.can_mine {
             return Err(ApiError::Forbidden("mining on demand is only for the dev and test presets".into()));
@@ -296,7 +339,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             other => Err(ApiError::Unavailable(format!("the mined block was not connected: {other:?}"))),
         }
     }
+}
 
+#[async_trait]
+impl<S: Store, G: GossipNetwork + ?Sized> NetworkApi for LiveNode<S, G> {
     async fn peers(&self) -> Result<Vec<String>, ApiError> {
         Ok(self.node.gossip().peers().into_iter().map(|p| p.0).collect())
     }
@@ -342,43 +388,6 @@ impl<S: Store, G: GossipNetwork + ?Sized> NodeApi for LiveNode<S, G> {
             }
         }
         Ok(NetworkView { nodes })
-    }
-
-    async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError> {
-        let c = lock(self.node.chain());
-        let tip = c.tip().height;
-        let low = tip.saturating_sub(depth);
-        Ok(c.recent_headers(low)
-            .into_iter()
-            .map(|(hash, h)| TreeNode {
-                hash: hash.to_hex(),
-                parent: h.parent.to_hex(),
-                height: h.height,
-                canonical: c.is_canonical(&hash),
-                miner: h.miner.to_hex(),
-                time_ms: h.timestamp_ms,
-            })
-            .collect())
-    }
-
-    async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError> {
-        let c = lock(self.node.chain());
-        let mut txs: Vec<&Transaction> = c.mempool().iter().map(|(_, t)| t).collect();
-        txs.sort_by_key(|t| (std::cmp::Reverse(t.fee), t.sender.0, t.nonce));
-        Ok(txs.into_iter().take(limit).map(TxJson::from).collect())
-    }
-
-    async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
-        let c = lock(self.node.chain());
-        Ok(MetricsSnapshot {
-            height: c.tip().height,
-            peers: self.node.gossip().peers().len() as u64,
-            mempool: c.mempool().len() as u64,
-            orphans: c.orphan_count() as u64,
-            store_ok: c.store_failure().is_none(),
-            hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
-            counters: self.node.stats().snapshot(),
-        })
     }
 }
 

@@ -417,7 +417,7 @@ async fn openapi_docs_and_the_page_are_served() {
 struct Refuses;
 
 #[async_trait::async_trait]
-impl NodeApi for Refuses {
+impl toy_api::ChainApi for Refuses {
     async fn status(&self) -> Result<toy_api::StatusView, ApiError> {
         Err(ApiError::Unavailable("double".into()))
     }
@@ -436,15 +436,36 @@ impl NodeApi for Refuses {
     async fn submit_tx(&self, _: Transaction) -> Result<String, ApiError> {
         Err(ApiError::Rejected("double".into()))
     }
+    async fn tree(&self, _: u64) -> Result<Vec<toy_api::TreeNode>, ApiError> {
+        Ok(vec![])
+    }
+    async fn metrics(&self) -> Result<toy_api::MetricsSnapshot, ApiError> {
+        Ok(Default::default())
+    }
+    async fn mempool(&self, _: usize) -> Result<Vec<toy_api::TxJson>, ApiError> {
+        Err(ApiError::Unavailable("double".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl toy_api::WalletApi for Refuses {
     async fn wallet(&self) -> Result<toy_api::AccountView, ApiError> {
         Err(ApiError::Unavailable("double".into()))
     }
     async fn send(&self, _: toy_api::SendRequest) -> Result<String, ApiError> {
         Err(ApiError::Rejected("double".into()))
     }
+}
+
+#[async_trait::async_trait]
+impl toy_api::MinerApi for Refuses {
     async fn mine(&self) -> Result<toy_api::BlockSummary, ApiError> {
         Err(ApiError::Forbidden("double".into()))
     }
+}
+
+#[async_trait::async_trait]
+impl toy_api::NetworkApi for Refuses {
     async fn peers(&self) -> Result<Vec<String>, ApiError> {
         Ok(vec!["a:1".into()])
     }
@@ -456,15 +477,6 @@ impl NodeApi for Refuses {
     }
     async fn network(&self) -> Result<toy_api::NetworkView, ApiError> {
         Ok(toy_api::NetworkView { nodes: vec![] })
-    }
-    async fn tree(&self, _: u64) -> Result<Vec<toy_api::TreeNode>, ApiError> {
-        Ok(vec![])
-    }
-    async fn metrics(&self) -> Result<toy_api::MetricsSnapshot, ApiError> {
-        Ok(Default::default())
-    }
-    async fn mempool(&self, _: usize) -> Result<Vec<toy_api::TxJson>, ApiError> {
-        Err(ApiError::Unavailable("double".into()))
     }
 }
 
