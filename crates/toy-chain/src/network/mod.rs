@@ -1,0 +1,689 @@
+//! The chain on the network, over the gossip layer's trait only.
+//!
+//! | gossip kind | payload | verdict |
+//! | --- | --- | --- |
+//! | [`NEW_BLOCK`] = `bc:new_block` (wire: `gossip:bc:new_block`) | postcard [`Block`] | Accept when connected or reorganised to (fully validated); Reject when invalid, malformed or undecodable; Ignore otherwise (a duplicate, an orphan, a timestamp ahead of our clock, a light fork below the prune depth) — a block kept on a side branch is not forwarded, since its state transition is only checked if that branch ever becomes the best |
+//! | [`NEW_TX`] = `bc:new_tx` (wire: `gossip:bc:new_tx`) | postcard [`Transaction`] | Accept when admitted to the mempool; Reject for a bad signature, an unauthorised mint or an overflow; Ignore otherwise |
+//! | search [`SEARCH_BLOCK`] = `block` (wire: `gossip:search:block`, answers `search_response:block`) | the 32-byte block hash | the postcard block |
+//!
+//! Direct requests ([`crate::sync`]): `chain:status`, `chain:headers`,
+//! `chain:hashes` and `chain:blocks`, answered for every peer, each rationed
+//! per peer (`serve.rs`).
+//!
+//! Sync (`sync_task.rs`): when a peer connects, when a block arrives whose
+//! parent is unknown, every 30 s, and on [`ChainNode::resolve`], a sync round
+//! asks each peer for its tip and work, checks the headers of the one with
+//! the most (headers first), and downloads what we miss from the peers with
+//! more work, in batches, several at once (`fetch.rs` has the ancestor walk
+//! below and the watch that reopens a failed store). A missing parent that the round did
+//! not bring (the announcer's branch has no more work than ours, say) is
+//! asked of the peer that announced the block, by a direct `chain:blocks`
+//! request, walking back one block at a time until the branch connects; when
+//! that peer does not have it (or over a relay, where no peer can be asked
+//! directly) the walk goes on through `search:block`.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use toy_gossip::{
+    Contribution, Flow, Misbehaviour, PeerEvent, Verdict, answerer_fn, gossip_handler_fn, peer_handler_fn,
+};
+pub use toy_gossip::{GossipNetwork, PeerId};
+
+mod fetch;
+mod serve;
+mod sync_task;
+
+use crate::headers::HeadersError;
+use crate::mempool::MempoolError;
+use crate::store::Store;
+use crate::sync::{self, HashesRequest, ProgressLog, Status, SyncProgress};
+use crate::tree::{Chain, InsertOutcome, now_ms};
+use crate::types::{Block, Hash, Header, Transaction};
+
+/// Gossip kind of new blocks: the workshop's `bc:new_block` (on the wire
+/// `gossip:bc:new_block`).
+pub const NEW_BLOCK: &str = "bc:new_block";
+/// Gossip kind of new transactions: the workshop's `bc:new_tx` (on the wire
+/// `gossip:bc:new_tx`).
+pub const NEW_TX: &str = "bc:new_tx";
+/// Search kind of a block by hash (SPEC §2: `search:block`).
+pub const SEARCH_BLOCK: &str = "block";
+
+/// Message kinds of this layer a node lets use the messaging layer's
+/// reserved handler slots (`toy_msg::ConfigBuilder::priority_kind`): new
+/// blocks and the sync requests, so a flood of transactions cannot starve
+/// them.
+pub const PRIORITY_KINDS: &[&str] = &["gossip:bc:new_block", "chain:status", "chain:headers", "chain:blocks"];
+
+/// Times one sync round asks again from the last header of a full answer
+/// of headers it already has: 16 (32 000 headers).
+pub const MAX_HEADER_HOPS: usize = 16;
+
+/// How often a failed store is reopened: 5 s.
+pub const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Blocks fetched backwards through search before giving up on a branch.
+pub const MAX_FETCH_DEPTH: usize = 10_000;
+/// Longest time one ancestor fetch may hold its slot: 60 s. A branch deeper
+/// than it can fetch in that time is left to sync (headers first, from the
+/// peers with the most work); every block of a fake ancestry must carry
+/// proof of work at its own target, or the first one ends the fetch and
+/// gets its sender banned.
+pub const MAX_FETCH_TIME: Duration = Duration::from_secs(60);
+/// How long one `search:block` waits for an answer.
+pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a direct request for one missing block waits for the peer that
+/// announced it (short: over a relay nobody answers, and search follows).
+pub const DIRECT_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// A sync round is also started this often, without a reason.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Most sync rounds in a row before pausing for new reasons (each round
+/// imports at most [`sync::MAX_HASHES`] blocks).
+pub const MAX_ROUNDS: usize = 10_000;
+
+/// A chain shared between the network handlers, the miner and the program.
+pub type SharedChain<S> = Arc<Mutex<Chain<S>>>;
+
+/// Locks a shared chain (a poisoned lock is recovered: the chain's own
+/// invariants do not depend on the panicking holder).
+pub fn lock<S: Store>(chain: &SharedChain<S>) -> std::sync::MutexGuard<'_, Chain<S>> {
+    chain.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a network operation of the chain failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// The gossip layer refused.
+    #[error(transparent)]
+    Gossip(#[from] toy_gossip::Error),
+    /// The mempool refused a local transaction.
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    /// The chain's storage failed.
+    #[error(transparent)]
+    Chain(#[from] crate::error::ChainError),
+    /// A blocking task was cancelled.
+    #[error("chain task cancelled")]
+    Cancelled,
+    /// A peer's answer was unusable.
+    #[error("peer {peer}: {what}")]
+    Peer {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// Counters of what the node received, for metrics.
+///
+/// Bounded: the labels are the fixed message kinds and the names of the
+/// rejection reasons (enum variants), at most [`MAX_LABELS`] each.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    counts: Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
+}
+
+/// Most distinct labels per counter family.
+pub const MAX_LABELS: usize = 64;
+
+impl NodeStats {
+    /// Adds one to `family{label}`.
+    pub fn bump(&self, family: &'static str, label: &str) {
+        let mut m = lock_plain(&self.counts);
+        let key = (family, label.to_owned());
+        if let Some(n) = m.get_mut(&key) {
+            *n += 1;
+        } else if m.keys().filter(|(f, _)| *f == family).count() < MAX_LABELS {
+            m.insert(key, 1);
+        }
+    }
+
+    /// Every counter: `(family, label, count)`. Families: `messages` (by
+    /// kind), `blocks_accepted` (by outcome: gossip's `Connected`,
+    /// `Reorganised`, `SideBranch`; `Sync`; `Mined` here), `blocks_rejected`
+    /// and `txs_rejected` (by reason; transactions from gossip and the local
+    /// API alike), `txs_accepted` (by source: `gossip`, `local`),
+    /// `requests_refused` (requests and messages past their rate or
+    /// malformed, by kind or reason) and `orphan_fetches_refused`.
+    pub fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
+        lock_plain(&self.counts).iter().map(|((f, l), n)| (*f, l.clone(), *n)).collect()
+    }
+}
+
+/// The name of an enum value's variant (`NonceTooLow { .. }` → `NonceTooLow`).
+pub fn variant_name(value: &impl std::fmt::Debug) -> String {
+    format!("{value:?}").chars().take_while(char::is_ascii_alphanumeric).collect()
+}
+
+/// What a [`ChainNode::resolve`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResolveReport {
+    /// Peers that answered with their status.
+    pub peers_asked: usize,
+    /// The peer with the most work, if it had more than us.
+    pub best_peer: Option<String>,
+    /// Blocks imported.
+    pub imported: u64,
+    /// Our height afterwards.
+    pub height: u64,
+    /// Whether our tip changed.
+    pub tip_changed: bool,
+}
+
+/// What one peer may ask of us by direct request, per kind: a token bucket
+/// of `burst` requests (or bytes) refilled at `per_sec`. Over it, the
+/// request gets no answer and the peer a [`Misbehaviour::Spam`] penalty
+/// (ten of them are a ban); a malformed request costs
+/// [`Misbehaviour::ProtocolViolation`]. An honest sync stays well inside:
+/// one status and one hashes request per round, blocks four batches at a
+/// time.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRate {
+    /// Requests (or bytes) allowed at once.
+    pub burst: f64,
+    /// Refill per second.
+    pub per_sec: f64,
+}
+
+/// `chain:status`: 16 at once, 4 a second. Over it: no answer, but no
+/// penalty either, since every new peer makes a node ask all its peers (a
+/// burst of connects elsewhere is not the asker's fault).
+pub const STATUS_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
+/// `chain:hashes` (each answer up to 2 000 hashes, 64 KB): 16 at once, 4 a
+/// second (a fast sync of small blocks runs several rounds a second).
+pub const HASHES_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
+/// `chain:headers` (each answer up to 2 000 headers, 330 KB): 16 at once, 4
+/// a second, as `chain:hashes`.
+pub const HEADERS_RATE: RequestRate = RequestRate { burst: 16.0, per_sec: 4.0 };
+/// `chain:blocks`, in bytes answered: 64 MiB at once, 16 MiB a second (a
+/// sync keeps four 8 MiB batches in flight). Charged by the bytes of each
+/// answer once it is built; how many answers one peer can have in the making
+/// at once is bounded by [`MAX_BLOCKS_IN_FLIGHT`], so requests sent together
+/// cannot all pass on one token.
+pub const BLOCKS_RATE: RequestRate = RequestRate { burst: 64.0 * 1024.0 * 1024.0, per_sec: 16.0 * 1024.0 * 1024.0 };
+/// `chain:blocks` answers one peer may have in the making at once: 8 (a
+/// sync keeps 4 in flight); past it a request is unanswered. At most
+/// 8 × 8 MiB of answers per peer are being built at any time.
+pub const MAX_BLOCKS_IN_FLIGHT: usize = 8;
+
+/// Peers whose request budgets are remembered: 1 024; past it the entry
+/// refreshed longest ago is dropped (it would be nearly full again anyway).
+pub const REQUEST_RATE_PEERS: usize = 1_024;
+
+/// Per-peer token buckets of one request kind (bounded by
+/// [`REQUEST_RATE_PEERS`]).
+#[derive(Debug)]
+struct PeerBuckets {
+    rate: RequestRate,
+    peers: HashMap<PeerId, (f64, Instant)>,
+}
+
+impl PeerBuckets {
+    fn new(rate: RequestRate) -> Self {
+        Self { rate, peers: HashMap::new() }
+    }
+
+    /// The peer's tokens now, refilled.
+    fn level(&mut self, peer: &PeerId, now: Instant) -> &mut f64 {
+        if !self.peers.contains_key(peer)
+            && self.peers.len() >= REQUEST_RATE_PEERS
+            && let Some(oldest) = self.peers.iter().min_by_key(|(_, (_, at))| *at).map(|(p, _)| p.clone())
+        {
+            self.peers.remove(&oldest);
+        }
+        let rate = self.rate;
+        let (tokens, at) = self.peers.entry(peer.clone()).or_insert((rate.burst, now));
+        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
+        *tokens = (*tokens + elapsed * rate.per_sec).min(rate.burst);
+        *at = now;
+        tokens
+    }
+
+    /// Whether `peer` has `cost` tokens (with `cost` 0: any token) left;
+    /// takes them if so. The level may go below zero when an answer charged
+    /// after it was built turned out large: a debt.
+    fn take(&mut self, peer: &PeerId, cost: f64, now: Instant) -> bool {
+        let tokens = self.level(peer, now);
+        if *tokens <= 0.0 || *tokens < cost {
+            return false;
+        }
+        *tokens -= cost;
+        true
+    }
+}
+
+/// One `chain:blocks` answer in the making for a peer; leaves the count
+/// when dropped. The map holds only peers with answers in the making.
+struct InFlight {
+    map: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl InFlight {
+    fn enter(map: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: &PeerId) -> Option<Self> {
+        let mut m = lock_plain(map);
+        let n = m.entry(peer.clone()).or_default();
+        if *n >= MAX_BLOCKS_IN_FLIGHT {
+            return None;
+        }
+        *n += 1;
+        Some(Self { map: map.clone(), peer: peer.clone() })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut m = lock_plain(&self.map);
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Takes `cost` from `peer`'s budget of this kind; when it is spent, counts
+/// the refusal and penalises the peer ([`Misbehaviour::Spam`]). Returns
+/// whether the request may be answered.
+fn within_budget<G: GossipNetwork + ?Sized>(
+    gossip: &G,
+    stats: &NodeStats,
+    budget: &Mutex<PeerBuckets>,
+    peer: &PeerId,
+    kind: &str,
+    cost: f64,
+) -> bool {
+    if lock_plain(budget).take(peer, cost, Instant::now()) {
+        return true;
+    }
+    stats.bump("requests_refused", kind);
+    gossip.report(peer, Misbehaviour::Spam);
+    false
+}
+
+/// Ancestor fetches (a sync round, then direct requests and searches) one
+/// peer's orphans may start: 3 at once, then one per 10 s (a
+/// token bucket per peer, like the request rates). An honest peer announces an
+/// orphan when we fell behind, and one fetch brings the whole gap; a peer
+/// sending orphans with made-up parents gets no more than this out of us.
+pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.1 };
+
+/// Gossiped transactions one peer may send that the mempool refuses for
+/// funds or nonce (an unfunded sender, a gap, a replay): 64 at once, then 4
+/// a second; past it they are counted (`requests_refused{UnfundedTx}`), not
+/// acted on. Such a refusal costs us a decode and a lookup (the signature is
+/// checked after the funds). No penalty: whether a transaction is funded
+/// depends on *our* state, and a relay forwards what others made (Bitcoin
+/// Core does not punish missing inputs either). No drop: the gossip layer
+/// has marked the message seen, so a drop would lose it for every peer.
+pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.0 };
+
+/// The chain attached to a gossip network: gossip handlers, request
+/// handlers and the background sync task (stopped by
+/// [`ChainNode::shutdown`]; call it before shutting the network down).
+pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
+    chain: SharedChain<S>,
+    gossip: Arc<G>,
+    fetching: Arc<AtomicBool>,
+    orphan_fetches: Arc<Mutex<PeerBuckets>>,
+    /// Per peer: transactions refused for funds or nonce ([`UNFUNDED_TX_RATE`]).
+    unfunded_txs: Arc<Mutex<PeerBuckets>>,
+    sync: Arc<SyncShared>,
+    stats: Arc<NodeStats>,
+}
+
+/// State of the sync task shared by the clones of a node.
+struct SyncShared {
+    /// One sync round at a time.
+    running: tokio::sync::Mutex<()>,
+    /// Wakes the sync task (collapses repeated wake-ups into one).
+    wake: tokio::sync::Notify,
+    progress: Mutex<SyncProgress>,
+    /// The latest missing parent to fetch if a sync does not bring it, and
+    /// the peer that announced its child (one slot: a newer orphan replaces
+    /// it).
+    missing: Mutex<Option<(Hash, Option<PeerId>)>>,
+    cancel: CancellationToken,
+}
+
+impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            gossip: self.gossip.clone(),
+            fetching: self.fetching.clone(),
+            orphan_fetches: self.orphan_fetches.clone(),
+            unfunded_txs: self.unfunded_txs.clone(),
+            sync: self.sync.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
+    /// Registers the chain's gossip handlers, search answerer and direct
+    /// request handlers on `gossip`, and starts the sync task.
+    ///
+    /// # Errors
+    /// When one of the chain's kinds is already registered.
+    pub fn install(chain: SharedChain<S>, gossip: Arc<G>) -> Result<Self, NetworkError> {
+        let node = Self {
+            chain,
+            gossip,
+            fetching: Arc::new(AtomicBool::new(false)),
+            orphan_fetches: Arc::new(Mutex::new(PeerBuckets::new(ORPHAN_FETCH_RATE))),
+            unfunded_txs: Arc::new(Mutex::new(PeerBuckets::new(UNFUNDED_TX_RATE))),
+            sync: Arc::new(SyncShared {
+                running: tokio::sync::Mutex::new(()),
+                wake: tokio::sync::Notify::new(),
+                progress: Mutex::new(SyncProgress::default()),
+                missing: Mutex::new(None),
+                cancel: CancellationToken::new(),
+            }),
+            stats: Arc::default(),
+        };
+        let n = node.clone();
+        node.gossip.register_handler(
+            NEW_BLOCK,
+            gossip_handler_fn(move |from, bytes| {
+                let n = n.clone();
+                async move { n.on_block(from, bytes).await }
+            }),
+        )?;
+        let n = node.clone();
+        node.gossip.register_handler(
+            NEW_TX,
+            gossip_handler_fn(move |from, bytes| {
+                let n = n.clone();
+                async move { n.on_tx(from, bytes).await }
+            }),
+        )?;
+        let c = node.chain.clone();
+        let stats = node.stats.clone();
+        node.gossip.register_search_answerer(
+            SEARCH_BLOCK,
+            answerer_fn(move |query| {
+                stats.bump("messages", "search:block");
+                let c = c.clone();
+                async move {
+                    let hash = Hash(query.as_ref().try_into().ok()?);
+                    // Off the dispatcher: the chain's lock may be held.
+                    let block = tokio::task::spawn_blocking(move || lock(&c).block(&hash).ok().flatten());
+                    Some(Bytes::from(block.await.ok()??.encode()))
+                }
+            }),
+        )?;
+        node.install_request_handlers()?;
+        let n = node.clone();
+        tokio::spawn(async move { n.sync_task().await });
+        let n = node.clone();
+        tokio::spawn(async move { n.store_watch().await });
+        Ok(node)
+    }
+
+    /// The shared chain.
+    pub fn chain(&self) -> &SharedChain<S> {
+        &self.chain
+    }
+
+    /// The gossip network the node runs on.
+    pub fn gossip(&self) -> &Arc<G> {
+        &self.gossip
+    }
+
+    /// How the current (or last) sync round went.
+    pub fn sync_progress(&self) -> SyncProgress {
+        lock_plain(&self.sync.progress).clone()
+    }
+
+    /// Stops the sync task (handlers stay registered until the gossip layer
+    /// stops).
+    pub fn shutdown(&self) {
+        self.sync.cancel.cancel();
+    }
+
+    /// Inserts off the async runtime (signature checks and disk writes block).
+    /// `from` is charged for the block if it waits as an orphan.
+    async fn insert(&self, block: Block, from: Option<&PeerId>) -> Result<InsertOutcome, NetworkError> {
+        let c = self.chain.clone();
+        let from = from.map(|p| p.0.clone());
+        tokio::task::spawn_blocking(move || lock(&c).insert_from(block, from.as_deref(), now_ms()))
+            .await
+            .map_err(|_| NetworkError::Cancelled)?
+            .map_err(Into::into)
+    }
+
+    /// Counters of received messages and verdicts.
+    pub fn stats(&self) -> &Arc<NodeStats> {
+        &self.stats
+    }
+
+    async fn on_block(&self, from: Option<PeerId>, bytes: Bytes) -> Verdict {
+        self.stats.bump("messages", NEW_BLOCK);
+        let block = match Block::decode(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.bump("blocks_rejected", &format!("Decode{}", variant_name(&e)));
+                return Verdict::Reject;
+            }
+        };
+        let outcome = self.insert(block, from.as_ref()).await;
+        match &outcome {
+            Ok(
+                InsertOutcome::Invalid { reason }
+                | InsertOutcome::Malformed { reason }
+                | InsertOutcome::TooEarly { reason },
+            ) => self.stats.bump("blocks_rejected", &variant_name(reason)),
+            Ok(InsertOutcome::ForkTooDeep { .. }) => self.stats.bump("blocks_rejected", "ForkTooDeep"),
+            Ok(
+                o @ (InsertOutcome::Connected { .. }
+                | InsertOutcome::Reorganised { .. }
+                | InsertOutcome::SideBranch { .. }),
+            ) => {
+                self.stats.bump("blocks_accepted", &variant_name(o));
+            }
+            _ => {}
+        }
+        match outcome {
+            Ok(InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) => {
+                // First with a new block on our best chain: a peer worth
+                // keeping when the inbound side is crowded.
+                if let Some(peer) = &from {
+                    self.gossip.credit(peer, Contribution::Block);
+                }
+                Verdict::Accept
+            }
+            // Header checked, body not yet (it is when the branch wins).
+            Ok(InsertOutcome::SideBranch { .. }) => Verdict::Ignore,
+            Ok(InsertOutcome::Orphan { .. })
+                if from.as_ref().is_some_and(|p| !lock_plain(&self.orphan_fetches).take(p, 1.0, Instant::now())) =>
+            {
+                // This sender's orphans have used up its fetch budget: kept,
+                // but they ask nothing of the network until it refills.
+                self.stats.bump("orphan_fetches_refused", "Rate");
+                Verdict::Ignore
+            }
+            Ok(InsertOutcome::Orphan { missing_parent }) => {
+                if from.is_some() && !self.gossip.peers().is_empty() {
+                    // A sync round first (the announcer is asked with everyone
+                    // else ahead of us); then the announcer alone, then search.
+                    *lock_plain(&self.sync.missing) = Some((missing_parent, from));
+                    self.sync.wake.notify_one();
+                } else {
+                    self.fetch_ancestors(missing_parent, None);
+                }
+                Verdict::Ignore
+            }
+            Ok(InsertOutcome::Invalid { reason }) => {
+                tracing::info!(%reason, "invalid block from the network");
+                Verdict::Reject
+            }
+            Ok(InsertOutcome::Malformed { reason }) => {
+                tracing::info!(%reason, "malformed block from the network (not remembered)");
+                Verdict::Reject
+            }
+            // Not the sender's fault: its clock, or a deep fork.
+            Ok(
+                InsertOutcome::Duplicate
+                | InsertOutcome::Stale { .. }
+                | InsertOutcome::TooEarly { .. }
+                | InsertOutcome::ForkTooDeep { .. },
+            ) => Verdict::Ignore,
+            Err(e) => {
+                // A failed store is logged once, where it failed (the chain).
+                tracing::debug!("block not imported: {e}");
+                Verdict::Ignore
+            }
+        }
+    }
+
+    async fn on_tx(&self, from: Option<PeerId>, bytes: Bytes) -> Verdict {
+        self.stats.bump("messages", NEW_TX);
+        let tx = match Transaction::decode(&bytes) {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.stats.bump("txs_rejected", &format!("Decode{}", variant_name(&e)));
+                return Verdict::Reject;
+            }
+        };
+        let c = self.chain.clone();
+        let outcome = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
+        let unfunded = matches!(
+            outcome,
+            Ok(Err(MempoolError::InsufficientBalance { .. }
+                | MempoolError::NonceTooLow { .. }
+                | MempoolError::NonceTooHigh { .. }))
+        );
+        // Counted per peer, never acted on: the gossip layer has marked the
+        // message seen, so dropping it here would drop it for every peer
+        // (an attacker keeping its budget empty could black-hole honest
+        // transactions it relays first), and a penalty would hit relays.
+        if let Some(peer) = from.as_ref().filter(|_| unfunded)
+            && !lock_plain(&self.unfunded_txs).take(peer, 1.0, Instant::now())
+        {
+            self.stats.bump("requests_refused", "UnfundedTx");
+        }
+        match &outcome {
+            Ok(Ok(_)) => self.stats.bump("txs_accepted", "gossip"),
+            Ok(Err(e)) => self.stats.bump("txs_rejected", &variant_name(e)),
+            Err(_) => {}
+        }
+        match outcome {
+            Ok(Ok(_)) => {
+                if let Some(peer) = &from {
+                    self.gossip.credit(peer, Contribution::Transaction);
+                }
+                Verdict::Accept
+            }
+            Ok(Err(MempoolError::BadSignature | MempoolError::UnauthorisedMint | MempoolError::Overflow)) => {
+                Verdict::Reject
+            }
+            Ok(Err(
+                MempoolError::InsufficientBalance { .. }
+                | MempoolError::NonceTooLow { .. }
+                | MempoolError::NonceTooHigh { .. },
+            )) => Verdict::Ignore,
+            _ => Verdict::Ignore,
+        }
+    }
+
+    /// Imports a block mined here and announces it.
+    ///
+    /// # Errors
+    /// Storage failures, or the gossip layer's.
+    pub async fn submit_block(&self, block: Block) -> Result<InsertOutcome, NetworkError> {
+        let encoded = Bytes::from(block.encode());
+        let outcome = self.insert(block, None).await?;
+        if matches!(outcome, InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) {
+            self.stats.bump("blocks_accepted", "Mined");
+            self.gossip.broadcast(NEW_BLOCK, encoded)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Admits a local transaction to the mempool and announces it.
+    ///
+    /// # Errors
+    /// The mempool's reason for refusing it.
+    pub async fn submit_tx(&self, tx: Transaction) -> Result<Hash, NetworkError> {
+        let encoded = Bytes::from(tx.encode());
+        let c = self.chain.clone();
+        let added = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms()))
+            .await
+            .map_err(|_| NetworkError::Cancelled)?;
+        let id = added.inspect_err(|e| self.stats.bump("txs_rejected", &variant_name(e)))?;
+        self.stats.bump("txs_accepted", "local");
+        self.gossip.broadcast(NEW_TX, encoded)?;
+        Ok(id)
+    }
+
+    /// Announces the tip block by gossip.
+    ///
+    /// # Errors
+    /// Storage or gossip failures.
+    pub fn announce_tip(&self) -> Result<(), NetworkError> {
+        let block = {
+            let c = lock(&self.chain);
+            c.block(&c.tip().hash).map_err(crate::error::ChainError::from)?
+        };
+        if let Some(b) = block.filter(|b| b.header.height > 0) {
+            self.gossip.broadcast(NEW_BLOCK, Bytes::from(b.encode()))?;
+        }
+        Ok(())
+    }
+}
+
+fn peer_error(peer: &PeerId, what: impl Into<String>) -> NetworkError {
+    NetworkError::Peer { peer: peer.clone(), what: what.into() }
+}
+
+fn lock_plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphan_fetches_are_rationed_per_peer() {
+        let mut budget = PeerBuckets::new(ORPHAN_FETCH_RATE);
+        let t0 = Instant::now();
+        let flooder = PeerId("10.0.0.9:1".into());
+        let honest = PeerId("10.0.0.2:1".into());
+        for _ in 0..3 {
+            assert!(budget.take(&flooder, 1.0, t0));
+        }
+        assert!(!budget.take(&flooder, 1.0, t0), "the burst is spent");
+        assert!(budget.take(&honest, 1.0, t0), "another peer's budget is its own");
+        assert!(!budget.take(&flooder, 1.0, t0 + Duration::from_secs(5)), "half a token is not a fetch");
+        assert!(budget.take(&flooder, 1.0, t0 + Duration::from_secs(10)), "one more after a refill period");
+        assert!(!budget.take(&flooder, 1.0, t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn request_budgets_forget_the_stalest_peer_when_full() {
+        let mut budget = PeerBuckets::new(HASHES_RATE);
+        let t0 = Instant::now();
+        for i in 0..=REQUEST_RATE_PEERS {
+            budget.take(&PeerId(format!("p{i}")), 1.0, t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(budget.peers.len(), REQUEST_RATE_PEERS);
+        assert!(!budget.peers.contains_key(&PeerId("p0".into())));
+    }
+
+    #[test]
+    fn priority_kinds_name_the_block_gossip_and_sync_kinds() {
+        assert!(PRIORITY_KINDS.contains(&format!("gossip:{NEW_BLOCK}").as_str()));
+        for kind in [sync::STATUS, sync::HEADERS, sync::BLOCKS] {
+            assert!(PRIORITY_KINDS.contains(&kind), "{kind}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Serving the chain's direct requests (`chain:status`, `chain:headers`,
+//! `chain:hashes`, `chain:blocks`), each rationed per peer and none of them
+//! waiting for the chain's lock on the messaging dispatcher.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::*;
+
+/// Heights of our best chain after the first locator hash on it (genesis if
+/// none is), at most `cap` of them and at most `req.max`.
+pub(super) fn after_locator<S: Store>(c: &Chain<S>, req: &HashesRequest, cap: usize) -> std::ops::RangeInclusive<u64> {
+    let start = req.locator.iter().find(|h| c.is_canonical(h)).and_then(|h| c.header(h)).map_or(1, |h| h.height + 1);
+    let max = (req.max as usize).min(cap) as u64;
+    start..=c.tip().height.min(start.saturating_add(max).saturating_sub(1))
+}
+
+impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
+    /// Installs the `chain:*` request handlers. They run on the messaging
+    /// layer's dispatcher, which serves every peer, so none of them waits
+    /// for the chain's lock there (a writer holds it across signature checks
+    /// and a durable commit): the status comes from the published tip, and
+    /// the answers that read the chain are built on a blocking thread.
+    pub(super) fn install_request_handlers(&self) -> Result<(), NetworkError> {
+        let (genesis, tips) = {
+            let c = lock(&self.chain);
+            (c.params().genesis_hash(), c.subscribe())
+        };
+        let stats = self.stats.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(STATUS_RATE)));
+        self.gossip.register_request_handler(
+            sync::STATUS,
+            peer_handler_fn(move |peer, _| {
+                stats.bump("messages", sync::STATUS);
+                let allowed = lock_plain(&budget).take(&peer, 1.0, Instant::now());
+                if !allowed {
+                    stats.bump("requests_refused", sync::STATUS);
+                }
+                let status = allowed.then(|| {
+                    let tip = tips.borrow().clone();
+                    Status { genesis, tip: tip.hash, height: tip.height, work: tip.work }
+                });
+                async move { status.map(|s| Bytes::from(s.encode())) }
+            }),
+        )?;
+        let c = self.chain.clone();
+        let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(HASHES_RATE)));
+        self.gossip.register_request_handler(
+            sync::HASHES,
+            peer_handler_fn(move |peer, payload| {
+                stats.bump("messages", sync::HASHES);
+                let c = c.clone();
+                let req = match HashesRequest::decode(&payload) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        stats.bump("requests_refused", "Malformed");
+                        g.report(&peer, Misbehaviour::ProtocolViolation);
+                        None
+                    }
+                };
+                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HASHES, 1.0));
+                async move {
+                    let req = req?;
+                    let answer = tokio::task::spawn_blocking(move || {
+                        let c = lock(&c);
+                        let hashes: Vec<Hash> =
+                            after_locator(&c, &req, sync::MAX_HASHES).map_while(|h| c.hash_at(h)).collect();
+                        sync::encode_hashes(&hashes)
+                    });
+                    answer.await.ok()
+                }
+            }),
+        )?;
+        let c = self.chain.clone();
+        let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(HEADERS_RATE)));
+        self.gossip.register_request_handler(
+            sync::HEADERS,
+            peer_handler_fn(move |peer, payload| {
+                stats.bump("messages", sync::HEADERS);
+                let c = c.clone();
+                let req = match HashesRequest::decode(&payload) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        stats.bump("requests_refused", "Malformed");
+                        g.report(&peer, Misbehaviour::ProtocolViolation);
+                        None
+                    }
+                };
+                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HEADERS, 1.0));
+                async move {
+                    let req = req?;
+                    let answer = tokio::task::spawn_blocking(move || {
+                        let c = lock(&c);
+                        let headers: Vec<Header> = after_locator(&c, &req, sync::MAX_HEADERS)
+                            .map_while(|h| c.hash_at(h).and_then(|hash| c.header(&hash)).cloned())
+                            .collect();
+                        sync::encode_headers(&headers)
+                    });
+                    answer.await.ok()
+                }
+            }),
+        )?;
+        let c = self.chain.clone();
+        let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(BLOCKS_RATE)));
+        let in_flight: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        self.gossip.register_request_handler(
+            sync::BLOCKS,
+            peer_handler_fn(move |peer, payload| {
+                stats.bump("messages", sync::BLOCKS);
+                let c = c.clone();
+                let hashes = sync::decode_hashes(&payload, sync::BATCH);
+                if hashes.is_none() {
+                    stats.bump("requests_refused", "Malformed");
+                    g.report(&peer, Misbehaviour::ProtocolViolation);
+                }
+                // Charged by the bytes answered, after the answer is built;
+                // a peer with 8 answers in the making gets no ninth.
+                let hashes = hashes.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::BLOCKS, 0.0));
+                let slot = hashes.as_ref().and_then(|_| InFlight::enter(&in_flight, &peer));
+                if hashes.is_some() && slot.is_none() {
+                    stats.bump("requests_refused", "BlocksInFlight");
+                }
+                let budget = budget.clone();
+                async move {
+                    let _slot = slot?;
+                    let hashes = hashes?;
+                    let answer = tokio::task::spawn_blocking(move || {
+                        let blocks: Vec<Vec<u8>> =
+                            hashes.iter().map_while(|h| lock(&c).block(h).ok().flatten().map(|b| b.encode())).collect();
+                        sync::encode_blocks(blocks)
+                    })
+                    .await
+                    .ok()?;
+                    *lock_plain(&budget).level(&peer, Instant::now()) -= answer.len() as f64;
+                    Some(answer)
+                }
+            }),
+        )?;
+        Ok(())
+    }
+}
