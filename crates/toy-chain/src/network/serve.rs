@@ -46,67 +46,16 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 async move { status.map(|s| Bytes::from(s.encode())) }
             }),
         )?;
-        let c = self.chain.clone();
-        let stats = self.stats.clone();
-        let g = self.gossip.clone();
-        let budget = Arc::new(Mutex::new(PeerBuckets::new(HASHES_RATE)));
-        self.gossip.register_request_handler(
-            sync::HASHES,
-            peer_handler_fn(move |peer, payload| {
-                stats.bump("messages", sync::HASHES);
-                let c = c.clone();
-                let req = match HashesRequest::decode(&payload) {
-                    Ok(req) => Some(req),
-                    Err(_) => {
-                        stats.bump("requests_refused", "Malformed");
-                        g.report(&peer, Misbehaviour::ProtocolViolation);
-                        None
-                    }
-                };
-                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HASHES, 1.0));
-                async move {
-                    let req = req?;
-                    let answer = tokio::task::spawn_blocking(move || {
-                        let c = lock(&c);
-                        let hashes: Vec<Hash> =
-                            after_locator(&c, &req, sync::MAX_HASHES).map_while(|h| c.hash_at(h)).collect();
-                        sync::encode_hashes(&hashes)
-                    });
-                    answer.await.ok()
-                }
-            }),
-        )?;
-        let c = self.chain.clone();
-        let stats = self.stats.clone();
-        let g = self.gossip.clone();
-        let budget = Arc::new(Mutex::new(PeerBuckets::new(HEADERS_RATE)));
-        self.gossip.register_request_handler(
-            sync::HEADERS,
-            peer_handler_fn(move |peer, payload| {
-                stats.bump("messages", sync::HEADERS);
-                let c = c.clone();
-                let req = match HashesRequest::decode(&payload) {
-                    Ok(req) => Some(req),
-                    Err(_) => {
-                        stats.bump("requests_refused", "Malformed");
-                        g.report(&peer, Misbehaviour::ProtocolViolation);
-                        None
-                    }
-                };
-                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, sync::HEADERS, 1.0));
-                async move {
-                    let req = req?;
-                    let answer = tokio::task::spawn_blocking(move || {
-                        let c = lock(&c);
-                        let headers: Vec<Header> = after_locator(&c, &req, sync::MAX_HEADERS)
-                            .map_while(|h| c.hash_at(h).and_then(|hash| c.header(&hash)).cloned())
-                            .collect();
-                        sync::encode_headers(&headers)
-                    });
-                    answer.await.ok()
-                }
-            }),
-        )?;
+        self.serve_locator_request(sync::HASHES, HASHES_RATE, |c, req| {
+            let hashes: Vec<Hash> = after_locator(c, req, sync::MAX_HASHES).map_while(|h| c.hash_at(h)).collect();
+            sync::encode_hashes(&hashes)
+        })?;
+        self.serve_locator_request(sync::HEADERS, HEADERS_RATE, |c, req| {
+            let headers: Vec<Header> = after_locator(c, req, sync::MAX_HEADERS)
+                .map_while(|h| c.hash_at(h).and_then(|hash| c.header(&hash)).cloned())
+                .collect();
+            sync::encode_headers(&headers)
+        })?;
         let c = self.chain.clone();
         let stats = self.stats.clone();
         let g = self.gossip.clone();
@@ -142,6 +91,43 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     .ok()?;
                     *lock_plain(&budget).level(&peer, Instant::now()) -= answer.len() as f64;
                     Some(answer)
+                }
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Serves `kind`, a request carrying a [`HashesRequest`] (our best chain
+    /// after the asker's locator): malformed requests cost the asker a
+    /// `ProtocolViolation`, requests past `rate` go unanswered and cost it
+    /// `Spam`, and `answer` runs on a blocking thread, off the dispatcher.
+    fn serve_locator_request(
+        &self,
+        kind: &'static str,
+        rate: RequestRate,
+        answer: fn(&Chain<S>, &HashesRequest) -> Bytes,
+    ) -> Result<(), NetworkError> {
+        let c = self.chain.clone();
+        let stats = self.stats.clone();
+        let g = self.gossip.clone();
+        let budget = Arc::new(Mutex::new(PeerBuckets::new(rate)));
+        self.gossip.register_request_handler(
+            kind,
+            peer_handler_fn(move |peer, payload| {
+                stats.bump("messages", kind);
+                let c = c.clone();
+                let req = match HashesRequest::decode(&payload) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        stats.bump("requests_refused", "Malformed");
+                        g.report(&peer, Misbehaviour::ProtocolViolation);
+                        None
+                    }
+                };
+                let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, kind, 1.0));
+                async move {
+                    let req = req?;
+                    tokio::task::spawn_blocking(move || answer(&lock(&c), &req)).await.ok()
                 }
             }),
         )?;
