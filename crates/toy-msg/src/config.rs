@@ -40,8 +40,9 @@ pub const DEFAULT_MAX_HANDLERS_PER_CONN: usize = 256;
 /// at their share fill the pool. The last slots are kept for the messages a
 /// node cannot do without (a handshake, a block), so a flood of
 /// transactions from several connections never starves those. A connection
-/// may hold at most an eighth of the reserve (16), so a few connections
-/// flooding priority kinds cannot take it all either.
+/// whose priority handlers hold an eighth of the reserve (16) gets no more
+/// of it, so a few connections flooding priority kinds cannot take it all
+/// either.
 pub const DEFAULT_RESERVED_HANDLERS: usize = 128;
 
 /// Kinds that may use the reserved handler slots by default: the peering

@@ -74,13 +74,16 @@ struct SlotGuard(Arc<AtomicUsize>);
 /// its token bucket for messages of unhandled kinds.
 struct ConnShare {
     slots: Arc<AtomicUsize>,
+    /// Of those, the slots held by priority kinds (what the reserve is
+    /// rationed by).
+    priority: Arc<AtomicUsize>,
     unhandled: f64,
     at: Instant,
 }
 
 impl ConnShare {
     fn new() -> Self {
-        Self { slots: Arc::default(), unhandled: crate::UNHANDLED_BURST, at: Instant::now() }
+        Self { slots: Arc::default(), priority: Arc::default(), unhandled: crate::UNHANDLED_BURST, at: Instant::now() }
     }
 
     /// Takes one token for a message nobody handles; `false` past the rate.
@@ -211,6 +214,7 @@ impl<T: Transport> Messaging<T> {
         share: &mut ConnShare,
     ) {
         let slots = share.slots.clone();
+        let priority_slots = share.priority.clone();
         let msg = match Message::decode(data) {
             Ok(msg) => msg,
             Err(error) => {
@@ -262,17 +266,19 @@ impl<T: Transport> Messaging<T> {
                 }
                 // The last slots are kept for priority kinds (handshakes,
                 // blocks): floods from several connections fill the rest.
-                // One connection may hold an eighth of the reserve at most,
-                // so priority kinds flooded by a few cannot take it all.
+                // One connection may hold an eighth of the reserve at most
+                // (counted by its priority handlers, so a peer busy with
+                // ordinary work still gets its handshake or block through),
+                // and priority kinds flooded by a few cannot take it all.
                 let config = &self.inner.config;
                 let ordinary = config.max_concurrent_handlers.saturating_sub(config.reserved_handlers);
-                let limit = if config.is_priority(&msg.kind)
-                    && slots.load(Ordering::Acquire) < (config.reserved_handlers / 8).max(1)
-                {
-                    config.max_concurrent_handlers
-                } else {
-                    ordinary
-                };
+                let priority = config.is_priority(&msg.kind);
+                let limit =
+                    if priority && priority_slots.load(Ordering::Acquire) < (config.reserved_handlers / 8).max(1) {
+                        config.max_concurrent_handlers
+                    } else {
+                        ordinary
+                    };
                 if running.len() >= limit {
                     if let Some(held_back) = WARNINGS.allow("handlers busy") {
                         tracing::warn!(%conn, kind = %msg.kind, held_back, "all handlers busy; message dropped");
@@ -283,8 +289,13 @@ impl<T: Transport> Messaging<T> {
                 // Held while the invocation runs: this connection's share.
                 slots.fetch_add(1, Ordering::AcqRel);
                 let slot = SlotGuard(slots);
+                let priority_slot = priority.then(|| {
+                    priority_slots.fetch_add(1, Ordering::AcqRel);
+                    SlotGuard(priority_slots)
+                });
                 let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
                     let _slot = slot;
+                    let _priority_slot = priority_slot;
                     let response = handler.handle(conn, msg.payload).await;
                     if msg.ty == MessageType::Request
                         && let Some(payload) = response

@@ -386,6 +386,71 @@ async fn floods_from_several_connections_do_not_starve_a_handshake<H: Harness>(h
     server.shutdown().await;
 }
 
+/// A peer with ordinary work of its own running (transactions being
+/// checked, say) still gets its handshake through the reserve while floods
+/// from others fill the ordinary slots: the reserve is rationed by a
+/// connection's priority handlers, not by all of them.
+async fn a_busy_honest_peer_still_gets_its_handshake_through_the_reserve<H: Harness>(h: H) {
+    let (server, _se) = node(&h, Config::default());
+    let release = Arc::new(Notify::new());
+    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, e) = (release.clone(), entered.clone());
+    server
+        .register_handler(
+            "slow",
+            handler_fn(move |_, p| {
+                let (r, e) = (r.clone(), e.clone());
+                async move {
+                    e.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    r.notified().await;
+                    Some(p)
+                }
+            }),
+        )
+        .expect("register");
+    server.register_handler("p2p:hello", handler_fn(|_, p| async move { Some(p) })).expect("register");
+    let addr = server.listen(h.any_addr()).await.expect("listen");
+    // The honest peer's own ordinary work: 20 slow handlers.
+    let (honest, _he) = node(&h, Config::default());
+    let hconn = honest.connect(&addr).await.expect("connect");
+    for _ in 0..20 {
+        honest.send(hconn, "slow", Bytes::from_static(b"mine")).expect("one-way");
+    }
+    tokio::time::timeout(DEADLINE, async {
+        while entered.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("its work is running");
+    let mut flooders = Vec::new();
+    for _ in 0..5 {
+        let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
+        let (flooder, fe) = Messaging::new(t, ev, Config::default());
+        let fconn = flooder.connect(&addr).await.expect("connect");
+        for _ in 0..400 {
+            flooder.send(fconn, "slow", Bytes::from_static(b"x")).expect("one-way");
+        }
+        flooders.push((flooder, fe));
+    }
+    let ordinary = toy_msg::DEFAULT_MAX_CONCURRENT_HANDLERS - toy_msg::DEFAULT_RESERVED_HANDLERS;
+    tokio::time::timeout(DEADLINE, async {
+        while entered.load(std::sync::atomic::Ordering::SeqCst) < ordinary {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the floods filled the ordinary slots");
+    let hello = honest.request(hconn, "p2p:hello", Bytes::from_static(b"me"));
+    let answer = tokio::time::timeout(DEADLINE, hello).await.expect("in time").expect("answered");
+    assert_eq!(&answer[..], b"me");
+    release.notify_waiters();
+    for (f, _) in flooders {
+        f.shutdown().await;
+    }
+    server.shutdown().await;
+}
+
 macro_rules! suite {
     ($name:ident, $harness:expr) => {
         mod $name {
@@ -401,6 +466,7 @@ macro_rules! suite {
                 pending_requests_are_bounded,
                 a_flooding_connection_does_not_silence_another,
                 floods_from_several_connections_do_not_starve_a_handshake,
+                a_busy_honest_peer_still_gets_its_handshake_through_the_reserve,
                 peer_that_stops_reading_is_dropped,
             );
         }
