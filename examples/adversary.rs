@@ -37,6 +37,8 @@
 //! | `eclipse` | 48 connections, each saying hello with a fresh made-up address, held for 5 s | evict the newcomers, keep the honest peers that delivered blocks, keep dialling out |
 //! | `rejoin` | gets banned (a malformed message), then says hello again from a new port with a new address | refuse it: the ban is on the host's IP (on loopback each connection is its own origin, so there it is let in) |
 //! | `slowloris` | with `--http`: 300 connections to the API that send half a request line and never finish, then asks `/api/status` and says hello on p2p | close them (10 s header timeout, 128 at once), and keep answering the API and the p2p side |
+//! | `unknown-kinds` | 300 messages of a kind nobody handles | drop them, and past 32 at once and 4 a second charge the sender until it is banned |
+//! | `search-flood` | 400 searches for things nobody has, each with a fresh id | answer, route and forward at most 32 at once and 4 a second from it |
 //! | `gossip-shadow` | mines a real block and sends an old block under the gossip id it will use, then the real block under that id | accept the real block (the seen-set is keyed by content too) |
 //!
 //! Each consensus attack prints `victim <addr> kept genuine block <hash>`
@@ -119,6 +121,10 @@ enum AttackMode {
     Rejoin,
     /// HTTP connections that never finish their headers (needs `--http`).
     Slowloris,
+    /// Messages of a kind nobody handles, as fast as possible.
+    UnknownKinds,
+    /// Searches for things nobody has, as fast as possible.
+    SearchFlood,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -374,6 +380,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::Slowloris {
         slowloris(&args).await;
+    }
+    if all || args.attack == AttackMode::UnknownKinds {
+        unknown_kinds(&args).await?;
+    }
+    if all || args.attack == AttackMode::SearchFlood {
+        search_flood(&args).await?;
     }
     if all || args.attack == AttackMode::GossipShadow {
         gossip_shadow(&args, &chain, &mut identities).await?;
@@ -840,6 +852,63 @@ async fn fake_headers(args: &Args, chain: &Shared) -> anyhow::Result<()> {
         bodies.load(Ordering::SeqCst)
     );
     liar.shutdown().await;
+    Ok(())
+}
+
+/// Sends 300 messages of a kind nobody handles to each victim and reports
+/// whether the victim dropped us for it.
+async fn unknown_kinds(args: &Args) -> anyhow::Result<()> {
+    const SENT: usize = 300;
+    for victim in &args.peer {
+        let p = bare_peer(&args.peer, None).await?;
+        let Ok(id) = p.connect(victim).await else {
+            println!("unknown kinds: {victim} refused us");
+            p.shutdown().await;
+            continue;
+        };
+        let mut events = p.subscribe();
+        for _ in 0..SENT {
+            if p.send(&id, "gossip:nobody-handles-this", Bytes::from_static(b"x")).is_err() {
+                break;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !p.peers().is_empty() && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+        }
+        let dropped = p.peers().is_empty();
+        println!("unknown kinds: {SENT} messages nobody handles to {victim}; dropped: {dropped}");
+        p.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Sends 400 searches for a block nobody has, each with a fresh id, then
+/// asks the victim for its peers on the same connection (answered once every
+/// search before it was handled) and reports how the victim took them.
+async fn search_flood(args: &Args) -> anyhow::Result<()> {
+    const SENT: u32 = 400;
+    for victim in &args.peer {
+        let p = bare_peer(&args.peer, None).await?;
+        let Ok(id) = p.connect(victim).await else {
+            println!("search flood: {victim} refused us");
+            p.shutdown().await;
+            continue;
+        };
+        for i in 0..SENT {
+            let mut payload = rand::random::<[u8; 16]>().to_vec();
+            payload.extend_from_slice(&i.to_be_bytes());
+            payload.extend_from_slice(&[0xee; 28]);
+            if p.send(&id, &format!("gossip:search:{}", toy::chain::network::SEARCH_BLOCK), Bytes::from(payload))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let still_peer = p.request(&id, "p2p:get_peers", Bytes::new()).await.is_ok();
+        println!("search flood: {SENT} searches for nothing to {victim}; still a peer afterwards: {still_peer}");
+        p.shutdown().await;
+    }
     Ok(())
 }
 

@@ -211,6 +211,14 @@ async fn an_adversary_is_banned_and_changes_nothing() {
         assert!(line.contains("dropped by 1 of 1 victims"), "the fake header chain's sender stayed: {line}");
         assert!(line.ends_with(" 0 bodies asked for"), "bodies were fetched for fake headers: {line}");
     }
+    // Messages of a kind nobody handles, past their rate, got the sender
+    // dropped; searches past their rate were dropped, not charged.
+    for line in out.iter().filter(|l| l.starts_with("unknown kinds:") || l.starts_with("search flood:")) {
+        println!("adversary: {line}");
+        if line.starts_with("unknown kinds:") && !line.contains("refused us") {
+            assert!(line.ends_with("dropped: true"), "{line}");
+        }
+    }
     // Slow HTTP clients neither took the API nor the p2p side down.
     for line in out.iter().filter(|l| l.starts_with("slowloris:")) {
         println!("adversary: {line}");

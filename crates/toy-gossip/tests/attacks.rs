@@ -63,7 +63,7 @@ async fn a_search_flood_does_not_flush_the_route_of_an_honest_search() {
     use toy_gossip::{Flow, Gossip, answerer_fn};
     use toy_msg::{Messaging, Messenger};
     let net = MemoryNetwork::new();
-    let small = toy_gossip::Config { route_capacity: 64, ..Default::default() };
+    let small = toy_gossip::Config { route_capacity: 16, ..Default::default() };
     let (t, ev) = net.endpoint(Default::default());
     let (msg, events) = Messaging::new(t, ev, Default::default());
     msg.listen("victim:1").await.expect("listen");

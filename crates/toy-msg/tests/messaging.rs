@@ -268,12 +268,10 @@ async fn peer_that_stops_reading_is_dropped<H: Harness>(h: H) {
     sender.shutdown().await;
 }
 
-/// A flood on one connection does not silence another: each connection
-/// holds at most its share of the handler slots.
-async fn a_flooding_connection_does_not_silence_another<H: Harness>(h: H) {
-    // Before: 1 024 slots shared by all; one connection flooding slow
-    // requests took them all and other connections' messages were dropped.
-    let (server, _se) = node(&h, Config::default());
+/// A server whose `slow` handler counts its invocations (the counter) and
+/// waits until the `Notify` is notified.
+fn slow_server<H: Harness>(h: &H) -> (Messaging<H::T>, Events, Arc<Notify>, Arc<std::sync::atomic::AtomicUsize>) {
+    let (server, events) = node(h, Config::default());
     let release = Arc::new(Notify::new());
     let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (r, e) = (release.clone(), entered.clone());
@@ -290,6 +288,43 @@ async fn a_flooding_connection_does_not_silence_another<H: Harness>(h: H) {
             }),
         )
         .expect("register");
+    (server, events, release, entered)
+}
+
+/// Five connections sending 400 `slow` messages each to `addr`, until the
+/// server's ordinary handler slots are full (`entered` counts them).
+async fn fill_ordinary_slots<H: Harness>(
+    h: &H,
+    addr: &str,
+    entered: &std::sync::atomic::AtomicUsize,
+) -> Vec<(Messaging<H::T>, Events)> {
+    let mut flooders = Vec::new();
+    for _ in 0..5 {
+        let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
+        let (flooder, fe) = Messaging::new(t, ev, Config::default());
+        let fconn = flooder.connect(addr).await.expect("connect");
+        for _ in 0..400 {
+            flooder.send(fconn, "slow", Bytes::from_static(b"x")).expect("one-way");
+        }
+        flooders.push((flooder, fe));
+    }
+    let ordinary = toy_msg::DEFAULT_MAX_CONCURRENT_HANDLERS - toy_msg::DEFAULT_RESERVED_HANDLERS;
+    tokio::time::timeout(DEADLINE, async {
+        while entered.load(std::sync::atomic::Ordering::SeqCst) < ordinary {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the floods filled the ordinary slots");
+    flooders
+}
+
+/// A flood on one connection does not silence another: each connection
+/// holds at most its share of the handler slots.
+async fn a_flooding_connection_does_not_silence_another<H: Harness>(h: H) {
+    // Before: 1 024 slots shared by all; one connection flooding slow
+    // requests took them all and other connections' messages were dropped.
+    let (server, _se, release, entered) = slow_server(&h);
     let addr = server.listen(h.any_addr()).await.expect("listen");
     // Room to queue the whole flood at once.
     let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
@@ -336,48 +371,16 @@ async fn a_flooding_connection_does_not_silence_another<H: Harness>(h: H) {
 async fn floods_from_several_connections_do_not_starve_a_handshake<H: Harness>(h: H) {
     // Before: four connections at their share (4 × 256) took all 1 024
     // slots, and a new peer's p2p:hello was dropped.
-    let (server, _se) = node(&h, Config::default());
-    let release = Arc::new(Notify::new());
-    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (r, e) = (release.clone(), entered.clone());
-    server
-        .register_handler(
-            "slow",
-            handler_fn(move |_, p| {
-                let (r, e) = (r.clone(), e.clone());
-                async move {
-                    e.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    r.notified().await;
-                    Some(p)
-                }
-            }),
-        )
-        .expect("register");
+    let (server, _se, release, entered) = slow_server(&h);
     server.register_handler("p2p:hello", handler_fn(|_, p| async move { Some(p) })).expect("register");
     let addr = server.listen(h.any_addr()).await.expect("listen");
-    let mut flooders = Vec::new();
-    for _ in 0..5 {
-        let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
-        let (flooder, fe) = Messaging::new(t, ev, Config::default());
-        let fconn = flooder.connect(&addr).await.expect("connect");
-        for _ in 0..400 {
-            flooder.send(fconn, "slow", Bytes::from_static(b"x")).expect("one-way");
-        }
-        flooders.push((flooder, fe));
-    }
-    let ordinary = toy_msg::DEFAULT_MAX_CONCURRENT_HANDLERS - toy_msg::DEFAULT_RESERVED_HANDLERS;
-    tokio::time::timeout(DEADLINE, async {
-        while entered.load(std::sync::atomic::Ordering::SeqCst) < ordinary {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the floods filled the ordinary slots");
+    let flooders = fill_ordinary_slots(&h, &addr, &entered).await;
     let (newcomer, _ne) = node(&h, Config::default());
     let nconn = newcomer.connect(&addr).await.expect("connect");
     let hello = newcomer.request(nconn, "p2p:hello", Bytes::from_static(b"me"));
     let answer = tokio::time::timeout(DEADLINE, hello).await.expect("in time").expect("answered");
     assert_eq!(&answer[..], b"me");
+    let ordinary = toy_msg::DEFAULT_MAX_CONCURRENT_HANDLERS - toy_msg::DEFAULT_RESERVED_HANDLERS;
     assert!(entered.load(std::sync::atomic::Ordering::SeqCst) <= ordinary, "floods stay out of the reserved slots");
     release.notify_waiters();
     for (f, _) in flooders {
@@ -391,23 +394,7 @@ async fn floods_from_several_connections_do_not_starve_a_handshake<H: Harness>(h
 /// from others fill the ordinary slots: the reserve is rationed by a
 /// connection's priority handlers, not by all of them.
 async fn a_busy_honest_peer_still_gets_its_handshake_through_the_reserve<H: Harness>(h: H) {
-    let (server, _se) = node(&h, Config::default());
-    let release = Arc::new(Notify::new());
-    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (r, e) = (release.clone(), entered.clone());
-    server
-        .register_handler(
-            "slow",
-            handler_fn(move |_, p| {
-                let (r, e) = (r.clone(), e.clone());
-                async move {
-                    e.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    r.notified().await;
-                    Some(p)
-                }
-            }),
-        )
-        .expect("register");
+    let (server, _se, release, entered) = slow_server(&h);
     server.register_handler("p2p:hello", handler_fn(|_, p| async move { Some(p) })).expect("register");
     let addr = server.listen(h.any_addr()).await.expect("listen");
     // The honest peer's own ordinary work: 20 slow handlers.
@@ -423,24 +410,7 @@ async fn a_busy_honest_peer_still_gets_its_handshake_through_the_reserve<H: Harn
     })
     .await
     .expect("its work is running");
-    let mut flooders = Vec::new();
-    for _ in 0..5 {
-        let (t, ev) = h.endpoint(toy_net::Config::builder().send_queue_frames(4_096).build().expect("config"));
-        let (flooder, fe) = Messaging::new(t, ev, Config::default());
-        let fconn = flooder.connect(&addr).await.expect("connect");
-        for _ in 0..400 {
-            flooder.send(fconn, "slow", Bytes::from_static(b"x")).expect("one-way");
-        }
-        flooders.push((flooder, fe));
-    }
-    let ordinary = toy_msg::DEFAULT_MAX_CONCURRENT_HANDLERS - toy_msg::DEFAULT_RESERVED_HANDLERS;
-    tokio::time::timeout(DEADLINE, async {
-        while entered.load(std::sync::atomic::Ordering::SeqCst) < ordinary {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the floods filled the ordinary slots");
+    let flooders = fill_ordinary_slots(&h, &addr, &entered).await;
     let hello = honest.request(hconn, "p2p:hello", Bytes::from_static(b"me"));
     let answer = tokio::time::timeout(DEADLINE, hello).await.expect("in time").expect("answered");
     assert_eq!(&answer[..], b"me");
