@@ -22,11 +22,12 @@
 //! Run: `cargo bench --bench sync`.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use toy::chain::network::{ChainNode, lock};
+use toy::chain::actor::ActorConfig;
+use toy::chain::network::{ChainHandle, ChainNode};
 use toy::chain::sync::BATCH;
 use toy::chain::{
     Address, Block, Chain, ChainParams, K256Verifier, Keypair, MemoryStore, RedbStore, SigCache, Signature, Store,
@@ -109,14 +110,19 @@ fn import(blocks: &[Block], batch: usize, want: &toy::chain::Tip) -> Duration {
 type Net = Gossip<P2p<Messaging<TcpTransport>>>;
 
 /// A full node stack on loopback around `chain`.
-async fn node<S: Store>(chain: Chain<S>, boot: Vec<String>) -> (P2p<Messaging<TcpTransport>>, ChainNode<S, Net>) {
+async fn node<S: Store>(
+    chain: Chain<S>,
+    boot: Vec<String>,
+    actor: ActorConfig,
+) -> (P2p<Messaging<TcpTransport>>, ChainNode<S, Net>) {
     let (t, ev) = TcpTransport::new(Default::default());
     let (msg, events) = Messaging::new(t, ev, Default::default());
     msg.listen("127.0.0.1:0").await.expect("listen");
     let config = toy::p2p::Config::builder().bootstrap(boot).build().expect("config");
     let p2p = P2p::start(msg, events, config).expect("p2p");
     let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
-    let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
+    let chain = ChainHandle::spawn_with(chain, actor).expect("actor");
+    let node = ChainNode::install(chain, gossip).expect("install");
     (p2p, node)
 }
 
@@ -124,7 +130,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (source_chain, blocks) = build_chain();
     let want = source_chain.tip();
-    let (source_p2p, source) = rt.block_on(node(source_chain, vec![]));
+    let (source_p2p, source) = rt.block_on(node(source_chain, vec![], ActorConfig::default()));
     let source_addr = source_p2p.local_addr();
 
     let mut g = c.benchmark_group("sync");
@@ -133,27 +139,32 @@ fn bench(c: &mut Criterion) {
     for (name, batch) in [("import", 1), ("import_batched", BATCH)] {
         g.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| import(&blocks, batch, &want)).sum()));
     }
-    g.bench_function("tcp", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
-                total += rt.block_on(async {
-                    let t = Instant::now();
-                    let (p2p, sink) = node(chain, vec![source_addr.clone()]).await;
-                    while lock(sink.chain()).tip() != want {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    let took = t.elapsed();
-                    sink.shutdown();
-                    p2p.shutdown().await;
-                    took
-                });
-            }
-            total
-        })
-    });
+    // Through the chain actor: with its group commits (`tcp`), and with
+    // every write durable on its own (`tcp_each_durable`).
+    for (name, group_commit) in [("tcp", true), ("tcp_each_durable", false)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
+                    let actor = ActorConfig { group_commit, ..Default::default() };
+                    total += rt.block_on(async {
+                        let t = Instant::now();
+                        let (p2p, sink) = node(chain, vec![source_addr.clone()], actor).await;
+                        let mut tips = sink.chain().subscribe();
+                        let _ = tips.wait_for(|t| *t == want).await;
+                        let took = t.elapsed();
+                        sink.shutdown();
+                        sink.chain().shutdown().await;
+                        p2p.shutdown().await;
+                        took
+                    });
+                }
+                total
+            })
+        });
+    }
     g.finish();
     source.shutdown();
     rt.block_on(source_p2p.shutdown());
@@ -190,7 +201,7 @@ fn latency(_c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (source_chain, _) = build_chain();
     let want = source_chain.tip();
-    let (source_p2p, source) = rt.block_on(node(source_chain, vec![]));
+    let (source_p2p, source) = rt.block_on(node(source_chain, vec![], ActorConfig::default()));
     let source_addr = source_p2p.local_addr();
     rt.block_on(async {
         // Baseline: the idle source, 200 probes.
@@ -199,9 +210,9 @@ fn latency(_c: &mut Criterion) {
         println!("latency: get_peers on an idle node:          {}", percentiles(idle));
         let dir = tempfile::tempdir().expect("tempdir");
         let chain = open(RedbStore::open(&dir.path().join("chain.redb")).expect("redb"));
-        let (p2p, sink) = node(chain, vec![source_addr.clone()]).await;
+        let (p2p, sink) = node(chain, vec![source_addr.clone()], ActorConfig::default()).await;
         let sink_addr = p2p.local_addr();
-        let busy = probe(&sink_addr, || lock(sink.chain()).tip() == want).await;
+        let busy = probe(&sink_addr, || sink.chain().tip() == want).await;
         println!("latency: get_peers on a node syncing 2 000 blocks: {}", percentiles(busy));
         sink.shutdown();
         p2p.shutdown().await;

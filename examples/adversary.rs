@@ -45,14 +45,14 @@
 //! or `victim <addr> refused genuine block <hash>` after asking the victim
 //! for the block by direct request, so a test can check the outcome.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use rand::Rng;
-use toy::chain::network::{ChainNode, NEW_BLOCK, NEW_TX, lock};
+use toy::chain::network::{ChainHandle, ChainNode, NEW_BLOCK, NEW_TX};
 use toy::chain::sync;
 use toy::chain::types::merkle_root;
 use toy::chain::{
@@ -172,19 +172,15 @@ fn remine(block: Block) -> Block {
     toy::miner::mine_blocking(block, u64::MAX).unwrap_or(fallback)
 }
 
-/// Every forgery, built on the current tip of `chain`. The chain is only
-/// read at the start (a snapshot), so the node keeps running while we grind.
-fn forge(chain: &Arc<Mutex<Chain<MemoryStore>>>) -> Vec<Attack> {
-    let snapshot = {
-        let c = lock(chain);
-        let tip = c.tip();
-        let header = c.header(&tip.hash).cloned().unwrap_or_else(|| c.params().genesis().header);
-        let ctx = c.context_for(&tip.hash, now_ms()).ok();
-        let nonce = c.account(&ChainParams::dev_wallet(15).address()).nonce;
-        let mid = if tip.height >= 2 { c.block_at(tip.height / 2).ok().flatten() } else { None };
-        (tip, header, ctx, nonce, mid, c.params().clone())
-    };
-    forge_from(snapshot)
+/// What every forgery is built on: the current tip of `chain` (a snapshot,
+/// so the node keeps running while we grind).
+fn forge_base(c: &Chain<MemoryStore>) -> Snapshot {
+    let tip = c.tip();
+    let header = c.header(&tip.hash).cloned().unwrap_or_else(|| c.params().genesis().header);
+    let ctx = c.context_for(&tip.hash, now_ms()).ok();
+    let nonce = c.account(&ChainParams::dev_wallet(15).address()).nonce;
+    let mid = if tip.height >= 2 { c.block_at(tip.height / 2).ok().flatten() } else { None };
+    (tip, header, ctx, nonce, mid, c.params().clone())
 }
 
 type Snapshot =
@@ -336,13 +332,13 @@ async fn main() -> anyhow::Result<()> {
     });
     let params = ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?;
     // One chain followed across identities.
-    let chain = Arc::new(Mutex::new(Chain::open(
+    let chain = ChainHandle::spawn(Chain::open(
         params,
         MemoryStore::new(),
         Arc::new(K256Verifier::new()),
         Arc::new(SigCache::default()),
         Default::default(),
-    )?));
+    )?)?;
     let mut identities = 0u64;
     let all = args.attack == AttackMode::All;
     if all || args.attack == AttackMode::MutatedBody {
@@ -398,7 +394,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 type Net = P2p<Messaging<TcpTransport>>;
-type Shared = Arc<Mutex<Chain<MemoryStore>>>;
+type Shared = ChainHandle<MemoryStore>;
 
 /// One connection to the honest network under a fresh address.
 struct Identity {
@@ -477,7 +473,7 @@ const MINING_ATTEMPTS: usize = 4;
 /// How many blocks the network's tip is past `block`'s parent.
 async fn behind(id: &Identity, chain: &Shared, block: &Block) -> u64 {
     let _ = id.node.resolve().await;
-    lock(chain).tip().height.saturating_sub(block.header.height.saturating_sub(1))
+    chain.tip().height.saturating_sub(block.header.height.saturating_sub(1))
 }
 
 /// A block on our view of the tip, with the mempool's transactions (the
@@ -488,7 +484,7 @@ async fn mine_genuine(id: &Identity, chain: &Shared, stamp: impl Fn(u64) -> u64)
     loop {
         attempt += 1;
         let _ = id.node.resolve().await;
-        let mut template = lock(chain).template(Keypair::from_seed(b"adversary").address(), now_ms());
+        let mut template = chain.template(Keypair::from_seed(b"adversary").address()).await?;
         template.header.timestamp_ms = stamp(template.header.timestamp_ms);
         let block = tokio::task::spawn_blocking(move || remine(template)).await?;
         let lag = behind(id, chain, &block).await;
@@ -571,7 +567,7 @@ async fn mutated_body(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::R
 /// now (and the sender not punished), accepted once its time has come.
 async fn future_block(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
     let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
-    let drift = lock(chain).params().max_future_drift_ms;
+    let drift = chain.params().max_future_drift_ms;
     // The block must be early when it first arrives (mining takes a while
     // after the timestamp is set: the lead grows when it was not enough) and
     // still near the tip once its time has come (a block the network has
@@ -619,39 +615,41 @@ async fn timewarp(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Resul
     let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
     // A window must have been opened once for its rule to apply: wait (a
     // minute at most) for the chain to get that far.
-    let interval = lock(chain).params().retarget.as_ref().map_or(0, |r| r.interval);
+    let interval = chain.params().retarget.as_ref().map_or(0, |r| r.interval);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let _ = id.node.resolve().await;
-        if lock(chain).tip().height + 1 >= interval || tokio::time::Instant::now() > deadline {
+        if chain.tip().height + 1 >= interval || tokio::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let params = lock(chain).params().clone();
+    let params = chain.params().clone();
     let Some(rt) = params.retarget.clone().filter(|r| r.interval > 1) else {
         println!("adversary: timewarp needs a retargeting preset; {} has none", params.name);
         id.leave().await;
         return Ok(());
     };
-    let forged = {
-        let c = lock(chain);
-        let tip = c.tip().height;
-        // The newest parent whose child opens a window.
-        let parent_height = (tip + 1) / rt.interval * rt.interval;
-        let parent = parent_height.checked_sub(1).and_then(|h| c.block_at(h).ok().flatten());
-        let ctx = parent.as_ref().and_then(|p| c.context_for(&p.hash(), now_ms()).ok());
-        parent.zip(ctx).map(|(p, ctx)| {
-            let mut b = Block { header: p.header.clone(), txs: vec![] };
-            b.header.parent = p.hash();
-            b.header.height += 1;
-            b.header.target = ctx.expected_target;
-            b.header.miner = Keypair::from_seed(b"adversary").address();
-            b.header.reward = params.block_reward;
-            b.header.timestamp_ms = p.header.timestamp_ms.saturating_sub(rt.max_timewarp_ms + 1);
-            b
+    let reward = params.block_reward;
+    let forged = chain
+        .read(move |c| {
+            let tip = c.tip().height;
+            // The newest parent whose child opens a window.
+            let parent_height = (tip + 1) / rt.interval * rt.interval;
+            let parent = parent_height.checked_sub(1).and_then(|h| c.block_at(h).ok().flatten());
+            let ctx = parent.as_ref().and_then(|p| c.context_for(&p.hash(), now_ms()).ok());
+            parent.zip(ctx).map(|(p, ctx)| {
+                let mut b = Block { header: p.header.clone(), txs: vec![] };
+                b.header.parent = p.hash();
+                b.header.height += 1;
+                b.header.target = ctx.expected_target;
+                b.header.miner = Keypair::from_seed(b"adversary").address();
+                b.header.reward = reward;
+                b.header.timestamp_ms = p.header.timestamp_ms.saturating_sub(rt.max_timewarp_ms + 1);
+                b
+            })
         })
-    };
+        .await?;
     if let Some(b) = forged {
         let b = tokio::task::spawn_blocking(move || seal(b)).await?;
         let sent = inject(&id.p2p, "block", &b.encode());
@@ -670,7 +668,7 @@ async fn orphan_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::R
     const ORPHANS: u64 = 300;
     const PADDING_TXS: u64 = 200;
     let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
-    let params = lock(chain).params().clone();
+    let params = chain.params().clone();
     let blocks = tokio::task::spawn_blocking(move || {
         let me = Keypair::from_seed(b"adversary");
         (0..ORPHANS)
@@ -768,7 +766,7 @@ async fn hashes_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::R
 /// Claims the most work there is, with no blocks to back it.
 async fn lying_status(args: &Args, chain: &Shared) -> anyhow::Result<()> {
     let liar = bare_peer(&args.peer, None).await?;
-    let genesis = lock(chain).params().genesis_hash();
+    let genesis = chain.params().genesis_hash();
     let claim = sync::Status { genesis, tip: Hash([7; 32]), height: u64::MAX / 2, work: u128::MAX };
     liar.register_handler(
         sync::STATUS,
@@ -792,11 +790,8 @@ async fn lying_status(args: &Args, chain: &Shared) -> anyhow::Result<()> {
 /// no proof of work; counts the bodies it is asked for.
 async fn fake_headers(args: &Args, chain: &Shared) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let (genesis, mut parent) = {
-        let c = lock(chain);
-        let tip = c.tip().hash;
-        (c.params().genesis_hash(), c.header(&tip).cloned().context("tip header")?)
-    };
+    let genesis = chain.params().genesis_hash();
+    let mut parent = chain.read(|c| c.header(&c.tip().hash).cloned()).await?.context("tip header")?;
     let mut headers = Vec::new();
     for _ in 0..500 {
         let mut h = parent.clone();
@@ -1026,7 +1021,7 @@ async fn gossip_shadow(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::
         let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
         let genuine = mine_genuine(&id, chain, |t| t).await?;
         let hash = genuine.hash();
-        let old = lock(chain).block_at(0).ok().flatten().context("genesis")?;
+        let old = chain.read(|c| c.block_at(0).ok().flatten()).await?.context("genesis")?;
         let gossip_id: [u8; 16] = rand::random();
         let kind = format!("gossip:{NEW_BLOCK}");
         for body in [old.encode(), genuine.encode()] {
@@ -1089,11 +1084,8 @@ async fn classic(args: &Args, chain: &Shared, identities: &mut u64) -> anyhow::R
         if next == 0 || attacks.is_empty() {
             // Forged once per round (grinding costs real work), on the tip.
             let _ = node.resolve().await;
-            attacks = tokio::task::spawn_blocking({
-                let c = chain.clone();
-                move || forge(&c)
-            })
-            .await?;
+            let base = chain.read(forge_base).await?;
+            attacks = tokio::task::spawn_blocking(move || forge_from(base)).await?;
             println!("adversary: {} forgeries ready", attacks.len());
         }
         let mut dropped_by = std::collections::HashSet::new();

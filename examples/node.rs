@@ -21,12 +21,12 @@
 //! exchange their tip and work, so a node that was away catches up.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use toy::chain::network::{ChainNode, SharedChain, lock};
-use toy::chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, StoreError, now_ms};
+use toy::chain::network::{ChainHandle, ChainNode};
+use toy::chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, StoreError};
 use toy::gossip::relay::RelayGossip;
 use toy::gossip::{Gossip, GossipNetwork};
 use toy::miner::{Config as MinerConfig, Miner};
@@ -174,8 +174,9 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let chain =
         Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
+    // One thread owns the chain and its store from here on.
+    let chain: ChainHandle<RedbStore> = ChainHandle::spawn(chain)?;
     let mut tips = chain.subscribe();
-    let chain: SharedChain<RedbStore> = Arc::new(Mutex::new(chain));
 
     // The network stack above the listening messenger: peers → gossip.
     let mut p2p_config = toy::p2p::Config::builder()
@@ -199,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     println!("wallet {} ({})", wallet.address(), if created { "new key" } else { "existing key" });
     println!("data in {}; chain {}; mining {}", data_dir.display(), chain_name, if mining { "on" } else { "off" });
     {
-        let tip = lock(&chain).tip();
+        let tip = chain.tip();
         println!("tip {} at height {}", tip.hash, tip.height);
     }
 
@@ -213,7 +214,8 @@ async fn main() -> anyhow::Result<()> {
     let miner = if mining {
         let c = chain.clone();
         let miner_addr = wallet.address();
-        let source = move || lock(&c).template(miner_addr, now_ms());
+        // Called on the miner's own thread, outside the runtime.
+        let source = move || c.blocking_template(miner_addr).ok();
         let config =
             MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
         let (miner, mut found) = Miner::start(config, Arc::new(source))?;
@@ -255,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
         println!("web wallet and API on http://{http_addr}/ (docs at /docs)");
     }
 
-    let mut last_height = lock(&chain).tip().height;
+    let mut last_height = chain.tip().height;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -282,9 +284,10 @@ async fn main() -> anyhow::Result<()> {
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
     }
-    // Every write is durable when it returns (a sync batch's at the batch's
-    // end), so there is nothing to flush.
-    let height = lock(&chain).tip().height;
+    // The chain actor commits what it holds and closes the store. Every
+    // write it answered was durable already; this covers the rest.
+    let height = chain.tip().height;
+    chain.shutdown().await;
     println!("stopped at height {height}; data in {}", data_dir.display());
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, ResolveReport, lock};
-use toy_chain::{Address, Chain, Hash, Keypair, MempoolError, Signature, Store, Transaction, TxKind, now_ms};
+use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, ResolveReport};
+use toy_chain::{Address, Chain, Hash, Keypair, MempoolError, Signature, Store, Transaction, TxKind};
 
 use crate::{
     AccountView, ApiError, BlockId, BlockSummary, BlockView, ChainApi, MetricsSnapshot, MinerApi, NetworkApi,
@@ -100,15 +100,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> LiveNode<S, G> {
         }
     }
 
-    /// Runs `f` on the chain off the async runtime (store reads block).
+    /// Runs `f` on the chain, through the chain actor (store reads block).
     async fn with_chain<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Chain<S>) -> Result<T, ApiError> + Send + 'static,
+        f: impl FnOnce(&Chain<S>) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let c = self.node.chain().clone();
-        tokio::task::spawn_blocking(move || f(&mut lock(&c)))
-            .await
-            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?
+        self.node.chain().read(f).await.map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?
     }
 }
 
@@ -137,20 +134,22 @@ fn account_view<S: Store>(c: &Chain<S>, addr: &Address) -> AccountView {
 #[async_trait]
 impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
     async fn status(&self) -> Result<StatusView, ApiError> {
-        let c = lock(self.node.chain());
-        let tip = c.tip();
+        // From the snapshot the chain actor publishes: a status never waits
+        // for an import.
+        let chain = self.node.chain();
+        let c = chain.snapshot();
         Ok(StatusView {
-            height: tip.height,
-            tip: tip.hash.to_hex(),
-            chain_id: c.params().chain_id().to_hex(),
-            work: tip.work.to_string(),
+            height: c.tip.height,
+            tip: c.tip.hash.to_hex(),
+            chain_id: chain.params().chain_id().to_hex(),
+            work: c.tip.work.to_string(),
             peers: self.node.gossip().peers().len(),
-            mempool: c.mempool().len(),
-            mempool_bytes: c.mempool().bytes(),
-            orphans: c.orphan_count(),
-            store_ok: c.store_failure().is_none(),
-            store_error: c.store_failure().unwrap_or_default().to_owned(),
-            orphan_bytes: c.orphan_bytes(),
+            mempool: c.mempool,
+            mempool_bytes: c.mempool_bytes,
+            orphans: c.orphans,
+            store_ok: c.store_failure.is_none(),
+            store_error: c.store_failure.clone().unwrap_or_default(),
+            orphan_bytes: c.orphan_bytes,
             hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
             address: self.config.peering.local_addr(),
             wallet: self.config.wallet.address().to_hex(),
@@ -218,7 +217,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
     }
 
     async fn account(&self, address: Address) -> Result<AccountView, ApiError> {
-        Ok(account_view(&lock(self.node.chain()), &address))
+        self.with_chain(move |c| Ok(account_view(c, &address))).await
     }
 
     async fn submit_tx(&self, tx: Transaction) -> Result<String, ApiError> {
@@ -226,37 +225,40 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
     }
 
     async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError> {
-        let c = lock(self.node.chain());
-        let tip = c.tip().height;
-        let low = tip.saturating_sub(depth);
-        Ok(c.recent_headers(low)
-            .into_iter()
-            .map(|(hash, h)| TreeNode {
-                hash: hash.to_hex(),
-                parent: h.parent.to_hex(),
-                height: h.height,
-                canonical: c.is_canonical(&hash),
-                miner: h.miner.to_hex(),
-                time_ms: h.timestamp_ms,
-            })
-            .collect())
+        self.with_chain(move |c| {
+            let low = c.tip().height.saturating_sub(depth);
+            Ok(c.recent_headers(low)
+                .into_iter()
+                .map(|(hash, h)| TreeNode {
+                    hash: hash.to_hex(),
+                    parent: h.parent.to_hex(),
+                    height: h.height,
+                    canonical: c.is_canonical(&hash),
+                    miner: h.miner.to_hex(),
+                    time_ms: h.timestamp_ms,
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError> {
-        let c = lock(self.node.chain());
-        let mut txs: Vec<&Transaction> = c.mempool().iter().map(|(_, t)| t).collect();
-        txs.sort_by_key(|t| (std::cmp::Reverse(t.fee), t.sender.0, t.nonce));
-        Ok(txs.into_iter().take(limit).map(TxJson::from).collect())
+        self.with_chain(move |c| {
+            let mut txs: Vec<&Transaction> = c.mempool().iter().map(|(_, t)| t).collect();
+            txs.sort_by_key(|t| (std::cmp::Reverse(t.fee), t.sender.0, t.nonce));
+            Ok(txs.into_iter().take(limit).map(TxJson::from).collect())
+        })
+        .await
     }
 
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
-        let c = lock(self.node.chain());
+        let c = self.node.chain().snapshot();
         Ok(MetricsSnapshot {
-            height: c.tip().height,
+            height: c.tip.height,
             peers: self.node.gossip().peers().len() as u64,
-            mempool: c.mempool().len() as u64,
-            orphans: c.orphan_count() as u64,
-            store_ok: c.store_failure().is_none(),
+            mempool: c.mempool as u64,
+            orphans: c.orphans as u64,
+            store_ok: c.store_failure.is_none(),
             hash_rate: self.config.hash_rate.as_ref().map_or(0.0, |f| f()),
             counters: self.node.stats().snapshot(),
         })
@@ -266,17 +268,15 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
 #[async_trait]
 impl<S: Store, G: GossipNetwork + ?Sized> WalletApi for LiveNode<S, G> {
     async fn wallet(&self) -> Result<AccountView, ApiError> {
-        Ok(account_view(&lock(self.node.chain()), &self.config.wallet.address()))
+        let me = self.config.wallet.address();
+        self.with_chain(move |c| Ok(account_view(c, &me))).await
     }
 
     async fn send(&self, req: SendRequest) -> Result<String, ApiError> {
         let recipient = crate::parse_address("to", &req.to)?;
         let _one_at_a_time = self.send_lock.lock().await;
         let me = self.config.wallet.address();
-        let (balance, nonce) = {
-            let c = lock(self.node.chain());
-            (c.account(&me).balance, next_nonce(&c, &me))
-        };
+        let (balance, nonce) = self.with_chain(move |c| Ok((c.account(&me).balance, next_nonce(c, &me)))).await?;
         let cost =
             req.amount.checked_add(req.fee).ok_or_else(|| ApiError::BadRequest("amount + fee overflows".into()))?;
         if cost > balance {
@@ -292,7 +292,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> WalletApi for LiveNode<S, G> {
             signature: Signature::EMPTY,
         };
         if req.sign {
-            let chain_id = lock(self.node.chain()).params().chain_id();
+            let chain_id = self.node.chain().params().chain_id();
             self.config.wallet.sign_tx(&mut tx, &chain_id);
         }
         self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
@@ -309,7 +309,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
             return Err(ApiError::Busy("a block is already being mined on demand; try again when it is done".into()));
         };
         let miner = self.config.wallet.address();
-        let block = lock(self.node.chain()).template(miner, now_ms());
+        let block = self
+            .node
+            .chain()
+            .template(miner)
+            .await
+            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?;
         let limit = self.config.mine_max_nonces;
         // Set when this request ends however it ends (a client gone, the
         // request timeout): the grinding thread stops within milliseconds.
@@ -333,8 +338,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
             | toy_chain::InsertOutcome::Reorganised { .. }
             | toy_chain::InsertOutcome::SideBranch { .. } => {
                 // A side branch: the local miner found a sibling first.
-                let c = lock(self.node.chain());
-                Ok(summarise(&block, c.is_canonical(&block.hash()), c.tip().height))
+                let hash = block.hash();
+                let (canonical, height) = self.with_chain(move |c| Ok((c.is_canonical(&hash), c.tip().height))).await?;
+                Ok(summarise(&block, canonical, height))
             }
             other => Err(ApiError::Unavailable(format!("the mined block was not connected: {other:?}"))),
         }

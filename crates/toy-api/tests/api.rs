@@ -1,13 +1,13 @@
 //! Every endpoint with good and bad input, against a real chain node (over
 //! the in-memory network, two nodes) and against a double.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use toy_api::{ApiError, LiveConfig, LiveNode, NodeApi};
-use toy_chain::network::{ChainNode, lock};
+use toy_chain::network::{ChainHandle, ChainNode};
 use toy_chain::target::leading_zeros;
 use toy_chain::{Chain, ChainParams, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Transaction, TxKind};
 use toy_gossip::Gossip;
@@ -42,7 +42,7 @@ async fn chain_node(net: &MemoryNetwork, name: &str, boot: Vec<String>) -> (P2p<
     )
     .expect("chain");
     let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
-    let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
+    let node = ChainNode::install(ChainHandle::spawn(chain).expect("actor"), gossip).expect("install");
     (p2p, node)
 }
 
@@ -197,7 +197,7 @@ async fn status_wallet_mine_blocks_and_txs() {
     assert!(text.contains("toy_blocks_accepted_total{outcome=\"Mined\"} 1\n"), "{text}");
     assert!(text.contains("toy_txs_accepted_total{source=\"local\"} 2\n"), "{text}");
     assert!(text.contains("toy_txs_rejected_total{reason=\"AlreadyKnown\"} 1\n"), "{text}");
-    assert_eq!(lock(f.node.chain()).tip().height, 1);
+    assert_eq!(f.node.chain().tip().height, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +286,7 @@ async fn peers_register_resolve_and_network() {
     {
         let other = &f._other.1;
         for _ in 0..3 {
-            let t = lock(other.chain()).template(Keypair::from_seed(b"o").address(), toy_chain::now_ms());
+            let t = other.chain().template(Keypair::from_seed(b"o").address()).await.expect("template");
             other.submit_block(toy_chain::mine_simple(t).expect("mine")).await.expect("submit");
         }
     }
@@ -354,7 +354,7 @@ async fn mining_on_demand_is_one_at_a_time_and_gives_up() {
     msg.listen("hard:1").await.expect("listen");
     let p2p = P2p::start(msg, events, toy_p2p::Config::default()).expect("p2p");
     let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
-    let node = ChainNode::install(Arc::new(Mutex::new(chain)), gossip).expect("install");
+    let node = ChainNode::install(ChainHandle::spawn(chain).expect("actor"), gossip).expect("install");
     let live = LiveNode::new(
         node,
         LiveConfig {

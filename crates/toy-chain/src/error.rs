@@ -215,6 +215,10 @@ pub enum ChainError {
         /// Genesis of the parameters.
         expected: Hash,
     },
+    /// The chain actor has stopped (or the job panicked), so the operation
+    /// got no answer.
+    #[error("the chain has stopped")]
+    Stopped,
 }
 
 /// Key file and key handling errors.

@@ -30,9 +30,12 @@
 //! * [`store`] — the [`Store`] trait, [`MemoryStore`] and [`RedbStore`].
 //! * [`headers`] — the header-chain check of headers-first sync.
 //! * [`sync`] — the wire formats of the chain's direct requests.
+//! * `actor` (the `actor` feature, part of `network`) — the chain actor: a
+//!   thread that owns the [`Chain`] and its store, a cloneable
+//!   `ChainHandle`, the published tip and status, group commits.
 //! * `network` (the `network` feature, on by default) — the chain layer on
 //!   the gossip trait: gossip handlers, serving requests, headers-first
-//!   sync, ancestor fetch, and the tip watch (`Chain::subscribe`).
+//!   sync, ancestor fetch, all through the chain actor.
 //!
 //! With `default-features = false` this crate is the rules, the state
 //! transition, the block tree and the store, with no network crate and no
@@ -66,6 +69,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "actor")]
+pub mod actor;
 pub mod builder;
 pub mod crypto;
 pub mod error;

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use toy_chain::network::{ChainNode, lock};
-use toy_chain::{InsertOutcome, Keypair, MemoryStore, now_ms};
+use toy_chain::network::{ChainHandle, ChainNode};
+use toy_chain::{Chain, InsertOutcome, Keypair, MemoryStore, now_ms};
 use toy_gossip::Gossip;
 use toy_msg::{Messaging, Messenger};
 use toy_net::{MemoryNetwork, MemoryTransport, TcpTransport, Transport};
@@ -45,7 +45,7 @@ async fn attach<T: Transport>(
         .expect("config");
     let p2p = P2p::start(msg, events, config).expect("p2p");
     let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
-    let node = ChainNode::install(Arc::new(Mutex::new(chain())), gossip).expect("install");
+    let node = ChainNode::install(ChainHandle::spawn(chain()).expect("actor"), gossip).expect("install");
     (p2p, node)
 }
 
@@ -59,13 +59,21 @@ async fn bare_peer(net: &MemoryNetwork, addr: &str) -> P2p<Messaging<MemoryTrans
 
 /// Mines one block on `node`'s tip (test difficulty) and announces it.
 async fn mine_one<G: toy_gossip::GossipNetwork>(node: &ChainNode<MemoryStore, G>, who: &str) {
-    let template = lock(node.chain()).template(Keypair::from_seed(who.as_bytes()).address(), now_ms());
+    let template = node.chain().template(Keypair::from_seed(who.as_bytes()).address()).await.expect("template");
     let out = node.submit_block(mine(template)).await.expect("submit");
     assert!(matches!(out, InsertOutcome::Connected { .. }), "{out:?}");
 }
 
 fn tip<G: toy_gossip::GossipNetwork>(node: &ChainNode<MemoryStore, G>) -> toy_chain::Tip {
-    lock(node.chain()).tip()
+    node.chain().tip()
+}
+
+/// Reads `node`'s chain through its actor.
+async fn read<G: toy_gossip::GossipNetwork, R: Send + 'static>(
+    node: &ChainNode<MemoryStore, G>,
+    f: impl FnOnce(&Chain<MemoryStore>) -> R + Send + 'static,
+) -> R {
+    node.chain().read(f).await.expect("the chain runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +89,7 @@ async fn five_nodes_two_miners_converge_and_a_late_node_catches_up() {
     // A payment travels to every mempool, then into a block.
     let bob = Keypair::from_seed(b"bob").address();
     nodes[3].1.submit_tx(transfer(&wallet(0), bob, 777, 3, 0)).await.expect("tx");
-    wait_until("the payment reaches every mempool", || nodes.iter().all(|(_, n)| lock(n.chain()).mempool().len() == 1))
+    wait_until("the payment reaches every mempool", || nodes.iter().all(|(_, n)| n.chain().snapshot().mempool == 1))
         .await;
     // Two miners take turns.
     for round in 0..10 {
@@ -91,16 +99,16 @@ async fn five_nodes_two_miners_converge_and_a_late_node_catches_up() {
         wait_until("every node reaches the new tip", || nodes.iter().all(|(_, n)| tip(n) == want)).await;
     }
     for (_, n) in &nodes {
-        let c = lock(n.chain());
-        assert_eq!(c.account(&bob).balance, 777, "the payment is in the chain everywhere");
-        assert!(c.mempool().is_empty());
+        let (balance, pending) = read(n, move |c| (c.account(&bob).balance, c.mempool().len())).await;
+        assert_eq!(balance, 777, "the payment is in the chain everywhere");
+        assert_eq!(pending, 0);
     }
 
     // A node that joins late fetches the 10 blocks it missed.
     let late = start(&net, 9, vec!["chain2:1".to_owned()]).await;
     let want = tip(&nodes[0].1);
     wait_until("the late node catches up", || tip(&late.1) == want).await;
-    assert_eq!(lock(late.1.chain()).account(&bob).balance, 777);
+    assert_eq!(read(&late.1, move |c| c.account(&bob).balance).await, 777);
     for (p, _) in nodes.iter().chain(std::iter::once(&late)) {
         p.shutdown().await;
     }
@@ -116,23 +124,24 @@ async fn invalid_block_is_rejected_at_the_first_hop_and_its_sender_penalised() {
     wait_until("peered", || honest_a.0.peers().len() == 2 && !adversary.0.peers().is_empty()).await;
     let b_before = tip(&honest_b.1);
     // A block paying the miner more than reward + fees, properly mined.
-    let bad = {
-        let c = lock(adversary.1.chain());
-        let mut bad = unmined(&c, c.tip().hash, vec![], miner(), 1000);
+    let bad = read(&adversary.1, |c| {
+        let mut bad = unmined(c, c.tip().hash, vec![], miner(), 1000);
         bad.header.reward += 1;
         bad.header.timestamp_ms = now_ms();
         mine(bad)
-    };
+    })
+    .await;
     honest_a_receives_bad_block(&adversary, Bytes::from(bad.encode())).await;
     let adversary_id = toy_p2p::PeerId("chain2:1".into());
     wait_until("the adversary is penalised", || {
         honest_a.0.score(&adversary_id).is_none_or(|s| s >= toy_p2p::Misbehaviour::InvalidGossip.penalty())
     })
     .await;
-    assert!(lock(honest_a.1.chain()).is_invalid(&bad.hash()));
+    let bad_hash = bad.hash();
+    assert!(read(&honest_a.1, move |c| c.is_invalid(&bad_hash)).await);
     assert_eq!(tip(&honest_b.1), b_before, "not forwarded: b never saw it connect");
     if !honest_b.0.peers().contains(&adversary_id) {
-        assert!(!lock(honest_b.1.chain()).is_invalid(&bad.hash()), "a did not forward it to b");
+        assert!(!read(&honest_b.1, move |c| c.is_invalid(&bad_hash)).await, "a did not forward it to b");
     }
     for n in [&honest_a, &honest_b, &adversary] {
         n.0.shutdown().await;
@@ -146,12 +155,16 @@ async fn a_late_node_downloads_a_long_chain_in_batches_from_several_peers() {
     // 600 blocks built locally, not gossiped.
     {
         let who = Keypair::from_seed(b"long").address();
-        let mut c = lock(a.1.chain());
-        for i in 0..600u64 {
-            let template = c.template(who, now_ms() + i);
-            let out = c.insert(mine(template)).expect("insert");
-            assert!(matches!(out, InsertOutcome::Connected { .. }), "{out:?}");
-        }
+        a.1.chain()
+            .write(move |c| {
+                for i in 0..600u64 {
+                    let template = c.template(who, now_ms() + i);
+                    let out = c.insert(mine(template)).expect("insert");
+                    assert!(matches!(out, InsertOutcome::Connected { .. }), "{out:?}");
+                }
+            })
+            .await
+            .expect("built");
     }
     let want = tip(&a.1);
     assert_eq!(want.height, 600);
@@ -226,7 +239,7 @@ async fn an_orphans_ancestors_come_from_its_announcer_by_direct_request() {
     for _ in 0..3 {
         mine_one(&a.1, "a").await;
     }
-    let a_branch: Vec<_> = (1..=3).map(|h| lock(a.1.chain()).hash_at(h).expect("a block")).collect();
+    let a_branch: Vec<_> = read(&a.1, |c| (1..=3).map(|h| c.hash_at(h).expect("a block")).collect()).await;
     for _ in 0..5 {
         mine_one(&b.1, "b").await;
     }
@@ -234,19 +247,26 @@ async fn an_orphans_ancestors_come_from_its_announcer_by_direct_request() {
     // branch; B has no reason to fetch A's lighter one.
     b.0.connect("chain0:1").await.expect("connect");
     wait_until("A follows B", || tip(&a.1) == tip(&b.1)).await;
-    assert!(a_branch.iter().all(|h| lock(a.1.chain()).contains(h)), "A keeps its branch");
-    assert!(!lock(b.1.chain()).contains(&a_branch[0]));
+    let branch = a_branch.clone();
+    assert!(read(&a.1, move |c| branch.iter().all(|h| c.contains(h))).await, "A keeps its branch");
+    let first = a_branch[0];
+    assert!(!read(&b.1, move |c| c.contains(&first)).await);
     // A announces the tip of its old branch: an orphan for B, whose parents
     // B asks of A directly (a sync round cannot bring them: A has no more
     // work), never through search.
-    let a3 = lock(a.1.chain()).block(&a_branch[2]).expect("read").expect("a3");
+    let third = a_branch[2];
+    let a3 = read(&a.1, move |c| c.block(&third)).await.expect("read").expect("a3");
     toy_gossip::GossipNetwork::broadcast(
         a.1.gossip().as_ref(),
         toy_chain::network::NEW_BLOCK,
         Bytes::from(a3.encode()),
     )
     .expect("announce");
-    wait_until("B holds A's branch", || a_branch.iter().all(|h| lock(b.1.chain()).contains(h))).await;
+    toy_testing::wait_until_async(toy_testing::DEADLINE, Duration::from_millis(20), "B holds A's branch", || {
+        let branch = a_branch.clone();
+        read(&b.1, move |c| branch.iter().all(|h| c.contains(h)))
+    })
+    .await;
     assert_eq!(tip(&b.1), tip(&a.1), "a lighter branch does not move the tip");
     assert!(stat(&a.1, "messages", "chain:blocks") >= 2, "A served the parents directly: {:?}", a.1.stats().snapshot());
     assert_eq!(stat(&a.1, "messages", "search:block"), 0, "no search was needed");
@@ -280,7 +300,7 @@ async fn over_tcp_five_nodes_and_two_miners_converge() {
     wait_until("everyone has two peers", || nodes.iter().all(|(p, _)| p.peers().len() >= 2)).await;
     let bob = Keypair::from_seed(b"bob").address();
     nodes[2].1.submit_tx(transfer(&wallet(1), bob, 55, 1, 0)).await.expect("tx");
-    wait_until("the payment reaches every mempool", || nodes.iter().all(|(_, n)| lock(n.chain()).mempool().len() == 1))
+    wait_until("the payment reaches every mempool", || nodes.iter().all(|(_, n)| n.chain().snapshot().mempool == 1))
         .await;
     for round in 0..6 {
         let (who, idx) = if round % 2 == 0 { ("tcp-miner-a", 0) } else { ("tcp-miner-b", 3) };
@@ -289,7 +309,7 @@ async fn over_tcp_five_nodes_and_two_miners_converge() {
         wait_until("every node reaches the new tip", || nodes.iter().all(|(_, n)| tip(n) == want)).await;
     }
     for (p, n) in &nodes {
-        assert_eq!(lock(n.chain()).account(&bob).balance, 55);
+        assert_eq!(read(n, move |c| c.account(&bob).balance).await, 55);
         p.shutdown().await;
     }
 }
@@ -344,13 +364,12 @@ async fn a_peer_lying_about_its_work_does_not_stall_sync() {
     let (honest_p2p, honest) = start(&net, 0, vec![]).await;
     for _ in 0..5 {
         // Mined into the honest chain without announcing: only a sync brings them.
-        let template = lock(honest.chain()).template(Keypair::from_seed(b"h").address(), now_ms());
-        let block = mine(template);
-        lock(honest.chain()).insert(block).expect("insert");
+        let template = honest.chain().template(Keypair::from_seed(b"h").address()).await.expect("template");
+        honest.chain().insert(mine(template), None).await.expect("insert");
     }
     // The liar: claims the most work there can be, has no blocks.
     let liar = bare_peer(&net, "liar:1").await;
-    let genesis = lock(honest.chain()).params().genesis_hash();
+    let genesis = honest.chain().params().genesis_hash();
     let claim = toy_chain::sync::Status { genesis, tip: toy_chain::Hash([7; 32]), height: 1_000_000, work: u128::MAX };
     liar.register_handler(
         toy_chain::sync::STATUS,
@@ -489,33 +508,47 @@ async fn requests_are_answered_while_a_writer_holds_the_chain() {
     // Before: chain:status (and hashes, headers, search:block) took the
     // chain's lock on the messaging dispatcher, so while a writer held it
     // (signature checks, a durable commit) no message from any peer was
-    // handled, a handshake's p2p:get_peers included.
+    // handled, a handshake's p2p:get_peers included. Now the chain is an
+    // actor: a slow job holds up only the jobs queued behind it.
     let net = MemoryNetwork::new();
     let (victim_p2p, victim) = start(&net, 0, vec![]).await;
     let asker = bare_peer(&net, "asker:1").await;
     let peer = asker.connect("chain0:1").await.expect("peer");
-    // A writer takes the lock and keeps it until the answers are in.
-    let chain = victim.chain().clone();
-    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    // A writer occupies the chain actor until the answers are in.
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let writer = std::thread::spawn(move || {
-        let _held = lock(&chain);
-        let _ = held_tx.send(());
-        let _ = release_rx.recv();
+    let chain = victim.chain().clone();
+    let writer = tokio::spawn(async move {
+        chain
+            .write(move |_| {
+                let _ = held_tx.send(());
+                let _ = release_rx.recv();
+            })
+            .await
     });
-    held_rx.recv().expect("the writer holds the lock");
+    held_rx.await.expect("the writer holds the chain");
+    // A request that needs the chain itself waits its turn, off the
+    // dispatcher ...
+    let req = toy_chain::sync::HashesRequest { locator: vec![], max: 10 }.encode();
+    let queued = tokio::spawn({
+        let (asker, peer) = (asker.clone(), peer.clone());
+        async move { asker.request(&peer, toy_chain::sync::HASHES, Bytes::from(req)).await }
+    });
+    // ... while the status (published) and the p2p layer answer at once.
     let status =
         tokio::time::timeout(Duration::from_secs(30), asker.request(&peer, toy_chain::sync::STATUS, Bytes::new()))
             .await
-            .expect("status answered while the chain is locked")
+            .expect("status answered while the chain is busy")
             .expect("status");
     assert_eq!(toy_chain::sync::Status::decode(&status).expect("decodes").height, 0);
     let peers = tokio::time::timeout(Duration::from_secs(30), asker.request(&peer, "p2p:get_peers", Bytes::new()))
         .await
-        .expect("get_peers answered while the chain is locked");
+        .expect("get_peers answered while the chain is busy");
     assert!(peers.is_ok());
     release_tx.send(()).expect("release");
-    writer.join().expect("writer");
+    writer.await.expect("writer").expect("the writer's job ran");
+    let hashes = tokio::time::timeout(Duration::from_secs(30), queued).await.expect("answered once free");
+    assert!(matches!(hashes, Ok(Ok(_))), "the queued request is answered after the writer");
     asker.shutdown().await;
     victim_p2p.shutdown().await;
 }

@@ -53,12 +53,14 @@ pub const FOUND_CHANNEL: usize = 16;
 /// and mempool. Called from the miner's coordinator thread, never from the
 /// async runtime.
 pub trait TemplateSource: Send + Sync + 'static {
-    /// A fresh block template on the current tip (nonce 0).
-    fn template(&self) -> Block;
+    /// A fresh block template on the current tip (nonce 0), or `None` when
+    /// there is none to be had (the chain has stopped): the workers then
+    /// idle until the next template.
+    fn template(&self) -> Option<Block>;
 }
 
-impl<F: Fn() -> Block + Send + Sync + 'static> TemplateSource for F {
-    fn template(&self) -> Block {
+impl<F: Fn() -> Option<Block> + Send + Sync + 'static> TemplateSource for F {
+    fn template(&self) -> Option<Block> {
         self()
     }
 }
@@ -312,8 +314,11 @@ fn coordinator(
         }
         if fetch {
             let block = source.template();
-            tracing::debug!(height = block.header.height, txs = block.txs.len(), "new mining template");
-            shared.set_job(Some(block));
+            match &block {
+                Some(b) => tracing::debug!(height = b.header.height, txs = b.txs.len(), "new mining template"),
+                None => tracing::debug!("no mining template; idle"),
+            }
+            shared.set_job(block);
             last_template = Instant::now();
         }
         let elapsed = last_rate.0.elapsed();

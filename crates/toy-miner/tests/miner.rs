@@ -49,7 +49,7 @@ fn threaded_miner_blocks_validate_at_dev_difficulty() {
     let c = Arc::new(Mutex::new(chain(ChainParams::dev())));
     let source = {
         let c = c.clone();
-        move || c.lock().expect("chain").template(miner_addr(), now_ms())
+        move || Some(c.lock().expect("chain").template(miner_addr(), now_ms()))
     };
     let (miner, mut found) =
         Miner::start(Config { threads: 2, ..Default::default() }, Arc::new(source)).expect("start");
@@ -81,7 +81,7 @@ fn new_template_abandons_stale_work() {
             } else {
                 b.header.reward = 2;
             }
-            b
+            Some(b)
         }
     };
     let (miner, mut found) =
@@ -122,7 +122,7 @@ fn exhausted_nonce_space_moves_the_timestamp() {
     // The threaded miner does the same with a small per-worker range.
     let (miner, mut found) = Miner::start(
         Config { threads: 1, nonces_per_worker: Some(64), ..Default::default() },
-        Arc::new(move || template.clone()),
+        Arc::new(move || Some(template.clone())),
     )
     .expect("start");
     let block = next_block(&mut found);
@@ -133,7 +133,7 @@ fn exhausted_nonce_space_moves_the_timestamp() {
 
 #[test]
 fn zero_threads_is_refused() {
-    let r = Miner::start(Config { threads: 0, ..Default::default() }, Arc::new(|| ChainParams::test().genesis()));
+    let r = Miner::start(Config { threads: 0, ..Default::default() }, Arc::new(|| Some(ChainParams::test().genesis())));
     assert!(r.is_err());
 }
 
@@ -146,7 +146,7 @@ fn refreshes_templates_on_its_interval_and_reports_a_hash_rate() {
             calls.fetch_add(1, Ordering::SeqCst);
             let mut b = ChainParams::test().genesis();
             b.header.target = toy_chain::Hash::ZERO; // never met: keeps grinding
-            b
+            Some(b)
         }
     };
     let config = Config { threads: 1, refresh: Duration::from_millis(50), ..Default::default() };

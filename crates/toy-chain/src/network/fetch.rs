@@ -27,7 +27,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 depth += 1;
                 // Stopped by shutdown between requests (each waits at most
                 // SEARCH_TIMEOUT).
-                if this.sync.cancel.is_cancelled() || depth > MAX_FETCH_DEPTH || lock(&this.chain).contains(&hash) {
+                if this.sync.cancel.is_cancelled()
+                    || depth > MAX_FETCH_DEPTH
+                    || this.chain.read(move |c| c.contains(&hash)).await.unwrap_or(true)
+                {
                     break;
                 }
                 if started.elapsed() > MAX_FETCH_TIME {
@@ -54,13 +57,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     break;
                 };
                 // Asked for: taken at any depth, like a sync's blocks.
-                let c = this.chain.clone();
-                let from = source.as_ref().map(|p| p.0.clone());
-                let outcome =
-                    tokio::task::spawn_blocking(move || lock(&c).insert_requested(block, from.as_deref(), now_ms()))
-                        .await
-                        .map_err(|_| NetworkError::Cancelled)
-                        .and_then(|r| r.map_err(NetworkError::from));
+                let outcome = this.chain.insert_requested(block, source.as_ref().map(|p| p.0.clone())).await;
                 match outcome {
                     Ok(InsertOutcome::Orphan { missing_parent }) => want = Some(missing_parent),
                     Ok(InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason }) => {
@@ -141,15 +138,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 () = self.sync.cancel.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            if lock(&self.chain).store_failure().is_none() {
+            if self.chain.snapshot().store_failure.is_none() {
                 continue;
             }
-            let c = self.chain.clone();
-            match tokio::task::spawn_blocking(move || lock(&c).recover_store()).await {
-                Ok(Ok(true)) => self.sync.wake.notify_one(),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::debug!("store still failing: {e}"),
-                Err(_) => return,
+            match self.chain.recover_store().await {
+                Ok(true) => self.sync.wake.notify_one(),
+                Ok(false) => {}
+                Err(crate::error::ChainError::Stopped) => return,
+                Err(e) => tracing::debug!("store still failing: {e}"),
             }
         }
     }

@@ -38,11 +38,12 @@ mod fetch;
 mod serve;
 mod sync_task;
 
+pub use crate::actor::ChainHandle;
 use crate::headers::HeadersError;
 use crate::mempool::MempoolError;
 use crate::store::Store;
 use crate::sync::{self, HashesRequest, ProgressLog, Status, SyncProgress};
-use crate::tree::{Chain, InsertOutcome, now_ms};
+use crate::tree::{Chain, InsertOutcome};
 use crate::types::{Block, Hash, Header, Transaction};
 
 /// Gossip kind of new blocks: the workshop's `bc:new_block` (on the wire
@@ -85,15 +86,6 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// imports at most [`sync::MAX_HASHES`] blocks).
 pub const MAX_ROUNDS: usize = 10_000;
 
-/// A chain shared between the network handlers, the miner and the program.
-pub type SharedChain<S> = Arc<Mutex<Chain<S>>>;
-
-/// Locks a shared chain (a poisoned lock is recovered: the chain's own
-/// invariants do not depend on the panicking holder).
-pub fn lock<S: Store>(chain: &SharedChain<S>) -> std::sync::MutexGuard<'_, Chain<S>> {
-    chain.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Why a network operation of the chain failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,9 +99,6 @@ pub enum NetworkError {
     /// The chain's storage failed.
     #[error(transparent)]
     Chain(#[from] crate::error::ChainError),
-    /// A blocking task was cancelled.
-    #[error("chain task cancelled")]
-    Cancelled,
     /// A peer's answer was unusable.
     #[error("peer {peer}: {what}")]
     Peer {
@@ -329,7 +318,7 @@ pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.
 /// handlers and the background sync task (stopped by
 /// [`ChainNode::shutdown`]; call it before shutting the network down).
 pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
-    chain: SharedChain<S>,
+    chain: ChainHandle<S>,
     gossip: Arc<G>,
     fetching: Arc<AtomicBool>,
     orphan_fetches: Arc<Mutex<PeerBuckets>>,
@@ -373,7 +362,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     ///
     /// # Errors
     /// When one of the chain's kinds is already registered.
-    pub fn install(chain: SharedChain<S>, gossip: Arc<G>) -> Result<Self, NetworkError> {
+    pub fn install(chain: ChainHandle<S>, gossip: Arc<G>) -> Result<Self, NetworkError> {
         let node = Self {
             chain,
             gossip,
@@ -414,9 +403,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 let c = c.clone();
                 async move {
                     let hash = Hash(query.as_ref().try_into().ok()?);
-                    // Off the dispatcher: the chain's lock may be held.
-                    let block = tokio::task::spawn_blocking(move || lock(&c).block(&hash).ok().flatten());
-                    Some(Bytes::from(block.await.ok()??.encode()))
+                    // Queued for the chain actor: the dispatcher moves on.
+                    let block = c.read(move |c| c.block(&hash).ok().flatten()).await.ok()??;
+                    Some(Bytes::from(block.encode()))
                 }
             }),
         )?;
@@ -428,8 +417,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         Ok(node)
     }
 
-    /// The shared chain.
-    pub fn chain(&self) -> &SharedChain<S> {
+    /// The handle to the chain actor.
+    pub fn chain(&self) -> &ChainHandle<S> {
         &self.chain
     }
 
@@ -449,15 +438,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         self.sync.cancel.cancel();
     }
 
-    /// Inserts off the async runtime (signature checks and disk writes block).
-    /// `from` is charged for the block if it waits as an orphan.
+    /// Inserts through the chain actor (signature checks and disk writes
+    /// run on its thread). `from` is charged for the block if it waits as
+    /// an orphan.
     async fn insert(&self, block: Block, from: Option<&PeerId>) -> Result<InsertOutcome, NetworkError> {
-        let c = self.chain.clone();
-        let from = from.map(|p| p.0.clone());
-        tokio::task::spawn_blocking(move || lock(&c).insert_from(block, from.as_deref(), now_ms()))
-            .await
-            .map_err(|_| NetworkError::Cancelled)?
-            .map_err(Into::into)
+        Ok(self.chain.insert(block, from.map(|p| p.0.clone())).await?)
     }
 
     /// Counters of received messages and verdicts.
@@ -553,8 +538,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
-        let c = self.chain.clone();
-        let outcome = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms())).await;
+        let outcome = self.chain.add_tx(tx).await;
         let unfunded = matches!(
             outcome,
             Ok(Err(MempoolError::InsufficientBalance { .. }
@@ -614,10 +598,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// The mempool's reason for refusing it.
     pub async fn submit_tx(&self, tx: Transaction) -> Result<Hash, NetworkError> {
         let encoded = Bytes::from(tx.encode());
-        let c = self.chain.clone();
-        let added = tokio::task::spawn_blocking(move || lock(&c).add_tx(tx, now_ms()))
-            .await
-            .map_err(|_| NetworkError::Cancelled)?;
+        let added = self.chain.add_tx(tx).await?;
         let id = added.inspect_err(|e| self.stats.bump("txs_rejected", &variant_name(e)))?;
         self.stats.bump("txs_accepted", "local");
         self.gossip.broadcast(NEW_TX, encoded)?;
@@ -628,11 +609,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     ///
     /// # Errors
     /// Storage or gossip failures.
-    pub fn announce_tip(&self) -> Result<(), NetworkError> {
-        let block = {
-            let c = lock(&self.chain);
-            c.block(&c.tip().hash).map_err(crate::error::ChainError::from)?
-        };
+    pub async fn announce_tip(&self) -> Result<(), NetworkError> {
+        let block = self.chain.read(|c| c.block(&c.tip().hash)).await?.map_err(crate::error::ChainError::from)?;
         if let Some(b) = block.filter(|b| b.header.height > 0) {
             self.gossip.broadcast(NEW_BLOCK, Bytes::from(b.encode()))?;
         }

@@ -1,6 +1,6 @@
 //! Serving the chain's direct requests (`chain:status`, `chain:headers`,
 //! `chain:hashes`, `chain:blocks`), each rationed per peer and none of them
-//! waiting for the chain's lock on the messaging dispatcher.
+//! blocking the messaging dispatcher.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,15 +20,11 @@ pub(super) fn after_locator<S: Store>(c: &Chain<S>, req: &HashesRequest, cap: us
 
 impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Installs the `chain:*` request handlers. They run on the messaging
-    /// layer's dispatcher, which serves every peer, so none of them waits
-    /// for the chain's lock there (a writer holds it across signature checks
-    /// and a durable commit): the status comes from the published tip, and
-    /// the answers that read the chain are built on a blocking thread.
+    /// layer's dispatcher, which serves every peer, so none of them blocks
+    /// there: the status comes from the published tip, and the answers that
+    /// read the chain are queued for the chain actor and awaited.
     pub(super) fn install_request_handlers(&self) -> Result<(), NetworkError> {
-        let (genesis, tips) = {
-            let c = lock(&self.chain);
-            (c.params().genesis_hash(), c.subscribe())
-        };
+        let (genesis, tips) = (self.chain.params().genesis_hash(), self.chain.subscribe());
         let stats = self.stats.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(STATUS_RATE)));
         self.gossip.register_request_handler(
@@ -82,13 +78,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 async move {
                     let _slot = slot?;
                     let hashes = hashes?;
-                    let answer = tokio::task::spawn_blocking(move || {
-                        let blocks: Vec<Vec<u8>> =
-                            hashes.iter().map_while(|h| lock(&c).block(h).ok().flatten().map(|b| b.encode())).collect();
-                        sync::encode_blocks(blocks)
-                    })
-                    .await
-                    .ok()?;
+                    let answer = c
+                        .read(move |c| {
+                            let blocks: Vec<Vec<u8>> =
+                                hashes.iter().map_while(|h| c.block(h).ok().flatten().map(|b| b.encode())).collect();
+                            sync::encode_blocks(blocks)
+                        })
+                        .await
+                        .ok()?;
                     *lock_plain(&budget).level(&peer, Instant::now()) -= answer.len() as f64;
                     Some(answer)
                 }
@@ -100,7 +97,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Serves `kind`, a request carrying a [`HashesRequest`] (our best chain
     /// after the asker's locator): malformed requests cost the asker a
     /// `ProtocolViolation`, requests past `rate` go unanswered and cost it
-    /// `Spam`, and `answer` runs on a blocking thread, off the dispatcher.
+    /// `Spam`, and `answer` runs on the chain actor, off the dispatcher.
     fn serve_locator_request(
         &self,
         kind: &'static str,
@@ -127,7 +124,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, kind, 1.0));
                 async move {
                     let req = req?;
-                    tokio::task::spawn_blocking(move || answer(&lock(&c), &req)).await.ok()
+                    c.read(move |c| answer(c, &req)).await.ok()
                 }
             }),
         )?;

@@ -25,7 +25,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Storage failures; a misbehaving peer is reported and skipped instead.
     pub async fn resolve(&self) -> Result<ResolveReport, NetworkError> {
         let _running = self.sync.running.lock().await;
-        let before = lock(&self.chain).tip();
+        let before = self.chain.tip();
         let mut report = ResolveReport::default();
         let mut log = ProgressLog::new();
         let mut done = 0u64;
@@ -44,7 +44,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 report.best_peer = Some(peer.0.clone());
                 let round = self.sync_round(peer, *status, &others, &mut log, &mut done).await;
                 match round {
-                    Ok(0) if lock(&self.chain).tip().work < status.work => {
+                    Ok(0) if self.chain.tip().work < status.work => {
                         // Everything it offered we already had, yet it claims
                         // more work than we have: no help; try the next.
                         tracing::info!(peer = %peer, "sync: claims more work but offered nothing new; trying the next peer");
@@ -60,7 +60,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                         skipped.push(peer);
                     }
                     Err(e) => {
-                        lock(&self.chain).finish_import();
+                        self.chain.finish_import().await?;
                         return Err(e);
                     }
                 }
@@ -70,8 +70,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
         }
         // The branch the batches wrote is pruned like any other from now on.
-        lock(&self.chain).finish_import();
-        let after = lock(&self.chain).tip();
+        self.chain.finish_import().await?;
+        let after = self.chain.tip();
         {
             let mut p = lock_plain(&self.sync.progress);
             p.active = false;
@@ -94,10 +94,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Asks every peer for its status: how many answered, and the peers with
     /// more work than ours (same genesis), most claimed work first.
     pub(super) async fn peers_ahead(&self) -> (usize, Vec<(PeerId, Status)>) {
-        let (genesis, ours) = {
-            let c = lock(&self.chain);
-            (c.params().genesis_hash(), c.tip().work)
-        };
+        let (genesis, ours) = (self.chain.params().genesis_hash(), self.chain.tip().work);
         let peers = self.gossip.peers();
         let statuses = futures::future::join_all(peers.iter().map(|p| self.peer_status(p))).await;
         let mut answered = 0;
@@ -127,10 +124,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         log: &mut ProgressLog,
         done: &mut u64,
     ) -> Result<u64, NetworkError> {
-        let (locator, our_height) = {
-            let c = lock(&self.chain);
-            (c.locator(), c.tip().height)
-        };
+        let (locator, our_height) = self.chain.read(|c| (c.locator(), c.tip().height)).await?;
         let locator: Vec<Hash> = if locator.len() > sync::MAX_LOCATOR {
             // Keep the newest entries and genesis.
             let mut l = locator[..sync::MAX_LOCATOR - 1].to_vec();
@@ -176,10 +170,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 self.gossip.report(best, Misbehaviour::ProtocolViolation);
                 return Err(peer_error(best, "headers that do not start at our locator"));
             }
-            let c = self.chain.clone();
-            let checked = tokio::task::spawn_blocking(move || lock(&c).check_headers(&headers, now_ms()))
-                .await
-                .map_err(|_| NetworkError::Cancelled)?;
+            let checked = self.chain.check_headers(headers).await?;
             let checked = match checked {
                 Ok(checked) => checked,
                 Err(e @ HeadersError::Invalid { .. }) => {
@@ -192,7 +183,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     return Err(peer_error(best, format!("sent headers that are not a chain on ours: {e}")));
                 }
             };
-            let ours = lock(&self.chain).tip().work;
+            let ours = self.chain.tip().work;
             if complete && !checked.ahead_of_clock && checked.work < status.work && ours < status.work {
                 // All it has, and less work than it claimed. When the headers
                 // end at the tip it claimed, that is a lie (a chain's work is
@@ -206,10 +197,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 }
             }
             let last = checked.hashes.last().copied();
-            let wanted: Vec<Hash> = {
-                let c = lock(&self.chain);
-                checked.hashes.into_iter().skip_while(|h| c.contains(h)).collect()
-            };
+            let wanted: Vec<Hash> =
+                self.chain.read(move |c| checked.hashes.into_iter().skip_while(|h| c.contains(h)).collect()).await?;
             match (wanted.is_empty(), complete, last) {
                 (true, false, Some(last)) if hops < MAX_HEADER_HOPS => {
                     locator = vec![last];
@@ -240,13 +229,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 break;
             }
             let (source, blocks) = batch?;
-            let c = self.chain.clone();
-            let from = source.0.clone();
-            // The whole batch under one lock: its writes share one durable
-            // commit, and nothing else is written while durability is relaxed.
-            let outcomes = tokio::task::spawn_blocking(move || lock(&c).import_batch(blocks, Some(&from), now_ms()))
-                .await
-                .map_err(|_| NetworkError::Cancelled)?;
+            // The whole batch is one job of the chain actor: its writes
+            // share one durable commit (with any other writes queued
+            // meanwhile), and the answer comes once they are durable.
+            let outcomes = self.chain.import_batch(blocks, source.0.clone()).await?;
             for outcome in outcomes {
                 match outcome? {
                     InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason } => {
@@ -341,7 +327,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
             // Nothing can be written until the store recovers (the store
             // watch wakes this task then): no downloads to throw away.
-            if lock(&self.chain).store_failure().is_some() {
+            if self.chain.snapshot().store_failure.is_some() {
                 continue;
             }
             if let Err(e) = self.resolve().await {
@@ -349,7 +335,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }
             let missing = lock_plain(&self.sync.missing).take();
             if let Some((hash, announcer)) = missing
-                && !lock(&self.chain).contains(&hash)
+                && !self.chain.read(move |c| c.contains(&hash)).await.unwrap_or(true)
             {
                 self.fetch_ancestors(hash, announcer);
             }

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-#[cfg(feature = "network")]
+#[cfg(feature = "actor")]
 use tokio::sync::watch;
 
 use crate::crypto::{SigCache, Verifier};
@@ -219,9 +219,13 @@ pub struct Chain<S: Store> {
     /// The last storage failure, until [`Chain::recover_store`] succeeds:
     /// a node that cannot write is not healthy, whatever else it answers.
     store_failure: Option<String>,
-    /// Publishes the tip (with the `network` feature: the tip watch needs
+    /// Whether the owner ([`crate::actor`]) has relaxed the store's
+    /// durability across several operations: a sync batch then leaves it
+    /// relaxed, and the owner's own durable commit covers the batch.
+    relaxed: bool,
+    /// Publishes the tip (with the `actor` feature: the tip watch needs
     /// tokio's `watch`).
-    #[cfg(feature = "network")]
+    #[cfg(feature = "actor")]
     tip_tx: watch::Sender<Tip>,
 }
 
@@ -258,7 +262,7 @@ impl<S: Store> Chain<S> {
     ) -> Result<Self, ChainError> {
         let genesis = params.genesis();
         let genesis_hash = genesis.hash();
-        #[cfg(feature = "network")]
+        #[cfg(feature = "actor")]
         let (tip_tx, _) = watch::channel(Tip { hash: genesis_hash, height: 0, work: 0 });
         let mut chain = Self {
             invalid: BoundedSet { cap: config.max_invalid.max(1), ..Default::default() },
@@ -277,7 +281,8 @@ impl<S: Store> Chain<S> {
             solicited_tip: None,
             orphans_retry: None,
             store_failure: None,
-            #[cfg(feature = "network")]
+            relaxed: false,
+            #[cfg(feature = "actor")]
             tip_tx,
         };
         match chain.store.tip()? {
@@ -317,13 +322,13 @@ impl<S: Store> Chain<S> {
     }
 
     /// Tip changes, as a watch channel (latest value only).
-    #[cfg(feature = "network")]
+    #[cfg(feature = "actor")]
     pub fn subscribe(&self) -> watch::Receiver<Tip> {
         self.tip_tx.subscribe()
     }
 
     fn publish_tip(&self) {
-        #[cfg(feature = "network")]
+        #[cfg(feature = "actor")]
         self.tip_tx.send_replace(self.tip());
     }
 
@@ -445,7 +450,7 @@ impl<S: Store> Chain<S> {
     ) -> Vec<Result<InsertOutcome, ChainError>> {
         let mut outcomes = Vec::with_capacity(blocks.len());
         let mut guard = RelaxedDurability::new(self);
-        if let Err(e) = guard.chain.store.set_durable(false) {
+        if let Err(e) = guard.relax() {
             outcomes.push(Err(e.into()));
             return outcomes;
         }
@@ -472,6 +477,47 @@ impl<S: Store> Chain<S> {
             outcomes.push(Err(e.into()));
         }
         outcomes
+    }
+
+    /// Relaxes the store's durability until [`Chain::make_durable`]: the
+    /// owner of the chain groups several operations under one durable
+    /// commit ([`Store::set_durable`]). A crash loses at most what was
+    /// written since, and the chain reopens at the last durable tip.
+    ///
+    /// # Errors
+    /// When the store refuses.
+    #[cfg_attr(not(feature = "actor"), allow(dead_code))]
+    pub(crate) fn relax_durability(&mut self) -> Result<(), StoreError> {
+        if !self.relaxed {
+            self.store.set_durable(false)?;
+            self.relaxed = true;
+        }
+        Ok(())
+    }
+
+    /// Whether durability is relaxed by the owner ([`Chain::relax_durability`]).
+    #[cfg_attr(not(feature = "actor"), allow(dead_code))]
+    pub(crate) fn is_relaxed(&self) -> bool {
+        self.relaxed
+    }
+
+    /// Makes everything written so far durable (one durable commit) and
+    /// restores durable writes. A failure is remembered as a store failure
+    /// ([`Chain::store_failure`]).
+    ///
+    /// # Errors
+    /// When the durable commit fails.
+    #[cfg_attr(not(feature = "actor"), allow(dead_code))]
+    pub(crate) fn make_durable(&mut self) -> Result<(), StoreError> {
+        if !self.relaxed {
+            return Ok(());
+        }
+        self.relaxed = false;
+        let done = self.store.set_durable(true);
+        if let Err(e) = &done {
+            self.note_store_failure(e);
+        }
+        done
     }
 
     /// Ends a sync: the side branch its batches wrote ([`Chain::import_batch`])

@@ -138,26 +138,42 @@ impl<S: Store> Chain<S> {
 
 /// Keeps the store's durability relaxed while it lives; restores it when
 /// dropped (also on panic), so relaxed durability never outlives a batch.
+/// When the chain's owner already holds durability relaxed
+/// ([`Chain::relax_durability`]), the guard leaves it so: the owner's own
+/// durable commit covers the batch.
 pub(super) struct RelaxedDurability<'a, S: Store> {
     pub(super) chain: &'a mut Chain<S>,
-    restored: bool,
+    /// Whether this guard relaxed durability (and must restore it).
+    owned: bool,
 }
 
 impl<'a, S: Store> RelaxedDurability<'a, S> {
     pub(super) fn new(chain: &'a mut Chain<S>) -> Self {
-        Self { chain, restored: false }
+        Self { chain, owned: false }
     }
 
-    /// Restores durability now, reporting a failed final commit.
+    /// Relaxes durability unless the owner already has.
+    pub(super) fn relax(&mut self) -> Result<(), StoreError> {
+        if !self.chain.relaxed {
+            self.chain.store.set_durable(false)?;
+            self.owned = true;
+        }
+        Ok(())
+    }
+
+    /// Restores durability now if this guard relaxed it, reporting a failed
+    /// final commit.
     pub(super) fn restore(&mut self) -> Result<(), StoreError> {
-        self.restored = true;
+        if !std::mem::take(&mut self.owned) {
+            return Ok(());
+        }
         self.chain.store.set_durable(true)
     }
 }
 
 impl<S: Store> Drop for RelaxedDurability<'_, S> {
     fn drop(&mut self) {
-        if !self.restored
+        if self.owned
             && let Err(e) = self.chain.store.set_durable(true)
         {
             tracing::error!("restoring durability after a batch failed: {e}");

@@ -105,6 +105,11 @@ pub struct FailingStore {
     /// The last durable state while durability is relaxed: what a reopen
     /// returns to, as redb does with writes not yet made durable.
     durable: Option<MemoryStore>,
+    /// Durable commits that ended a relaxed stretch (shared by clones).
+    pub group_commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, durable commits fail and ordinary writes go through (a
+    /// disk that fails its fsync).
+    pub fail_fsync: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FailingStore {
@@ -136,7 +141,12 @@ impl Store for FailingStore {
         if durable {
             // The durable commit is a write, and can fail like one.
             self.write()?;
-            self.durable = None;
+            if self.fail_fsync.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(toy_chain::StoreError::Io(std::io::Error::other("fsync failed (test double)")));
+            }
+            if self.durable.take().is_some() {
+                self.group_commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
         } else if self.durable.is_none() {
             self.durable = Some(self.inner.clone());
         }
