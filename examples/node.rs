@@ -21,18 +21,12 @@
 //! exchange their tip and work, so a node that was away catches up.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use toy::chain::network::{ChainHandle, ChainNode};
-use toy::chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, StoreError};
-use toy::gossip::relay::RelayGossip;
-use toy::gossip::{Gossip, GossipNetwork};
-use toy::miner::{Config as MinerConfig, Miner};
-use toy::msg::{Messaging, Messenger};
-use toy::net::TcpTransport;
-use toy::p2p::{P2p, PeerId, PeerNetwork};
+use toy::chain::ChainParams;
+use toy::node::{NodeBuilder, NodeConfig, NodeError};
+use toy::p2p::PeerNetwork;
 
 /// A toy proof-of-work node.
 #[derive(Parser, Debug)]
@@ -90,29 +84,6 @@ struct Args {
 /// The log filter when `RUST_LOG` is not set.
 const DEFAULT_LOG: &str = "warn,toy_net=info,toy_msg=info,toy_p2p=info,toy_gossip=info,toy_chain=info,toy_miner=info";
 
-/// Longest wait for the program's tasks on Ctrl-C.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How many ports from `--listen`'s upward a node tries.
-const PORT_TRIES: u16 = 100;
-
-/// Listens on the first free port from `addr`'s port upward (port 0: any).
-/// Binding is the test, so two nodes started at once never pick the same
-/// port (and so never the same default data directory).
-async fn listen_free(msg: &impl Messenger, addr: &str) -> anyhow::Result<String> {
-    let (host, port) = addr.rsplit_once(':').context("--listen must be host:port")?;
-    let port: u16 = port.parse().context("--listen: bad port")?;
-    let last = if port == 0 { 0 } else { port.saturating_add(PORT_TRIES - 1) };
-    for p in port..=last {
-        match msg.listen(&format!("{host}:{p}")).await {
-            Ok(bound) => return Ok(bound),
-            Err(toy::msg::Error::Transport(toy::net::Error::Io(e))) if e.kind() == std::io::ErrorKind::AddrInUse => {}
-            Err(e) => return Err(e).with_context(|| format!("listening on {host}:{p}")),
-        }
-    }
-    anyhow::bail!("no free port from {port} to {last} on {host}")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs to stderr; by default the layers' own events (sync progress,
@@ -123,172 +94,68 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     let args = Args::parse();
-    // The API's share of the descriptors; the p2p side keeps the rest.
-    let http_cap = descriptor_budget(args.max_peers);
     let params = match &args.genesis {
         Some(path) => ChainParams::from_genesis_file(path)?,
         None => ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?,
     };
-    // /api/mine grinds on the request path: only where blocks are cheap.
-    let easy_rules = params.initial_target != ChainParams::workshop().initial_target;
     let chain_name = params.name.clone();
-
-    // Listen first: the port names the default data directory.
-    let (transport, net_events) = TcpTransport::new(Default::default());
-    // Blocks and sync share the handler slots kept for handshakes, so a
-    // transaction flood never starves them.
-    let msg_config = toy::chain::network::PRIORITY_KINDS
-        .iter()
-        .fold(toy::msg::Config::builder(), |b, kind| b.priority_kind(*kind))
-        .build()?;
-    let (msg, msg_events) = Messaging::new(transport, net_events, msg_config);
-    let addr = listen_free(&msg, &args.listen).await?;
-    let port = addr.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    // Said plainly up front, before the key or the database trip over it.
-    let probe = data_dir.join(".write-test");
-    if let Err(e) = std::fs::write(&probe, b"") {
-        anyhow::bail!(
-            "the data directory {} is not writable ({e}); fix its permissions or choose another with --data-dir",
-            data_dir.display()
-        );
-    }
-    let _ = std::fs::remove_file(&probe);
-    let key_path = args.key.clone().unwrap_or_else(|| data_dir.join("wallet.key"));
-    let (wallet, created) =
-        Keypair::load_or_create(&key_path).with_context(|| format!("key {}", key_path.display()))?;
-
-    // The chain, on disk.
-    let db = data_dir.join("chain.redb");
-    let store = RedbStore::open(&db).map_err(|e| {
-        let hint = match &e {
-            StoreError::InUse => "another node is using this data directory; give this one its own with --data-dir",
-            StoreError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-                "the data directory is not writable by this user; fix its permissions or choose another with --data-dir"
-            }
-            StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => "the disk is full",
-            _ => "the file is not a toy chain database, or is damaged",
-        };
-        anyhow::anyhow!("opening {}: {e} ({hint})", db.display())
-    })?;
-    let chain =
-        Chain::open(params, store, Arc::new(K256Verifier::new()), Arc::new(SigCache::default()), Default::default())?;
-    // One thread owns the chain and its store from here on.
-    let chain: ChainHandle<RedbStore> = ChainHandle::spawn(chain)?;
-    let mut tips = chain.subscribe();
-
-    // The network stack above the listening messenger: peers → gossip.
-    let mut p2p_config = toy::p2p::Config::builder()
-        .max_peers(if args.relay.is_some() { 1 } else { args.max_peers })
-        .book_path(data_dir.join("peers.json"))
-        .bootstrap(args.peer.iter().cloned().chain(args.relay.iter().cloned()).collect());
-    if let Some(a) = &args.advertise {
-        p2p_config = p2p_config.advertise(a.clone());
-    }
-    if let Some(t) = &args.tracker {
-        p2p_config = p2p_config.tracker(t.clone());
-    }
-    let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
-    let gossip: Arc<dyn GossipNetwork> = match &args.relay {
-        Some(r) => Arc::new(RelayGossip::new(p2p.clone(), PeerId(r.clone()), Default::default())?),
-        None => Arc::new(Gossip::new(p2p.clone(), Default::default())),
-    };
-
     let mining = !args.no_mine;
-    println!("toy node listening on {addr}");
-    println!("wallet {} ({})", wallet.address(), if created { "new key" } else { "existing key" });
-    println!("data in {}; chain {}; mining {}", data_dir.display(), chain_name, if mining { "on" } else { "off" });
-    {
-        let tip = chain.tip();
-        println!("tip {} at height {}", tip.hash, tip.height);
-    }
-
-    let node = ChainNode::install(chain.clone(), gossip.clone())?;
-    // The program's own tasks (mined-block forwarder, HTTP server), stopped
-    // and awaited on shutdown.
-    let tasks = tokio_util::task::TaskTracker::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
-
-    // The miner, fed from the chain; its blocks are imported and announced.
-    let miner = if mining {
-        let c = chain.clone();
-        let miner_addr = wallet.address();
-        // Called on the miner's own thread, outside the runtime.
-        let source = move || c.blocking_template(miner_addr).ok();
-        let config =
-            MinerConfig { threads: args.threads.unwrap_or(MinerConfig::default().threads), ..Default::default() };
-        let (miner, mut found) = Miner::start(config, Arc::new(source))?;
-        let n = node.clone();
-        tasks.spawn(async move {
-            while let Some(block) = found.recv().await {
-                if let Err(e) = n.submit_block(block).await {
-                    tracing::warn!("mined block not imported: {e}");
-                }
-            }
-        });
-        Some(miner)
-    } else {
-        None
+    // Flags → config → launch: the wiring and the shutdown order live in
+    // `toy::node`.
+    let config = NodeConfig {
+        listen: args.listen,
+        advertise: args.advertise,
+        peers: args.peer,
+        tracker: args.tracker,
+        relay: args.relay,
+        data_dir: args.data_dir,
+        key: args.key,
+        params,
+        max_peers: args.max_peers,
+        mine_threads: mining.then_some(args.threads.unwrap_or(0)),
+        http: (!args.no_http).then_some(args.http),
+        // The API's share of the descriptors; the p2p side keeps the rest.
+        http_connections: descriptor_budget(args.max_peers),
+        ..Default::default()
     };
+    let node = NodeBuilder::new(config).launch().await.map_err(|e| match e {
+        // The flags that fix these, named.
+        NodeError::Listen(m) => anyhow::anyhow!("--listen: {m}"),
+        NodeError::DataDir { .. } | NodeError::Store { .. } => anyhow::anyhow!("{e} (see --data-dir)"),
+        NodeError::Http { .. } => anyhow::anyhow!("--{e}"),
+        other => other.into(),
+    })?;
 
-    // The HTTP API and the web wallet.
-    if !args.no_http {
-        let listener = toy::api::bind_free(&args.http).await.with_context(|| format!("--http {}", args.http))?;
-        let http_addr = listener.local_addr()?;
-        let rate = miner.as_ref().map(|m| m.rate_handle());
-        let live = toy::api::LiveNode::new(
-            node.clone(),
-            toy::api::LiveConfig {
-                wallet: wallet.clone(),
-                can_mine: easy_rules,
-                mine_max_nonces: toy::api::MINE_MAX_NONCES,
-                hash_rate: rate.map(|r| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
-                peering: Arc::new(p2p.clone()),
-            },
-        );
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            let limits = toy::api::HttpLimits { max_connections: http_cap, ..Default::default() };
-            if let Err(e) = toy::api::serve_with(listener, Arc::new(live), cancel, limits).await {
-                tracing::error!("HTTP server stopped: {e}");
-            }
-        });
-        println!("web wallet and API on http://{http_addr}/ (docs at /docs)");
+    println!("toy node listening on {}", node.addr());
+    let created = if node.new_key() { "new key" } else { "existing key" };
+    println!("wallet {} ({created})", node.wallet().address());
+    let on = if mining { "on" } else { "off" };
+    println!("data in {}; chain {chain_name}; mining {on}", node.data_dir().display());
+    let tip = node.tip();
+    println!("tip {} at height {}", tip.hash, tip.height);
+    if let Some(http) = node.http_addr() {
+        println!("web wallet and API on http://{http}/ (docs at /docs)");
     }
 
-    let mut last_height = chain.tip().height;
+    let mut tips = node.chain().subscribe();
+    let mut last_height = tip.height;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             changed = tips.changed() => {
                 if changed.is_err() { break; }
                 let tip = tips.borrow_and_update().clone();
-                if let Some(m) = &miner { m.new_template(); }
-                let rate = miner.as_ref().map(|m| format!(", {:.2} MH/s", m.hash_rate() / 1e6)).unwrap_or_default();
+                let rate = if mining { format!(", {:.2} MH/s", node.hash_rate() / 1e6) } else { String::new() };
                 let marker = if tip.height <= last_height { " (reorg)" } else { "" };
                 last_height = tip.height;
-                println!("tip {} at height {}{marker}, {} peers{rate}", tip.hash, tip.height, p2p.peers().len());
+                println!("tip {} at height {}{marker}, {} peers{rate}", tip.hash, tip.height, node.p2p().peers().len());
             }
         }
     }
     println!("shutting down");
-    cancel.cancel();
-    node.shutdown();
-    if let Some(m) = miner {
-        // Joins the mining threads; the forwarder ends with their channel.
-        tokio::task::spawn_blocking(move || m.stop()).await?;
-    }
-    p2p.shutdown().await;
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
-        tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
-    }
-    // The chain actor commits what it holds and closes the store. Every
-    // write it answered was durable already; this covers the rest.
-    let height = chain.tip().height;
-    chain.shutdown().await;
-    println!("stopped at height {height}; data in {}", data_dir.display());
+    let data_dir = node.data_dir().to_owned();
+    let tip = node.shutdown().await;
+    println!("stopped at height {}; data in {}", tip.height, data_dir.display());
     Ok(())
 }
 

@@ -18,6 +18,10 @@
 //! Each layer depends only on the trait of the layer beneath, so any layer can
 //! be swapped (TCP for the in-memory network, say) without touching the rest.
 //!
+//! [`node::NodeBuilder`] wires them all into a running node (config in,
+//! [`node::RunningNode`] out, one shutdown that knows the order); the
+//! `node` example is its flags.
+//!
 //! ## Example
 //!
 //! ```
@@ -40,6 +44,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+pub mod node;
 
 /// The HTTP API, web wallet and explorer.
 pub use toy_api as api;

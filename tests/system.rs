@@ -1,6 +1,8 @@
-//! System tests: real node processes (`examples/node.rs`) over loopback
-//! TCP, driven through their HTTP APIs, with the oracle and the adversary as
-//! processes too. One at a time (see `SERIAL`): each runs several miners.
+//! System tests: real nodes over loopback TCP, driven through their HTTP
+//! APIs, with the oracle and the adversary as processes. Nodes run in the
+//! test's own process ([`InNode`], `toy::node::NodeBuilder`) unless the test
+//! needs a process: a SIGKILL, its output, a network namespace, its memory.
+//! One at a time (see `SERIAL`): each runs several miners.
 
 mod common;
 
@@ -9,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-/// Starts `n` nodes, the first `miners` mining, each bootstrapping from the
-/// first one (and the second).
+/// Starts `n` node processes, the first `miners` mining, each bootstrapping
+/// from the first one (and the second).
 async fn start_net(dir: &std::path::Path, n: usize, miners: usize) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
@@ -21,15 +23,37 @@ async fn start_net(dir: &std::path::Path, n: usize, miners: usize) -> Vec<Node> 
     nodes
 }
 
+/// [`start_net`] with the nodes in this process.
+async fn launch_net(dir: &std::path::Path, n: usize, miners: usize) -> Vec<InNode> {
+    let mut nodes: Vec<InNode> = Vec::new();
+    for i in 0..n {
+        let peers = nodes.iter().take(2).map(|x| x.p2p.clone()).collect();
+        let opts = NodeOpts { mine: i < miners, peers, ..Default::default() };
+        nodes.push(InNode::launch(&dir.join(format!("n{i}")), &opts).await);
+    }
+    nodes
+}
+
 fn urls(nodes: &[Node]) -> Vec<&str> {
     nodes.iter().map(|n| n.http.as_str()).collect()
+}
+
+fn in_urls(nodes: &[InNode]) -> Vec<&str> {
+    nodes.iter().map(|n| n.http.as_str()).collect()
+}
+
+/// Stops in-process nodes in turn.
+async fn stop_all(nodes: Vec<InNode>) {
+    for n in nodes {
+        n.node.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_two_miners_and_the_oracle_agree() {
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let nodes = start_net(dir.path(), 5, 2).await;
+    let nodes = launch_net(dir.path(), 5, 2).await;
     let api = Api::default();
     wait_for("every node has a peer", || async {
         let mut ok = true;
@@ -39,18 +63,14 @@ async fn five_nodes_two_miners_and_the_oracle_agree() {
         ok
     })
     .await;
-    let mut oracle = oracle(&urls(&nodes), 200, &["--verify"]);
+    let mut oracle = oracle(&in_urls(&nodes), 200, &["--verify"]);
     let ok = oracle.wait_exit(DEADLINE).await;
     assert!(ok, "oracle verify failed:\n{}", oracle.output().join("\n"));
     assert!(oracle.output().iter().any(|l| l.contains("all match the ledger")));
-    let converged = tokio::time::timeout(Duration::from_secs(150), wait_converged(&api, &urls(&nodes), 1)).await;
-    for n in &nodes {
-        for l in n.proc.output().iter().filter(|l| l.contains("invalid") || l.contains("reorganised")) {
-            println!("{}: {l}", n.p2p);
-        }
-    }
+    let converged = tokio::time::timeout(Duration::from_secs(150), wait_converged(&api, &in_urls(&nodes), 1)).await;
     let (height, _) = converged.expect("converged");
     assert!(height >= 1);
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,20 +287,30 @@ async fn a_late_node_syncs_a_500_block_chain() {
     let api = Api::default();
     // The test preset mines a block every few hundred hashes: 500 blocks fast.
     let opts = NodeOpts { mine: true, preset: "test", ..Default::default() };
-    let mut miner = Node::start("miner", &dir.path().join("a"), &opts).await;
+    let miner = InNode::launch(&dir.path().join("a"), &opts).await;
     wait_for("500 blocks", || async { api.tip(&miner.http).await.is_some_and(|t| t.0 >= 500) }).await;
     // Restart it without mining so the chain stands still.
-    miner.proc.interrupt().await;
+    let stopped = miner.node.shutdown().await;
     let opts = NodeOpts { preset: "test", ..Default::default() };
-    let source = Node::start("source", &dir.path().join("a"), &opts).await;
+    let source = InNode::launch(&dir.path().join("a"), &opts).await;
     let (height, tip) = api.tip(&source.http).await.expect("status");
+    assert_eq!((height, tip.clone()), (stopped.height, stopped.hash.to_hex()), "restarted where it stopped");
     assert!(height >= 500);
     let opts = NodeOpts { preset: "test", peers: vec![source.p2p.clone()], ..Default::default() };
-    let late = Node::start("late", &dir.path().join("b"), &opts).await;
+    let late = InNode::launch(&dir.path().join("b"), &opts).await;
     wait_for("the late node syncs", || async { api.tip(&late.http).await.is_some_and(|t| t == (height, tip.clone())) })
         .await;
-    let out = late.proc.output();
-    assert!(out.iter().any(|l| l.contains("sync finished")), "synced by direct download:\n{}", out.join("\n"));
+    let synced: u64 = late
+        .node
+        .chain_node()
+        .stats()
+        .snapshot()
+        .into_iter()
+        .filter(|(f, l, _)| *f == "blocks_accepted" && l == "Sync")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(synced >= 450, "synced by direct download, not gossip: {synced} blocks by sync");
+    stop_all(vec![late, source]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,12 +319,12 @@ async fn a_partition_heals_to_the_most_work_chain() {
     let dir = tempfile::tempdir().expect("tempdir");
     let api = Api::default();
     // Two groups that do not know each other, one miner each.
-    let a0 = Node::start("a0", &dir.path().join("a0"), &NodeOpts { mine: true, ..Default::default() }).await;
-    let a1 = Node::start("a1", &dir.path().join("a1"), &NodeOpts { peers: vec![a0.p2p.clone()], ..Default::default() })
-        .await;
-    let b0 = Node::start("b0", &dir.path().join("b0"), &NodeOpts { mine: true, ..Default::default() }).await;
-    let b1 = Node::start("b1", &dir.path().join("b1"), &NodeOpts { peers: vec![b0.p2p.clone()], ..Default::default() })
-        .await;
+    let a0 = InNode::launch(&dir.path().join("a0"), &NodeOpts { mine: true, ..Default::default() }).await;
+    let a1 =
+        InNode::launch(&dir.path().join("a1"), &NodeOpts { peers: vec![a0.p2p.clone()], ..Default::default() }).await;
+    let b0 = InNode::launch(&dir.path().join("b0"), &NodeOpts { mine: true, ..Default::default() }).await;
+    let b1 =
+        InNode::launch(&dir.path().join("b1"), &NodeOpts { peers: vec![b0.p2p.clone()], ..Default::default() }).await;
     wait_converged(&api, &[&a0.http, &a1.http], 3).await;
     wait_converged(&api, &[&b0.http, &b1.http], 3).await;
     // Transfers into both groups while apart.
@@ -345,6 +375,7 @@ async fn a_partition_heals_to_the_most_work_chain() {
     assert!(verify.wait_exit(DEADLINE).await, "oracle verify:\n{}", verify.output().join("\n"));
     assert!(height > 0);
     assert!(confirmed.iter().all(|(_, ids)| !ids.is_empty()), "both groups confirmed transfers: {confirmed:?}");
+    stop_all(vec![a0, a1, b0, b1]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,6 +202,39 @@ impl Node {
     }
 }
 
+/// A node running inside the test process ([`toy::node::NodeBuilder`]):
+/// the same wiring as the `node` example, without a process to spawn, and
+/// with its handles at hand.
+pub struct InNode {
+    pub node: toy::node::RunningNode,
+    /// p2p address.
+    pub p2p: String,
+    /// `http://host:port`.
+    pub http: String,
+}
+
+impl InNode {
+    /// Launches a node on loopback with `opts` (no network namespace), its
+    /// data in `data`.
+    pub async fn launch(data: &Path, opts: &NodeOpts) -> InNode {
+        assert!(opts.netns.is_none(), "an in-process node has no namespace of its own");
+        let config = toy::node::NodeConfig {
+            listen: format!("{}:0", opts.host),
+            http: Some(format!("{}:0", opts.host)),
+            data_dir: Some(data.to_owned()),
+            params: toy::chain::ChainParams::preset(opts.preset).expect("preset"),
+            max_peers: 6,
+            mine_threads: opts.mine.then_some(1),
+            peers: opts.peers.clone(),
+            ..Default::default()
+        };
+        let node = toy::node::NodeBuilder::new(config).launch().await.expect("launch");
+        let p2p = node.addr().to_owned();
+        let http = format!("http://{}", node.http_addr().expect("http"));
+        InNode { node, p2p, http }
+    }
+}
+
 /// The nodes' APIs.
 #[derive(Clone)]
 pub struct Api {

@@ -397,6 +397,7 @@ fn run<S: Store>(
 ) {
     let mut held: Vec<Deferred> = Vec::new();
     let mut held_since = Instant::now();
+    let mut stopped = None;
     loop {
         let job = if held.is_empty() {
             jobs.blocking_recv()
@@ -445,9 +446,7 @@ fn run<S: Store>(
         }));
         match ran {
             Ok(Some(done)) => {
-                flush(&mut chain, &mut held);
-                publish(&chain, &snapshot);
-                let _ = done.send(());
+                stopped = Some(done);
                 break;
             }
             Ok(None) => {}
@@ -459,6 +458,13 @@ fn run<S: Store>(
         publish(&chain, &snapshot);
     }
     flush(&mut chain, &mut held);
+    publish(&chain, &snapshot);
+    // The store closes with the chain, before the stop is confirmed: a node
+    // opened on the same directory right after finds it free.
+    drop(chain);
+    if let Some(done) = stopped {
+        let _ = done.send(());
+    }
 }
 
 /// Publishes the chain's snapshot if it changed.

@@ -1,0 +1,491 @@
+//! A whole node from a config: the one place that knows how the layers are
+//! wired and in which order they stop.
+//!
+//! ```text
+//!  NodeConfig ─► NodeBuilder::launch()
+//!                  TcpTransport → Messaging (priority kinds) → P2p (book, tracker)
+//!                    → Gossip | RelayGossip → ChainNode ◄─ ChainHandle (actor over redb)
+//!                    → Miner (templates from the actor; new template on every tip)
+//!                    → HTTP API (LiveNode; peering wired to P2p)
+//!               ◄─ RunningNode: addresses, handles, shutdown()
+//! ```
+//!
+//! Shutdown runs in the order that loses nothing: the HTTP server and the
+//! program's tasks stop taking work, the chain's sync stops, the miner's
+//! threads are joined (a block found meanwhile is still imported), the
+//! peers are closed, and last the chain actor commits what it holds and
+//! closes the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use toy_chain::actor::ChainHandle;
+use toy_chain::network::{ChainNode, GossipNetwork, PRIORITY_KINDS};
+use toy_chain::{Chain, ChainParams, K256Verifier, Keypair, RedbStore, SigCache, StoreError, Tip};
+use toy_gossip::relay::RelayGossip;
+use toy_gossip::{Gossip, PeerId};
+use toy_miner::{Miner, RateHandle};
+use toy_msg::{Messaging, Messenger};
+use toy_net::TcpTransport;
+use toy_p2p::P2p;
+
+/// The peer layer of a launched node: peers over messages over TCP.
+pub type NodeP2p = P2p<Messaging<TcpTransport>>;
+
+/// The chain layer of a launched node, over either kind of gossip.
+pub type NodeChain = ChainNode<RedbStore, dyn GossipNetwork>;
+
+/// How many ports from [`NodeConfig::listen`]'s upward a node tries by default.
+pub const PORT_TRIES: u16 = 100;
+
+/// Longest wait for the node's own tasks (the HTTP server, the forwarder of
+/// mined blocks) on shutdown: 5 s.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a node is launched with. [`NodeConfig::default`] is the
+/// newcomer's node: port 15151 (or the next free one), the `dev` preset,
+/// data in `toy-data/node-<port>/`, mining on every core, the API on 8080.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to listen on; the port is the first free one from here
+    /// (port 0: any).
+    pub listen: String,
+    /// Ports tried from `listen`'s upward ([`PORT_TRIES`]).
+    pub port_tries: u16,
+    /// Address announced to peers (default: the listening address).
+    pub advertise: Option<String>,
+    /// Peers to connect to.
+    pub peers: Vec<String>,
+    /// A tracker to discover peers through.
+    pub tracker: Option<String>,
+    /// Gossip through this relay instead of flooding (keeps one peer).
+    pub relay: Option<String>,
+    /// Data directory (default: `toy-data/node-<port>`).
+    pub data_dir: Option<PathBuf>,
+    /// Wallet key file (default: `<data dir>/wallet.key`, created if absent).
+    pub key: Option<PathBuf>,
+    /// The chain's rules.
+    pub params: ChainParams,
+    /// Peers kept (between half and all of this).
+    pub max_peers: usize,
+    /// Mining threads; `None` does not mine, `Some(0)` is every core.
+    pub mine_threads: Option<usize>,
+    /// HTTP API and web wallet address (the first free port from here);
+    /// `None` serves no API.
+    pub http: Option<String>,
+    /// Connections the API serves at once.
+    pub http_connections: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:15151".into(),
+            port_tries: PORT_TRIES,
+            advertise: None,
+            peers: Vec::new(),
+            tracker: None,
+            relay: None,
+            data_dir: None,
+            key: None,
+            params: ChainParams::dev(),
+            max_peers: 8,
+            mine_threads: Some(0),
+            http: Some("127.0.0.1:8080".into()),
+            http_connections: toy_api::DEFAULT_MAX_HTTP_CONNECTIONS,
+        }
+    }
+}
+
+/// Why a node did not launch. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The listening address is malformed, or no port in the range is free.
+    #[error("listen: {0}")]
+    Listen(String),
+    /// The data directory cannot be used.
+    #[error("the data directory {path} is not usable ({reason}); fix its permissions or choose another")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The wallet key could not be read or created.
+    #[error("key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What failed.
+        source: toy_chain::KeyError,
+    },
+    /// The chain database could not be opened.
+    #[error("opening {path}: {source} ({hint})")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        source: StoreError,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The chain could not be opened or started.
+    #[error(transparent)]
+    Chain(#[from] toy_chain::ChainError),
+    /// The chain's networking could not be installed.
+    #[error(transparent)]
+    ChainNetwork(#[from] toy_chain::network::NetworkError),
+    /// The messaging layer refused its config.
+    #[error(transparent)]
+    Messaging(#[from] toy_msg::Error),
+    /// The peer layer refused its config.
+    #[error(transparent)]
+    P2p(#[from] toy_p2p::Error),
+    /// The relay gossip could not start.
+    #[error(transparent)]
+    Gossip(#[from] toy_gossip::Error),
+    /// The miner could not start.
+    #[error(transparent)]
+    Miner(#[from] toy_miner::Error),
+    /// The HTTP API could not bind.
+    #[error("http {addr}: {source}")]
+    Http {
+        /// The address asked for.
+        addr: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Builds and launches a node from a [`NodeConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct NodeBuilder {
+    config: NodeConfig,
+}
+
+impl NodeBuilder {
+    /// A builder for `config`.
+    pub fn new(config: NodeConfig) -> Self {
+        Self { config }
+    }
+
+    /// Starts every layer and returns the running node.
+    ///
+    /// # Errors
+    /// [`NodeError`], saying which part did not start and why.
+    pub async fn launch(self) -> Result<RunningNode, NodeError> {
+        let config = self.config;
+        // Blocks and sync share the handler slots kept for handshakes, so a
+        // transaction flood never starves them.
+        let msg_config =
+            PRIORITY_KINDS.iter().fold(toy_msg::Config::builder(), |b, kind| b.priority_kind(*kind)).build()?;
+        let (transport, net_events) = TcpTransport::new(Default::default());
+        let (msg, msg_events) = Messaging::new(transport, net_events, msg_config);
+        // Listen first: the port names the default data directory.
+        let addr = listen_free(&msg, &config.listen, config.port_tries).await?;
+        let port = addr.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
+        let data_dir = config.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/node-{port}")));
+        check_data_dir(&data_dir)?;
+        let key_path = config.key.clone().unwrap_or_else(|| data_dir.join("wallet.key"));
+        let (wallet, new_key) =
+            Keypair::load_or_create(&key_path).map_err(|source| NodeError::Key { path: key_path, source })?;
+
+        let db = data_dir.join("chain.redb");
+        let store = RedbStore::open(&db).map_err(|source| {
+            let hint = store_hint(&source);
+            NodeError::Store { path: db, source, hint }
+        })?;
+        let easy_rules = config.params.initial_target != ChainParams::workshop().initial_target;
+        let chain = Chain::open(
+            config.params.clone(),
+            store,
+            Arc::new(K256Verifier::new()),
+            Arc::new(SigCache::default()),
+            Default::default(),
+        )?;
+        // One thread owns the chain and its store from here on.
+        let chain = ChainHandle::spawn(chain)?;
+
+        let mut p2p_config = toy_p2p::Config::builder()
+            .max_peers(if config.relay.is_some() { 1 } else { config.max_peers })
+            .book_path(data_dir.join("peers.json"))
+            .bootstrap(config.peers.iter().cloned().chain(config.relay.iter().cloned()).collect());
+        if let Some(a) = &config.advertise {
+            p2p_config = p2p_config.advertise(a.clone());
+        }
+        if let Some(t) = &config.tracker {
+            p2p_config = p2p_config.tracker(t.clone());
+        }
+        let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
+        let gossip: Arc<dyn GossipNetwork> = match &config.relay {
+            Some(r) => Arc::new(RelayGossip::new(p2p.clone(), PeerId(r.clone()), Default::default())?),
+            None => Arc::new(Gossip::new(p2p.clone(), Default::default())),
+        };
+        let node: NodeChain = ChainNode::install(chain.clone(), gossip)?;
+
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let miner = match config.mine_threads {
+            Some(threads) => Some(start_miner(&chain, &node, &wallet, threads, &tasks, &cancel)?),
+            None => None,
+        };
+
+        let http_addr = match &config.http {
+            Some(http) => {
+                let listener =
+                    toy_api::bind_free(http).await.map_err(|source| NodeError::Http { addr: http.clone(), source })?;
+                let bound = listener.local_addr().map_err(|source| NodeError::Http { addr: http.clone(), source })?;
+                let rate = miner.as_ref().map(|m| m.rate_handle());
+                let live = toy_api::LiveNode::new(
+                    node.clone(),
+                    toy_api::LiveConfig {
+                        wallet: wallet.clone(),
+                        can_mine: easy_rules,
+                        mine_max_nonces: toy_api::MINE_MAX_NONCES,
+                        hash_rate: rate
+                            .map(|r: RateHandle| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
+                        peering: Arc::new(p2p.clone()),
+                    },
+                );
+                let limits = toy_api::HttpLimits { max_connections: config.http_connections, ..Default::default() };
+                let cancel = cancel.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = toy_api::serve_with(listener, Arc::new(live), cancel, limits).await {
+                        tracing::error!("HTTP server stopped: {e}");
+                    }
+                });
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(RunningNode { addr, http_addr, data_dir, wallet, new_key, chain, node, p2p, miner, tasks, cancel })
+    }
+}
+
+/// A launched node. Dropping it without [`RunningNode::shutdown`] stops
+/// nothing cleanly; call it.
+pub struct RunningNode {
+    addr: String,
+    http_addr: Option<SocketAddr>,
+    data_dir: PathBuf,
+    wallet: Keypair,
+    new_key: bool,
+    chain: ChainHandle<RedbStore>,
+    node: NodeChain,
+    p2p: NodeP2p,
+    miner: Option<Arc<Miner>>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").field("addr", &self.addr).field("http", &self.http_addr).finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// The address peers reach the node at.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The HTTP API's address, when it serves one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The node's wallet.
+    pub fn wallet(&self) -> &Keypair {
+        &self.wallet
+    }
+
+    /// Whether the wallet key was created by this launch.
+    pub fn new_key(&self) -> bool {
+        self.new_key
+    }
+
+    /// The chain actor.
+    pub fn chain(&self) -> &ChainHandle<RedbStore> {
+        &self.chain
+    }
+
+    /// The chain layer on the network (submit blocks and transactions,
+    /// resolve, stats).
+    pub fn chain_node(&self) -> &NodeChain {
+        &self.node
+    }
+
+    /// The peer layer.
+    pub fn p2p(&self) -> &NodeP2p {
+        &self.p2p
+    }
+
+    /// The miner's hash rate in hashes per second (0 when not mining).
+    pub fn hash_rate(&self) -> f64 {
+        self.miner.as_ref().map_or(0.0, |m| m.hash_rate())
+    }
+
+    /// The tip, as last published.
+    pub fn tip(&self) -> Tip {
+        self.chain.tip()
+    }
+
+    /// Stops the node in the order that loses nothing (see the module
+    /// docs) and returns the tip it stopped at.
+    pub async fn shutdown(self) -> Tip {
+        self.cancel.cancel();
+        self.node.shutdown();
+        if let Some(miner) = self.miner {
+            // Joins the mining threads; the forwarder of found blocks ends
+            // with their channel. The tip task holds the miner only for a
+            // moment at a time (a weak handle), and has been cancelled.
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut miner = miner;
+                for _ in 0..100 {
+                    match Arc::try_unwrap(miner) {
+                        Ok(m) => return m.stop(),
+                        Err(shared) => miner = shared,
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // Still shared: dropping the last handle stops it as well.
+                drop(miner);
+            });
+            let _ = joined.await;
+        }
+        self.p2p.shutdown().await;
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+        let tip = self.chain.tip();
+        // Last: the actor commits what it holds and closes the store.
+        self.chain.shutdown().await;
+        tip
+    }
+}
+
+/// The miner, fed by the chain actor; its blocks are imported and announced,
+/// and it takes a new template whenever the tip moves.
+fn start_miner(
+    chain: &ChainHandle<RedbStore>,
+    node: &NodeChain,
+    wallet: &Keypair,
+    threads: usize,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<Arc<Miner>, NodeError> {
+    let c = chain.clone();
+    let miner_addr = wallet.address();
+    // Called on the miner's own thread, outside the runtime.
+    let source = move || c.blocking_template(miner_addr).ok();
+    let defaults = toy_miner::Config::default();
+    let config = toy_miner::Config { threads: if threads == 0 { defaults.threads } else { threads }, ..defaults };
+    let (miner, mut found) = Miner::start(config, Arc::new(source))?;
+    let miner = Arc::new(miner);
+    let n = node.clone();
+    tasks.spawn(async move {
+        while let Some(block) = found.recv().await {
+            if let Err(e) = n.submit_block(block).await {
+                tracing::warn!("mined block not imported: {e}");
+            }
+        }
+    });
+    // Weak: the node's handle is the miner's only owner, so shutdown can
+    // take it back and join the threads.
+    let m = Arc::downgrade(&miner);
+    let mut tips = chain.subscribe();
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                changed = tips.changed() => if changed.is_err() { break },
+            }
+            match m.upgrade() {
+                Some(m) => m.new_template(),
+                None => break,
+            }
+        }
+    });
+    Ok(miner)
+}
+
+/// Listens on the first free port from `addr`'s port upward (port 0: any).
+/// Binding is the test, so two nodes started at once never pick the same
+/// port (and so never the same default data directory).
+async fn listen_free(msg: &impl Messenger, addr: &str, tries: u16) -> Result<String, NodeError> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| NodeError::Listen(format!("{addr:?} is not host:port")))?;
+    let port: u16 = port.parse().map_err(|_| NodeError::Listen(format!("{addr:?}: bad port")))?;
+    let last = if port == 0 { 0 } else { port.saturating_add(tries.max(1) - 1) };
+    for p in port..=last {
+        match msg.listen(&format!("{host}:{p}")).await {
+            Ok(bound) => return Ok(bound),
+            Err(toy_msg::Error::Transport(toy_net::Error::Io(e))) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(NodeError::Listen(format!("{host}:{p}: {e}"))),
+        }
+    }
+    Err(NodeError::Listen(format!("no free port from {port} to {last} on {host}")))
+}
+
+/// Creates the data directory and checks that it is writable, said plainly
+/// up front before the key or the database trip over it.
+fn check_data_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+    let fail = |e: std::io::Error| NodeError::DataDir { path: dir.to_owned(), reason: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// What to do when the chain database does not open.
+fn store_hint(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::InUse => "another node is using this data directory; give this one its own",
+        StoreError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            "the data directory is not writable by this user; fix its permissions or choose another"
+        }
+        StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => "the disk is full",
+        _ => "the file is not a toy chain database, or is damaged",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_launched_node_mines_serves_and_stops_at_a_durable_tip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: Some(dir.path().to_owned()),
+            params: ChainParams::test(),
+            mine_threads: Some(1),
+            http: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let node = NodeBuilder::new(config.clone()).launch().await.expect("launch");
+        assert!(node.http_addr().is_some());
+        let mut tips = node.chain().subscribe();
+        let _ = tokio::time::timeout(toy_testing::DEADLINE, tips.wait_for(|t| t.height >= 3)).await.expect("mines");
+        let stopped = node.shutdown().await;
+        // Relaunched on the same directory: the same tip, from disk.
+        let again = NodeBuilder::new(NodeConfig { mine_threads: None, http: None, ..config }).launch().await;
+        let again = again.expect("relaunch");
+        assert_eq!(again.tip(), stopped, "everything answered before the stop is on disk");
+        again.shutdown().await;
+    }
+}
