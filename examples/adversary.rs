@@ -438,7 +438,7 @@ impl Identity {
     async fn holds(&self, peer: &PeerId, hash: Hash, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let ask = self.node.gossip().request(peer, sync::BLOCKS, sync::encode_hashes(&[hash]));
+            let ask = self.node.gossip().peer_services().request(peer, sync::BLOCKS, sync::encode_hashes(&[hash]));
             if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(5), ask).await
                 && sync::decode_blocks(&answer, 1).is_ok_and(|b| b.first().is_some_and(|b| b.hash() == hash))
             {

@@ -143,7 +143,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
             tip: c.tip.hash.to_hex(),
             chain_id: chain.params().chain_id().to_hex(),
             work: c.tip.work.to_string(),
-            peers: self.node.gossip().peers().len(),
+            peers: self.node.gossip().peer_services().peers().len(),
             mempool: c.mempool,
             mempool_bytes: c.mempool_bytes,
             orphans: c.orphans,
@@ -255,7 +255,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
         let c = self.node.chain().snapshot();
         Ok(MetricsSnapshot {
             height: c.tip.height,
-            peers: self.node.gossip().peers().len() as u64,
+            peers: self.node.gossip().peer_services().peers().len() as u64,
             mempool: c.mempool as u64,
             orphans: c.orphans as u64,
             store_ok: c.store_failure.is_none(),
@@ -350,7 +350,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
 #[async_trait]
 impl<S: Store, G: GossipNetwork + ?Sized> NetworkApi for LiveNode<S, G> {
     async fn peers(&self) -> Result<Vec<String>, ApiError> {
-        Ok(self.node.gossip().peers().into_iter().map(|p| p.0).collect())
+        Ok(self.node.gossip().peer_services().peers().into_iter().map(|p| p.0).collect())
     }
 
     async fn register_peer(&self, addr: String) -> Result<String, ApiError> {
@@ -367,7 +367,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> NetworkApi for LiveNode<S, G> {
         };
         let g = &self.config.peering;
         let me = g.local_addr();
-        let mine: Vec<String> = self.node.gossip().peers().into_iter().map(|p| p.0).collect();
+        let mine: Vec<String> = self.node.gossip().peer_services().peers().into_iter().map(|p| p.0).collect();
         let mut seen: HashSet<String> = std::iter::once(me.clone()).chain(mine.iter().cloned()).collect();
         let mut frontier: VecDeque<String> = mine.iter().cloned().collect();
         let mut nodes = vec![NetworkNode { addr: me, peers: mine, reachable: true }];

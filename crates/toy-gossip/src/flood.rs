@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use toy_p2p::{Contribution, Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
+use toy_p2p::{Misbehaviour, PeerId, PeerNetwork, peer_handler_fn};
 
 use crate::seen::{IdMap, MsgId, Routes, seen_key};
 use crate::{Error, Flow, GossipHandler, GossipNetwork, SearchAnswerer, Verdict, lock, new_id, split_id, with_id};
@@ -352,27 +352,7 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
         Ok(())
     }
 
-    fn peers(&self) -> Vec<PeerId> {
-        self.inner.p2p.peers()
-    }
-
-    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
-        Ok(self.inner.p2p.request(peer, kind, payload).await?)
-    }
-
-    fn register_request_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {
-        Ok(self.inner.p2p.register_handler(kind, handler)?)
-    }
-
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent> {
-        self.inner.p2p.subscribe()
-    }
-
-    fn report(&self, peer: &PeerId, what: Misbehaviour) {
-        self.inner.p2p.report(peer, what);
-    }
-
-    fn credit(&self, peer: &PeerId, what: Contribution) {
-        self.inner.p2p.credit(peer, what);
+    fn peer_services(&self) -> &dyn crate::PeerServices {
+        &self.inner.p2p
     }
 }

@@ -60,7 +60,10 @@
 //! # }
 //! ```
 
+pub mod conformance;
 mod flood;
+pub mod memory;
+mod peers;
 pub mod relay;
 pub mod seen;
 
@@ -71,6 +74,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use flood::{Gossip, ROUTE_SHARE_DIVISOR, SEARCH_BUDGET_PEERS, SEARCH_BURST, SEARCH_PER_SEC, Stats};
+pub use memory::{MemoryGossip, MemoryGossipNet};
+pub use peers::PeerServices;
 pub use toy_p2p::{Contribution, Misbehaviour, PeerEvent, PeerHandler, PeerId, PeerNetwork, peer_handler_fn};
 
 /// Length of gossip and search ids.
@@ -171,6 +176,10 @@ pub enum Error {
     /// The peering layer failed.
     #[error(transparent)]
     P2p(#[from] toy_p2p::Error),
+    /// The peer gave no answer to a request (no handler for the kind, or it
+    /// declined).
+    #[error("{0} gave no answer")]
+    NoAnswer(String),
 }
 
 /// The gossip service the chain layer is generic over; implemented by the
@@ -197,31 +206,11 @@ pub trait GossipNetwork: Send + Sync + 'static {
         on_answer: &mut (dyn FnMut(Option<Bytes>) -> Flow + Send),
     ) -> Result<(), Error>;
 
-    // Services of the peering layer, passed through so that the layer above
-    // (the chain asking one peer for blocks) never reaches past this one.
-
-    /// Peers that can be asked directly ([`GossipNetwork::request`]); empty
-    /// over a relay, where the only peer is the relay itself.
-    fn peers(&self) -> Vec<PeerId>;
-
-    /// Sends a request of `kind` to one peer and waits for its response.
-    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error>;
-
-    /// Registers the handler of direct requests (and one-way messages) of
-    /// `kind` from peers.
-    fn register_request_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error>;
-
-    /// Peers arriving and leaving (only those in [`GossipNetwork::peers`]).
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent>;
-
-    /// Reports a peer that sent bad data outside gossip (a bad block in a
-    /// direct response, say).
-    fn report(&self, peer: &PeerId, what: Misbehaviour);
-
-    /// Credits a peer with a new valid block or transaction it delivered
-    /// (through gossip or a direct answer): such peers are protected from
-    /// eviction ([`PeerNetwork::credit`]).
-    fn credit(&self, peer: &PeerId, what: Contribution);
+    /// The peer layer's services, passed through so that the layer above
+    /// (the chain asking one peer for blocks) never reaches past this one:
+    /// the peer network itself for flood gossip, a view without the relay
+    /// for relay gossip.
+    fn peer_services(&self) -> &dyn PeerServices;
 }
 
 /// A fresh random id.

@@ -130,16 +130,49 @@ impl RelayServer {
     }
 }
 
-struct Inner<P: PeerNetwork> {
+/// The peer services a relay node passes up: its peers without the relay
+/// (nobody asks the relay for blocks), and their events.
+struct RelayPeers<P: PeerNetwork> {
     p2p: P,
     relay: PeerId,
+    /// Peer events other than the relay's own (bounded broadcast channel).
+    events: tokio::sync::broadcast::Sender<PeerEvent>,
+}
+
+#[async_trait]
+impl<P: PeerNetwork> crate::PeerServices for RelayPeers<P> {
+    fn peers(&self) -> Vec<PeerId> {
+        self.p2p.peers().into_iter().filter(|p| *p != self.relay).collect()
+    }
+
+    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
+        Ok(self.p2p.request(peer, kind, payload).await?)
+    }
+
+    fn register_request_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {
+        Ok(self.p2p.register_handler(kind, handler)?)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+
+    fn report(&self, peer: &PeerId, what: Misbehaviour) {
+        self.p2p.report(peer, what);
+    }
+
+    fn credit(&self, peer: &PeerId, what: Contribution) {
+        self.p2p.credit(peer, what);
+    }
+}
+
+struct Inner<P: PeerNetwork> {
+    peers: RelayPeers<P>,
     handlers: crate::Registry<dyn GossipHandler>,
     answerers: crate::Registry<dyn SearchAnswerer>,
     channels: Mutex<HashSet<String>>,
     seen: Mutex<IdMap<()>>,
     searches: crate::Searches,
-    /// Peer events other than the relay's own (bounded broadcast channel).
-    peer_events: tokio::sync::broadcast::Sender<PeerEvent>,
 }
 
 /// [`GossipNetwork`] over a central relay: publish instead of flooding.
@@ -162,23 +195,21 @@ impl<P: PeerNetwork> RelayGossip<P> {
     /// When `relay:message` is already registered on `p2p`.
     pub fn new(p2p: P, relay: PeerId, config: crate::Config) -> Result<Self, Error> {
         let inner = Arc::new(Inner {
-            p2p,
-            relay,
+            peers: RelayPeers { p2p, relay, events: tokio::sync::broadcast::channel(64).0 },
             handlers: crate::Registry::default(),
             answerers: crate::Registry::default(),
             channels: Mutex::new(HashSet::new()),
             seen: Mutex::new(IdMap::new(config.seen_capacity, config.seen_ttl)),
             searches: crate::Searches::default(),
-            peer_events: tokio::sync::broadcast::channel(64).0,
         });
         let weak: Weak<Inner<P>> = Arc::downgrade(&inner);
-        inner.p2p.register_handler(
+        inner.peers.p2p.register_handler(
             "relay:message",
             peer_handler_fn(move |from, payload| {
                 let this = weak.upgrade().map(|inner| RelayGossip { inner });
                 async move {
                     if let Some(this) = this
-                        && from == this.inner.relay
+                        && from == this.inner.peers.relay
                     {
                         this.on_message(payload).await;
                     }
@@ -187,20 +218,20 @@ impl<P: PeerNetwork> RelayGossip<P> {
             }),
         )?;
         let weak = Arc::downgrade(&inner);
-        let mut events = inner.p2p.subscribe();
+        let mut events = inner.peers.p2p.subscribe();
         tokio::spawn(async move {
             while let Ok(ev) = events.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
                 let about = match &ev {
                     PeerEvent::Added(p) | PeerEvent::Removed(p) => p,
                 };
-                if *about != inner.relay {
-                    let _ = inner.peer_events.send(ev.clone());
+                if *about != inner.peers.relay {
+                    let _ = inner.peers.events.send(ev.clone());
                 }
-                if ev == PeerEvent::Added(inner.relay.clone()) {
+                if ev == PeerEvent::Added(inner.peers.relay.clone()) {
                     let channels: Vec<String> = lock(&inner.channels).iter().cloned().collect();
                     for c in channels {
-                        let _ = inner.p2p.send(&inner.relay, "relay:subscribe", Bytes::from(c));
+                        let _ = inner.peers.p2p.send(&inner.peers.relay, "relay:subscribe", Bytes::from(c));
                     }
                 }
             }
@@ -211,12 +242,12 @@ impl<P: PeerNetwork> RelayGossip<P> {
     fn join_channel(&self, channel: String) {
         if lock(&self.inner.channels).insert(channel.clone()) {
             // If the relay is not connected yet, the reconnect hook sends it.
-            let _ = self.inner.p2p.send(&self.inner.relay, "relay:subscribe", Bytes::from(channel));
+            let _ = self.inner.peers.p2p.send(&self.inner.peers.relay, "relay:subscribe", Bytes::from(channel));
         }
     }
 
     fn publish(&self, channel: &str, body: &[u8]) {
-        if let Err(e) = self.inner.p2p.send(&self.inner.relay, "relay:publish", framed(channel, body)) {
+        if let Err(e) = self.inner.peers.p2p.send(&self.inner.peers.relay, "relay:publish", framed(channel, body)) {
             tracing::debug!(channel, "relay publish failed: {e}");
         }
     }
@@ -289,27 +320,7 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
     }
 
     /// Direct peers other than the relay (none when it is the only one).
-    fn peers(&self) -> Vec<PeerId> {
-        self.inner.p2p.peers().into_iter().filter(|p| *p != self.inner.relay).collect()
-    }
-
-    async fn request(&self, peer: &PeerId, kind: &str, payload: Bytes) -> Result<Bytes, Error> {
-        Ok(self.inner.p2p.request(peer, kind, payload).await?)
-    }
-
-    fn register_request_handler(&self, kind: &str, handler: Arc<dyn PeerHandler>) -> Result<(), Error> {
-        Ok(self.inner.p2p.register_handler(kind, handler)?)
-    }
-
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent> {
-        self.inner.peer_events.subscribe()
-    }
-
-    fn report(&self, peer: &PeerId, what: Misbehaviour) {
-        self.inner.p2p.report(peer, what);
-    }
-
-    fn credit(&self, peer: &PeerId, what: Contribution) {
-        self.inner.p2p.credit(peer, what);
+    fn peer_services(&self) -> &dyn crate::PeerServices {
+        &self.inner.peers
     }
 }

@@ -63,7 +63,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     Ok(InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason }) => {
                         // Only a direct answer has a known sender to blame.
                         if let Some(peer) = source {
-                            this.gossip.report(&peer, Misbehaviour::InvalidBlock);
+                            this.gossip.peer_services().report(&peer, Misbehaviour::InvalidBlock);
                         }
                         tracing::info!(%reason, "an ancestor fetched for an orphan is invalid");
                     }
@@ -85,14 +85,14 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// An answer that is malformed or is another block (the peer is
     /// reported).
     pub(super) async fn fetch_direct(&self, peer: &PeerId, hash: Hash) -> Result<Option<Block>, NetworkError> {
-        let request = self.gossip.request(peer, sync::BLOCKS, sync::encode_hashes(&[hash]));
+        let request = self.gossip.peer_services().request(peer, sync::BLOCKS, sync::encode_hashes(&[hash]));
         let Ok(Ok(answer)) = tokio::time::timeout(DIRECT_FETCH_TIMEOUT, request).await else {
             return Ok(None);
         };
         let mut blocks = match sync::decode_blocks(&answer, 1) {
             Ok(b) => b,
             Err(e) => {
-                self.gossip.report(peer, Misbehaviour::MalformedMessage);
+                self.gossip.peer_services().report(peer, Misbehaviour::MalformedMessage);
                 return Err(peer_error(peer, format!("malformed block: {e}")));
             }
         };
@@ -100,7 +100,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             None => Ok(None),
             Some(b) if b.hash() == hash => Ok(Some(b)),
             Some(_) => {
-                self.gossip.report(peer, Misbehaviour::ProtocolViolation);
+                self.gossip.peer_services().report(peer, Misbehaviour::ProtocolViolation);
                 Err(peer_error(peer, "sent a block we did not ask for"))
             }
         }

@@ -293,7 +293,7 @@ fn within_budget<G: GossipNetwork + ?Sized>(
         return true;
     }
     stats.bump("requests_refused", kind);
-    gossip.report(peer, Misbehaviour::Spam);
+    gossip.peer_services().report(peer, Misbehaviour::Spam);
     false
 }
 
@@ -481,7 +481,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 // First with a new block on our best chain: a peer worth
                 // keeping when the inbound side is crowded.
                 if let Some(peer) = &from {
-                    self.gossip.credit(peer, Contribution::Block);
+                    self.gossip.peer_services().credit(peer, Contribution::Block);
                 }
                 Verdict::Accept
             }
@@ -496,7 +496,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 Verdict::Ignore
             }
             Ok(InsertOutcome::Orphan { missing_parent }) => {
-                if from.is_some() && !self.gossip.peers().is_empty() {
+                if from.is_some() && !self.gossip.peer_services().peers().is_empty() {
                     // A sync round first (the announcer is asked with everyone
                     // else ahead of us); then the announcer alone, then search.
                     *lock_plain(&self.sync.missing) = Some((missing_parent, from));
@@ -562,7 +562,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         match outcome {
             Ok(Ok(_)) => {
                 if let Some(peer) = &from {
-                    self.gossip.credit(peer, Contribution::Transaction);
+                    self.gossip.peer_services().credit(peer, Contribution::Transaction);
                 }
                 Verdict::Accept
             }

@@ -27,7 +27,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let (genesis, tips) = (self.chain.params().genesis_hash(), self.chain.subscribe());
         let stats = self.stats.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(STATUS_RATE)));
-        self.gossip.register_request_handler(
+        self.gossip.peer_services().register_request_handler(
             sync::STATUS,
             peer_handler_fn(move |peer, _| {
                 stats.bump("messages", sync::STATUS);
@@ -57,7 +57,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let g = self.gossip.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(BLOCKS_RATE)));
         let in_flight: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
-        self.gossip.register_request_handler(
+        self.gossip.peer_services().register_request_handler(
             sync::BLOCKS,
             peer_handler_fn(move |peer, payload| {
                 stats.bump("messages", sync::BLOCKS);
@@ -65,7 +65,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 let hashes = sync::decode_hashes(&payload, sync::BATCH);
                 if hashes.is_none() {
                     stats.bump("requests_refused", "Malformed");
-                    g.report(&peer, Misbehaviour::ProtocolViolation);
+                    g.peer_services().report(&peer, Misbehaviour::ProtocolViolation);
                 }
                 // Charged by the bytes answered, after the answer is built;
                 // a peer with 8 answers in the making gets no ninth.
@@ -108,7 +108,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let stats = self.stats.clone();
         let g = self.gossip.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(rate)));
-        self.gossip.register_request_handler(
+        self.gossip.peer_services().register_request_handler(
             kind,
             peer_handler_fn(move |peer, payload| {
                 stats.bump("messages", kind);
@@ -117,7 +117,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     Ok(req) => Some(req),
                     Err(_) => {
                         stats.bump("requests_refused", "Malformed");
-                        g.report(&peer, Misbehaviour::ProtocolViolation);
+                        g.peer_services().report(&peer, Misbehaviour::ProtocolViolation);
                         None
                     }
                 };

@@ -12,9 +12,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// # Errors
     /// No answer in time, or an undecodable one.
     pub async fn peer_status(&self, peer: &PeerId) -> Result<Status, NetworkError> {
-        let answer = tokio::time::timeout(sync::REQUEST_TIMEOUT, self.gossip.request(peer, sync::STATUS, Bytes::new()))
-            .await
-            .map_err(|_| peer_error(peer, "no status in time"))??;
+        let answer = tokio::time::timeout(
+            sync::REQUEST_TIMEOUT,
+            self.gossip.peer_services().request(peer, sync::STATUS, Bytes::new()),
+        )
+        .await
+        .map_err(|_| peer_error(peer, "no status in time"))??;
         Status::decode(&answer).map_err(|e| peer_error(peer, format!("bad status: {e}")))
     }
 
@@ -95,7 +98,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// more work than ours (same genesis), most claimed work first.
     pub(super) async fn peers_ahead(&self) -> (usize, Vec<(PeerId, Status)>) {
         let (genesis, ours) = (self.chain.params().genesis_hash(), self.chain.tip().work);
-        let peers = self.gossip.peers();
+        let peers = self.gossip.peer_services().peers();
         let statuses = futures::future::join_all(peers.iter().map(|p| self.peer_status(p))).await;
         let mut answered = 0;
         let mut ahead: Vec<(PeerId, Status)> = Vec::new();
@@ -147,7 +150,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             let req = HashesRequest { locator: locator.clone(), max: sync::MAX_HEADERS as u32 };
             let answer = match tokio::time::timeout(
                 sync::REQUEST_TIMEOUT,
-                self.gossip.request(best, sync::HEADERS, Bytes::from(req.encode())),
+                self.gossip.peer_services().request(best, sync::HEADERS, Bytes::from(req.encode())),
             )
             .await
             {
@@ -156,18 +159,18 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 Err(_) => {
                     // A claim it does not back in time costs it a little (the
                     // penalty fades, as a slow honest peer's would).
-                    self.gossip.report(best, Misbehaviour::Spam);
+                    self.gossip.peer_services().report(best, Misbehaviour::Spam);
                     return Err(peer_error(best, "no headers in time"));
                 }
             };
             let Some(headers) = sync::decode_headers(&answer, sync::MAX_HEADERS) else {
-                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                self.gossip.peer_services().report(best, Misbehaviour::ProtocolViolation);
                 return Err(peer_error(best, "malformed headers"));
             };
             let complete = headers.len() < sync::MAX_HEADERS;
             if headers.first().is_some_and(|h| !sent.contains(&h.parent)) {
                 // The answer must start right after one of our locator hashes.
-                self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                self.gossip.peer_services().report(best, Misbehaviour::ProtocolViolation);
                 return Err(peer_error(best, "headers that do not start at our locator"));
             }
             let checked = self.chain.check_headers(headers).await?;
@@ -175,11 +178,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 Ok(checked) => checked,
                 Err(e @ HeadersError::Invalid { .. }) => {
                     // A header that breaks a rule is proof, like an invalid block.
-                    self.gossip.report(best, Misbehaviour::InvalidBlock);
+                    self.gossip.peer_services().report(best, Misbehaviour::InvalidBlock);
                     return Err(peer_error(best, format!("sent an invalid header chain: {e}")));
                 }
                 Err(e) => {
-                    self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                    self.gossip.peer_services().report(best, Misbehaviour::ProtocolViolation);
                     return Err(peer_error(best, format!("sent headers that are not a chain on ours: {e}")));
                 }
             };
@@ -191,7 +194,9 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 // its status (a store failure, a restart): a smaller charge that
                 // fades. The headers it did send show what it really has.
                 let lie = checked.hashes.last() == Some(&status.tip);
-                self.gossip.report(best, if lie { Misbehaviour::ProtocolViolation } else { Misbehaviour::Spam });
+                self.gossip
+                    .peer_services()
+                    .report(best, if lie { Misbehaviour::ProtocolViolation } else { Misbehaviour::Spam });
                 if checked.work <= ours {
                     return Err(peer_error(best, "claims more work than its headers carry"));
                 }
@@ -237,7 +242,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 match outcome? {
                     InsertOutcome::Invalid { reason } | InsertOutcome::Malformed { reason } => {
                         self.stats.bump("blocks_rejected", &variant_name(&reason));
-                        self.gossip.report(&source, Misbehaviour::InvalidBlock);
+                        self.gossip.peer_services().report(&source, Misbehaviour::InvalidBlock);
                         return Err(peer_error(&source, format!("sent an invalid block: {reason}")));
                     }
                     InsertOutcome::TooEarly { reason } => {
@@ -250,7 +255,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                         ));
                     }
                     InsertOutcome::Orphan { .. } => {
-                        self.gossip.report(best, Misbehaviour::ProtocolViolation);
+                        self.gossip.peer_services().report(best, Misbehaviour::ProtocolViolation);
                         return Err(peer_error(best, "its hashes do not connect to our chain"));
                     }
                     InsertOutcome::Stale { .. } => {
@@ -263,7 +268,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     }
                 }
             }
-            self.gossip.credit(&source, Contribution::Block);
+            self.gossip.peer_services().credit(&source, Contribution::Block);
             log.update(&mut lock_plain(&self.sync.progress), *done, total);
         }
         Ok(imported)
@@ -285,7 +290,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             tried_best = peer == best;
             let Ok(Ok(answer)) = tokio::time::timeout(
                 sync::REQUEST_TIMEOUT,
-                self.gossip.request(peer, sync::BLOCKS, sync::encode_hashes(&batch)),
+                self.gossip.peer_services().request(peer, sync::BLOCKS, sync::encode_hashes(&batch)),
             )
             .await
             else {
@@ -294,12 +299,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             let blocks = match sync::decode_blocks(&answer, batch.len()) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.gossip.report(peer, Misbehaviour::MalformedMessage);
+                    self.gossip.peer_services().report(peer, Misbehaviour::MalformedMessage);
                     return Err(peer_error(peer, format!("malformed blocks: {e}")));
                 }
             };
             if blocks.iter().zip(&batch).any(|(b, h)| b.hash() != *h) {
-                self.gossip.report(peer, Misbehaviour::ProtocolViolation);
+                self.gossip.peer_services().report(peer, Misbehaviour::ProtocolViolation);
                 return Err(peer_error(peer, "sent blocks we did not ask for"));
             }
             if blocks.len() == batch.len() {
@@ -310,7 +315,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     pub(super) async fn sync_task(self) {
-        let mut events = self.gossip.subscribe();
+        let mut events = self.gossip.peer_services().subscribe();
         let mut interval = tokio::time::interval(SYNC_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
