@@ -195,6 +195,18 @@ impl NodeBuilder {
         let (wallet, new_key) =
             Keypair::load_or_create(&key_path).map_err(|source| NodeError::Key { path: key_path, source })?;
 
+        // The API's port before anything is started: a busy one stops the
+        // launch with nothing to undo.
+        let listener = match &config.http {
+            Some(http) => {
+                let fail = |source| NodeError::Http { addr: http.clone(), source };
+                let listener = toy_api::bind_free(http).await.map_err(fail)?;
+                let bound = listener.local_addr().map_err(fail)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
+
         let db = data_dir.join("chain.redb");
         let store = RedbStore::open(&db).map_err(|source| {
             let hint = store_hint(&source);
@@ -209,37 +221,30 @@ impl NodeBuilder {
             Default::default(),
         )?;
         // One thread owns the chain and its store from here on.
+        // One thread owns the chain and its store from here on; what fails
+        // after this stops what was started, so the store is free again.
         let chain = ChainHandle::spawn(chain)?;
-
-        let mut p2p_config = toy_p2p::Config::builder()
-            .max_peers(if config.relay.is_some() { 1 } else { config.max_peers })
-            .book_path(data_dir.join("peers.json"))
-            .bootstrap(config.peers.iter().cloned().chain(config.relay.iter().cloned()).collect());
-        if let Some(a) = &config.advertise {
-            p2p_config = p2p_config.advertise(a.clone());
-        }
-        if let Some(t) = &config.tracker {
-            p2p_config = p2p_config.tracker(t.clone());
-        }
-        let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
-        let gossip: Arc<dyn GossipNetwork> = match &config.relay {
-            Some(r) => Arc::new(RelayGossip::new(p2p.clone(), PeerId(r.clone()), Default::default())?),
-            None => Arc::new(Gossip::new(p2p.clone(), Default::default())),
+        let (p2p, node) = match wire(&config, &chain, msg, msg_events, &data_dir).await {
+            Ok(wired) => wired,
+            Err(e) => {
+                chain.shutdown().await;
+                return Err(e);
+            }
         };
-        let node: NodeChain = ChainNode::install(chain.clone(), gossip)?;
-
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let miner = match config.mine_threads {
-            Some(threads) => Some(start_miner(&chain, &node, &wallet, threads, &tasks, &cancel)?),
+        let miner = match config.mine_threads.map(|t| start_miner(&chain, &node, &wallet, t, &tasks, &cancel)) {
+            Some(Ok(miner)) => Some(miner),
             None => None,
+            Some(Err(e)) => {
+                node.shutdown();
+                p2p.shutdown().await;
+                chain.shutdown().await;
+                return Err(e);
+            }
         };
-
-        let http_addr = match &config.http {
-            Some(http) => {
-                let listener =
-                    toy_api::bind_free(http).await.map_err(|source| NodeError::Http { addr: http.clone(), source })?;
-                let bound = listener.local_addr().map_err(|source| NodeError::Http { addr: http.clone(), source })?;
+        let http_addr = match listener {
+            Some((listener, bound)) => {
                 let rate = miner.as_ref().map(|m| m.rate_handle());
                 let live = toy_api::LiveNode::new(
                     node.clone(),
@@ -369,10 +374,45 @@ impl RunningNode {
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait()).await.is_err() {
             tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
-        let tip = self.chain.tip();
-        // Last: the actor commits what it holds and closes the store.
+        // Last: the actor commits what it holds and closes the store; the
+        // tip it publishes then is the one on disk.
         self.chain.shutdown().await;
-        tip
+        self.chain.tip()
+    }
+}
+
+/// The peer layer and the chain on it: p2p, flood or relay gossip, the
+/// chain's handlers and sync. What fails stops the peer layer again.
+async fn wire(
+    config: &NodeConfig,
+    chain: &ChainHandle<RedbStore>,
+    msg: Messaging<TcpTransport>,
+    msg_events: toy_msg::Events,
+    data_dir: &std::path::Path,
+) -> Result<(NodeP2p, NodeChain), NodeError> {
+    let mut p2p_config = toy_p2p::Config::builder()
+        .max_peers(if config.relay.is_some() { 1 } else { config.max_peers })
+        .book_path(data_dir.join("peers.json"))
+        .bootstrap(config.peers.iter().cloned().chain(config.relay.iter().cloned()).collect());
+    if let Some(a) = &config.advertise {
+        p2p_config = p2p_config.advertise(a.clone());
+    }
+    if let Some(t) = &config.tracker {
+        p2p_config = p2p_config.tracker(t.clone());
+    }
+    let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
+    let gossip: Result<Arc<dyn GossipNetwork>, NodeError> = match &config.relay {
+        Some(r) => RelayGossip::new(p2p.clone(), PeerId(r.clone()), Default::default())
+            .map(|g| Arc::new(g) as Arc<dyn GossipNetwork>)
+            .map_err(NodeError::from),
+        None => Ok(Arc::new(Gossip::new(p2p.clone(), Default::default()))),
+    };
+    match gossip.and_then(|g| ChainNode::install(chain.clone(), g).map_err(NodeError::from)) {
+        Ok(node) => Ok((p2p, node)),
+        Err(e) => {
+            p2p.shutdown().await;
+            Err(e)
+        }
     }
 }
 
@@ -386,7 +426,8 @@ fn start_miner(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<Arc<Miner>, NodeError> {
-    let c = chain.clone();
+    // The local lane: peers filling the network's cannot starve the miner.
+    let c = chain.local();
     let miner_addr = wallet.address();
     // Called on the miner's own thread, outside the runtime.
     let source = move || c.blocking_template(miner_addr).ok();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use toy_chain::network::{ChainNode, GossipNetwork, NetworkError, ResolveReport};
+use toy_chain::network::{ChainHandle, ChainNode, GossipNetwork, NetworkError, ResolveReport};
 use toy_chain::{Address, Chain, Hash, Keypair, MempoolError, Signature, Store, Transaction, TxKind};
 
 use crate::{
@@ -78,6 +78,9 @@ impl<P: toy_gossip::PeerNetwork> PeerAdmin for P {
 /// The API of a running node.
 pub struct LiveNode<S: Store, G: GossipNetwork + ?Sized> {
     node: ChainNode<S, G>,
+    /// The chain on its local lane: peers filling the network's lane do not
+    /// delay the API.
+    chain: ChainHandle<S>,
     config: LiveConfig,
     /// Serialises sends from the node wallet so that nonces do not collide.
     send_lock: tokio::sync::Mutex<()>,
@@ -92,6 +95,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> LiveNode<S, G> {
     /// The API over `node`.
     pub fn new(node: ChainNode<S, G>, config: LiveConfig) -> Self {
         Self {
+            chain: node.chain().local(),
             node,
             config,
             send_lock: tokio::sync::Mutex::new(()),
@@ -105,7 +109,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> LiveNode<S, G> {
         &self,
         f: impl FnOnce(&Chain<S>) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.node.chain().read(f).await.map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?
+        self.chain.read(f).await.map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?
     }
 }
 
@@ -309,12 +313,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
             return Err(ApiError::Busy("a block is already being mined on demand; try again when it is done".into()));
         };
         let miner = self.config.wallet.address();
-        let block = self
-            .node
-            .chain()
-            .template(miner)
-            .await
-            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?;
+        let block =
+            self.chain.template(miner).await.map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?;
         let limit = self.config.mine_max_nonces;
         // Set when this request ends however it ends (a client gone, the
         // request timeout): the grinding thread stops within milliseconds.

@@ -46,6 +46,11 @@ use crate::types::{Address, Block, Hash, Header, Transaction};
 /// connection, so one peer cannot queue more than its slots.
 pub const DEFAULT_QUEUE: usize = 64;
 
+/// Capacity of the local lane ([`ChainHandle::local`]): 16 jobs. Local work
+/// is a miner and an API whose own handlers are bounded; it is served
+/// first, so it never needs more.
+pub const LOCAL_QUEUE: usize = 16;
+
 /// Default longest time a write's answer is held for a group commit: 200 ms.
 pub const DEFAULT_FLUSH_AFTER: Duration = Duration::from_millis(200);
 
@@ -109,25 +114,32 @@ impl ChainSnapshot {
     }
 }
 
-/// An answer held until the group commit; told whether it failed.
-type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-
-/// A read job; it sends its own answer.
-type ReadJob<S> = Box<dyn FnOnce(&Chain<S>) + Send>;
-/// A job changing memory only; it sends its own answer.
-type MutateJob<S> = Box<dyn FnOnce(&mut Chain<S>) + Send>;
-/// A job that may write the store; returns its answer, to be sent once durable.
+/// A job's answer, sent after the snapshot is published (a caller that
+/// reads the snapshot after its answer sees its own change) and, for a
+/// write held by a group commit, after the commit; told whether the commit
+/// failed.
+type Deferred = Box<dyn FnOnce(Option<&str>) + Send>;
+/// A read job; returns its answer.
+type ReadJob<S> = Box<dyn FnOnce(&Chain<S>) -> Deferred + Send>;
+/// A job that changes the chain; returns its answer.
 type WriteJob<S> = Box<dyn FnOnce(&mut Chain<S>) -> Deferred + Send>;
 
 enum Job<S: Store> {
-    /// Reads (answered at once).
+    /// Reads: answered at once.
     Read(ReadJob<S>),
     /// Changes memory only (the mempool, a template): answered at once.
-    Mutate(MutateJob<S>),
+    Mutate(WriteJob<S>),
     /// May write the store: answered once durable.
     Write(WriteJob<S>),
     /// Commit what is held and stop.
     Stop(oneshot::Sender<()>),
+}
+
+/// Wraps a result as an answer that ignores the commit (reads, memory).
+fn answer_now<R: Send + 'static>(tx: oneshot::Sender<R>, r: R) -> Deferred {
+    Box::new(move |_| {
+        let _ = tx.send(r);
+    })
 }
 
 /// A cloneable handle to the chain actor. Every method queues a job for the
@@ -135,7 +147,11 @@ enum Job<S: Store> {
 /// [`ChainHandle::snapshot`] and [`ChainHandle::params`], which read what
 /// the actor published.
 pub struct ChainHandle<S: Store> {
+    /// The lane this handle queues on: the network's, or the local one
+    /// ([`ChainHandle::local`]).
     jobs: mpsc::Sender<Job<S>>,
+    /// The local lane, served first.
+    local: mpsc::Sender<Job<S>>,
     tip: watch::Receiver<Tip>,
     snapshot: watch::Receiver<ChainSnapshot>,
     params: Arc<ChainParams>,
@@ -145,6 +161,7 @@ impl<S: Store> Clone for ChainHandle<S> {
     fn clone(&self) -> Self {
         Self {
             jobs: self.jobs.clone(),
+            local: self.local.clone(),
             tip: self.tip.clone(),
             snapshot: self.snapshot.clone(),
             params: self.params.clone(),
@@ -174,14 +191,27 @@ impl<S: Store> ChainHandle<S> {
     /// When the thread cannot be started.
     pub fn spawn_with(chain: Chain<S>, config: ActorConfig) -> Result<Self, ChainError> {
         let (jobs, rx) = mpsc::channel(config.queue.max(1));
+        let (local, local_rx) = mpsc::channel(LOCAL_QUEUE);
         let tip = chain.subscribe();
         let (snap_tx, snapshot) = watch::channel(ChainSnapshot::of(&chain));
         let params = Arc::new(chain.params().clone());
+        // The actor's own single-threaded runtime only waits on its two
+        // lanes; the jobs run on this thread, synchronously.
+        let rt =
+            tokio::runtime::Builder::new_current_thread().build().map_err(|e| ChainError::Store(StoreError::Io(e)))?;
         std::thread::Builder::new()
             .name("chain".into())
-            .spawn(move || run(chain, rx, snap_tx, &config))
+            .spawn(move || run(chain, Lanes { rt, local: local_rx, network: rx }, snap_tx, &config))
             .map_err(|e| ChainError::Store(StoreError::Io(e)))?;
-        Ok(Self { jobs, tip, snapshot, params })
+        Ok(Self { jobs, local, tip, snapshot, params })
+    }
+
+    /// A handle on the local lane, served before the network's: for the
+    /// node's own work (its miner, its API, its wallet), so peers filling
+    /// the network lane cannot make it wait behind them. The lane holds
+    /// [`LOCAL_QUEUE`] jobs.
+    pub fn local(&self) -> Self {
+        Self { jobs: self.local.clone(), ..self.clone() }
     }
 
     /// The best chain's tip, as last published (no queueing).
@@ -213,10 +243,7 @@ impl<S: Store> ChainHandle<S> {
         f: impl FnOnce(&Chain<S>) -> R + Send + 'static,
     ) -> Result<R, ChainError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Read(Box::new(move |c| {
-            let _ = tx.send(f(c));
-        })))
-        .await?;
+        self.send(Job::Read(Box::new(move |c| answer_now(tx, f(c))))).await?;
         rx.await.map_err(|_| ChainError::Stopped)
     }
 
@@ -234,11 +261,7 @@ impl<S: Store> ChainHandle<S> {
         f: impl FnOnce(&Chain<S>) -> R + Send + 'static,
     ) -> Result<R, ChainError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .blocking_send(Job::Read(Box::new(move |c| {
-                let _ = tx.send(f(c));
-            })))
-            .map_err(|_| ChainError::Stopped)?;
+        self.jobs.blocking_send(Job::Read(Box::new(move |c| answer_now(tx, f(c))))).map_err(|_| ChainError::Stopped)?;
         rx.blocking_recv().map_err(|_| ChainError::Stopped)
     }
 
@@ -260,9 +283,7 @@ impl<S: Store> ChainHandle<S> {
     pub fn blocking_template(&self, miner: Address) -> Result<Block, ChainError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .blocking_send(Job::Mutate(Box::new(move |c| {
-                let _ = tx.send(c.template(miner, now_ms()));
-            })))
+            .blocking_send(Job::Mutate(Box::new(move |c| answer_now(tx, c.template(miner, now_ms())))))
             .map_err(|_| ChainError::Stopped)?;
         rx.blocking_recv().map_err(|_| ChainError::Stopped)
     }
@@ -354,10 +375,7 @@ impl<S: Store> ChainHandle<S> {
         f: impl FnOnce(&mut Chain<S>) -> R + Send + 'static,
     ) -> Result<R, ChainError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Mutate(Box::new(move |c| {
-            let _ = tx.send(f(c));
-        })))
-        .await?;
+        self.send(Job::Mutate(Box::new(move |c| answer_now(tx, f(c))))).await?;
         rx.await.map_err(|_| ChainError::Stopped)
     }
 
@@ -376,10 +394,10 @@ impl<S: Store> ChainHandle<S> {
         let (tx, rx) = oneshot::channel::<Result<R, ChainError>>();
         self.send(Job::Write(Box::new(move |c| {
             let r = f(c);
-            Box::new(move |failed: Option<&StoreError>| {
+            Box::new(move |failed: Option<&str>| {
                 let _ = tx.send(match failed {
                     None => Ok(r),
-                    Some(e) => Err(ChainError::Store(StoreError::Db(format!("durable commit failed: {e}")))),
+                    Some(e) => Err(ChainError::Store(StoreError::Db(format!("not made durable: {e}")))),
                 });
             })
         })))
@@ -388,10 +406,51 @@ impl<S: Store> ChainHandle<S> {
     }
 }
 
-/// The actor's loop: jobs in order, group commits, published snapshots.
+/// The actor's two lanes and the runtime that waits on them.
+struct Lanes<S: Store> {
+    rt: tokio::runtime::Runtime,
+    local: mpsc::Receiver<Job<S>>,
+    network: mpsc::Receiver<Job<S>>,
+}
+
+impl<S: Store> Lanes<S> {
+    /// The next job, local first, without waiting; `Err(true)` when both
+    /// lanes are closed.
+    fn try_next(&mut self) -> Result<Job<S>, bool> {
+        let local = match self.local.try_recv() {
+            Ok(job) => return Ok(job),
+            Err(e) => e == mpsc::error::TryRecvError::Disconnected,
+        };
+        match self.network.try_recv() {
+            Ok(job) => Ok(job),
+            Err(e) => Err(local && e == mpsc::error::TryRecvError::Disconnected),
+        }
+    }
+
+    /// The next job, local first, waiting for one; `None` when both lanes
+    /// are closed.
+    fn next(&mut self) -> Option<Job<S>> {
+        let Self { rt, local, network } = self;
+        rt.block_on(async {
+            tokio::select! {
+                biased;
+                Some(job) = local.recv() => Some(job),
+                Some(job) = network.recv() => Some(job),
+                else => None,
+            }
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.network.is_empty()
+    }
+}
+
+/// The actor's loop: jobs in order (the local lane first), group commits,
+/// published snapshots.
 fn run<S: Store>(
     mut chain: Chain<S>,
-    mut jobs: mpsc::Receiver<Job<S>>,
+    mut lanes: Lanes<S>,
     snapshot: watch::Sender<ChainSnapshot>,
     config: &ActorConfig,
 ) {
@@ -400,34 +459,35 @@ fn run<S: Store>(
     let mut stopped = None;
     loop {
         let job = if held.is_empty() {
-            jobs.blocking_recv()
+            lanes.next()
         } else {
-            match jobs.try_recv() {
+            match lanes.try_next() {
                 Ok(job) => Some(job),
-                Err(mpsc::error::TryRecvError::Empty) => {
+                Err(false) => {
                     // Drained: one durable commit answers every held write.
-                    flush(&mut chain, &mut held);
-                    publish(&chain, &snapshot);
+                    flush(&mut chain, &mut held, &snapshot);
                     continue;
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(true) => None,
             }
         };
         let Some(job) = job else { break };
+        if matches!(job, Job::Write(_)) && !held.is_empty() && chain.store_failure().is_some() {
+            // The store failed during this group: what it holds may not
+            // survive a reopen, so it is settled (as failed) before any
+            // other write, a reopen of the store included.
+            flush(&mut chain, &mut held, &snapshot);
+        }
         // A panic in a job (a caller's closure, or a bug) costs that job's
         // answer, not the chain: the caller sees `Stopped`.
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match job {
-            Job::Read(f) => {
-                f(&chain);
-                None
-            }
-            Job::Mutate(f) => {
-                f(&mut chain);
-                None
-            }
+            Job::Read(f) => Ok(Some(f(&chain))),
+            Job::Mutate(f) => Ok(Some(f(&mut chain))),
             Job::Write(f) => {
-                // Others waiting: write without an fsync and hold the answer.
-                if config.group_commit && !jobs.is_empty() && !chain.is_relaxed() {
+                // Others waiting: write without an fsync and hold the answer
+                // (never while the store is failing: nothing would group).
+                let others = !lanes.is_empty();
+                if config.group_commit && others && !chain.is_relaxed() && chain.store_failure().is_none() {
                     if let Err(e) = chain.relax_durability() {
                         tracing::warn!("could not relax durability: {e}");
                     } else {
@@ -437,28 +497,34 @@ fn run<S: Store>(
                 let answer = f(&mut chain);
                 if chain.is_relaxed() {
                     held.push(answer);
+                    Ok(None)
                 } else {
-                    answer(None);
+                    Ok(Some(answer))
                 }
-                None
             }
-            Job::Stop(done) => Some(done),
+            Job::Stop(done) => Err(done),
         }));
         match ran {
-            Ok(Some(done)) => {
+            Ok(Ok(answer)) => {
+                publish(&chain, &snapshot);
+                if let Some(answer) = answer {
+                    answer(None);
+                }
+            }
+            Ok(Err(done)) => {
                 stopped = Some(done);
                 break;
             }
-            Ok(None) => {}
-            Err(_) => tracing::error!("a chain job panicked; the chain goes on"),
+            Err(_) => {
+                tracing::error!("a chain job panicked; what it wrote is committed and the chain goes on");
+                flush(&mut chain, &mut held, &snapshot);
+            }
         }
         if !held.is_empty() && (held.len() >= config.flush_writes || held_since.elapsed() >= config.flush_after) {
-            flush(&mut chain, &mut held);
+            flush(&mut chain, &mut held, &snapshot);
         }
-        publish(&chain, &snapshot);
     }
-    flush(&mut chain, &mut held);
-    publish(&chain, &snapshot);
+    flush(&mut chain, &mut held, &snapshot);
     // The store closes with the chain, before the stop is confirmed: a node
     // opened on the same directory right after finds it free.
     drop(chain);
@@ -478,11 +544,16 @@ fn publish<S: Store>(chain: &Chain<S>, snapshot: &watch::Sender<ChainSnapshot>) 
 }
 
 /// One durable commit for everything written since durability was relaxed;
-/// then the held answers, told if it failed.
-fn flush<S: Store>(chain: &mut Chain<S>, held: &mut Vec<Deferred>) {
+/// then the snapshot, then the held answers, told if the group failed: the
+/// commit itself, or a store failure during the group (what was written
+/// without an fsync may be lost when the store is reopened).
+fn flush<S: Store>(chain: &mut Chain<S>, held: &mut Vec<Deferred>, snapshot: &watch::Sender<ChainSnapshot>) {
+    let during = chain.store_failure().map(str::to_owned);
     let done = chain.make_durable();
+    publish(chain, snapshot);
+    let failed = done.err().map(|e| e.to_string()).or(during);
     for answer in held.drain(..) {
-        answer(done.as_ref().err());
+        answer(failed.as_deref());
     }
 }
 

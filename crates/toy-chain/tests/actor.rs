@@ -101,3 +101,28 @@ async fn a_failed_group_commit_reaches_every_writer_that_waited_for_it() {
     assert_eq!(after_crash(&handle).await, Some(toy_chain::ChainParams::test().genesis_hash()), "nothing durable");
     assert!(handle.snapshot().store_failure.is_some(), "the failure is published");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_work_goes_before_a_full_network_lane() {
+    // A peer's jobs fill the network lane; the node's own (its miner, its
+    // API) take the local lane and are served first.
+    let handle = ChainHandle::spawn(open(FailingStore::default())).expect("actor");
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let network: Vec<_> = (0..32)
+        .map(|i| {
+            let order = order.clone();
+            handle.read(move |_| order.lock().expect("order").push(format!("network {i}")))
+        })
+        .collect();
+    let local_lane = handle.local();
+    let local = {
+        let order = order.clone();
+        local_lane.read(move |_| order.lock().expect("order").push("local".to_owned()))
+    };
+    let both = futures::future::join(futures::future::join_all(network), local);
+    let (net, loc) = queued_together(&handle, both).await;
+    assert!(net.iter().all(Result::is_ok) && loc.is_ok());
+    let order = order.lock().expect("order").clone();
+    let at = order.iter().position(|o| o == "local").expect("ran");
+    assert!(at <= 1, "the local job waited behind {at} network jobs: {order:?}");
+}

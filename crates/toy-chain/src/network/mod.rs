@@ -584,7 +584,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Storage failures, or the gossip layer's.
     pub async fn submit_block(&self, block: Block) -> Result<InsertOutcome, NetworkError> {
         let encoded = Bytes::from(block.encode());
-        let outcome = self.insert(block, None).await?;
+        // On the local lane: peers filling the network's cannot delay it.
+        let outcome = self.chain.local().insert(block, None).await?;
         if matches!(outcome, InsertOutcome::Connected { .. } | InsertOutcome::Reorganised { .. }) {
             self.stats.bump("blocks_accepted", "Mined");
             self.gossip.broadcast(NEW_BLOCK, encoded)?;
@@ -598,7 +599,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// The mempool's reason for refusing it.
     pub async fn submit_tx(&self, tx: Transaction) -> Result<Hash, NetworkError> {
         let encoded = Bytes::from(tx.encode());
-        let added = self.chain.add_tx(tx).await?;
+        let added = self.chain.local().add_tx(tx).await?;
         let id = added.inspect_err(|e| self.stats.bump("txs_rejected", &variant_name(e)))?;
         self.stats.bump("txs_accepted", "local");
         self.gossip.broadcast(NEW_TX, encoded)?;

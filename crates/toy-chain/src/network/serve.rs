@@ -78,10 +78,22 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 async move {
                     let _slot = slot?;
                     let hashes = hashes?;
+                    // Read only what the answer can carry: each hash once,
+                    // and no block past the response limit (a request that
+                    // names one large block 32 times costs one read).
                     let answer = c
                         .read(move |c| {
-                            let blocks: Vec<Vec<u8>> =
-                                hashes.iter().map_while(|h| c.block(h).ok().flatten().map(|b| b.encode())).collect();
+                            let mut seen = std::collections::HashSet::new();
+                            let mut size = 0usize;
+                            let blocks: Vec<Vec<u8>> = hashes
+                                .iter()
+                                .filter(|h| seen.insert(**h))
+                                .map_while(|h| c.block(h).ok().flatten().map(|b| b.encode()))
+                                .take_while(|b| {
+                                    size += 4 + b.len();
+                                    size <= sync::MAX_BLOCKS_RESPONSE || size == 4 + b.len()
+                                })
+                                .collect();
                             sync::encode_blocks(blocks)
                         })
                         .await
