@@ -2,7 +2,7 @@
 //! [`GossipNetwork`] — flood gossip, relay gossip and the in-memory double.
 //!
 //! An implementation provides a [`Harness`] that builds a few connected
-//! nodes, then instantiates the suite with [`gossip_conformance_suite!`]:
+//! nodes, then instantiates the suite with [`gossip_conformance_suite!`](crate::gossip_conformance_suite):
 //!
 //! ```no_run
 //! struct Double;
