@@ -41,9 +41,9 @@ use crate::types::{Address, Block, Hash, Header, Transaction};
 /// Default capacity of the actor's queue: 64 jobs. Each job holds at most
 /// one block, one transaction or one sync batch (≤ 8 MiB), and a sync keeps
 /// one batch queued at a time, so a full queue is a few blocks' worth of
-/// memory. Past it, callers wait (`send().await`): the backpressure reaches
-/// the messaging layer, whose bounded handler slots then shed load per
-/// connection, so one peer cannot queue more than its slots.
+/// memory. Past it, callers wait (`send().await`). The chain's networking
+/// lets one peer have at most `MAX_PEER_CHAIN_JOBS` (8) of these at once,
+/// and the node's own work has a lane of its own ([`ChainHandle::local`]).
 pub const DEFAULT_QUEUE: usize = 64;
 
 /// Capacity of the local lane ([`ChainHandle::local`]): 16 jobs. Local work

@@ -314,6 +314,60 @@ pub const ORPHAN_FETCH_RATE: RequestRate = RequestRate { burst: 3.0, per_sec: 0.
 /// has marked the message seen, so a drop would lose it for every peer.
 pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.0 };
 
+/// Chain jobs one peer may have queued or running on the chain actor at
+/// once: 8 (its gossiped blocks and transactions, and the reads its
+/// requests need). Past it, that peer's handlers wait for one of its own
+/// jobs to finish: the actor's network lane (64 jobs) then holds at most
+/// this many from any one peer, so a peer flooding blocks slows only
+/// itself. Waiting, not dropping: a gossiped message is already marked
+/// seen, so a drop would lose it for every peer (the reason unfunded
+/// transactions are only counted).
+pub const MAX_PEER_CHAIN_JOBS: usize = 8;
+
+/// Per-peer limits on chain jobs ([`MAX_PEER_CHAIN_JOBS`]). Bounded: a
+/// peer's entry lives only while it has jobs (at most one per connection's
+/// handler slot).
+#[derive(Debug, Default)]
+struct PeerJobs {
+    peers: Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// One chain job of a peer; gives its slot back when dropped.
+struct PeerJob {
+    jobs: Arc<PeerJobs>,
+    peer: PeerId,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl PeerJobs {
+    /// Waits for a slot of `peer`'s.
+    async fn enter(jobs: &Arc<PeerJobs>, peer: &PeerId) -> PeerJob {
+        let slots = lock_plain(&jobs.peers)
+            .entry(peer.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CHAIN_JOBS)))
+            .clone();
+        // Never closed: a permit always comes.
+        let permit = slots.acquire_owned().await.ok();
+        PeerJob { jobs: jobs.clone(), peer: peer.clone(), permit }
+    }
+}
+
+impl Drop for PeerJob {
+    fn drop(&mut self) {
+        let mut peers = lock_plain(&self.jobs.peers);
+        // The permit first (it holds the semaphore too); then the entry goes
+        // when no job holds it and nobody waits on it (a waiter holds a
+        // clone).
+        drop(self.permit.take());
+        if let Some(slots) = peers.get(&self.peer)
+            && Arc::strong_count(slots) == 1
+            && slots.available_permits() == MAX_PEER_CHAIN_JOBS
+        {
+            peers.remove(&self.peer);
+        }
+    }
+}
+
 /// The chain attached to a gossip network: gossip handlers, request
 /// handlers and the background sync task (stopped by
 /// [`ChainNode::shutdown`]; call it before shutting the network down).
@@ -324,6 +378,8 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     orphan_fetches: Arc<Mutex<PeerBuckets>>,
     /// Per peer: transactions refused for funds or nonce ([`UNFUNDED_TX_RATE`]).
     unfunded_txs: Arc<Mutex<PeerBuckets>>,
+    /// Per peer: chain jobs at once ([`MAX_PEER_CHAIN_JOBS`]).
+    peer_jobs: Arc<PeerJobs>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -350,6 +406,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             fetching: self.fetching.clone(),
             orphan_fetches: self.orphan_fetches.clone(),
             unfunded_txs: self.unfunded_txs.clone(),
+            peer_jobs: self.peer_jobs.clone(),
             sync: self.sync.clone(),
             stats: self.stats.clone(),
         }
@@ -369,6 +426,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             fetching: Arc::new(AtomicBool::new(false)),
             orphan_fetches: Arc::new(Mutex::new(PeerBuckets::new(ORPHAN_FETCH_RATE))),
             unfunded_txs: Arc::new(Mutex::new(PeerBuckets::new(UNFUNDED_TX_RATE))),
+            peer_jobs: Arc::default(),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -442,7 +500,17 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// run on its thread). `from` is charged for the block if it waits as
     /// an orphan.
     async fn insert(&self, block: Block, from: Option<&PeerId>) -> Result<InsertOutcome, NetworkError> {
+        let _slot = self.peer_job(from).await;
         Ok(self.chain.insert(block, from.map(|p| p.0.clone())).await?)
+    }
+
+    /// A slot among `peer`'s chain jobs ([`MAX_PEER_CHAIN_JOBS`]); none
+    /// needed for our own work.
+    async fn peer_job(&self, peer: Option<&PeerId>) -> Option<PeerJob> {
+        match peer {
+            Some(p) => Some(PeerJobs::enter(&self.peer_jobs, p).await),
+            None => None,
+        }
     }
 
     /// Counters of received messages and verdicts.
@@ -538,7 +606,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
-        let outcome = self.chain.add_tx(tx).await;
+        let outcome = {
+            let _slot = self.peer_job(from.as_ref()).await;
+            self.chain.add_tx(tx).await
+        };
         let unfunded = matches!(
             outcome,
             Ok(Err(MempoolError::InsufficientBalance { .. }
@@ -656,6 +727,28 @@ mod tests {
         }
         assert_eq!(budget.peers.len(), REQUEST_RATE_PEERS);
         assert!(!budget.peers.contains_key(&PeerId("p0".into())));
+    }
+
+    #[tokio::test]
+    async fn a_peer_has_at_most_its_share_of_chain_jobs_and_its_entry_goes_with_them() {
+        let jobs = Arc::new(PeerJobs::default());
+        let flooder = PeerId("10.0.0.9:1".into());
+        let mut held = Vec::new();
+        for _ in 0..MAX_PEER_CHAIN_JOBS {
+            held.push(PeerJobs::enter(&jobs, &flooder).await);
+        }
+        let one_more = tokio::time::timeout(Duration::from_millis(50), PeerJobs::enter(&jobs, &flooder)).await;
+        assert!(one_more.is_err(), "the flooder waits for one of its own jobs");
+        let other =
+            tokio::time::timeout(Duration::from_secs(5), PeerJobs::enter(&jobs, &PeerId("10.0.0.2:1".into()))).await;
+        assert!(other.is_ok(), "another peer does not wait behind it");
+        drop(other);
+        held.pop();
+        let next = tokio::time::timeout(Duration::from_secs(5), PeerJobs::enter(&jobs, &flooder)).await;
+        assert!(next.is_ok(), "a finished job makes room");
+        drop(next);
+        held.clear();
+        assert!(lock_plain(&jobs.peers).is_empty(), "no entry outlives its jobs");
     }
 
     #[test]

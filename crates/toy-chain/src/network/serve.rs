@@ -55,6 +55,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let c = self.chain.clone();
         let stats = self.stats.clone();
         let g = self.gossip.clone();
+        let jobs = self.peer_jobs.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(BLOCKS_RATE)));
         let in_flight: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
         self.gossip.peer_services().register_request_handler(
@@ -75,9 +76,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     stats.bump("requests_refused", "BlocksInFlight");
                 }
                 let budget = budget.clone();
+                let jobs = jobs.clone();
                 async move {
                     let _slot = slot?;
                     let hashes = hashes?;
+                    let _job = PeerJobs::enter(&jobs, &peer).await;
                     // Read only what the answer can carry: each hash once,
                     // and no block past the response limit (a request that
                     // names one large block 32 times costs one read).
@@ -120,6 +123,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let stats = self.stats.clone();
         let g = self.gossip.clone();
         let budget = Arc::new(Mutex::new(PeerBuckets::new(rate)));
+        let jobs = self.peer_jobs.clone();
         self.gossip.peer_services().register_request_handler(
             kind,
             peer_handler_fn(move |peer, payload| {
@@ -134,8 +138,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                     }
                 };
                 let req = req.filter(|_| within_budget(&*g, &stats, &budget, &peer, kind, 1.0));
+                let jobs = jobs.clone();
                 async move {
                     let req = req?;
+                    let _job = PeerJobs::enter(&jobs, &peer).await;
                     c.read(move |c| answer(c, &req)).await.ok()
                 }
             }),
