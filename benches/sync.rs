@@ -30,8 +30,8 @@ use toy::chain::actor::ActorConfig;
 use toy::chain::network::{ChainHandle, ChainNode};
 use toy::chain::sync::BATCH;
 use toy::chain::{
-    Address, Block, Chain, ChainParams, K256Verifier, Keypair, MemoryStore, RedbStore, SigCache, Signature, Store,
-    Transaction, TxKind, mine_simple, now_ms,
+    Address, Block, Chain, ChainParams, Keypair, MemoryStore, RedbStore, Signature, Store, Transaction, TxKind,
+    mine_simple, now_ms,
 };
 use toy::gossip::Gossip;
 use toy::msg::{Messaging, Messenger};
@@ -42,14 +42,7 @@ const BLOCKS: usize = 2_000;
 const TXS: usize = 10;
 
 fn open<S: Store>(store: S) -> Chain<S> {
-    Chain::open(
-        ChainParams::test(),
-        store,
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        Default::default(),
-    )
-    .expect("open")
+    toy_testing::chain::open(ChainParams::test(), store)
 }
 
 /// 2 000 blocks of 10 signed transfers each, built on the test preset.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use toy_api::{ApiError, LiveConfig, LiveNode, NodeApi};
-use toy_chain::network::{ChainHandle, ChainNode};
+use toy_chain::network::ChainNode;
 use toy_chain::target::leading_zeros;
-use toy_chain::{Chain, ChainParams, K256Verifier, Keypair, MemoryStore, SigCache, Signature, Transaction, TxKind};
+use toy_chain::{ChainParams, Keypair, MemoryStore, Signature, Transaction, TxKind};
 use toy_gossip::Gossip;
 use toy_msg::{Messaging, Messenger};
 use toy_net::{MemoryNetwork, MemoryTransport};
@@ -33,16 +33,8 @@ async fn chain_node(net: &MemoryNetwork, name: &str, boot: Vec<String>) -> (P2p<
     msg.listen(name).await.expect("listen");
     let config = toy_p2p::Config::builder().bootstrap(boot).tick(Duration::from_millis(50)).build().expect("config");
     let p2p = P2p::start(msg, events, config).expect("p2p");
-    let chain = Chain::open(
-        ChainParams::test(),
-        MemoryStore::new(),
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        Default::default(),
-    )
-    .expect("chain");
     let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
-    let node = ChainNode::install(ChainHandle::spawn(chain).expect("actor"), gossip).expect("install");
+    let node = toy_testing::chain::chain_node(toy_testing::chain::test_chain(), gossip);
     (p2p, node)
 }
 
@@ -341,20 +333,13 @@ async fn mining_on_demand_is_one_at_a_time_and_gives_up() {
         retarget: None,
         ..ChainParams::test()
     };
-    let chain = Chain::open(
-        params,
-        MemoryStore::new(),
-        Arc::new(K256Verifier::new()),
-        Arc::new(SigCache::default()),
-        Default::default(),
-    )
-    .expect("chain");
+    let chain = toy_testing::chain::open(params, MemoryStore::new());
     let (t, ev) = net.endpoint(Default::default());
     let (msg, events) = Messaging::new(t, ev, Default::default());
     msg.listen("hard:1").await.expect("listen");
     let p2p = P2p::start(msg, events, toy_p2p::Config::default()).expect("p2p");
     let gossip = Arc::new(Gossip::new(p2p.clone(), Default::default()));
-    let node = ChainNode::install(ChainHandle::spawn(chain).expect("actor"), gossip).expect("install");
+    let node = toy_testing::chain::chain_node(chain, gossip);
     let live = LiveNode::new(
         node,
         LiveConfig {

@@ -552,3 +552,45 @@ async fn requests_are_answered_while_a_writer_holds_the_chain() {
     asker.shutdown().await;
     victim_p2p.shutdown().await;
 }
+
+/// A chain node on the in-memory gossip double: no transport, messaging or
+/// peering beneath the chain layer.
+fn on_double(net: &toy_gossip::MemoryGossipNet, name: &str) -> ChainNode<MemoryStore, toy_gossip::MemoryGossip> {
+    ChainNode::install(ChainHandle::spawn(chain()).expect("actor"), Arc::new(net.join(name))).expect("install")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_gossip_double_blocks_spread_a_late_node_syncs_and_a_bad_block_costs_its_sender() {
+    let net = toy_gossip::MemoryGossipNet::new();
+    let a = on_double(&net, "a");
+    let b = on_double(&net, "b");
+    for _ in 0..3 {
+        mine_one(&a, "miner-a").await;
+    }
+    let want = tip(&a);
+    wait_until("b follows a", || tip(&b) == want).await;
+    // A late node syncs by direct requests (chain:status, headers, blocks),
+    // which the double serves from the peers' request handlers.
+    let late = on_double(&net, "late");
+    wait_until("the late node syncs", || tip(&late) == want).await;
+    // An invalid block: refused, and its sender reported by the receiver.
+    let bad = read(&a, |c| {
+        let mut bad = unmined(c, c.tip().hash, vec![], miner(), 1000);
+        bad.header.reward += 1;
+        bad.header.timestamp_ms = now_ms();
+        mine(bad)
+    })
+    .await;
+    let sender = net.join("adversary");
+    toy_gossip::GossipNetwork::broadcast(&sender, toy_chain::network::NEW_BLOCK, Bytes::from(bad.encode()))
+        .expect("broadcast");
+    let b_gossip = b.gossip().clone();
+    wait_until("b reports the sender", || {
+        b_gossip.reports().iter().any(|(p, m)| p.0 == "adversary" && *m == toy_p2p::Misbehaviour::InvalidGossip)
+    })
+    .await;
+    assert_eq!(tip(&b), want, "the bad block changed nothing");
+    for n in [&a, &b, &late] {
+        n.shutdown();
+    }
+}

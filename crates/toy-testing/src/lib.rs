@@ -4,7 +4,10 @@
 //! itself: waiting for a condition under a generous deadline (never a fixed
 //! sleep: tests must pass on a loaded two-core machine), and the
 //! Messaging → P2p → Gossip stack built in one call, over the in-memory
-//! network or TCP. Not published; a dev-dependency only.
+//! network or TCP; with the `chain` feature, chain fixtures ([`chain`]: a
+//! chain on the test preset, a chain node on any gossip network, the
+//! in-memory gossip double included). Not published; a dev-dependency
+//! only.
 //!
 //! ## Example
 //!
@@ -22,6 +25,9 @@
 //! # b.0.shutdown().await;
 //! # }
 //! ```
+
+#[cfg(feature = "chain")]
+pub mod chain;
 
 use std::future::Future;
 use std::time::Duration;
