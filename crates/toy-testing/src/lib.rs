@@ -4,7 +4,7 @@
 //! itself: waiting for a condition under a generous deadline (never a fixed
 //! sleep: tests must pass on a loaded two-core machine), and the
 //! Messaging → P2p → Gossip stack built in one call, over the in-memory
-//! network or TCP; with the `chain` feature, chain fixtures ([`chain`]: a
+//! network or TCP; with the `chain` feature, chain fixtures (module `chain`: a
 //! chain on the test preset, a chain node on any gossip network, the
 //! in-memory gossip double included). Not published; a dev-dependency
 //! only.
