@@ -891,7 +891,8 @@ async fn search_flood(args: &Args) -> anyhow::Result<()> {
             continue;
         };
         for i in 0..SENT {
-            let mut payload = rand::random::<[u8; 16]>().to_vec();
+            // gossip id | search id | a 32-byte block hash nobody has.
+            let mut payload = rand::random::<[u8; 32]>().to_vec();
             payload.extend_from_slice(&i.to_be_bytes());
             payload.extend_from_slice(&[0xee; 28]);
             if p.send(&id, &format!("gossip:search:{}", toy::chain::network::SEARCH_BLOCK), Bytes::from(payload))

@@ -212,11 +212,17 @@ impl<P: PeerNetwork> Gossip<P> {
     }
 
     async fn on_search(&self, kind: &str, from: PeerId, payload: Bytes) {
-        let Some((id, query)) = split_id(&payload) else {
+        // gossip id | search id | query: the gossip id keys the seen-set,
+        // the search id the return path (the workshop's layout).
+        let Some((id, body)) = split_id(&payload) else {
             self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
             return;
         };
-        let key = seen_key(&format!("gossip:search:{kind}"), &id, &query);
+        let Some((search_id, query)) = split_id(&body) else {
+            self.inner.p2p.report(&from, Misbehaviour::ProtocolViolation);
+            return;
+        };
+        let key = seen_key(&format!("gossip:search:{kind}"), &id, &body);
         // The rate is checked before the query is marked seen: a query
         // dropped here is still taken from the next peer that sends it, so
         // a peer that keeps its budget empty cannot black-hole the searches
@@ -231,16 +237,16 @@ impl<P: PeerNetwork> Gossip<P> {
             return;
         }
         // One return path per search id: a copy of the id on another query
-        // (it passes the seen-set, which looks at the content) must not
-        // replace the route the first query laid.
-        if !lock(&self.inner.routes).insert(id, from.clone()) {
+        // (it passes the seen-set, which looks at the gossip id and the
+        // content) must not replace the route the first query laid.
+        if !lock(&self.inner.routes).insert(search_id, from.clone()) {
             return;
         }
         let answerer = self.inner.answerers.get(kind);
         if let Some(answerer) = answerer
             && let Some(answer) = answerer.answer(query).await
         {
-            let _ = self.inner.p2p.send(&from, &format!("search_response:{kind}"), with_id(&id, &answer));
+            let _ = self.inner.p2p.send(&from, &format!("search_response:{kind}"), with_id(&search_id, &answer));
             return;
         }
         self.forward(&format!("gossip:search:{kind}"), payload, &[from]);
@@ -346,8 +352,10 @@ impl<P: PeerNetwork> GossipNetwork for Gossip<P> {
         self.install_response_handler(kind)?;
         let slot = self.inner.searches.open()?;
         let wire = format!("gossip:search:{kind}");
-        lock(&self.inner.seen).insert(seen_key(&wire, &slot.id, &query), ());
-        self.forward(&wire, with_id(&slot.id, &query), &[]);
+        let gossip_id = new_id();
+        let body = with_id(&slot.id, &query);
+        lock(&self.inner.seen).insert(seen_key(&wire, &gossip_id, &body), ());
+        self.forward(&wire, with_id(&gossip_id, &body), &[]);
         slot.collect(timeout, on_answer).await;
         Ok(())
     }

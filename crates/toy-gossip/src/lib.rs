@@ -13,10 +13,11 @@
 //!        Reject  → do not forward, report the sender (penalty)
 //!   ```
 //!
-//!   Search: the query floods as `gossip:search:<kind>` (the gossip id is the
-//!   search id); a node with the answer replies to the peer it came from with
-//!   `search_response:<kind>` = `[id][answer]`; every hop remembers where a
-//!   query came from and passes the response back, id intact.
+//!   Search: the query floods as `gossip:search:<kind>` =
+//!   `[gossip id][search id][query]` (the workshop's layout); a node with the
+//!   answer replies to the peer it came from with `search_response:<kind>` =
+//!   `[search id][answer]`; every hop remembers where a search id came from
+//!   and passes the response back by it.
 //!
 //! * [`relay::RelayGossip`] — the toycoin design: a central
 //!   [`relay::RelayServer`] with channels; nodes publish to a channel and the

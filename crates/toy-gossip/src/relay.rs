@@ -9,8 +9,9 @@
 //! | `relay:message` | channel `0x00` message | relay → every other subscriber |
 //!
 //! [`RelayGossip`] maps the [`GossipNetwork`] trait onto channels:
-//! `gossip:<kind>` carries `[id][message]`, `search:<kind>` carries
-//! `[id][query]` and `search_response:<kind>` carries `[id][answer]`.
+//! `gossip:<kind>` carries `[gossip id][message]`, `search:<kind>` carries
+//! `[gossip id][search id][query]` and `search_response:<kind>` carries
+//! `[search id][answer]`, as over flood gossip.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -263,11 +264,13 @@ impl<P: PeerNetwork> RelayGossip<P> {
             return;
         }
         if let Some(kind) = channel.strip_prefix("search:") {
+            // gossip id | search id | query, as over flood gossip.
+            let Some((search_id, query)) = split_id(&rest) else { return };
             let answerer = self.inner.answerers.get(kind);
             if let Some(answerer) = answerer
-                && let Some(answer) = answerer.answer(rest).await
+                && let Some(answer) = answerer.answer(query).await
             {
-                self.publish(&format!("search_response:{kind}"), &with_id(&id, &answer));
+                self.publish(&format!("search_response:{kind}"), &with_id(&search_id, &answer));
             }
         } else if let Some(kind) = channel.strip_prefix("gossip:") {
             let handler = self.inner.handlers.get(kind);
@@ -313,8 +316,10 @@ impl<P: PeerNetwork> GossipNetwork for RelayGossip<P> {
         self.join_channel(format!("search_response:{kind}"));
         let slot = self.inner.searches.open()?;
         let channel = format!("search:{kind}");
-        lock(&self.inner.seen).insert(seen_key(&channel, &slot.id, &query), ());
-        self.publish(&channel, &with_id(&slot.id, &query));
+        let gossip_id = new_id();
+        let body = with_id(&slot.id, &query);
+        lock(&self.inner.seen).insert(seen_key(&channel, &gossip_id, &body), ());
+        self.publish(&channel, &with_id(&gossip_id, &body));
         slot.collect(timeout, on_answer).await;
         Ok(())
     }

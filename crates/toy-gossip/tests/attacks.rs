@@ -113,8 +113,10 @@ async fn a_search_flood_does_not_flush_the_route_of_an_honest_search() {
     });
     wait_until("the answerer was asked", || asked.load(std::sync::atomic::Ordering::SeqCst)).await;
     for i in 0..400u32 {
-        let mut payload = [0u8; 16].to_vec();
+        // gossip id | search id | query, both ids fresh each time.
+        let mut payload = [0u8; 32].to_vec();
         payload[..4].copy_from_slice(&i.to_be_bytes());
+        payload[16..20].copy_from_slice(&i.to_be_bytes());
         payload.extend_from_slice(b"nobody has this");
         attacker.0.broadcast("gossip:search:thing", Bytes::from(payload), &[]);
     }
