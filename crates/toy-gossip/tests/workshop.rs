@@ -14,7 +14,6 @@ use common::*;
 use toy_gossip::{GossipNetwork, answerer_fn};
 use toy_net::MemoryNetwork;
 use toy_p2p::{PeerId, PeerNetwork, peer_handler_fn};
-use toy_testing::{p2p_config, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workshop_search_crosses_a_toy_node_both_ways_routed_by_its_search_id() {
