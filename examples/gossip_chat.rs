@@ -7,6 +7,8 @@
 //! cargo run --example gossip_chat -- --listen 127.0.0.1:7003 --peer 127.0.0.1:7002 --name cy
 //! ```
 //!
+//! Messages are the workshop's (`chat`, payload `host:port` 0x00 `text`:
+//! `toy_gossip::chat`), so workshop chat nodes written in Python take part.
 //! Type a line and press Enter to send it; `/peers` lists the peers. With
 //! `--tracker ADDR` the nodes find each other through a tracker
 //! (`cargo run --example tracker`) instead of `--peer`; with `--relay ADDR`
@@ -19,6 +21,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use toy::gossip::chat::{self, ChatMessage};
 use toy::gossip::relay::RelayGossip;
 use toy::gossip::{Gossip, GossipNetwork, Verdict, gossip_handler_fn};
 use toy::msg::{Messaging, Messenger};
@@ -41,9 +44,10 @@ struct Args {
     /// Send through this relay instead of flooding.
     #[arg(long)]
     relay: Option<String>,
-    /// Your name in the chat.
-    #[arg(long, default_value = "anon")]
-    name: String,
+    /// A name to start your lines with (the workshop's message carries only
+    /// the sender's address).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[tokio::main]
@@ -73,10 +77,16 @@ async fn main() -> anyhow::Result<()> {
         None => Arc::new(Gossip::new(p2p.clone(), Default::default())),
     };
     gossip.register_handler(
-        "chat",
-        gossip_handler_fn(|_, line| async move {
-            println!("{}", String::from_utf8_lossy(&line));
-            Verdict::Accept
+        chat::KIND,
+        gossip_handler_fn(|_, payload| async move {
+            match ChatMessage::decode(&payload) {
+                Some(m) => {
+                    println!("[{}] {}", m.from, m.text);
+                    Verdict::Accept
+                }
+                // Not a chat line: not passed on, and its sender judged.
+                None => Verdict::Reject,
+            }
         }),
     )?;
     println!("chat node on {addr}; type a line to send it, /peers to list peers, Ctrl-D to quit");
@@ -88,7 +98,14 @@ async fn main() -> anyhow::Result<()> {
                 None => break,
                 Some(l) if l.trim() == "/peers" => println!("peers: {:?}", p2p.peers()),
                 Some(l) if l.trim().is_empty() => {}
-                Some(l) => gossip.broadcast("chat", Bytes::from(format!("{}: {}", args.name, l.trim())))?,
+                Some(l) => {
+                    let text = match &args.name {
+                        Some(name) => format!("{name}: {}", l.trim()),
+                        None => l.trim().to_owned(),
+                    };
+                    let m = ChatMessage { from: addr.clone(), text };
+                    gossip.broadcast(chat::KIND, Bytes::from(m.encode()))?;
+                }
             },
         }
     }

@@ -61,6 +61,7 @@
 //! # }
 //! ```
 
+pub mod chat;
 pub mod conformance;
 mod flood;
 pub mod memory;
