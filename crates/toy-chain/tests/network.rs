@@ -594,3 +594,36 @@ async fn over_the_gossip_double_blocks_spread_a_late_node_syncs_and_a_bad_block_
         n.shutdown();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_answer_chain_status_is_asked_once_not_every_round() {
+    // A workshop node does not know `chain:*` and never answers: before,
+    // every sync round waited out the request timeout on it again.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let net = MemoryNetwork::new();
+    let (victim_p2p, victim) = start(&net, 0, vec![]).await;
+    let workshop = bare_peer(&net, "workshop:1").await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    workshop
+        .register_handler(
+            toy_chain::sync::STATUS,
+            toy_p2p::peer_handler_fn(move |_, _| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { None }
+            }),
+        )
+        .expect("handler");
+    workshop.connect("chain0:1").await.expect("peer");
+    wait_until("peered", || victim_p2p.peers().len() == 1).await;
+    let first = victim.resolve().await.expect("resolve");
+    assert_eq!(first.peers_asked, 0, "it did not answer");
+    let after_first = asked.load(Ordering::SeqCst);
+    assert!(after_first >= 1, "it was asked");
+    let second = victim.resolve().await.expect("resolve");
+    assert_eq!(second.peers_asked, 0);
+    assert_eq!(asked.load(Ordering::SeqCst), after_first, "not asked again while remembered as silent");
+    workshop.shutdown().await;
+    victim.shutdown();
+    victim_p2p.shutdown().await;
+}

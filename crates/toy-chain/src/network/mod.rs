@@ -324,6 +324,61 @@ pub const UNFUNDED_TX_RATE: RequestRate = RequestRate { burst: 64.0, per_sec: 4.
 /// transactions are only counted).
 pub const MAX_PEER_CHAIN_JOBS: usize = 8;
 
+/// How long a peer that has never answered a `chain:status` request is not
+/// asked again after one went unanswered: 2 minutes. A workshop node does
+/// not know the `chain:*` kinds and never answers; without this memory
+/// every sync round would wait out the request timeout on it. A peer that
+/// answered once is always asked (a slow moment is not ignorance).
+pub const SILENT_FOR: Duration = Duration::from_secs(120);
+
+/// Peers remembered either way (silent, or known to answer): 1 024 each;
+/// past it the oldest silent entry is dropped (that peer is asked again, at
+/// the cost of one timeout) and the answering set starts over.
+pub const MAX_SILENT_PEERS: usize = 1_024;
+
+/// Which peers do not answer `chain:status` ([`SILENT_FOR`]), bounded by
+/// [`MAX_SILENT_PEERS`].
+#[derive(Debug, Default)]
+struct SilentPeers(Mutex<SilentState>);
+
+#[derive(Debug, Default)]
+struct SilentState {
+    silent: HashMap<PeerId, Instant>,
+    answered: std::collections::HashSet<PeerId>,
+}
+
+impl SilentPeers {
+    /// Whether `peer` is not to be asked now.
+    fn is_silent(&self, peer: &PeerId, now: Instant) -> bool {
+        lock_plain(&self.0).silent.get(peer).is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
+    }
+
+    /// `peer` answered a status request.
+    fn answered(&self, peer: &PeerId) {
+        let mut st = lock_plain(&self.0);
+        st.silent.remove(peer);
+        if st.answered.len() >= MAX_SILENT_PEERS {
+            st.answered.clear();
+        }
+        st.answered.insert(peer.clone());
+    }
+
+    /// `peer` did not answer one: remembered unless it ever answered.
+    fn unanswered(&self, peer: &PeerId, now: Instant) {
+        let mut st = lock_plain(&self.0);
+        if st.answered.contains(peer) {
+            return;
+        }
+        st.silent.retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+        if st.silent.len() >= MAX_SILENT_PEERS
+            && let Some(oldest) = st.silent.iter().min_by_key(|(_, at)| **at).map(|(p, _)| p.clone())
+        {
+            st.silent.remove(&oldest);
+        }
+        st.silent.insert(peer.clone(), now);
+    }
+}
+
 /// Per-peer limits on chain jobs ([`MAX_PEER_CHAIN_JOBS`]). Bounded: a
 /// peer's entry lives only while it has jobs (at most one per connection's
 /// handler slot).
@@ -380,6 +435,8 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     unfunded_txs: Arc<Mutex<PeerBuckets>>,
     /// Per peer: chain jobs at once ([`MAX_PEER_CHAIN_JOBS`]).
     peer_jobs: Arc<PeerJobs>,
+    /// Peers that do not answer `chain:status` ([`SILENT_FOR`]).
+    silent: Arc<SilentPeers>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -407,6 +464,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             orphan_fetches: self.orphan_fetches.clone(),
             unfunded_txs: self.unfunded_txs.clone(),
             peer_jobs: self.peer_jobs.clone(),
+            silent: self.silent.clone(),
             sync: self.sync.clone(),
             stats: self.stats.clone(),
         }
@@ -427,6 +485,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             orphan_fetches: Arc::new(Mutex::new(PeerBuckets::new(ORPHAN_FETCH_RATE))),
             unfunded_txs: Arc::new(Mutex::new(PeerBuckets::new(UNFUNDED_TX_RATE))),
             peer_jobs: Arc::default(),
+            silent: Arc::default(),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -749,6 +808,25 @@ mod tests {
         drop(next);
         held.clear();
         assert!(lock_plain(&jobs.peers).is_empty(), "no entry outlives its jobs");
+    }
+
+    #[test]
+    fn a_peer_that_never_answered_is_skipped_for_a_while_and_the_memory_is_bounded() {
+        let silent = SilentPeers::default();
+        let t0 = Instant::now();
+        let quiet = PeerId("workshop:1".into());
+        silent.unanswered(&quiet, t0);
+        assert!(silent.is_silent(&quiet, t0 + Duration::from_secs(60)));
+        assert!(!silent.is_silent(&quiet, t0 + SILENT_FOR), "asked again after a while");
+        let known = PeerId("toy:1".into());
+        silent.answered(&known);
+        silent.unanswered(&known, t0);
+        assert!(!silent.is_silent(&known, t0), "a peer that answered once is always asked");
+        for i in 0..=MAX_SILENT_PEERS {
+            silent.unanswered(&PeerId(format!("p{i}")), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(lock_plain(&silent.0).silent.len(), MAX_SILENT_PEERS);
+        assert!(!silent.is_silent(&PeerId("p0".into()), t0), "the oldest went first");
     }
 
     #[test]

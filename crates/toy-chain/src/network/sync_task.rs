@@ -98,7 +98,11 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// more work than ours (same genesis), most claimed work first.
     pub(super) async fn peers_ahead(&self) -> (usize, Vec<(PeerId, Status)>) {
         let (genesis, ours) = (self.chain.params().genesis_hash(), self.chain.tip().work);
-        let peers = self.gossip.peer_services().peers();
+        // Peers that let the last status request time out (a workshop node
+        // does not know the kind) are not asked for a while.
+        let now = Instant::now();
+        let peers: Vec<PeerId> =
+            self.gossip.peer_services().peers().into_iter().filter(|p| !self.silent.is_silent(p, now)).collect();
         let statuses = futures::future::join_all(peers.iter().map(|p| self.peer_status(p))).await;
         let mut answered = 0;
         let mut ahead: Vec<(PeerId, Status)> = Vec::new();
@@ -106,11 +110,18 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             match status {
                 Ok(s) => {
                     answered += 1;
+                    self.silent.answered(&peer);
                     if s.genesis == genesis && s.work > ours {
                         ahead.push((peer, s));
                     }
                 }
-                Err(e) => tracing::debug!("{e}"),
+                Err(e) => {
+                    // No answer in time (ours or the messaging layer's
+                    // timeout), or one we cannot use: a peer that never
+                    // answered is not asked for a while.
+                    self.silent.unanswered(&peer, Instant::now());
+                    tracing::debug!("{e}");
+                }
             }
         }
         ahead.sort_by_key(|a| std::cmp::Reverse(a.1.work));
