@@ -42,6 +42,8 @@ pub fn find_program(names: &[&str]) -> Option<PathBuf> {
 /// A child process whose output is collected line by line.
 pub struct Proc {
     pub child: Child,
+    /// Its standard input, when spawned with [`Proc::spawn_piped`].
+    pub stdin: Option<std::process::ChildStdin>,
     pub lines: Arc<Mutex<VecDeque<String>>>,
     pub name: String,
 }
@@ -59,8 +61,27 @@ impl Proc {
     }
 
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdin(Stdio::null());
+        Self::start(name, cmd)
+    }
+
+    /// [`Proc::spawn`] with a standard input to [`Proc::tell`] lines to.
+    pub fn spawn_piped(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped());
+        Self::start(name, cmd)
+    }
+
+    /// Writes `line` to the process's standard input.
+    pub fn tell(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("spawned with a piped stdin");
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to the process");
+    }
+
+    fn start(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdin = child.stdin.take();
         let lines = Arc::new(Mutex::new(VecDeque::new()));
         for out in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -80,7 +101,7 @@ impl Proc {
                 }
             });
         }
-        Proc { child, lines, name: name.to_owned() }
+        Proc { child, stdin, lines, name: name.to_owned() }
     }
 
     /// Every line so far.
