@@ -35,14 +35,6 @@ pub(crate) const MAX_GONE: usize = 1_024;
 /// Announced addresses being verified by dialling, after two inbound peers
 /// claimed the same one: at most 256 (new claims past it are not verified).
 pub(crate) const MAX_CONTESTED: usize = 256;
-/// Connections one peer may keep besides its own: 4. The workshop's nodes
-/// open two or three connections to the same address, say hello on each,
-/// and drop the peer when any of them is closed; a hello from the IP of an
-/// existing peer's connection, claiming that peer's address, is therefore
-/// taken as that peer's alias (kept open, its messages heard as the
-/// peer's) instead of a rival claim. Past this many, the old rule: rejected
-/// and closed at the handshake timeout.
-pub(crate) const MAX_ALIASES: usize = 4;
 
 /// Default maximum of peers: 8.
 pub const DEFAULT_MAX_PEERS: usize = 8;

@@ -23,34 +23,12 @@ impl<M: Messenger> P2p<M> {
         let addr = std::str::from_utf8(payload).ok().filter(|a| is_valid_addr(a)).map(str::to_owned);
         let mut verify = None;
         let mut evict = None;
-        let ip = crate::state::ip_of(&remote);
         let verdict = match &addr {
             None => Err("malformed address"),
             Some(a) if a == me => Err("that is us"),
             Some(_) if st.by_conn.contains_key(&conn) => Err("already handshaked"),
             // Where the connection comes from is banned, whatever it claims.
             Some(_) if st.banned(&origin) => Err("banned"),
-            // The same host saying hello again on another connection (the
-            // workshop's nodes open several): an alias of its peer, not a
-            // rival claim. Only over IP, and within MAX_ALIASES.
-            Some(a)
-                if ip.is_some()
-                    && st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.ip == ip && p.aliases < MAX_ALIASES) =>
-            {
-                let id = PeerId(a.clone());
-                st.pending_inbound.remove(&conn);
-                st.by_conn.insert(conn, id.clone());
-                if let Some(p) = st.peers.get_mut(&id) {
-                    p.aliases += 1;
-                }
-                let list = st.peer_list(Some(a));
-                drop(st);
-                self.inner.msg.promote(conn);
-                tracing::debug!(me = %self.inner.me, peer = %id, "another connection of a peer; kept as its alias");
-                let mut out = vec![1u8];
-                out.extend_from_slice(list.as_bytes());
-                return Bytes::from(out);
-            }
             Some(a) if st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.verified) => Err("already peers"),
             Some(a) if st.peers.contains_key(&PeerId(a.clone())) => {
                 // Two inbound peers claim one address; neither is verified,
@@ -160,13 +138,6 @@ impl<M: Messenger> P2p<M> {
                         // removed (a provisional dial or a replaced
                         // connection is not).
                         match st.by_conn.remove(&conn) {
-                            // An alias closing leaves its peer in place.
-                            Some(id) if st.peers.get(&id).is_some_and(|p| p.conn != conn) => {
-                                if let Some(p) = st.peers.get_mut(&id) {
-                                    p.aliases = p.aliases.saturating_sub(1);
-                                }
-                                None
-                            }
                             Some(id) if st.peers.get(&id).is_some_and(|p| p.conn == conn) => {
                                 if let Some(info) = st.peers.remove(&id) {
                                     st.gone.push_back((id.clone(), info.origin));

@@ -33,13 +33,6 @@ pub(crate) struct PeerInfo {
     /// When it last delivered a new valid block / transaction first.
     pub(crate) last_block: Option<Instant>,
     pub(crate) last_tx: Option<Instant>,
-    /// The IP its connection comes from (`None` off IP: the in-memory
-    /// network), for recognising its duplicate connections.
-    pub(crate) ip: Option<std::net::IpAddr>,
-    /// Its other connections from the same IP that said hello again
-    /// ([`crate::config::MAX_ALIASES`]): kept open and heard, never used to
-    /// send.
-    pub(crate) aliases: usize,
 }
 
 impl PeerInfo {
@@ -56,16 +49,8 @@ impl PeerInfo {
             min_rtt: None,
             last_block: None,
             last_tx: None,
-            ip: ip_of(remote),
-            aliases: 0,
         }
     }
-}
-
-/// The IP of a `host:port` socket address (canonical: an IPv4 address seen
-/// through an IPv6 socket is that IPv4 address); `None` for anything else.
-pub(crate) fn ip_of(remote: &str) -> Option<std::net::IpAddr> {
-    remote.parse::<std::net::SocketAddr>().ok().map(|sa| sa.ip().to_canonical())
 }
 
 /// Everything the peer manager knows. Bounded: peers by `2 × max_peers`
