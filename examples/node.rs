@@ -79,6 +79,12 @@ struct Args {
     /// Do not serve the HTTP API and web wallet.
     #[arg(long)]
     no_http: bool,
+    /// A host name the API answers to besides localhost and IP addresses
+    /// (repeatable); requests naming any other host are refused, against
+    /// DNS rebinding. When --http is not a loopback address, writes also
+    /// need the token in <data-dir>/api.cookie.
+    #[arg(long, value_name = "NAME")]
+    http_host: Vec<String>,
 }
 
 /// The log filter when `RUST_LOG` is not set.
@@ -116,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         http: (!args.no_http).then_some(args.http),
         // The API's share of the descriptors; the p2p side keeps the rest.
         http_connections: descriptor_budget(args.max_peers),
+        http_hosts: args.http_host,
         ..Default::default()
     };
     let node = NodeBuilder::new(config).launch().await.map_err(|e| match e {

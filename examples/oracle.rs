@@ -33,6 +33,10 @@ struct Args {
     /// A node's HTTP API (repeatable); transfers go to a random one.
     #[arg(long = "node", default_value = "http://127.0.0.1:8080")]
     nodes: Vec<String>,
+    /// The node's cookie file (`<data-dir>/api.cookie`), for a node whose
+    /// API is reachable from other hosts: writes then need its token.
+    #[arg(long, value_name = "FILE")]
+    cookie: Option<std::path::PathBuf>,
     /// Oracle wallets: the first N dev genesis wallets (2 to 16).
     #[arg(long, default_value_t = 8)]
     wallets: usize,
@@ -120,7 +124,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("--wallets must be 2 to {DEV_WALLETS}");
     }
     let nodes: Vec<String> = args.nodes.iter().map(|n| n.trim_end_matches('/').to_owned()).collect();
-    let client = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()? };
+    let client = Client {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .default_headers(cookie_headers(args.cookie.as_deref())?)
+            .build()?,
+    };
     let keys: Vec<Keypair> = (0..args.wallets).map(ChainParams::dev_wallet).collect();
 
     // The opening ledger: the saved one, or the first node's view.
@@ -318,4 +327,17 @@ async fn verify(
         println!("oracle: verified {} nodes × {} wallets: all match the ledger", nodes.len(), keys.len());
     }
     Ok(mismatches == 0)
+}
+
+/// `Authorization: Bearer <token>` from a node's cookie file, when given.
+fn cookie_headers(cookie: Option<&std::path::Path>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    use anyhow::Context;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(path) = cookie {
+        let token = std::fs::read_to_string(path).with_context(|| format!("--cookie {}", path.display()))?;
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .with_context(|| format!("--cookie {}: not a token", path.display()))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }

@@ -26,6 +26,10 @@ struct Args {
     /// The node's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     node: String,
+    /// The node's cookie file (`<data-dir>/api.cookie`), for a node whose
+    /// API is reachable from other hosts: writes then need its token.
+    #[arg(long, value_name = "FILE")]
+    cookie: Option<std::path::PathBuf>,
     /// The key file (created by `new`).
     #[arg(long, default_value = "toy-data/wallet.key")]
     key: PathBuf,
@@ -71,7 +75,10 @@ async fn error_text(r: reqwest::Response) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let node = args.node.trim_end_matches('/');
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(cookie_headers(args.cookie.as_deref())?)
+        .build()?;
     if let Some(dir) = args.key.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -137,4 +144,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `Authorization: Bearer <token>` from a node's cookie file, when given.
+fn cookie_headers(cookie: Option<&std::path::Path>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    use anyhow::Context;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(path) = cookie {
+        let token = std::fs::read_to_string(path).with_context(|| format!("--cookie {}", path.display()))?;
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .with_context(|| format!("--cookie {}: not a token", path.display()))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub http: Option<String>,
     /// Connections the API serves at once.
     pub http_connections: usize,
+    /// Host names the API answers to besides `localhost` and IP literals
+    /// (DNS-rebinding defence, `toy_api::access`).
+    pub http_hosts: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -97,6 +100,7 @@ impl Default for NodeConfig {
             mine_threads: Some(0),
             http: Some("127.0.0.1:8080".into()),
             http_connections: toy_api::DEFAULT_MAX_HTTP_CONNECTIONS,
+            http_hosts: Vec::new(),
         }
     }
 }
@@ -245,6 +249,23 @@ impl NodeBuilder {
         };
         let http_addr = match listener {
             Some((listener, bound)) => {
+                // Reachable from other hosts: writes need the token in the
+                // cookie file (bitcoind's `.cookie`), which only this user
+                // can read.
+                let token = if bound.ip().is_loopback() {
+                    None
+                } else {
+                    match write_cookie(&data_dir) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            node.shutdown();
+                            p2p.shutdown().await;
+                            chain.shutdown().await;
+                            return Err(e);
+                        }
+                    }
+                };
+                let access = toy_api::Access { hosts: config.http_hosts.clone(), token };
                 let rate = miner.as_ref().map(|m| m.rate_handle());
                 let live = toy_api::LiveNode::new(
                     node.clone(),
@@ -260,7 +281,7 @@ impl NodeBuilder {
                 let limits = toy_api::HttpLimits { max_connections: config.http_connections, ..Default::default() };
                 let cancel = cancel.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = toy_api::serve_with(listener, Arc::new(live), cancel, limits).await {
+                    if let Err(e) = toy_api::serve_guarded(listener, Arc::new(live), cancel, limits, access).await {
                         tracing::error!("HTTP server stopped: {e}");
                     }
                 });
@@ -463,6 +484,32 @@ fn start_miner(
     Ok(miner)
 }
 
+/// The API's cookie file in a data directory: `api.cookie`, holding the
+/// token that writes need when the API is reachable from other hosts.
+pub const COOKIE_FILE: &str = "api.cookie";
+
+/// Writes a fresh random token to `<data_dir>/api.cookie`, readable and
+/// writable by this user only; the token.
+fn write_cookie(data_dir: &std::path::Path) -> Result<String, NodeError> {
+    use std::io::Write;
+    let token = hex_token();
+    let path = data_dir.join(COOKIE_FILE);
+    let fail = |e: std::io::Error| NodeError::DataDir { path: path.clone(), reason: e.to_string() };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(fail)?;
+    file.write_all(token.as_bytes()).map_err(fail)?;
+    Ok(token)
+}
+
+/// 32 random bytes in hex.
+fn hex_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Listens on the first free port from `addr`'s port upward (port 0: any).
 /// Binding is the test, so two nodes started at once never pick the same
 /// port (and so never the same default data directory).
@@ -506,6 +553,47 @@ fn store_hint(e: &StoreError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_api_reachable_from_other_hosts_takes_writes_only_with_the_cookie_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: Some(dir.path().to_owned()),
+            params: ChainParams::test(),
+            mine_threads: None,
+            http: Some("0.0.0.0:0".into()),
+            ..Default::default()
+        };
+        let node = NodeBuilder::new(config).launch().await.expect("launch");
+        let port = node.http_addr().expect("http").port();
+        let cookie = dir.path().join(COOKIE_FILE);
+        let token = std::fs::read_to_string(&cookie).expect("the cookie file is written");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&cookie).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by its user only");
+        }
+        // A write over the network without the token is refused; with it,
+        // it reaches the API (resolve answers with no peers).
+        let post = |auth: Option<String>| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+            let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            let req = format!(
+                "POST /api/resolve HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{auth}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer).await;
+            answer
+        };
+        assert!(post(None).await.starts_with("HTTP/1.1 401"), "no token");
+        assert!(post(Some("wrong".into())).await.starts_with("HTTP/1.1 401"), "a wrong token");
+        assert!(post(Some(token)).await.starts_with("HTTP/1.1 200"), "the cookie's token");
+        node.shutdown().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_launched_node_mines_serves_and_stops_at_a_durable_tip() {

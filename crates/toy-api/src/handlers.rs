@@ -164,19 +164,28 @@ async fn not_found() -> ApiError {
 /// The whole HTTP surface over `api`: the JSON API, the web page, the
 /// OpenAPI document, `/docs` and `/metrics`.
 pub fn router(api: Arc<dyn NodeApi>) -> Router {
+    router_with(api, crate::Access::default())
+}
+
+/// [`router`] with its own [`crate::Access`] (more host names, a token).
+pub fn router_with(api: Arc<dyn NodeApi>, access: crate::Access) -> Router {
+    let access = Arc::new(access);
+    // The write checks wrap each POST handler only, so a method a path does
+    // not take is still answered 405 (not 403).
+    let writes = axum::middleware::from_fn_with_state(access.clone(), crate::access::guard_writes);
     Router::new()
         .route("/api/status", get(status))
         .route("/api/blocks", get(blocks))
         .route("/api/blocks/{id}", get(block))
         .route("/api/blocks/{id}/txs", get(block_txs))
-        .route("/api/txs", post(submit_tx))
+        .route("/api/txs", post(submit_tx).route_layer(writes.clone()))
         .route("/api/txs/{id}", get(tx))
         .route("/api/accounts/{address}", get(account))
         .route("/api/wallet", get(wallet))
-        .route("/api/wallet/send", post(send))
-        .route("/api/mine", post(mine))
-        .route("/api/peers", get(peers).post(register_peer))
-        .route("/api/resolve", post(resolve))
+        .route("/api/wallet/send", post(send).route_layer(writes.clone()))
+        .route("/api/mine", post(mine).route_layer(writes.clone()))
+        .route("/api/peers", get(peers).merge(post(register_peer).route_layer(writes.clone())))
+        .route("/api/resolve", post(resolve).route_layer(writes))
         .route("/api/network", get(network))
         .route("/api/tree", get(tree))
         .route("/api/mempool", get(mempool))
@@ -185,5 +194,6 @@ pub fn router(api: Arc<dyn NodeApi>) -> Router {
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(access, crate::access::guard))
         .with_state(api)
 }

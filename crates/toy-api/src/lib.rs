@@ -80,6 +80,7 @@
 //! # }
 //! ```
 
+pub mod access;
 mod error;
 mod handlers;
 mod live;
@@ -93,13 +94,14 @@ use async_trait::async_trait;
 use toy_chain::network::ResolveReport;
 use toy_chain::{Address, Hash, Transaction};
 
+pub use access::Access;
 pub use error::{ApiError, ErrorBody};
-pub use handlers::router;
+pub use handlers::{router, router_with};
 pub use live::{LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES, PeerAdmin};
 pub use metrics::MetricsSnapshot;
 pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, HttpLimits, bind_free, serve,
-    serve_with,
+    serve_guarded, serve_with,
 };
 pub use views::*;
 

@@ -33,7 +33,10 @@ fn op(summary: &str, params: Vec<Value>, body: Option<&str>, ok: &str) -> Value 
         }
     });
     if let Some(b) = body {
-        o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{b}") } } } });
+        // `Empty` marks a write with nothing to say: any JSON, or none, as
+        // long as it is sent as JSON (`access.rs`).
+        let required = b != "Empty";
+        o["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{b}") } } } });
     }
     o
 }
@@ -78,12 +81,12 @@ pub(crate) fn document() -> Value {
             "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", "66-hex-digit address", pattern(ADDRESS_PATTERN, ""))], None, "Account") },
             "/api/wallet": { "get": op("The node wallet", vec![], None, "Account") },
             "/api/wallet/send": { "post": op("Send from the node wallet, signed or not (unsigned comes back rejected)", vec![], Some("Send"), "Submitted") },
-            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 503 if none is found within 2^29 hashes)", vec![], None, "BlockSummary") },
+            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 503 if none is found within 2^29 hashes)", vec![], Some("Empty"), "BlockSummary") },
             "/api/peers": {
                 "get": op("The peers", vec![], None, "PeerList"),
                 "post": op("Register (connect to) a peer", vec![], Some("RegisterPeer"), "Registered")
             },
-            "/api/resolve": { "post": op("Ask every peer for its tip and sync to the best", vec![], None, "Resolve") },
+            "/api/resolve": { "post": op("Ask every peer for its tip and sync to the best", vec![], Some("Empty"), "Resolve") },
             "/api/network": { "get": op("Every node reachable from this one and its peers, crawled breadth first through p2p:get_peers (at most 64 nodes, about 7 s at most; one crawl at a time, 429 while one runs)", vec![], None, "Network") },
             "/api/mempool": { "get": op("Pending transactions, highest fee first", vec![param("limit", "query", "1 to 100 (default 100)", int_range(1, max_page))], None, "TxList") },
             "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", int_range(1, crate::MAX_TREE_DEPTH))], None, "Tree") }
@@ -133,6 +136,7 @@ pub(crate) fn document() -> Value {
             "Registered": obj(&[("peer", "string", "the peer's id")]),
             "Resolve": obj(&[("peers_asked", "integer", ""), ("best_peer", "string|null", "none when no peer had more work"), ("imported", "integer", "blocks"), ("height", "integer", ""), ("tip_changed", "boolean", "")]),
             "Network": obj(&[("nodes", "array", "addr, peers, reachable")]),
+            "Empty": { "description": "Any JSON, ignored (`{}` will do): writes are sent as JSON, so that a page on another site cannot send them with a plain form" },
             "Tree": { "type": "array", "items": obj(&[("hash", "string", ""), ("parent", "string", ""), ("height", "integer", ""), ("canonical", "boolean", ""), ("miner", "string", ""), ("time_ms", "integer", "")]) }
         } }
     })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use crate::{NodeApi, router};
+use crate::NodeApi;
 
 /// Binds the first free port from `addr`'s port upward (up to 100 further),
 /// as the node does for its p2p port.
@@ -131,7 +131,7 @@ impl Drop for UnservedGuard {
 /// How long connections still open at shutdown may take to finish.
 const HTTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves [`router`] on `listener` until `cancel` fires, with the default
+/// Serves [`crate::router`] on `listener` until `cancel` fires, with the default
 /// [`HttpLimits`].
 ///
 /// # Errors
@@ -145,7 +145,7 @@ pub async fn serve(
     serve_with(listener, api, cancel, HttpLimits::default()).await
 }
 
-/// Serves [`router`] on `listener` until `cancel` fires: HTTP/1 through
+/// Serves [`crate::router`] on `listener` until `cancel` fires: HTTP/1 through
 /// hyper, one task per connection (tracked, stopped at shutdown), at most
 /// `limits.max_connections` at once, each closed when its headers take
 /// longer than `limits.header_read_timeout`.
@@ -165,7 +165,22 @@ pub async fn serve_with(
     cancel: tokio_util::sync::CancellationToken,
     limits: HttpLimits,
 ) -> std::io::Result<()> {
-    let app = router(api);
+    serve_guarded(listener, api, cancel, limits, crate::Access::default()).await
+}
+
+/// [`serve_with`] with its own [`crate::Access`]: more host names, or a
+/// token for writes (a node reachable from other hosts).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_guarded(
+    listener: tokio::net::TcpListener,
+    api: Arc<dyn NodeApi>,
+    cancel: tokio_util::sync::CancellationToken,
+    limits: HttpLimits,
+    access: crate::Access,
+) -> std::io::Result<()> {
+    let app = crate::router_with(api, access);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let tasks = tokio_util::task::TaskTracker::new();
     let waiting = Arc::new(std::sync::Mutex::new(Unserved::default()));

@@ -14,6 +14,8 @@ const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 const DOCS: &str = include_str!("assets/docs.html");
+const DOCS_JS: &str = include_str!("assets/docs.js");
+const DOCS_CSS: &str = include_str!("assets/docs.css");
 
 fn asset(body: &'static str, ty: &'static str) -> impl IntoResponse {
     ([(CONTENT_TYPE, ty), (CACHE_CONTROL, "no-cache")], body)
@@ -26,4 +28,8 @@ pub(crate) fn routes() -> Router<Arc<dyn NodeApi>> {
         .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
         .route("/style.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/docs", get(|| async { asset(DOCS, "text/html; charset=utf-8") }))
+        // Their own files, not inline: the content security policy allows
+        // only scripts and styles the node serves (`access.rs`).
+        .route("/docs.js", get(|| async { asset(DOCS_JS, "text/javascript; charset=utf-8") }))
+        .route("/docs.css", get(|| async { asset(DOCS_CSS, "text/css; charset=utf-8") }))
 }

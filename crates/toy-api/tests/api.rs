@@ -358,7 +358,7 @@ async fn mining_on_demand_is_one_at_a_time_and_gives_up() {
     let mine = || {
         let (http, url) = (http.clone(), url.clone());
         async move {
-            let r = http.post(url).send().await.expect("post");
+            let r = http.post(url).json(&json!({})).send().await.expect("post");
             let status = r.status();
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }
@@ -483,7 +483,11 @@ async fn a_double_behind_the_router() {
         ("GET", "/metrics", StatusCode::OK),
     ];
     for (method, path, want) in cases {
-        let req = if method == "GET" { http.get(format!("{base}{path}")) } else { http.post(format!("{base}{path}")) };
+        let req = if method == "GET" {
+            http.get(format!("{base}{path}"))
+        } else {
+            http.post(format!("{base}{path}")).json(&json!({}))
+        };
         let r = req.send().await.expect("send");
         assert_eq!(r.status(), want, "{method} {path}");
     }
@@ -579,7 +583,8 @@ async fn a_body_that_never_comes_gets_408_and_frees_the_connection() {
     let limits = toy_api::HttpLimits { request_timeout: Duration::from_millis(300), ..Default::default() };
     let server = tokio::spawn(toy_api::serve_with(listener, Arc::new(Refuses), cancel.clone(), limits));
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head = "POST /api/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    let head =
+        "POST /api/txs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
     s.write_all(head.as_bytes()).await.expect("write");
     let mut answer = vec![0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut answer))
@@ -589,4 +594,75 @@ async fn a_body_that_never_comes_gets_408_and_frees_the_connection() {
     assert!(answer[..n].starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer[..n]));
     cancel.cancel();
     server.await.expect("task").expect("serve");
+}
+
+/// A request to the fixture's node with chosen headers.
+async fn raw(f: &Fixture, method: reqwest::Method, path: &str, headers: &[(&str, &str)], body: &str) -> StatusCode {
+    let mut r = f.http.request(method, format!("{}{path}", f.base)).body(body.to_owned());
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.expect("request").status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_on_another_site_cannot_use_the_wallet() {
+    let f = fixture().await;
+    let to = Keypair::from_seed(b"rebinding").address().to_hex();
+    let send = json!({"to": to, "amount": 1, "fee": 1}).to_string();
+    let json = ("content-type", "application/json");
+    // DNS rebinding: evil.example now resolves to the node; the browser
+    // still says whose page it is.
+    let rebound =
+        raw(&f, reqwest::Method::POST, "/api/wallet/send", &[json, ("host", "evil.example:8080")], &send).await;
+    assert_eq!(rebound, StatusCode::FORBIDDEN, "a write under another host name");
+    let read = raw(&f, reqwest::Method::GET, "/api/wallet", &[("host", "evil.example:8080")], "").await;
+    assert_eq!(read, StatusCode::FORBIDDEN, "a read under another host name (the address and balance)");
+    // A cross-site form post: no JSON content type.
+    for path in ["/api/mine", "/api/resolve", "/api/wallet/send"] {
+        let form =
+            raw(&f, reqwest::Method::POST, path, &[("content-type", "application/x-www-form-urlencoded")], "a=1").await;
+        assert_eq!(form, StatusCode::FORBIDDEN, "{path} from a form");
+    }
+    // JSON from a page on another origin (a CORS request the node never
+    // allows, sent anyway).
+    let cross =
+        raw(&f, reqwest::Method::POST, "/api/wallet/send", &[json, ("origin", "http://evil.example")], &send).await;
+    assert_eq!(cross, StatusCode::FORBIDDEN, "a write from another origin");
+    let null = raw(&f, reqwest::Method::POST, "/api/wallet/send", &[json, ("origin", "null")], &send).await;
+    assert_eq!(null, StatusCode::FORBIDDEN, "a write from an opaque origin");
+    assert_eq!(f.get("/api/mempool").await.1.as_array().map(Vec::len), Some(0), "nothing was sent");
+    // The node's own page: same origin, JSON. Works.
+    let host = f.base.trim_start_matches("http://").to_owned();
+    let own =
+        raw(&f, reqwest::Method::POST, "/api/wallet/send", &[json, ("origin", &f.base), ("host", &host)], &send).await;
+    assert_eq!(own, StatusCode::OK, "the page on the node itself");
+    // Every answer forbids framing and sniffing and sets the policy.
+    let r = f.http.get(format!("{}/", f.base)).send().await.expect("page");
+    assert_eq!(r.headers().get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
+    assert_eq!(r.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
+    assert!(r.headers().get("content-security-policy").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_writes_need_the_token() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let access = toy_api::Access { hosts: vec![], token: Some("s3cret".into()) };
+    tokio::spawn(async move { axum::serve(listener, toy_api::router_with(Arc::new(Refuses), access)).await });
+    let http = reqwest::Client::new();
+    let post = |auth: Option<&'static str>| {
+        let mut r = http.post(format!("{base}/api/resolve")).json(&json!({}));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.expect("post").status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(post(Some("Bearer wrong")).await.expect("post").status(), StatusCode::UNAUTHORIZED);
+    // With the token the request reaches the API (which refuses it: a double).
+    assert_ne!(post(Some("Bearer s3cret")).await.expect("post").status(), StatusCode::UNAUTHORIZED);
+    // Reads need no token.
+    let read = http.get(format!("{base}/api/peers")).send().await.expect("get");
+    assert_ne!(read.status(), StatusCode::UNAUTHORIZED);
 }
