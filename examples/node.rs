@@ -143,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(http) = node.http_addr() {
         println!("web wallet and API on http://{http}/ (docs at /docs)");
     }
+    if let Some(cookie) = node.cookie_file() {
+        println!("API writes need the token in {} (wallet and oracle: --cookie)", cookie.display());
+    }
 
     let mut tips = node.chain().subscribe();
     let mut last_height = tip.height;

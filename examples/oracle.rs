@@ -33,10 +33,11 @@ struct Args {
     /// A node's HTTP API (repeatable); transfers go to a random one.
     #[arg(long = "node", default_value = "http://127.0.0.1:8080")]
     nodes: Vec<String>,
-    /// The node's cookie file (`<data-dir>/api.cookie`), for a node whose
-    /// API is reachable from other hosts: writes then need its token.
+    /// A node's cookie file (`<data-dir>/api.cookie`), for a node whose API
+    /// is reachable from other hosts: writes then need its token. Repeatable:
+    /// the n-th `--cookie` is for the n-th `--node`, and is sent to no other.
     #[arg(long, value_name = "FILE")]
-    cookie: Option<std::path::PathBuf>,
+    cookie: Vec<std::path::PathBuf>,
     /// Oracle wallets: the first N dev genesis wallets (2 to 16).
     #[arg(long, default_value_t = 8)]
     wallets: usize,
@@ -88,6 +89,8 @@ struct ErrorBody {
 
 struct Client {
     http: reqwest::Client,
+    /// `Authorization` per node URL, from its cookie file (`--cookie`).
+    tokens: std::collections::HashMap<String, reqwest::header::HeaderValue>,
 }
 
 impl Client {
@@ -101,7 +104,11 @@ impl Client {
 
     /// Submits; `Ok(Err(reason))` when the node refused it.
     async fn submit(&self, node: &str, tx: &Transaction) -> anyhow::Result<Result<String, String>> {
-        let r = self.http.post(format!("{node}/api/txs")).json(&TxJson::from(tx)).send().await?;
+        let mut req = self.http.post(format!("{node}/api/txs")).json(&TxJson::from(tx));
+        if let Some(auth) = self.tokens.get(node) {
+            req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
+        let r = req.send().await?;
         if r.status().is_success() {
             Ok(Ok(r.json::<Submitted>().await?.id))
         } else if r.status().is_client_error() {
@@ -124,12 +131,18 @@ async fn main() -> anyhow::Result<()> {
         bail!("--wallets must be 2 to {DEV_WALLETS}");
     }
     let nodes: Vec<String> = args.nodes.iter().map(|n| n.trim_end_matches('/').to_owned()).collect();
-    let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .default_headers(cookie_headers(args.cookie.as_deref())?)
-            .build()?,
-    };
+    if args.cookie.len() > args.nodes.len() {
+        bail!(
+            "--cookie: {} cookie files for {} nodes (the n-th is for the n-th --node)",
+            args.cookie.len(),
+            args.nodes.len()
+        );
+    }
+    let mut tokens = std::collections::HashMap::new();
+    for (node, cookie) in args.nodes.iter().zip(&args.cookie) {
+        tokens.insert(node.clone(), bearer(cookie)?);
+    }
+    let client = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?, tokens };
     let keys: Vec<Keypair> = (0..args.wallets).map(ChainParams::dev_wallet).collect();
 
     // The opening ledger: the saved one, or the first node's view.
@@ -329,15 +342,12 @@ async fn verify(
     Ok(mismatches == 0)
 }
 
-/// `Authorization: Bearer <token>` from a node's cookie file, when given.
-fn cookie_headers(cookie: Option<&std::path::Path>) -> anyhow::Result<reqwest::header::HeaderMap> {
-    use anyhow::Context;
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(path) = cookie {
-        let token = std::fs::read_to_string(path).with_context(|| format!("--cookie {}", path.display()))?;
-        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-            .with_context(|| format!("--cookie {}: not a token", path.display()))?;
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    Ok(headers)
+/// `Bearer <token>` from a node's cookie file, marked sensitive (kept out of
+/// logs and debug output).
+fn bearer(path: &std::path::Path) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let token = std::fs::read_to_string(path).with_context(|| format!("--cookie {}", path.display()))?;
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .with_context(|| format!("--cookie {}: not a token", path.display()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }

@@ -152,8 +152,9 @@ fn cookie_headers(cookie: Option<&std::path::Path>) -> anyhow::Result<reqwest::h
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(path) = cookie {
         let token = std::fs::read_to_string(path).with_context(|| format!("--cookie {}", path.display()))?;
-        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
             .with_context(|| format!("--cookie {}: not a token", path.display()))?;
+        value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
     Ok(headers)

@@ -247,16 +247,22 @@ impl NodeBuilder {
                 return Err(e);
             }
         };
+        let mut cookie = None;
         let http_addr = match listener {
             Some((listener, bound)) => {
                 // Reachable from other hosts: writes need the token in the
                 // cookie file (bitcoind's `.cookie`), which only this user
                 // can read.
-                let token = if bound.ip().is_loopback() {
+                // A name given with --http-host means a proxy or a public
+                // name in front: as good as off loopback.
+                let token = if bound.ip().is_loopback() && config.http_hosts.is_empty() {
                     None
                 } else {
                     match write_cookie(&data_dir) {
-                        Ok(t) => Some(t),
+                        Ok(t) => {
+                            cookie = Some(data_dir.join(COOKIE_FILE));
+                            Some(t)
+                        }
                         Err(e) => {
                             node.shutdown();
                             p2p.shutdown().await;
@@ -289,7 +295,7 @@ impl NodeBuilder {
             }
             None => None,
         };
-        Ok(RunningNode { addr, http_addr, data_dir, wallet, new_key, chain, node, p2p, miner, tasks, cancel })
+        Ok(RunningNode { addr, http_addr, data_dir, wallet, new_key, chain, node, p2p, miner, tasks, cancel, cookie })
     }
 }
 
@@ -307,6 +313,9 @@ pub struct RunningNode {
     miner: Option<Arc<Miner>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// The API's cookie file, when writes need its token (removed on
+    /// shutdown, as bitcoind does).
+    cookie: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -357,6 +366,12 @@ impl RunningNode {
         &self.p2p
     }
 
+    /// The cookie file holding the token API writes need, when they need
+    /// one (the API is reachable from other hosts).
+    pub fn cookie_file(&self) -> Option<&std::path::Path> {
+        self.cookie.as_deref()
+    }
+
     /// The miner's hash rate in hashes per second (0 when not mining).
     pub fn hash_rate(&self) -> f64 {
         self.miner.as_ref().map_or(0.0, |m| m.hash_rate())
@@ -398,6 +413,9 @@ impl RunningNode {
         // Last: the actor commits what it holds and closes the store; the
         // tip it publishes then is the one on disk.
         self.chain.shutdown().await;
+        if let Some(cookie) = &self.cookie {
+            let _ = std::fs::remove_file(cookie);
+        }
         self.chain.tip()
     }
 }
@@ -495,8 +513,15 @@ fn write_cookie(data_dir: &std::path::Path) -> Result<String, NodeError> {
     let token = hex_token();
     let path = data_dir.join(COOKIE_FILE);
     let fail = |e: std::io::Error| NodeError::DataDir { path: path.clone(), reason: e.to_string() };
+    // A fresh file, created 0600: an old one (whatever its mode) or a
+    // symlink planted in its place is removed first, never written through.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(fail)?;
@@ -565,9 +590,17 @@ mod tests {
             http: Some("0.0.0.0:0".into()),
             ..Default::default()
         };
+        // A cookie left world-readable by someone: replaced, not reused.
+        let cookie = dir.path().join(COOKIE_FILE);
+        std::fs::write(&cookie, b"old").expect("old cookie");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
         let node = NodeBuilder::new(config).launch().await.expect("launch");
         let port = node.http_addr().expect("http").port();
-        let cookie = dir.path().join(COOKIE_FILE);
+        assert_eq!(node.cookie_file(), Some(cookie.as_path()));
         let token = std::fs::read_to_string(&cookie).expect("the cookie file is written");
         #[cfg(unix)]
         {
@@ -593,6 +626,7 @@ mod tests {
         assert!(post(Some("wrong".into())).await.starts_with("HTTP/1.1 401"), "a wrong token");
         assert!(post(Some(token)).await.starts_with("HTTP/1.1 200"), "the cookie's token");
         node.shutdown().await;
+        assert!(!cookie.exists(), "removed on shutdown");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
