@@ -37,6 +37,7 @@
 //! | `eclipse` | 48 connections, each saying hello with a fresh made-up address, held for 5 s | evict the newcomers, keep the honest peers that delivered blocks, keep dialling out |
 //! | `rejoin` | gets banned (a malformed message), then says hello again from a new port with a new address | refuse it: the ban is on the host's IP (on loopback each connection is its own origin, so there it is let in) |
 //! | `slowloris` | with `--http`: 300 connections to the API that send half a request line and never finish, then asks `/api/status` and says hello on p2p | close them (10 s header timeout, 128 at once), and keep answering the API and the p2p side |
+//! | `web-page` | with `--http`: what a page on another site could send: a wallet send and read under a DNS-rebound `Host`, a form post to `/api/mine`, a JSON send with a foreign `Origin` | refuse all four (403) |
 //! | `unknown-kinds` | 300 messages of a kind nobody handles | drop them, and past 32 at once and 4 a second charge the sender until it is banned |
 //! | `search-flood` | 400 searches for things nobody has, each with a fresh id | answer, route and forward at most 32 at once and 4 a second from it |
 //! | `gossip-shadow` | mines a real block and sends an old block under the gossip id it will use, then the real block under that id | accept the real block (the seen-set is keyed by content too) |
@@ -121,6 +122,10 @@ enum AttackMode {
     Rejoin,
     /// HTTP connections that never finish their headers (needs `--http`).
     Slowloris,
+    /// What a web page on another site could send the API (needs
+    /// `--http`): a DNS-rebound write and read, a form post, a cross-origin
+    /// JSON write.
+    WebPage,
     /// Messages of a kind nobody handles, as fast as possible.
     UnknownKinds,
     /// Searches for things nobody has, as fast as possible.
@@ -376,6 +381,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::Slowloris {
         slowloris(&args).await;
+    }
+    if all || args.attack == AttackMode::WebPage {
+        web_page(&args).await;
     }
     if all || args.attack == AttackMode::UnknownKinds {
         unknown_kinds(&args).await?;
@@ -949,6 +957,73 @@ async fn slowloris(args: &Args) {
         if served { "served" } else { "did not serve" },
         args.peer.len()
     );
+}
+
+/// The status code of one raw HTTP/1.1 request to `http`, if answered.
+async fn http_status(http: &str, request: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.ok()?;
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer)).await.ok()?.ok()?;
+    std::str::from_utf8(&answer[..n]).ok()?.split(' ').nth(1)?.parse().ok()
+}
+
+/// What a page on another site could send the API: each must be refused
+/// (403), or the wallet could be spent from any web page the user visits.
+async fn web_page(args: &Args) {
+    let Some(http) = &args.http else {
+        println!("web page: skipped (no --http)");
+        return;
+    };
+    let to = Keypair::from_seed(b"web page").address().to_hex();
+    let send = format!(r#"{{"to":"{to}","amount":1,"fee":1}}"#);
+    let attempts = [
+        (
+            "a DNS-rebound wallet send",
+            "POST",
+            "/api/wallet/send",
+            "evil.example:8080",
+            "application/json",
+            "",
+            send.as_str(),
+        ),
+        ("a DNS-rebound wallet read", "GET", "/api/wallet", "evil.example:8080", "", "", ""),
+        (
+            "a cross-site form post to /api/mine",
+            "POST",
+            "/api/mine",
+            http.as_str(),
+            "application/x-www-form-urlencoded",
+            "",
+            "a=1",
+        ),
+        (
+            "a cross-origin JSON send",
+            "POST",
+            "/api/wallet/send",
+            http.as_str(),
+            "application/json",
+            "http://evil.example",
+            send.as_str(),
+        ),
+    ];
+    let mut refused = 0;
+    for (what, method, path, host, content_type, origin, body) in attempts {
+        let mut headers = format!("Host: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        if !content_type.is_empty() {
+            headers.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        if !origin.is_empty() {
+            headers.push_str(&format!("Origin: {origin}\r\n"));
+        }
+        let status = http_status(http, &format!("{method} {path} HTTP/1.1\r\n{headers}\r\n{body}")).await;
+        if status == Some(403) {
+            refused += 1;
+        }
+        println!("web page: {what}: {}", status.map_or("no answer".to_owned(), |s| s.to_string()));
+    }
+    println!("web page: {refused} of {} refused", attempts.len());
 }
 
 /// Misbehaves once (a malformed message: a ban), then says hello again from

@@ -245,6 +245,11 @@ async fn an_adversary_is_banned_and_changes_nothing() {
         assert!(line.contains("the API served a new client"), "{line}");
         assert!(line.ends_with("1 of 1 victims accepted a hello meanwhile"), "{line}");
     }
+    // Nothing a web page on another site could send got through the API.
+    for line in out.iter().filter(|l| l.starts_with("web page:")) {
+        println!("adversary: {line}");
+    }
+    assert!(out.iter().any(|l| l == "web page: 4 of 4 refused"), "web page attempts:\n{}", out.join("\n"));
     // A crowd of made-up hellos did not cut the victim off the honest nodes.
     for line in out.iter().filter(|l| l.starts_with("eclipse:")) {
         println!("adversary: {line}");
