@@ -163,6 +163,17 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     c.find(Locator::Css("#newer")).await.expect("newer").click().await.expect("click newer");
     wait_text(&c, "#page-info", "the tip again", |t| t.contains("following the tip")).await;
 
+    // Mining on demand: the result says whether the block made the best
+    // chain (the node's own miner may win the height), and the button is
+    // back afterwards.
+    c.find(Locator::Css("#mine")).await.expect("mine button").click().await.expect("click mine");
+    let mined = wait_text(&c, "#result", "the mining result", |t| {
+        t.starts_with("Mined block #") || t.contains("side branch") || t.starts_with("Mining failed")
+    })
+    .await;
+    assert!(!mined.starts_with("Mining failed"), "{mined}");
+    wait_text(&c, "#mine", "the mine button back", |t| t == "Mine a block").await;
+
     // Unsigned: the rejection is shown.
     fill(&c, "#amount", "5").await;
     c.find(Locator::Css("#sign")).await.expect("sign").click().await.expect("uncheck");

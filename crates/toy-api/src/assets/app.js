@@ -255,8 +255,22 @@ $("send-form").addEventListener("submit", send);
 $("older").addEventListener("click", () => pageBlocks(true));
 $("newer").addEventListener("click", () => pageBlocks(false));
 $("mine").addEventListener("click", async () => {
-  try { const b = await api("/api/mine", {}); showResult(`Mined block #${b.height}`, true); refreshBlocks(); }
-  catch (e) { showResult("Mining failed: " + e.message, false); }
+  // One request grinds for up to half a minute: the button says so and
+  // cannot be pressed again meanwhile.
+  const button = $("mine");
+  button.disabled = true;
+  button.textContent = "Mining…";
+  try {
+    const b = await api("/api/mine", {});
+    if (b.canonical) showResult(`Mined block #${b.height}`, true);
+    else showResult(`Block #${b.height} was mined, but another block at that height came first: it is on a side branch, not the best chain`, false);
+    refreshBlocks();
+  } catch (e) {
+    showResult("Mining failed: " + e.message, false);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Mine a block";
+  }
 });
 
 function tick() { refreshStatus(); refreshWallet(); refreshBlocks(); followTracked(); }
