@@ -627,3 +627,31 @@ async fn a_peer_that_does_not_answer_chain_status_is_asked_once_not_every_round(
     victim.shutdown();
     victim_p2p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_transaction_lost_on_the_way_is_announced_again_until_it_is_mined() {
+    // Flood gossip lost the first copy (dropped on the only link): nothing
+    // else would ever repair it.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let net = toy_gossip::MemoryGossipNet::new();
+    let a = on_double(&net, "a");
+    let b = on_double(&net, "b");
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    net.drop_where(move |from, _, kind, _| {
+        kind == toy_chain::network::NEW_TX && from.0 == "a" && !d.swap(true, Ordering::SeqCst)
+    });
+    let bob = Keypair::from_seed(b"bob").address();
+    a.submit_tx(transfer(&wallet(2), bob, 42, 1, 0)).await.expect("tx");
+    wait_until("the first copy was dropped", || dropped.load(Ordering::SeqCst)).await;
+    assert_eq!(b.chain().snapshot().mempool, 0, "b never got it");
+    // What the node does every REANNOUNCE_EVERY, run now.
+    assert_eq!(a.announce_pending().await.expect("announce"), 1);
+    wait_until("b has it now", || b.chain().snapshot().mempool == 1).await;
+    // Once mined it is forgotten: nothing more to announce.
+    mine_one(&a, "miner-a").await;
+    wait_until("mined", || a.chain().snapshot().mempool == 0).await;
+    assert_eq!(a.announce_pending().await.expect("announce"), 0);
+    a.shutdown();
+    b.shutdown();
+}

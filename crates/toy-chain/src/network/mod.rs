@@ -379,6 +379,16 @@ impl SilentPeers {
     }
 }
 
+/// How often a node announces again its own transactions still pending:
+/// every 30 s. Flood gossip can lose a message (shed under load, or a peer
+/// that connected a moment later), and nothing else would repair it.
+pub const REANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+
+/// Local transactions remembered for announcing again: 256; past it the
+/// oldest is forgotten (it stays in the mempool; it is only not announced
+/// again).
+pub const MAX_LOCAL_PENDING: usize = 256;
+
 /// Per-peer limits on chain jobs ([`MAX_PEER_CHAIN_JOBS`]). Bounded: a
 /// peer's entry lives only while it has jobs (at most one per connection's
 /// handler slot).
@@ -437,6 +447,9 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     peer_jobs: Arc<PeerJobs>,
     /// Peers that do not answer `chain:status` ([`SILENT_FOR`]).
     silent: Arc<SilentPeers>,
+    /// Ids of transactions submitted here, oldest first
+    /// ([`MAX_LOCAL_PENDING`]), announced again while pending.
+    local_pending: Arc<Mutex<std::collections::VecDeque<Hash>>>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -465,6 +478,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             unfunded_txs: self.unfunded_txs.clone(),
             peer_jobs: self.peer_jobs.clone(),
             silent: self.silent.clone(),
+            local_pending: self.local_pending.clone(),
             sync: self.sync.clone(),
             stats: self.stats.clone(),
         }
@@ -486,6 +500,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             unfunded_txs: Arc::new(Mutex::new(PeerBuckets::new(UNFUNDED_TX_RATE))),
             peer_jobs: Arc::default(),
             silent: Arc::default(),
+            local_pending: Arc::default(),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -531,6 +546,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         tokio::spawn(async move { n.sync_task().await });
         let n = node.clone();
         tokio::spawn(async move { n.store_watch().await });
+        let n = node.clone();
+        tokio::spawn(async move { n.reannounce_task().await });
         Ok(node)
     }
 
@@ -732,8 +749,61 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         let added = self.chain.local().add_tx(tx).await?;
         let id = added.inspect_err(|e| self.stats.bump("txs_rejected", &variant_name(e)))?;
         self.stats.bump("txs_accepted", "local");
+        {
+            let mut pending = lock_plain(&self.local_pending);
+            if pending.len() >= MAX_LOCAL_PENDING {
+                pending.pop_front();
+            }
+            pending.push_back(id);
+        }
         self.gossip.broadcast(NEW_TX, encoded)?;
         Ok(id)
+    }
+
+    /// Announces again, by gossip, every transaction submitted here that is
+    /// still pending; forgets those that are not (mined, or dropped from the
+    /// mempool). Returns how many were announced. Run every
+    /// [`REANNOUNCE_EVERY`] by the node itself.
+    ///
+    /// # Errors
+    /// When the chain has stopped, or the gossip layer refuses.
+    pub async fn announce_pending(&self) -> Result<usize, NetworkError> {
+        let ids: Vec<Hash> = lock_plain(&self.local_pending).iter().copied().collect();
+        let pending: Vec<(Hash, Option<Transaction>)> = self
+            .chain
+            .local()
+            .read(move |c| ids.into_iter().map(|id| (id, c.mempool().get(&id).cloned())).collect())
+            .await?;
+        let mut announced = 0;
+        let mut gone = std::collections::HashSet::new();
+        for (id, tx) in pending {
+            match tx {
+                Some(tx) => {
+                    self.gossip.broadcast(NEW_TX, Bytes::from(tx.encode()))?;
+                    announced += 1;
+                }
+                None => {
+                    gone.insert(id);
+                }
+            }
+        }
+        lock_plain(&self.local_pending).retain(|id| !gone.contains(id));
+        Ok(announced)
+    }
+
+    async fn reannounce_task(self) {
+        let mut interval = tokio::time::interval(REANNOUNCE_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                () = self.sync.cancel.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if let Err(e) = self.announce_pending().await {
+                tracing::debug!("announcing pending transactions again: {e}");
+            }
+        }
     }
 
     /// Announces the tip block by gossip.
