@@ -25,3 +25,27 @@ pub fn parse_addrs(bytes: &[u8], max: usize) -> Vec<String> {
 pub fn join_addrs<'a>(addrs: impl IntoIterator<Item = &'a str>) -> String {
     addrs.into_iter().collect::<Vec<_>>().join(",")
 }
+
+/// Whether two socket addresses are on one host (the same IP; an IPv4
+/// address seen through an IPv6 socket counts as itself). Names and
+/// malformed addresses are never the same host.
+pub(crate) fn same_host(a: &str, b: &str) -> bool {
+    use std::net::SocketAddr;
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a.ip().to_canonical() == b.ip().to_canonical(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_host;
+
+    #[test]
+    fn same_host_compares_ips_only() {
+        assert!(same_host("10.0.0.1:1", "10.0.0.1:2"));
+        assert!(same_host("[::ffff:10.0.0.1]:1", "10.0.0.1:2"));
+        assert!(!same_host("10.0.0.1:1", "10.0.0.2:1"));
+        assert!(!same_host("host:1", "host:1"));
+    }
+}

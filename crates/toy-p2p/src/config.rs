@@ -36,6 +36,29 @@ pub(crate) const MAX_GONE: usize = 1_024;
 /// claimed the same one: at most 256 (new claims past it are not verified).
 pub(crate) const MAX_CONTESTED: usize = 256;
 
+/// Connections kept open, idle, after a well-formed hello was refused
+/// because its address is already a peer, is being verified, lost a
+/// simultaneous dial, or found us full: at most 32 in all ("spares").
+///
+/// Nodes written to the workshop's description open two or three
+/// connections to one address, never close the refused ones, and name a
+/// peer by its remote address: closing *any* of them makes them forget the
+/// live peer. So a refused connection is left open rather than closed by the
+/// handshake timeout. A spare reaches nothing above this layer (its
+/// messages are dropped) and is never promoted (small frames only). Past the
+/// limits a refused connection is closed by the handshake timeout as before;
+/// spares already kept are never displaced by newcomers, so a stranger can
+/// take free slots but not evict an honest node's spares.
+pub const MAX_SPARES: usize = 32;
+/// Spares one network group ([`netgroup_of`](crate::netgroup_of)) may hold:
+/// 4, half the transport's handshakes in flight per group, so spares never
+/// take a group's room to say hello.
+pub const MAX_SPARES_PER_GROUP: usize = 4;
+/// Messages a spare may send that reach nobody before it is closed: 64. An
+/// honest node's messages already in flight when its connection became a
+/// spare are dropped quietly; a spare that keeps talking is not idle.
+pub(crate) const MAX_SPARE_MESSAGES: u32 = 64;
+
 /// Default maximum of peers: 8.
 pub const DEFAULT_MAX_PEERS: usize = 8;
 /// Most candidate addresses remembered: 1 000 (oldest dropped first).

@@ -9,7 +9,7 @@ use toy_msg::{ConnId, Messenger};
 use crate::config::*;
 use crate::node::{P2p, now_ms};
 use crate::state::PeerInfo;
-use crate::{Error, Misbehaviour, PeerEvent, PeerId, PeerNetwork, is_valid_addr, origin_of, parse_addrs};
+use crate::{Error, Misbehaviour, PeerEvent, PeerId, PeerNetwork, is_valid_addr, origin_of, parse_addrs, same_host};
 
 impl<M: Messenger> P2p<M> {
     /// Decides an inbound `p2p:hello`.
@@ -23,13 +23,16 @@ impl<M: Messenger> P2p<M> {
         let addr = std::str::from_utf8(payload).ok().filter(|a| is_valid_addr(a)).map(str::to_owned);
         let mut verify = None;
         let mut evict = None;
-        let verdict = match &addr {
-            None => Err("malformed address"),
-            Some(a) if a == me => Err("that is us"),
-            Some(_) if st.by_conn.contains_key(&conn) => Err("already handshaked"),
+        // A refusal says why, and whether the connection may stay open as a
+        // spare (see `MAX_SPARES`): only for a well-formed hello refused for
+        // who else holds the address or for room, never for a ban.
+        let verdict: Result<(), (&str, bool)> = match &addr {
+            None => Err(("malformed address", false)),
+            Some(a) if a == me => Err(("that is us", false)),
+            Some(_) if st.by_conn.contains_key(&conn) => Err(("already handshaked", false)),
             // Where the connection comes from is banned, whatever it claims.
-            Some(_) if st.banned(&origin) => Err("banned"),
-            Some(a) if st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.verified) => Err("already peers"),
+            Some(_) if st.banned(&origin) => Err(("banned", false)),
+            Some(a) if st.peers.get(&PeerId(a.clone())).is_some_and(|p| p.verified) => Err(("already peers", true)),
             Some(a) if st.peers.contains_key(&PeerId(a.clone())) => {
                 // Two inbound peers claim one address; neither is verified,
                 // so neither may keep the other out: dial it and keep
@@ -38,10 +41,12 @@ impl<M: Messenger> P2p<M> {
                 if st.contested.len() < MAX_CONTESTED.min(MAX_PARALLEL_DIALS) && st.contested.insert(a.clone()) {
                     verify = Some(a.clone());
                 }
-                Err("address claimed by another connection; verifying it by dialling")
+                Err(("address claimed by another connection; verifying it by dialling", true))
             }
             // Both dial at once: the connection opened by the smaller address wins.
-            Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => Err("simultaneous dial; ours wins"),
+            Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => {
+                Err(("simultaneous dial; ours wins", true))
+            }
             Some(_) if st.inbound_count() >= 2 * max => match st.eviction_candidate(Duration::ZERO) {
                 // Full: a newcomer gets in by evicting the peer the eviction
                 // rule picks, never one with a proven record while others
@@ -50,14 +55,19 @@ impl<M: Messenger> P2p<M> {
                     evict = st.peers.get(&victim).map(|p| (victim, p.conn));
                     Ok(())
                 }
-                None => Err("full"),
+                None => Err(("full", true)),
             },
             Some(_) => Ok(()),
+        };
+        let spare = match verdict {
+            Err((_, true)) => st.keep_spare(conn, &remote),
+            _ => false,
         };
         let list = st.peer_list(addr.as_deref());
         match (verdict, addr) {
             (Ok(()), Some(a)) => {
                 st.pending_inbound.remove(&conn);
+                st.spares.remove(&conn);
                 let id = PeerId(a);
                 st.by_conn.insert(conn, id.clone());
                 // The evicted peer leaves the table now, not when its
@@ -99,7 +109,8 @@ impl<M: Messenger> P2p<M> {
                         this.state().contested.remove(&a);
                     });
                 }
-                tracing::debug!(me = %self.inner.me, ?addr, reason = verdict.err().unwrap_or(""), "hello rejected");
+                let reason = verdict.err().map_or("", |(r, _)| r);
+                tracing::debug!(me = %self.inner.me, ?addr, reason, spare, "hello rejected");
                 let mut out = vec![0u8];
                 out.extend_from_slice(list.as_bytes());
                 Bytes::from(out)
@@ -122,7 +133,7 @@ impl<M: Messenger> P2p<M> {
                     // timeout).
                     let deadline = Instant::now() + self.inner.config.handshake_timeout;
                     let mut st = self.state();
-                    if !st.by_conn.contains_key(&conn) {
+                    if !st.by_conn.contains_key(&conn) && !st.spares.contains_key(&conn) {
                         st.pending_inbound.insert(conn, deadline);
                     }
                 }
@@ -130,6 +141,7 @@ impl<M: Messenger> P2p<M> {
                     let removed = {
                         let mut st = self.state();
                         st.pending_inbound.remove(&conn);
+                        st.spares.remove(&conn);
                         st.get_peers_budget.remove(&conn);
                         if st.tracker_conn == Some(conn) {
                             st.tracker_conn = None;
@@ -161,6 +173,10 @@ impl<M: Messenger> P2p<M> {
                 toy_msg::Event::Unhandled { conn, kind } => {
                     // Kinds nobody here speaks, past their rate: a slip costs
                     // little and fades; a stream of them gets the sender banned.
+                    // A spare doing so is not idle: closed.
+                    if self.close_if_spare(conn) {
+                        continue;
+                    }
                     let id = self.state().by_conn.get(&conn).cloned();
                     if let Some(id) = id {
                         tracing::debug!(peer = %id, %kind, "messages of unhandled kinds past their rate");
@@ -168,6 +184,9 @@ impl<M: Messenger> P2p<M> {
                     }
                 }
                 toy_msg::Event::Misbehaved { conn, error } => {
+                    if self.close_if_spare(conn) {
+                        continue;
+                    }
                     let id = self.state().by_conn.get(&conn).cloned();
                     if let Some(id) = id {
                         tracing::info!(peer = %id, %error, "peer sent a malformed message");
@@ -177,6 +196,16 @@ impl<M: Messenger> P2p<M> {
                 _ => {}
             }
         }
+    }
+
+    /// Closes `conn` if it is a spare; says whether it was.
+    pub(crate) fn close_if_spare(&self, conn: ConnId) -> bool {
+        let spare = self.state().spares.remove(&conn).is_some();
+        if spare {
+            tracing::debug!(me = %self.inner.me, %conn, "a spare connection misbehaved; closed");
+            self.inner.msg.close(conn);
+        }
+        spare
     }
 
     /// Dials `addr` and performs the handshake.
@@ -244,6 +273,7 @@ impl<M: Messenger> P2p<M> {
         // The address answered: an inbound peer merely claiming it while it
         // was contested gives way to the verified connection.
         let mut displaced = None;
+        let mut kept = false;
         if flag == 1
             && st.contested.contains(addr)
             && let Some(old) = st.peers.get(&id).filter(|p| !p.verified).map(|p| p.conn)
@@ -258,6 +288,12 @@ impl<M: Messenger> P2p<M> {
                 }
             }
             st.by_conn.remove(&old);
+            // The claimant came from the host that answered our dial: most
+            // likely the same node on another of its connections (a
+            // workshop node forgets us if any of them closes). It stays
+            // open as a spare, heard by nobody; a claimant from elsewhere
+            // is closed.
+            kept = msg.remote_addr(old).is_some_and(|r| same_host(&r, &remote)) && st.keep_spare(old, &remote);
             displaced = Some(old);
         }
         if flag != 1 || st.peers.contains_key(&id) {
@@ -273,8 +309,12 @@ impl<M: Messenger> P2p<M> {
                 st.peers.insert(id.clone(), PeerInfo::new(conn, outbound, true, &remote));
                 drop(st);
                 if let Some(old) = displaced {
-                    tracing::info!(me = %self.inner.me, peer = %id, "a connection claiming this address was not it; closed");
-                    msg.close(old);
+                    if kept {
+                        tracing::debug!(me = %self.inner.me, peer = %id, "an unverified connection of this address's host gave way to the verified one; kept as a spare");
+                    } else {
+                        tracing::info!(me = %self.inner.me, peer = %id, "a connection claiming this address was not it; closed");
+                        msg.close(old);
+                    }
                     let _ = self.inner.events.send(PeerEvent::Removed(id.clone()));
                 }
                 tracing::debug!(me = %self.inner.me, peer = %id, "outbound peer added");

@@ -84,10 +84,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+pub(crate) use addr::same_host;
 pub use addr::{is_valid_addr, join_addrs, parse_addrs};
 pub use config::{
     BAN_THRESHOLD, Config, ConfigBuilder, DEFAULT_MAX_PEERS, DEFAULT_TRIM_GRACE, MAX_ADDRS_PER_LIST, MAX_BANS,
-    MAX_CANDIDATES, MAX_PARALLEL_DIALS, TOP_UP_EVERY,
+    MAX_CANDIDATES, MAX_PARALLEL_DIALS, MAX_SPARES, MAX_SPARES_PER_GROUP, TOP_UP_EVERY,
 };
 pub use error::Error;
 pub use node::P2p;

@@ -93,6 +93,7 @@ impl<M: Messenger> P2p<M> {
             gone: VecDeque::new(),
             displaced: VecDeque::new(),
             contested: HashSet::new(),
+            spares: HashMap::new(),
             get_peers_budget: HashMap::new(),
             book,
             rng,

@@ -74,9 +74,23 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
         self.inner.msg.register_handler(
             kind,
             handler_fn(move |conn, payload| {
-                // Only handshaked peers reach the layer above.
+                // Only handshaked peers reach the layer above. What a spare
+                // sends is dropped; one that keeps talking is closed.
                 let peer = weak.upgrade().and_then(|inner| {
-                    inner.state.lock().unwrap_or_else(PoisonError::into_inner).by_conn.get(&conn).cloned()
+                    let mut st = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let peer = st.by_conn.get(&conn).cloned();
+                    if peer.is_none()
+                        && let Some(spare) = st.spares.get_mut(&conn)
+                    {
+                        spare.dropped += 1;
+                        if spare.dropped > MAX_SPARE_MESSAGES {
+                            st.spares.remove(&conn);
+                            drop(st);
+                            tracing::debug!(%conn, "a spare connection kept sending; closed");
+                            inner.msg.close(conn);
+                        }
+                    }
+                    peer
                 });
                 let handler = handler.clone();
                 async move { handler.handle(peer?, payload).await }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use toy_msg::ConnId;
 
 use crate::book::PeerBook;
-use crate::config::MAX_CANDIDATES;
+use crate::config::{MAX_CANDIDATES, MAX_SPARES, MAX_SPARES_PER_GROUP};
 use crate::{PeerId, evict, join_addrs, netgroup_of, origin_of};
 
 #[derive(Debug)]
@@ -53,10 +53,18 @@ impl PeerInfo {
     }
 }
 
+/// A refused connection kept open (see [`MAX_SPARES`]).
+#[derive(Debug)]
+pub(crate) struct Spare {
+    pub(crate) netgroup: String,
+    pub(crate) dropped: u32,
+}
+
 /// Everything the peer manager knows. Bounded: peers by `2 × max_peers`
 /// inbound plus `max_peers` outbound; pending handshakes by the transport's
-/// inbound limit and the handshake timeout; candidates by [`MAX_CANDIDATES`];
-/// bans by [`MAX_BANS`]; the book by its own limit.
+/// inbound limit and the handshake timeout; spares by [`MAX_SPARES`];
+/// candidates by [`MAX_CANDIDATES`]; bans by [`MAX_BANS`]; the book by its
+/// own limit.
 pub(crate) struct State {
     pub(crate) peers: HashMap<PeerId, PeerInfo>,
     pub(crate) by_conn: HashMap<ConnId, PeerId>,
@@ -73,6 +81,10 @@ pub(crate) struct State {
     pub(crate) displaced: VecDeque<(PeerId, String, Instant)>,
     /// Addresses two inbound peers claimed: dialled to find the real one.
     pub(crate) contested: HashSet<String>,
+    /// Refused connections kept open ([`MAX_SPARES`]): their network
+    /// group and the messages they sent that reached nobody. Entries leave
+    /// with the connection.
+    pub(crate) spares: HashMap<ConnId, Spare>,
     /// `p2p:get_peers` tokens per open connection (entries leave with it).
     pub(crate) get_peers_budget: HashMap<ConnId, (f64, Instant)>,
     pub(crate) book: PeerBook,
@@ -93,6 +105,22 @@ impl State {
         while self.candidates.len() > MAX_CANDIDATES {
             self.candidates.pop_front();
         }
+    }
+
+    /// Keeps `conn` (from `remote`, its hello refused) open as a spare when
+    /// the limits allow; `false` leaves it to the handshake timeout.
+    pub(crate) fn keep_spare(&mut self, conn: ConnId, remote: &str) -> bool {
+        if self.spares.contains_key(&conn) {
+            return true;
+        }
+        let netgroup = netgroup_of(remote);
+        let in_group = self.spares.values().filter(|s| s.netgroup == netgroup).count();
+        if self.spares.len() >= MAX_SPARES || in_group >= MAX_SPARES_PER_GROUP {
+            return false;
+        }
+        self.pending_inbound.remove(&conn);
+        self.spares.insert(conn, Spare { netgroup, dropped: 0 });
+        true
     }
 
     pub(crate) fn banned(&self, addr: &str) -> bool {

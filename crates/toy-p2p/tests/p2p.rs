@@ -428,3 +428,78 @@ async fn a_late_report_about_a_displaced_claimant_does_not_hit_the_real_owner() 
         n.shutdown().await;
     }
 }
+
+/// A p2p node over TCP on loopback with a short handshake timeout.
+async fn tcp_node(seed: u64, timeout: Duration) -> P2p<Messaging<toy_net::TcpTransport>> {
+    let (t, ev) = toy_net::TcpTransport::new(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("127.0.0.1:0").await.expect("listen");
+    let config = Config::builder().max_peers(8).seed(seed).handshake_timeout(timeout).build().expect("config");
+    P2p::start(msg, events, config).expect("start")
+}
+
+/// A bare messaging endpoint (no peering layer): it says only what a test
+/// makes it say, as a workshop node's extra connections do.
+fn raw_endpoint() -> Messaging<toy_net::TcpTransport> {
+    let (t, ev) = toy_net::TcpTransport::new(Default::default());
+    Messaging::new(t, ev, Default::default()).0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_duplicate_hello_is_not_closed_by_the_handshake_timeout() {
+    // Before: a connection whose hello was refused because its address was
+    // already a peer was closed at the handshake timeout. Workshop nodes
+    // open several connections to one address and forget the peer when any
+    // of them closes, so peering with them broke after 10 s, for good.
+    let timeout = Duration::from_millis(300);
+    let hub = tcp_node(1, timeout).await;
+    hub.register_handler("test:ping", peer_handler_fn(|_, _| async { None })).expect("handler");
+    let b = tcp_node(2, timeout).await;
+    b.connect(&hub.local_addr()).await.expect("b peers with the hub");
+    let raw = raw_endpoint();
+    let conn = raw.connect(&hub.local_addr()).await.expect("connect");
+    let answer = raw.request(conn, "p2p:hello", Bytes::from(b.local_addr())).await.expect("answered");
+    assert_eq!(answer.first(), Some(&0), "a second hello for a peered address is refused");
+    // Watched over six handshake timeouts (a property over time).
+    let settle = tokio::time::Instant::now() + timeout * 6;
+    while tokio::time::Instant::now() < settle {
+        assert_eq!(raw.connections(), vec![conn], "the refused connection was closed");
+        assert_eq!(hub.peers(), vec![PeerId(b.local_addr())], "the live peer was dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What it sends reaches nobody; a spare that keeps talking is closed.
+    for _ in 0..100 {
+        let _ = raw.send(conn, "test:ping", Bytes::new());
+    }
+    wait_until("the talkative spare is closed", || raw.connections().is_empty()).await;
+    assert_eq!(hub.peers(), vec![PeerId(b.local_addr())], "the live peer stays");
+    for n in [hub, b] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_kept_open_are_bounded() {
+    let timeout = Duration::from_millis(300);
+    let hub = tcp_node(3, timeout).await;
+    let b = tcp_node(4, timeout).await;
+    b.connect(&hub.local_addr()).await.expect("b peers with the hub");
+    let raw = raw_endpoint();
+    let extra = 8;
+    for _ in 0..toy_p2p::MAX_SPARES + extra {
+        let conn = raw.connect(&hub.local_addr()).await.expect("connect");
+        let answer = raw.request(conn, "p2p:hello", Bytes::from(b.local_addr())).await.expect("answered");
+        assert_eq!(answer.first(), Some(&0));
+    }
+    // Past the limit the handshake timeout closes them, as before; the
+    // first ones kept are not displaced.
+    wait_until("the extra connections are closed", || raw.connections().len() == toy_p2p::MAX_SPARES).await;
+    let settle = tokio::time::Instant::now() + timeout * 4;
+    while tokio::time::Instant::now() < settle {
+        assert_eq!(raw.connections().len(), toy_p2p::MAX_SPARES);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in [hub, b] {
+        n.shutdown().await;
+    }
+}
