@@ -1,0 +1,141 @@
+//! Transactions waiting for a block (the seed's mempool: collect, hand to
+//! the block builder, evict the old).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::state::Accounts;
+use crate::{Error, Hash, Tx};
+
+/// Most transactions held: 4 096; when full the oldest leaves first.
+pub const MAX_TXS: usize = 4_096;
+/// Most transactions of one sender: 16, at nonces below its account nonce
+/// plus 16 (a sender cannot fill the pool, nor park far-future nonces).
+pub const MAX_PER_SENDER: u64 = 16;
+/// A transaction not mined within an hour is dropped (the seed: evict what
+/// will likely never be included).
+pub const MAX_AGE: Duration = Duration::from_secs(3_600);
+
+/// The pool. Bounded by [`MAX_TXS`] and [`MAX_PER_SENDER`]; eviction: the
+/// oldest first when full, anything older than [`MAX_AGE`], anything whose
+/// nonce the chain has used.
+#[derive(Debug, Default)]
+pub struct Mempool {
+    txs: HashMap<Hash, (Tx, Instant)>,
+    by_sender: HashMap<String, BTreeMap<u64, Hash>>,
+}
+
+impl Mempool {
+    /// Transactions held.
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Whether `id` is held.
+    pub fn contains(&self, id: &Hash) -> bool {
+        self.txs.contains_key(id)
+    }
+
+    /// Every transaction held, oldest first.
+    pub fn all(&self) -> Vec<Tx> {
+        let mut v: Vec<&(Tx, Instant)> = self.txs.values().collect();
+        v.sort_by_key(|(_, at)| *at);
+        v.into_iter().map(|(tx, _)| tx.clone()).collect()
+    }
+
+    /// Adds a transaction whose signature the caller checked. `Ok(false)`
+    /// when it (or another for the same sender and nonce: the first seen
+    /// stays) is already held.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a used nonce or one too far ahead.
+    pub fn add(&mut self, tx: Tx, accounts: &Accounts) -> Result<bool, Error> {
+        let id = tx.id();
+        if self.txs.contains_key(&id) {
+            return Ok(false);
+        }
+        let next = accounts.get(&tx.sender).nonce;
+        if tx.nonce < next {
+            return Err(Error::Invalid("nonce already used"));
+        }
+        if tx.nonce - next >= MAX_PER_SENDER {
+            return Err(Error::Invalid("nonce too far ahead of the sender's account"));
+        }
+        if self.by_sender.get(&tx.sender).is_some_and(|m| m.contains_key(&tx.nonce)) {
+            return Ok(false);
+        }
+        if self.txs.len() >= MAX_TXS
+            && let Some(oldest) = self.txs.iter().min_by_key(|(_, (_, at))| *at).map(|(id, _)| *id)
+        {
+            self.remove(&oldest);
+        }
+        self.by_sender.entry(tx.sender.clone()).or_default().insert(tx.nonce, id);
+        self.txs.insert(id, (tx, Instant::now()));
+        Ok(true)
+    }
+
+    fn remove(&mut self, id: &Hash) {
+        if let Some((tx, _)) = self.txs.remove(id)
+            && let Some(m) = self.by_sender.get_mut(&tx.sender)
+        {
+            m.remove(&tx.nonce);
+            if m.is_empty() {
+                self.by_sender.remove(&tx.sender);
+            }
+        }
+    }
+
+    /// Drops what `accounts` (a new tip's) made useless, and the too old.
+    pub fn prune(&mut self, accounts: &Accounts) {
+        let now = Instant::now();
+        let gone: Vec<Hash> = self
+            .txs
+            .iter()
+            .filter(|(_, (tx, at))| tx.nonce < accounts.get(&tx.sender).nonce || now.duration_since(*at) > MAX_AGE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// Up to `max` transactions that apply in order on `accounts`: each
+    /// sender's from its account nonce on, with the coins for each; senders
+    /// taken in turn by the age of their next transaction.
+    pub fn select(&self, accounts: &Accounts, max: usize) -> Vec<Tx> {
+        // Per sender: the run of consecutive nonces it can pay for.
+        let mut runs: Vec<std::collections::VecDeque<&(Tx, Instant)>> = Vec::new();
+        for (sender, nonces) in &self.by_sender {
+            let account = accounts.get(sender);
+            let (mut nonce, mut balance) = (account.nonce, account.balance);
+            let mut run = std::collections::VecDeque::new();
+            while let Some(entry) = nonces.get(&nonce).and_then(|id| self.txs.get(id)) {
+                if entry.0.amount > balance {
+                    break;
+                }
+                balance -= entry.0.amount;
+                nonce += 1;
+                run.push_back(entry);
+            }
+            if !run.is_empty() {
+                runs.push(run);
+            }
+        }
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(run) = runs.iter_mut().filter(|r| !r.is_empty()).min_by_key(|r| r.front().map(|(_, at)| *at))
+            else {
+                break;
+            };
+            if let Some((tx, _)) = run.pop_front() {
+                out.push(tx.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,268 @@
+//! Transactions and blocks as the workshop writes them: ASCII text, hashed
+//! as sent.
+//!
+//! ```text
+//! transaction  sender,recipient,nonce,amount,signature
+//! block        number:nonce:parent_hash:coinbase:tx1:…:txN
+//! ```
+//!
+//! Keys, hashes and signatures are lowercase hex; numbers are decimal
+//! without sign or leading zeros. Those are what the workshop's Python
+//! writes (`.hex()`, `str(int)`); anything else is refused, so that the text
+//! this module writes for a parsed value is always the text it read, and a
+//! block's hash is the same whether taken from the bytes received or from
+//! the parsed block.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// Longest transaction text accepted: 512 bytes (a workshop transaction is
+/// about 250: two 50-digit keys, two numbers, a 96-digit signature).
+pub const MAX_TX_LEN: usize = 512;
+/// Longest block text accepted: 16 KiB (ten transactions and the header
+/// take about 2.7 KiB).
+pub const MAX_BLOCK_LEN: usize = 16 * 1024;
+/// Longest hex field (key, signature) accepted: 200 digits.
+pub const MAX_HEX_FIELD: usize = 200;
+
+/// A SHA-256 hash: a block's hash or a transaction's id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// SHA-256 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// Whether the hex form starts with `zeros` `0` digits.
+    pub fn meets(&self, zeros: u8) -> bool {
+        leading_zero_nibbles(&self.0) >= u32::from(zeros)
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 lowercase hex digits.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for anything else.
+    pub fn from_hex(s: &str) -> Result<Self, Error> {
+        let bytes = lower_hex(s, "hash")?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| Error::Malformed("a hash is 64 hex digits"))?;
+        Ok(Self(arr))
+    }
+}
+
+/// Leading zero hex digits of `bytes`.
+pub(crate) fn leading_zero_nibbles(bytes: &[u8]) -> u32 {
+    let mut n = 0;
+    for b in bytes {
+        if *b == 0 {
+            n += 2;
+        } else {
+            return n + u32::from(*b < 0x10);
+        }
+    }
+    n
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…", &self.to_hex()[..12])
+    }
+}
+
+/// A transfer, as the workshop writes it. Keys and the signature are kept
+/// as the hex text they travel as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tx {
+    /// The sender's public key (25-byte compressed P-192 point), hex.
+    pub sender: String,
+    /// The recipient's public key, hex (any hex in a block: the workshop's
+    /// rules do not check it; a wallet does).
+    pub recipient: String,
+    /// The sender's account nonce this transaction uses.
+    pub nonce: u64,
+    /// Coins moved.
+    pub amount: u64,
+    /// Signature over `sender,recipient,nonce,amount`: raw `r‖s`, hex.
+    pub signature: String,
+}
+
+impl Tx {
+    /// The text that is signed: `sender,recipient,nonce,amount`.
+    pub fn signing_text(&self) -> String {
+        format!("{},{},{},{}", self.sender, self.recipient, self.nonce, self.amount)
+    }
+
+    /// The transaction as it travels.
+    pub fn encode(&self) -> String {
+        format!("{},{}", self.signing_text(), self.signature)
+    }
+
+    /// Its id: SHA-256 of [`Tx::encode`].
+    pub fn id(&self) -> Hash {
+        Hash::of(self.encode().as_bytes())
+    }
+
+    /// Parses a transaction's text (see the module's rules).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming what is wrong.
+    pub fn decode(text: &str) -> Result<Self, Error> {
+        if text.len() > MAX_TX_LEN {
+            return Err(Error::Malformed("transaction too long"));
+        }
+        let fields: Vec<&str> = text.split(',').collect();
+        let [sender, recipient, nonce, amount, signature] = fields[..] else {
+            return Err(Error::Malformed("a transaction has five comma-separated fields"));
+        };
+        lower_hex(sender, "sender")?;
+        lower_hex(recipient, "recipient")?;
+        lower_hex(signature, "signature")?;
+        Ok(Self {
+            sender: sender.to_owned(),
+            recipient: recipient.to_owned(),
+            nonce: decimal(nonce, "nonce")?,
+            amount: decimal(amount, "amount")?,
+            signature: signature.to_owned(),
+        })
+    }
+}
+
+/// A block, as the workshop writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Height: the parent's plus one (genesis 0).
+    pub number: u64,
+    /// Proof-of-work nonce.
+    pub nonce: u64,
+    /// The parent's hash.
+    pub parent: Hash,
+    /// Who gets the reward: a public key, hex (genesis: 66 `0` digits).
+    pub coinbase: String,
+    /// The transactions, applied in order.
+    pub txs: Vec<Tx>,
+}
+
+impl Block {
+    /// The block as it travels.
+    pub fn encode(&self) -> String {
+        let mut s = self.header_text(self.nonce);
+        for tx in &self.txs {
+            s.push(':');
+            s.push_str(&tx.encode());
+        }
+        s
+    }
+
+    /// `number:nonce:parent:coinbase`.
+    fn header_text(&self, nonce: u64) -> String {
+        format!("{}:{}:{}:{}", self.number, nonce, self.parent.to_hex(), self.coinbase)
+    }
+
+    /// Its hash: SHA-256 of [`Block::encode`].
+    pub fn hash(&self) -> Hash {
+        Hash::of(self.encode().as_bytes())
+    }
+
+    /// Parses a block's text (see the module's rules).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming what is wrong.
+    pub fn decode(text: &str) -> Result<Self, Error> {
+        if text.len() > MAX_BLOCK_LEN {
+            return Err(Error::Malformed("block too long"));
+        }
+        let mut fields = text.split(':');
+        let mut next = |what| fields.next().ok_or(Error::Malformed(what));
+        let number = decimal(next("a block starts number:nonce:parent:coinbase")?, "number")?;
+        let nonce = decimal(next("a block starts number:nonce:parent:coinbase")?, "nonce")?;
+        let parent = Hash::from_hex(next("a block starts number:nonce:parent:coinbase")?)?;
+        let coinbase = next("a block starts number:nonce:parent:coinbase")?;
+        lower_hex(coinbase, "coinbase")?;
+        let coinbase = coinbase.to_owned();
+        let txs = fields.map(Tx::decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { number, nonce, parent, coinbase, txs })
+    }
+
+    /// The workshop's genesis block: `0:0:` + 64 `0` + `:` + 66 `0`.
+    pub fn genesis() -> Self {
+        Self { number: 0, nonce: 0, parent: Hash::default(), coinbase: "0".repeat(66), txs: Vec::new() }
+    }
+}
+
+/// Checks lowercase hex of even length, 2 to [`MAX_HEX_FIELD`] digits.
+fn lower_hex(s: &str, what: &'static str) -> Result<Vec<u8>, Error> {
+    if s.is_empty() || s.len() > MAX_HEX_FIELD || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Error::Malformed(what));
+    }
+    hex::decode(s).map_err(|_| Error::Malformed(what))
+}
+
+/// Parses a decimal u64 without sign or leading zeros.
+fn decimal(s: &str, what: &'static str) -> Result<u64, Error> {
+    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if !canonical {
+        return Err(Error::Malformed(what));
+    }
+    s.parse().map_err(|_| Error::Malformed(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genesis_hash_is_the_workshops() {
+        let g = Block::genesis();
+        assert_eq!(g.encode(), format!("0:0:{}:{}", "0".repeat(64), "0".repeat(66)));
+        assert_eq!(g.hash().to_hex(), "d4522760c17a1462ecce5171f8f170e18bb6fddc0295eb493f6b0fd15cac03e9");
+        assert_eq!(Block::decode(&g.encode()).expect("decodes"), g);
+    }
+
+    #[test]
+    fn leading_zeros_count_hex_digits() {
+        let mut h = Hash([0xff; 32]);
+        assert!(h.meets(0) && !h.meets(1));
+        h.0[0] = 0x0f;
+        assert!(h.meets(1) && !h.meets(2));
+        h.0[0] = 0;
+        h.0[1] = 0x01;
+        assert!(h.meets(3) && !h.meets(4));
+        assert!(Hash([0; 32]).meets(64));
+    }
+
+    #[test]
+    fn non_canonical_text_is_refused() {
+        let tx = "aa,bb,1,5,cc";
+        assert!(Tx::decode(tx).is_ok());
+        for bad in [
+            "AA,bb,1,5,cc",
+            "aa,bb,01,5,cc",
+            "aa,bb,1,-5,cc",
+            "aa,bb,1,+5,cc",
+            "aa,bb,1,5",
+            "aa,bb,1,5,cc,",
+            "a,bb,1,5,cc",
+        ] {
+            assert!(Tx::decode(bad).is_err(), "{bad}");
+        }
+        let g = Block::genesis().encode();
+        assert!(Block::decode(&format!("{g}:")).is_err(), "a trailing colon is an empty transaction");
+        assert!(Block::decode(&g.replacen("0:0:", "00:0:", 1)).is_err());
+        assert!(Block::decode("1:2:00").is_err());
+    }
+}
