@@ -235,6 +235,10 @@ pub trait Messenger: Send + Sync + 'static {
     /// peering layer promotes a connection when it accepts the peer's hello.
     fn promote(&self, conn: ConnId);
 
+    /// Undoes [`Messenger::promote`] (passed to
+    /// [`toy_net::Transport::demote`]).
+    fn demote(&self, conn: ConnId);
+
     /// The peer's address of an open connection.
     fn remote_addr(&self, conn: ConnId) -> Option<String>;
 

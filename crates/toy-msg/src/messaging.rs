@@ -434,6 +434,10 @@ impl<T: Transport> Messenger for Messaging<T> {
         self.inner.transport.promote(conn);
     }
 
+    fn demote(&self, conn: ConnId) {
+        self.inner.transport.demote(conn);
+    }
+
     fn remote_addr(&self, conn: ConnId) -> Option<String> {
         self.inner.transport.remote_addr(conn)
     }

@@ -203,6 +203,25 @@ pub async fn oversize_frame_closes_receiver<H: Harness>(h: H) {
     b.shutdown().await;
 }
 
+/// A demoted inbound connection takes only a stranger's frames again.
+pub async fn a_demoted_connection_takes_small_frames_again<H: Harness>(h: H) {
+    let b_cfg = Config::builder().max_frame_len(8192).max_unverified_frame_len(1024).build().expect("config");
+    let (a, _ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), b_cfg).await;
+    a.send(ac, frame(0, 4096)).expect("promoted: a large frame");
+    let got = wait_for(&mut be, "frame at b", |ev| match ev {
+        Event::Frame { data, .. } => Some(data.len()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, 4096);
+    b.demote(bc);
+    a.send(ac, frame(1, 4096)).expect("sent");
+    let reason = wait_disconnected(&mut be, bc).await;
+    assert_eq!(reason, DisconnectReason::FrameTooLarge { len: 4096, max: 1024 });
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Sending more than our own maximum fails locally and keeps the connection.
 pub async fn send_checks_own_limits<H: Harness>(h: H) {
     let small = Config::builder().max_frame_len(100).build().expect("config");
@@ -336,6 +355,7 @@ macro_rules! conformance_suite {
                 frames_arrive_in_order_both_ways,
                 close_flushes_then_reports_both_sides,
                 oversize_frame_closes_receiver,
+                a_demoted_connection_takes_small_frames_again,
                 send_checks_own_limits,
                 slow_reader_is_disconnected,
                 reading_peer_keeps_up,

@@ -313,6 +313,22 @@ impl ConnTable {
         }
     }
 
+    /// The largest frame `id` may receive now (0 for an unknown connection).
+    pub(crate) fn frame_limit(&self, id: ConnId) -> usize {
+        self.read().get(&id).map_or(0, |e| e.frame_limit.load(Ordering::Acquire))
+    }
+
+    /// Lowers an inbound connection's frame limit back to the stranger's
+    /// (outbound connections keep theirs).
+    pub(crate) fn demote(&self, id: ConnId) {
+        if let Some(entry) = self.read().get(&id)
+            && entry.incoming
+        {
+            entry.frame_limit.store(self.config.max_unverified_frame_len(), Ordering::Release);
+            entry.promoted.store(false, Ordering::Release);
+        }
+    }
+
     /// Counts `more` bytes held by a reader; `false` (and nothing counted)
     /// when that would pass the read budget.
     pub(crate) fn hold(&self, more: usize) -> bool {

@@ -274,6 +274,12 @@ pub trait Transport: Send + Sync + 'static {
     /// promoted. Unknown connections are ignored.
     fn promote(&self, conn: ConnId);
 
+    /// Undoes [`Transport::promote`] for an inbound connection: small frames
+    /// only again, and it counts as a handshake in flight of its group
+    /// (toy-p2p demotes a connection that stays open but is no longer a
+    /// peer). Outbound and unknown connections are ignored.
+    fn demote(&self, conn: ConnId);
+
     /// Stops listening, closes every connection and waits (bounded) for the
     /// transport's tasks to end. Idempotent.
     async fn shutdown(&self);

@@ -249,9 +249,13 @@ impl Transport for MemoryTransport {
     }
 
     /// Frames between in-memory endpoints arrive whole, so no buffer grows
-    /// with a declared length; the limit is kept for parity.
+    /// with a declared length; the limit is kept for parity with TCP.
     fn promote(&self, conn: ConnId) {
         self.table().promote(conn);
+    }
+
+    fn demote(&self, conn: ConnId) {
+        self.table().demote(conn);
     }
 
     fn local_addr(&self) -> Option<String> {
@@ -321,7 +325,6 @@ impl Side {
         cancel: &CancellationToken,
     ) -> DisconnectReason {
         let table = &self.endpoint.table;
-        let max = table.config().max_frame_len();
         loop {
             match rx.recv().await {
                 None => return DisconnectReason::RemoteClosed,
@@ -335,6 +338,9 @@ impl Side {
                     if let Some(queued_at) = queued_at.filter(|_| !latency.is_zero()) {
                         tokio::time::sleep_until((queued_at + latency).into()).await;
                     }
+                    // The connection's limit now: a stranger's until
+                    // promoted, as over TCP.
+                    let max = table.frame_limit(self.conn);
                     if data.len() > max {
                         tracing::warn!(conn = %self.conn, len = data.len(), max, "peer sent an oversize frame; closing");
                         return DisconnectReason::FrameTooLarge { len: data.len() as u64, max };

@@ -143,6 +143,10 @@ impl Transport for TcpTransport {
         self.table().promote(conn);
     }
 
+    fn demote(&self, conn: ConnId) {
+        self.table().demote(conn);
+    }
+
     async fn shutdown(&self) {
         self.table().shutdown().await;
     }

@@ -36,24 +36,22 @@ pub(crate) const MAX_GONE: usize = 1_024;
 /// claimed the same one: at most 256 (new claims past it are not verified).
 pub(crate) const MAX_CONTESTED: usize = 256;
 
-/// Connections kept open, idle, after a well-formed hello was refused
-/// because its address is already a peer, is being verified, lost a
-/// simultaneous dial, or found us full: at most 32 in all ("spares").
+/// Spare connections one peer may have: 3 (a workshop node opens two or
+/// three to one address).
 ///
-/// Nodes written to the workshop's description open two or three
-/// connections to one address, never close the refused ones, and name a
-/// peer by its remote address: closing *any* of them makes them forget the
-/// live peer. So a refused connection is left open rather than closed by the
-/// handshake timeout. A spare reaches nothing above this layer (its
-/// messages are dropped) and is never promoted (small frames only). Past the
-/// limits a refused connection is closed by the handshake timeout as before;
-/// spares already kept are never displaced by newcomers, so a stranger can
-/// take free slots but not evict an honest node's spares.
-pub const MAX_SPARES: usize = 32;
-/// Spares one network group ([`netgroup_of`](crate::netgroup_of)) may hold:
-/// 4, half the transport's handshakes in flight per group, so spares never
-/// take a group's room to say hello.
-pub const MAX_SPARES_PER_GROUP: usize = 4;
+/// Nodes written to the workshop's description open several connections
+/// to one address, say hello on each, never close the refused ones, and
+/// name a peer by its remote address: closing *any* of them makes them
+/// forget the live peer. So a connection whose hello was refused because
+/// its address is already a peer (or being verified) stays open as a
+/// *spare* of that peer, provided it comes from the peer's own host (the
+/// same IP as the peer's connection). A spare reaches nothing above this
+/// layer (what it sends is dropped), is never promoted, and is closed when
+/// its peer goes, when it says hello again and is refused, or after
+/// [`MAX_SPARE_MESSAGES`] messages. Bound: 3 per peer, so at most
+/// `3 × (3 × max_peers)` in all; past that a refused connection is closed
+/// by the handshake timeout as before.
+pub const MAX_SPARES_PER_PEER: usize = 3;
 /// Messages a spare may send that reach nobody before it is closed: 64. An
 /// honest node's messages already in flight when its connection became a
 /// spare are dropped quietly; a spare that keeps talking is not idle.

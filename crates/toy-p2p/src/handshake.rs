@@ -9,7 +9,7 @@ use toy_msg::{ConnId, Messenger};
 use crate::config::*;
 use crate::node::{P2p, now_ms};
 use crate::state::PeerInfo;
-use crate::{Error, Misbehaviour, PeerEvent, PeerId, PeerNetwork, is_valid_addr, origin_of, parse_addrs, same_host};
+use crate::{Error, Misbehaviour, PeerEvent, PeerId, PeerNetwork, is_valid_addr, origin_of, parse_addrs};
 
 impl<M: Messenger> P2p<M> {
     /// Decides an inbound `p2p:hello`.
@@ -24,8 +24,8 @@ impl<M: Messenger> P2p<M> {
         let mut verify = None;
         let mut evict = None;
         // A refusal says why, and whether the connection may stay open as a
-        // spare (see `MAX_SPARES`): only for a well-formed hello refused for
-        // who else holds the address or for room, never for a ban.
+        // spare of the peer holding the address (see `MAX_SPARES_PER_PEER`):
+        // only for a well-formed hello refused because that peer exists.
         let verdict: Result<(), (&str, bool)> = match &addr {
             None => Err(("malformed address", false)),
             Some(a) if a == me => Err(("that is us", false)),
@@ -45,7 +45,7 @@ impl<M: Messenger> P2p<M> {
             }
             // Both dial at once: the connection opened by the smaller address wins.
             Some(a) if st.dialing.contains(a) && me.as_str() < a.as_str() => {
-                Err(("simultaneous dial; ours wins", true))
+                Err(("simultaneous dial; ours wins", false))
             }
             Some(_) if st.inbound_count() >= 2 * max => match st.eviction_candidate(Duration::ZERO) {
                 // Full: a newcomer gets in by evicting the peer the eviction
@@ -55,14 +55,25 @@ impl<M: Messenger> P2p<M> {
                     evict = st.peers.get(&victim).map(|p| (victim, p.conn));
                     Ok(())
                 }
-                None => Err(("full", true)),
+                None => Err(("full", false)),
             },
             Some(_) => Ok(()),
         };
-        let spare = match verdict {
-            Err((_, true)) => st.keep_spare(conn, &remote),
+        // A spare that says hello again and is refused is closed (a
+        // workshop node never does; repeated hellos would each start a
+        // verification dial).
+        let was_spare = st.spares.contains_key(&conn);
+        let spare = match (&verdict, &addr) {
+            (Err((_, true)), Some(a)) if !was_spare => st.keep_spare(conn, &remote, &PeerId(a.clone())),
             _ => false,
         };
+        let close_spare = was_spare && verdict.is_err();
+        if close_spare {
+            st.spares.remove(&conn);
+            if let Some(a) = verify.take() {
+                st.contested.remove(&a);
+            }
+        }
         let list = st.peer_list(addr.as_deref());
         match (verdict, addr) {
             (Ok(()), Some(a)) => {
@@ -99,6 +110,10 @@ impl<M: Messenger> P2p<M> {
             }
             (verdict, addr) => {
                 drop(st);
+                if close_spare {
+                    tracing::debug!(me = %self.inner.me, %conn, "a spare said hello again and was refused; closed");
+                    self.inner.msg.close(conn);
+                }
                 if let Some(a) = verify {
                     let this = self.clone();
                     self.inner.tasks.spawn(async move {
@@ -273,7 +288,6 @@ impl<M: Messenger> P2p<M> {
         // The address answered: an inbound peer merely claiming it while it
         // was contested gives way to the verified connection.
         let mut displaced = None;
-        let mut kept = false;
         if flag == 1
             && st.contested.contains(addr)
             && let Some(old) = st.peers.get(&id).filter(|p| !p.verified).map(|p| p.conn)
@@ -288,12 +302,6 @@ impl<M: Messenger> P2p<M> {
                 }
             }
             st.by_conn.remove(&old);
-            // The claimant came from the host that answered our dial: most
-            // likely the same node on another of its connections (a
-            // workshop node forgets us if any of them closes). It stays
-            // open as a spare, heard by nobody; a claimant from elsewhere
-            // is closed.
-            kept = msg.remote_addr(old).is_some_and(|r| same_host(&r, &remote)) && st.keep_spare(old, &remote);
             displaced = Some(old);
         }
         if flag != 1 || st.peers.contains_key(&id) {
@@ -307,9 +315,19 @@ impl<M: Messenger> P2p<M> {
                 // cannot fill our outbound slots with dials we were made to do).
                 let outbound = displaced.is_none();
                 st.peers.insert(id.clone(), PeerInfo::new(conn, outbound, true, &remote));
+                // A claimant from the host that answered our dial is most
+                // likely the same node on another of its connections (a
+                // workshop node forgets us if any of them closes): it stays
+                // open as a spare of the verified peer, heard by nobody and
+                // demoted to small frames. A claimant from elsewhere is
+                // closed.
+                let kept = displaced.is_some_and(|old| {
+                    msg.remote_addr(old).is_some_and(|r| st.keep_spare(old, &r, &id))
+                });
                 drop(st);
                 if let Some(old) = displaced {
                     if kept {
+                        msg.demote(old);
                         tracing::debug!(me = %self.inner.me, peer = %id, "an unverified connection of this address's host gave way to the verified one; kept as a spare");
                     } else {
                         tracing::info!(me = %self.inner.me, peer = %id, "a connection claiming this address was not it; closed");

@@ -88,7 +88,7 @@ pub(crate) use addr::same_host;
 pub use addr::{is_valid_addr, join_addrs, parse_addrs};
 pub use config::{
     BAN_THRESHOLD, Config, ConfigBuilder, DEFAULT_MAX_PEERS, DEFAULT_TRIM_GRACE, MAX_ADDRS_PER_LIST, MAX_BANS,
-    MAX_CANDIDATES, MAX_PARALLEL_DIALS, MAX_SPARES, MAX_SPARES_PER_GROUP, TOP_UP_EVERY,
+    MAX_CANDIDATES, MAX_PARALLEL_DIALS, MAX_SPARES_PER_PEER, TOP_UP_EVERY,
 };
 pub use error::Error;
 pub use node::P2p;

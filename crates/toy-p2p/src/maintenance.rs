@@ -47,6 +47,13 @@ impl<M: Messenger> P2p<M> {
             for c in &expired {
                 st.pending_inbound.remove(c);
             }
+            // Spares whose peer went (left, evicted, banned) go with it.
+            let orphaned: Vec<ConnId> =
+                st.spares.iter().filter(|(_, s)| !st.peers.contains_key(&s.peer)).map(|(c, _)| *c).collect();
+            for c in &orphaned {
+                st.spares.remove(c);
+            }
+            let expired: Vec<ConnId> = expired.into_iter().chain(orphaned).collect();
             st.bans.retain(|_, until| *until > now);
             let n = st.peers.len();
             let low = max.div_ceil(2).max(1);
@@ -144,7 +151,7 @@ impl<M: Messenger> P2p<M> {
             (expired, dials, ask, trim, tracker_due)
         };
         for c in to_close {
-            tracing::debug!(conn = %c, "no hello in time; closing");
+            tracing::debug!(conn = %c, "no hello in time, or a spare whose peer went; closing");
             self.inner.msg.close(c);
         }
         for p in trim {

@@ -149,6 +149,11 @@ impl<M: Messenger> P2p<M> {
                 async move {
                     let this = this?;
                     let mut st = this.state();
+                    if st.spare_spoke(conn) {
+                        drop(st);
+                        this.inner.msg.close(conn);
+                        return None;
+                    }
                     let now = Instant::now();
                     let (tokens, at) = st.get_peers_budget.entry(conn).or_insert((GET_PEERS_BURST, now));
                     *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * GET_PEERS_PER_SEC)

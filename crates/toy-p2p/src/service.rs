@@ -79,16 +79,10 @@ impl<M: Messenger> PeerNetwork for P2p<M> {
                 let peer = weak.upgrade().and_then(|inner| {
                     let mut st = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
                     let peer = st.by_conn.get(&conn).cloned();
-                    if peer.is_none()
-                        && let Some(spare) = st.spares.get_mut(&conn)
-                    {
-                        spare.dropped += 1;
-                        if spare.dropped > MAX_SPARE_MESSAGES {
-                            st.spares.remove(&conn);
-                            drop(st);
-                            tracing::debug!(%conn, "a spare connection kept sending; closed");
-                            inner.msg.close(conn);
-                        }
+                    if peer.is_none() && st.spare_spoke(conn) {
+                        drop(st);
+                        tracing::debug!(%conn, "a spare connection kept sending; closed");
+                        inner.msg.close(conn);
                     }
                     peer
                 });

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use toy_msg::ConnId;
 
 use crate::book::PeerBook;
-use crate::config::{MAX_CANDIDATES, MAX_SPARES, MAX_SPARES_PER_GROUP};
-use crate::{PeerId, evict, join_addrs, netgroup_of, origin_of};
+use crate::config::{MAX_CANDIDATES, MAX_SPARES_PER_PEER};
+use crate::{PeerId, evict, join_addrs, netgroup_of, origin_of, same_host};
 
 #[derive(Debug)]
 pub(crate) struct PeerInfo {
@@ -24,6 +24,8 @@ pub(crate) struct PeerInfo {
     pub(crate) score: u32,
     /// Where its connection comes from ([`origin_of`]): what a ban hits.
     pub(crate) origin: String,
+    /// Its connection's remote address (for spares: same host or not).
+    pub(crate) remote: String,
     /// Its network group ([`netgroup_of`]), for eviction.
     pub(crate) netgroup: String,
     /// When the handshake completed.
@@ -44,6 +46,7 @@ impl PeerInfo {
             spam: 0,
             score: 0,
             origin: origin_of(remote),
+            remote: remote.to_owned(),
             netgroup: netgroup_of(remote),
             since: Instant::now(),
             min_rtt: None,
@@ -53,16 +56,19 @@ impl PeerInfo {
     }
 }
 
-/// A refused connection kept open (see [`MAX_SPARES`]).
+/// A refused connection kept open for a peer (see [`MAX_SPARES_PER_PEER`]).
 #[derive(Debug)]
 pub(crate) struct Spare {
-    pub(crate) netgroup: String,
+    /// The peer whose host it comes from; it closes when that peer goes.
+    pub(crate) peer: PeerId,
+    /// Messages it sent that reached nobody.
     pub(crate) dropped: u32,
 }
 
 /// Everything the peer manager knows. Bounded: peers by `2 × max_peers`
 /// inbound plus `max_peers` outbound; pending handshakes by the transport's
-/// inbound limit and the handshake timeout; spares by [`MAX_SPARES`];
+/// inbound limit and the handshake timeout; spares by
+/// [`MAX_SPARES_PER_PEER`] per peer;
 /// candidates by [`MAX_CANDIDATES`]; bans by [`MAX_BANS`]; the book by its
 /// own limit.
 pub(crate) struct State {
@@ -81,9 +87,9 @@ pub(crate) struct State {
     pub(crate) displaced: VecDeque<(PeerId, String, Instant)>,
     /// Addresses two inbound peers claimed: dialled to find the real one.
     pub(crate) contested: HashSet<String>,
-    /// Refused connections kept open ([`MAX_SPARES`]): their network
-    /// group and the messages they sent that reached nobody. Entries leave
-    /// with the connection.
+    /// Refused connections kept open for a peer ([`MAX_SPARES_PER_PEER`]
+    /// each). Entries leave with the connection, and their connections are
+    /// closed when the peer goes.
     pub(crate) spares: HashMap<ConnId, Spare>,
     /// `p2p:get_peers` tokens per open connection (entries leave with it).
     pub(crate) get_peers_budget: HashMap<ConnId, (f64, Instant)>,
@@ -107,20 +113,36 @@ impl State {
         }
     }
 
-    /// Keeps `conn` (from `remote`, its hello refused) open as a spare when
-    /// the limits allow; `false` leaves it to the handshake timeout.
-    pub(crate) fn keep_spare(&mut self, conn: ConnId, remote: &str) -> bool {
+    /// Keeps `conn` (from `remote`, its hello for `claim` refused) open as
+    /// a spare of the peer `claim` when that peer's connection comes from
+    /// the same host and has room; `false` leaves it to the handshake
+    /// timeout.
+    pub(crate) fn keep_spare(&mut self, conn: ConnId, remote: &str, claim: &PeerId) -> bool {
         if self.spares.contains_key(&conn) {
             return true;
         }
-        let netgroup = netgroup_of(remote);
-        let in_group = self.spares.values().filter(|s| s.netgroup == netgroup).count();
-        if self.spares.len() >= MAX_SPARES || in_group >= MAX_SPARES_PER_GROUP {
+        let Some(peer) = self.peers.get(claim) else { return false };
+        if peer.conn == conn || !same_host(remote, &peer.remote) {
+            return false;
+        }
+        if self.spares.values().filter(|s| s.peer == *claim).count() >= MAX_SPARES_PER_PEER {
             return false;
         }
         self.pending_inbound.remove(&conn);
-        self.spares.insert(conn, Spare { netgroup, dropped: 0 });
+        self.spares.insert(conn, Spare { peer: claim.clone(), dropped: 0 });
         true
+    }
+
+    /// Counts a message from spare `conn` that reached nobody; `true` when
+    /// it has now sent too many and must be closed (it is forgotten).
+    pub(crate) fn spare_spoke(&mut self, conn: ConnId) -> bool {
+        let Some(spare) = self.spares.get_mut(&conn) else { return false };
+        spare.dropped += 1;
+        if spare.dropped > crate::config::MAX_SPARE_MESSAGES {
+            self.spares.remove(&conn);
+            return true;
+        }
+        false
     }
 
     pub(crate) fn banned(&self, addr: &str) -> bool {

@@ -479,27 +479,32 @@ async fn a_refused_duplicate_hello_is_not_closed_by_the_handshake_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_connections_kept_open_are_bounded() {
+async fn refused_connections_kept_open_are_bounded_per_peer_and_go_with_it() {
     let timeout = Duration::from_millis(300);
     let hub = tcp_node(3, timeout).await;
     let b = tcp_node(4, timeout).await;
     b.connect(&hub.local_addr()).await.expect("b peers with the hub");
     let raw = raw_endpoint();
-    let extra = 8;
-    for _ in 0..toy_p2p::MAX_SPARES + extra {
+    let extra = 3;
+    for _ in 0..toy_p2p::MAX_SPARES_PER_PEER + extra {
         let conn = raw.connect(&hub.local_addr()).await.expect("connect");
         let answer = raw.request(conn, "p2p:hello", Bytes::from(b.local_addr())).await.expect("answered");
         assert_eq!(answer.first(), Some(&0));
     }
     // Past the limit the handshake timeout closes them, as before; the
     // first ones kept are not displaced.
-    wait_until("the extra connections are closed", || raw.connections().len() == toy_p2p::MAX_SPARES).await;
+    wait_until("the extra connections are closed", || raw.connections().len() == toy_p2p::MAX_SPARES_PER_PEER).await;
     let settle = tokio::time::Instant::now() + timeout * 4;
     while tokio::time::Instant::now() < settle {
-        assert_eq!(raw.connections().len(), toy_p2p::MAX_SPARES);
+        assert_eq!(raw.connections().len(), toy_p2p::MAX_SPARES_PER_PEER);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for n in [hub, b] {
-        n.shutdown().await;
-    }
+    // A spare saying hello again and refused is closed.
+    let first = raw.connections()[0];
+    let _ = raw.request(first, "p2p:hello", Bytes::from(b.local_addr())).await;
+    wait_until("the spare that said hello again is closed", || !raw.connections().contains(&first)).await;
+    // The spares go with their peer.
+    b.shutdown().await;
+    wait_until("the spares close when their peer goes", || raw.connections().is_empty()).await;
+    hub.shutdown().await;
 }
