@@ -55,3 +55,4 @@ pub use toy_miner as miner;
 pub use toy_msg as msg;
 pub use toy_net as net;
 pub use toy_p2p as p2p;
+pub use toy_workshop as workshop;

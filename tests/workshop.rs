@@ -189,3 +189,131 @@ async fn chat_and_search_cross_a_toy_node_both_ways() {
     assert_eq!(found, vec![Bytes::from_static(b"the value")]);
     toy.shutdown().await;
 }
+
+/// A workshop node running the chain at `difficulty`, mining or not.
+async fn workshop_chain_node(
+    py: &std::path::Path,
+    name: &str,
+    peers: &[&str],
+    difficulty: u8,
+    mine: bool,
+) -> (Proc, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workshop/node.py");
+    let mut cmd = Command::new(py);
+    cmd.arg(script).args(["--dup", "2", "--difficulty", &difficulty.to_string()]);
+    if mine {
+        cmd.arg("--mine");
+    }
+    for p in peers {
+        cmd.arg("--peer").arg(p);
+    }
+    let proc = Proc::spawn_piped(name, cmd);
+    let addr = proc.wait_line("LISTENING ").await;
+    (proc, addr)
+}
+
+/// Asks a workshop node through stdin and returns the words after `prefix`
+/// of its next answer starting so.
+async fn ask(proc: &mut Proc, command: &str, prefix: &str) -> Vec<String> {
+    let before = proc.output().iter().filter(|l| l.starts_with(prefix)).count();
+    proc.tell(command);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answers: Vec<String> = proc.output().into_iter().filter(|l| l.starts_with(prefix)).collect();
+        if answers.len() > before {
+            let last = answers.last().cloned().unwrap_or_default();
+            return last.split(' ').skip(1).map(str::to_owned).collect();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} did not answer {command:?}", proc.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A toy node on the workshop chain over TCP, bootstrapping from `peers`.
+async fn toy_chain_node(
+    peers: Vec<String>,
+    difficulty: u8,
+    seed: u64,
+) -> (toy_testing::TcpStack, toy::workshop::WorkshopNode<toy_testing::TcpGossip>) {
+    let config = toy_testing::p2p_config(8, peers, seed).build().expect("config");
+    let stack = toy_testing::tcp_stack("127.0.0.1:0", config).await;
+    let chain = toy::workshop::Chain::in_memory(toy::workshop::Params::with_difficulty(difficulty));
+    let node = toy::workshop::WorkshopNode::start(std::sync::Arc::new(stack.1.clone()), chain).expect("start");
+    (stack, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toy_node_and_a_workshop_node_mine_one_chain_and_agree_on_every_balance() {
+    let Some(py) = python() else { return };
+    let has_ecdsa = Command::new(&py).args(["-c", "import ecdsa"]).status().is_ok_and(|s| s.success());
+    if !has_ecdsa {
+        println!("SKIP: the Python package ecdsa is missing (pip install ecdsa); .ci/run installs it");
+        return;
+    }
+    let difficulty = 4;
+    let (mut py_node, py_addr) = workshop_chain_node(&py, "py-miner", &[], difficulty, true).await;
+    let py_key = ask(&mut py_node, "key", "KEY").await.remove(0);
+    let ((p2p, _g), toy) = toy_chain_node(vec![py_addr.clone()], difficulty, 21).await;
+    let toy_key = toy::workshop::SecretKey::generate();
+    let toy_pub = toy_key.public_hex();
+    toy.mine(&toy_pub, 1);
+
+    // Both mine on one chain: each sees blocks paying the other.
+    wait_for("both have mined blocks the other accepted", || {
+        let toy_sees_py = toy.read(|c| c.balance(&py_key) > 0 && c.balance(&toy_pub) > 0);
+        async move { toy_sees_py }
+    })
+    .await;
+    wait_for("the workshop node credits the toy miner", || {
+        let line = py_node.output().into_iter().rev().find(|l| l.starts_with("BALANCE"));
+        py_node.tell(&format!("balance {toy_pub}"));
+        let ok = line.is_some_and(|l| !l.ends_with(" 0"));
+        async move { ok }
+    })
+    .await;
+
+    // Transactions both ways.
+    toy.send(&toy_key, &py_key, 1_234).await.expect("toy sends");
+    ask(&mut py_node, &format!("send {toy_pub} 567"), "SENT").await;
+    wait_for("both transfers are mined", || {
+        let ok = toy.read(|c| c.account(&toy_pub).nonce == 1 && c.account(&py_key).nonce == 1);
+        async move { ok }
+    })
+    .await;
+
+    // A late toy node syncs the chain by fetching parents (search:block).
+    let ((late_p2p, _lg), late) = toy_chain_node(vec![py_addr.clone()], difficulty, 22).await;
+    wait_for("the late node catches up", || {
+        let (late_height, toy_height) = (late.read(|c| c.height()), toy.read(|c| c.height()));
+        let ok = late_height + 1 >= toy_height && late_height > 3;
+        async move { ok }
+    })
+    .await;
+
+    // Stop mining and let everyone settle on one tip.
+    toy.shutdown();
+    ask(&mut py_node, "mine off", "MINING").await;
+    let mut agreed = None;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while agreed.is_none() {
+        let tip = ask(&mut py_node, "tip", "TIP").await;
+        let (toy_tip, late_tip) = (toy.read(|c| c.tip().to_hex()), late.read(|c| c.tip().to_hex()));
+        if tip[1] == toy_tip && tip[1] == late_tip {
+            agreed = Some(tip[1].clone());
+        } else {
+            assert!(tokio::time::Instant::now() < until, "tips differ: py {tip:?}, toy {toy_tip}, late {late_tip}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // Every balance agrees, on all three.
+    let accounts: Vec<(String, u64)> = toy.read(|c| c.accounts().iter().map(|(k, a)| (k.clone(), a.balance)).collect());
+    assert!(accounts.len() >= 2);
+    for (key, balance) in accounts {
+        assert_eq!(late.read(|c| c.balance(&key)), balance, "the late node on {key}");
+        let answer = ask(&mut py_node, &format!("balance {key}"), "BALANCE").await;
+        assert_eq!(answer[1], balance.to_string(), "the workshop node on {key}");
+    }
+    late.shutdown();
+    late_p2p.shutdown().await;
+    p2p.shutdown().await;
+}

@@ -23,17 +23,28 @@ Behaviour observed on the workshop's nodes and kept on purpose:
   * its peer list may include the asker itself;
   * it ignores requests of kinds it does not know (the asker times out).
 
+With --difficulty N it also runs the workshop's chain (tests/workshop/
+chain.py, which needs PyPI's `ecdsa`): bc:new_block and bc:new_tx gossip,
+missing parents fetched with search:block (query: the raw 32-byte hash,
+answer: the block's text), and with --mine a miner paying its own key.
+
 Driven through stdin, one command per line:
   say <text>                chat
   search <kind> <query>     a search (query as UTF-8)
   hold <kind> <query> <answer>   answer searches for <query>
   peers                     prints "PEERS a,b,c"
+  key                       prints "KEY <public key hex>"          (chain)
+  send <recipient> <amount> prints "SENT <tx id>"                   (chain)
+  balance <key>             prints "BALANCE <key> <coins>"          (chain)
+  tip                       prints "TIP <number> <hash>"            (chain)
+  mine on|off               starts or stops the miner               (chain)
 Prints "LISTENING host:port", "CHAT <from> <text>", "FOUND <kind> <answer>",
 "NOTFOUND <kind>", "PEERS ...".
 """
 
 import argparse
 import asyncio
+import hashlib
 import os
 import struct
 import sys
@@ -115,7 +126,7 @@ class Conn:
 
 
 class Node:
-    def __init__(self, listen, bootstrap, dup, max_peers):
+    def __init__(self, listen, bootstrap, dup, max_peers, difficulty=None):
         self.listen = listen
         self.addr = None
         self.bootstrap = bootstrap
@@ -128,6 +139,18 @@ class Node:
         self.searches = {}  # search id -> kind
         self.held = {}  # (kind, query) -> answer
         self.handlers["p2p:hello"] = self.on_hello
+        self.chain = None
+        self.mining = False
+        if difficulty is not None:
+            import chain
+
+            self.chain = chain.Chain(difficulty)
+            self.key = chain.new_key()
+            self.pub = chain.public_hex(self.key)
+            self.handlers["gossip:bc:new_block"] = self.on_gossip_block
+            self.handlers["gossip:bc:new_tx"] = self.on_gossip_tx
+            self.orphans = {}  # parent hash -> [block text]
+            self.enable_search("block")
         self.handlers["p2p:get_peers"] = lambda conn, _: self.peer_list().encode()
         self.handlers["gossip:chat"] = self.on_gossip_chat
 
@@ -199,6 +222,9 @@ class Node:
             self.seen.add(gossip_id)
             self.routes[search_id] = conn
             answer = self.held.get((kind, query))
+            if kind == "block" and self.chain is not None and len(query) == 32:
+                block = self.chain.blocks.get(query.hex())
+                answer = block.serialize().encode() if block else None
             if answer is not None:
                 conn.send(f"search_response:{kind}", search_id + answer)
             else:
@@ -207,6 +233,10 @@ class Node:
 
         def on_response(conn, payload, kind=kind):
             search_id, answer = payload[:16], payload[16:]
+            if search_id in self.searches and kind == "block" and self.chain is not None:
+                self.searches.pop(search_id, None)
+                self.take_block(answer.decode(errors="replace"), None, None)
+                return None
             if search_id in self.searches:
                 out(f"FOUND {kind} {answer.decode(errors='replace')}")
                 self.searches.pop(search_id, None)
@@ -228,6 +258,86 @@ class Node:
         await asyncio.sleep(10)
         if self.searches.pop(search_id, None) is not None:
             out(f"NOTFOUND {kind}")
+
+    # Chain.
+    def take_block(self, text, msg_id, conn):
+        """Accepts a block; forwards it when new and valid; fetches parents."""
+        result = self.chain.accept(text)
+        if result in ("tip", "side"):
+            if msg_id is not None:
+                self.gossip("bc:new_block", msg_id, text.encode(), exclude=conn)
+            # Orphans waiting for this block.
+            import chain as c
+
+            h = c.Block.parse(text).hash()
+            for waiting in self.orphans.pop(h, []):
+                self.take_block(waiting, None, None)
+        elif isinstance(result, tuple):
+            parent = result[1]
+            waiting = self.orphans.setdefault(parent, [])
+            if text not in waiting and len(self.orphans) < 64:
+                waiting.append(text)
+            gossip_id, search_id = os.urandom(16), os.urandom(16)
+            self.seen.add(gossip_id)
+            self.searches[search_id] = "block"
+            self.gossip("search:block", gossip_id, search_id + bytes.fromhex(parent))
+        return result
+
+    def on_gossip_block(self, conn, payload):
+        msg_id, body = payload[:16], payload[16:]
+        if msg_id in self.seen:
+            return None
+        self.seen.add(msg_id)
+        self.take_block(body.decode(errors="replace"), msg_id, conn)
+        return None
+
+    def on_gossip_tx(self, conn, payload):
+        msg_id, body = payload[:16], payload[16:]
+        if msg_id in self.seen:
+            return None
+        self.seen.add(msg_id)
+        if self.chain.add_tx(body.decode(errors="replace")):
+            self.gossip("bc:new_tx", msg_id, body, exclude=conn)
+        return None
+
+    def send_tx(self, recipient, amount):
+        import chain as c
+
+        tx = c.sign_tx(self.key, recipient, self.chain.next_nonce(self.pub), amount)
+        text = tx.serialize()
+        if self.chain.add_tx(text):
+            msg_id = os.urandom(16)
+            self.seen.add(msg_id)
+            self.gossip("bc:new_tx", msg_id, text.encode())
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    async def mine(self):
+        while True:
+            if not self.mining:
+                await asyncio.sleep(0.2)
+                continue
+            block = self.chain.template(self.pub)
+            tip = self.chain.tip
+            want = "0" * self.chain.difficulty
+            nonce = int.from_bytes(os.urandom(4), "big")
+            found = False
+            while self.mining and self.chain.tip == tip:
+                for _ in range(2000):
+                    block.nonce = nonce
+                    nonce += 1
+                    if block.hash().startswith(want):
+                        found = True
+                        break
+                if found:
+                    break
+                await asyncio.sleep(0)
+            if found and self.chain.tip == tip:
+                text = block.serialize()
+                if self.chain.accept(text) == "tip":
+                    msg_id = os.urandom(16)
+                    self.seen.add(msg_id)
+                    self.gossip("bc:new_block", msg_id, text.encode())
+                    out(f"MINED {block.number}")
 
     # Maintenance: get_peers every second, and the bootstrap connections.
     async def maintain(self):
@@ -263,6 +373,17 @@ class Node:
                 out("HOLDING")
             elif words[0] == "peers":
                 out("PEERS " + self.peer_list())
+            elif self.chain is not None and words[0] == "key":
+                out(f"KEY {self.pub}")
+            elif self.chain is not None and words[0] == "send" and len(words) == 3:
+                out(f"SENT {self.send_tx(words[1], int(words[2]))}")
+            elif self.chain is not None and words[0] == "balance" and len(words) == 2:
+                out(f"BALANCE {words[1]} {self.chain.state.get(words[1], [0, 0])[0]}")
+            elif self.chain is not None and words[0] == "tip":
+                out(f"TIP {self.chain.height()} {self.chain.tip}")
+            elif self.chain is not None and words[0] == "mine" and len(words) == 2:
+                self.mining = words[1] == "on"
+                out(f"MINING {words[1]}")
 
     async def main(self):
         host, port = self.listen.rsplit(":", 1)
@@ -271,6 +392,8 @@ class Node:
         self.addr = f"{host}:{bound[1]}"
         out(f"LISTENING {self.addr}")
         asyncio.create_task(self.maintain())
+        if self.chain is not None:
+            asyncio.create_task(self.mine())
         await self.commands()
 
 
@@ -280,8 +403,12 @@ def main():
     p.add_argument("--peer", action="append", default=[])
     p.add_argument("--dup", type=int, default=3, help="connections opened to each bootstrap address")
     p.add_argument("--max-peers", type=int, default=8)
+    p.add_argument("--difficulty", type=int, help="run the workshop chain at this difficulty")
+    p.add_argument("--mine", action="store_true", help="mine from the start (with --difficulty)")
     a = p.parse_args()
-    asyncio.run(Node(a.listen, a.peer, a.dup, a.max_peers).main())
+    node = Node(a.listen, a.peer, a.dup, a.max_peers, a.difficulty)
+    node.mining = a.mine and a.difficulty is not None
+    asyncio.run(node.main())
 
 
 if __name__ == "__main__":

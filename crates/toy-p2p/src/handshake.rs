@@ -321,9 +321,8 @@ impl<M: Messenger> P2p<M> {
                 // open as a spare of the verified peer, heard by nobody and
                 // demoted to small frames. A claimant from elsewhere is
                 // closed.
-                let kept = displaced.is_some_and(|old| {
-                    msg.remote_addr(old).is_some_and(|r| st.keep_spare(old, &r, &id))
-                });
+                let kept =
+                    displaced.is_some_and(|old| msg.remote_addr(old).is_some_and(|r| st.keep_spare(old, &r, &id)));
                 drop(st);
                 if let Some(old) = displaced {
                     if kept {

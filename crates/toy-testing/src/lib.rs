@@ -43,8 +43,11 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A peer manager and flood gossip over the in-memory network.
 pub type MemStack = (P2p<Messaging<MemoryTransport>>, Gossip<P2p<Messaging<MemoryTransport>>>);
-/// A peer manager and flood gossip over TCP.
-pub type TcpStack = (P2p<Messaging<TcpTransport>>, Gossip<P2p<Messaging<TcpTransport>>>);
+/// The flood gossip of a [`TcpStack`].
+pub type TcpGossip = Gossip<P2p<Messaging<TcpTransport>>>;
+
+/// A p2p node and its flood gossip over TCP.
+pub type TcpStack = (P2p<Messaging<TcpTransport>>, TcpGossip);
 
 /// Waits until `cond` holds, checking every 20 ms; fails the test naming
 /// `what` after [`DEADLINE`].

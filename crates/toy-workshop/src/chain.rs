@@ -214,7 +214,7 @@ impl Chain {
         }
         // Proof of work first: everything after it costs the sender work.
         if !hash.meets(self.params.difficulty) {
-            return Err(Error::Invalid("the hash does not meet the difficulty"));
+            return Err(Error::InsufficientWork);
         }
         if self.invalid.contains(&hash) {
             return Err(Error::Invalid("already found invalid"));

@@ -25,6 +25,7 @@ pub mod chain;
 pub mod crypto;
 pub mod mempool;
 pub mod miner;
+pub mod node;
 pub mod params;
 pub mod state;
 pub mod store;
@@ -32,6 +33,7 @@ pub mod types;
 
 pub use chain::{Chain, Inserted};
 pub use crypto::SecretKey;
+pub use node::WorkshopNode;
 pub use params::Params;
 pub use types::{Block, Hash, Tx};
 
@@ -45,7 +47,13 @@ pub enum Error {
     /// A key that is not a P-192 secret key.
     #[error("not a P-192 secret key (48 hex digits, non-zero, below the order)")]
     BadKey,
-    /// A block or transaction that breaks a rule of the chain.
+    /// A block whose hash misses the difficulty (costs nothing to make).
+    #[error("invalid: the hash does not meet the difficulty")]
+    InsufficientWork,
+    /// A transaction whose signature does not verify (costs nothing to make).
+    #[error("invalid: bad signature")]
+    BadSignature,
+    /// A block or transaction that breaks another rule of the chain.
     #[error("invalid: {0}")]
     Invalid(&'static str),
     /// The store failed.

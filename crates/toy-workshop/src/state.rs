@@ -130,7 +130,7 @@ pub fn check_signature(tx: &Tx) -> Result<(), Error> {
     if crypto::verify(&tx.sender, tx.signing_text().as_bytes(), &tx.signature) {
         Ok(())
     } else {
-        Err(Error::Invalid("bad signature"))
+        Err(Error::BadSignature)
     }
 }
 
