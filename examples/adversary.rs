@@ -335,7 +335,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(0);
         }
     });
-    let params = ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?;
+    let params = ChainParams::preset(&args.preset).context("--preset must be dev, test or workshop-constants")?;
     // One chain followed across identities.
     let chain = ChainHandle::spawn(Chain::open(
         params,

@@ -19,6 +19,13 @@
 //! block's announcer for any parent still missing; when that fails, or over a
 //! relay, it walks back with `search:block`. When a peer connects both sides
 //! exchange their tip and work, so a node that was away catches up.
+//!
+//! `--preset workshop` runs the workshop's own chain instead (ASCII blocks
+//! and transactions, P-192 keys, `search:block`; see the `toy-workshop`
+//! crate) over the same TCP, peering and gossip, so it mines one chain with
+//! nodes written to the workshop's description. It has no HTTP API yet;
+//! its terminal takes `key`, `balance [KEY]`, `send KEY AMOUNT`, `tip` and
+//! `peers`, one per line.
 
 use std::path::PathBuf;
 
@@ -62,9 +69,15 @@ struct Args {
     /// Mining threads (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Chain preset: dev, workshop or test.
+    /// Chain preset: dev, test, workshop-constants (toy's formats at the
+    /// workshop's constants), or workshop (the workshop's own chain, byte
+    /// for byte).
     #[arg(long, default_value = "dev")]
     preset: String,
+    /// With --preset workshop: leading zero hex digits a block needs (the
+    /// workshop's is 7; a classroom short of time may agree on 5).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=64))]
+    difficulty: u8,
     /// A network of its own: a genesis file (chain spec, JSON) naming the
     /// base preset, allocations and mint authority; overrides --preset.
     /// Example: examples/genesis.json.
@@ -100,9 +113,13 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     let args = Args::parse();
+    if args.preset == "workshop" && args.genesis.is_none() {
+        return run_workshop(args).await;
+    }
     let params = match &args.genesis {
         Some(path) => ChainParams::from_genesis_file(path)?,
-        None => ChainParams::preset(&args.preset).context("--preset must be dev, workshop or test")?,
+        None => ChainParams::preset(&args.preset)
+            .with_context(|| format!("--preset {}: must be dev, test, workshop or workshop-constants", args.preset))?,
     };
     let chain_name = params.name.clone();
     let mining = !args.no_mine;
@@ -167,6 +184,80 @@ async fn main() -> anyhow::Result<()> {
     let tip = node.shutdown().await;
     println!("stopped at height {}; data in {}", tip.height, data_dir.display());
     Ok(())
+}
+
+/// `--preset workshop`: the workshop's chain over toy's network layers, with
+/// a terminal for the wallet.
+async fn run_workshop(args: Args) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mining = !args.no_mine;
+    let config = toy::workshop_node::WorkshopConfig {
+        listen: args.listen,
+        advertise: args.advertise,
+        peers: args.peer,
+        data_dir: args.data_dir,
+        key: args.key,
+        difficulty: args.difficulty,
+        mine_threads: mining.then_some(args.threads.unwrap_or(0)),
+        max_peers: args.max_peers,
+    };
+    let node = config.launch().await?;
+    let me = node.key().public_hex();
+    println!("toy node on the workshop chain, listening on {}", node.addr());
+    let created = if node.new_key() { "new key" } else { "existing key" };
+    println!("key {me} ({created})");
+    let on = if mining { "on" } else { "off" };
+    println!("data in {}; difficulty {}; mining {on}", node.data_dir().display(), args.difficulty);
+    println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers");
+    let mut tips = node.node().watch_tip();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            changed = tips.changed() => {
+                if changed.is_err() { break; }
+                let (height, tip) = *tips.borrow_and_update();
+                println!("tip {tip} at height {height}, {} peers", node.p2p().peers().len());
+            }
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => workshop_command(&node, &me, line.trim()).await,
+                _ => stdin_open = false,
+            },
+        }
+    }
+    println!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// One terminal command of `--preset workshop`.
+async fn workshop_command(node: &toy::workshop_node::RunningWorkshop, me: &str, line: &str) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let chain = node.node();
+    match words[..] {
+        [] => {}
+        ["key"] => println!("{me}"),
+        ["balance"] => println!("{}", chain.read(|c| c.balance(me))),
+        ["balance", key] => println!("{}", chain.read(|c| c.balance(key))),
+        ["tip"] => {
+            let (height, tip) = chain.read(|c| (c.height(), c.tip()));
+            println!("tip {tip} at height {height}");
+        }
+        ["peers"] => {
+            for p in node.p2p().peers() {
+                println!("{}", p.0);
+            }
+        }
+        ["send", to, amount] => match amount.parse::<u64>() {
+            Ok(amount) => match chain.send(node.key(), to, amount).await {
+                Ok(tx) => println!("sent: transaction {} (nonce {})", tx.id(), tx.nonce),
+                Err(e) => println!("not sent: {e}"),
+            },
+            Err(_) => println!("not sent: amount {amount:?} is not a whole number of coins"),
+        },
+        _ => println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers"),
+    }
 }
 
 /// Descriptors the p2p side may hold at once: its inbound cap, twice

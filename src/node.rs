@@ -141,6 +141,17 @@ pub enum NodeError {
     /// The chain could not be opened or started.
     #[error(transparent)]
     Chain(#[from] toy_chain::ChainError),
+    /// The workshop chain (`--preset workshop`) could not be opened.
+    #[error("the workshop chain {path}: {source}")]
+    WorkshopChain {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        source: toy_workshop::Error,
+    },
+    /// A setting is out of its range.
+    #[error("{0}")]
+    Setting(String),
     /// The chain's networking could not be installed.
     #[error(transparent)]
     ChainNetwork(#[from] toy_chain::network::NetworkError),
@@ -216,7 +227,7 @@ impl NodeBuilder {
             let hint = store_hint(&source);
             NodeError::Store { path: db, source, hint }
         })?;
-        let easy_rules = config.params.initial_target != ChainParams::workshop().initial_target;
+        let easy_rules = config.params.initial_target != ChainParams::workshop_constants().initial_target;
         let chain = Chain::open(
             config.params.clone(),
             store,
@@ -538,7 +549,7 @@ fn hex_token() -> String {
 /// Listens on the first free port from `addr`'s port upward (port 0: any).
 /// Binding is the test, so two nodes started at once never pick the same
 /// port (and so never the same default data directory).
-async fn listen_free(msg: &impl Messenger, addr: &str, tries: u16) -> Result<String, NodeError> {
+pub(crate) async fn listen_free(msg: &impl Messenger, addr: &str, tries: u16) -> Result<String, NodeError> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| NodeError::Listen(format!("{addr:?} is not host:port")))?;
     let port: u16 = port.parse().map_err(|_| NodeError::Listen(format!("{addr:?}: bad port")))?;
     let last = if port == 0 { 0 } else { port.saturating_add(tries.max(1) - 1) };
@@ -554,7 +565,7 @@ async fn listen_free(msg: &impl Messenger, addr: &str, tries: u16) -> Result<Str
 
 /// Creates the data directory and checks that it is writable, said plainly
 /// up front before the key or the database trip over it.
-fn check_data_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+pub(crate) fn check_data_dir(dir: &std::path::Path) -> Result<(), NodeError> {
     let fail = |e: std::io::Error| NodeError::DataDir { path: dir.to_owned(), reason: e.to_string() };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".write-test");

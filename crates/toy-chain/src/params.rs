@@ -65,14 +65,16 @@ pub const DEV_WALLET_BALANCE: u64 = 1_000_000_000;
 pub const DEV_WALLETS: usize = 16;
 
 impl ChainParams {
-    /// The workshop's constants: reward 10 000, 7 leading zero hex digits,
-    /// 10 transactions per block, no retargeting. No allocations and no mint
+    /// The workshop's constants over toy's own formats (preset
+    /// `workshop-constants`): reward 10 000, 7 leading zero hex digits, 10
+    /// transactions per block, no retargeting. The workshop's chain itself,
+    /// byte for byte, is the `toy-workshop` crate (`--preset workshop`). No allocations and no mint
     /// authority: anyone who read this source could spend or mint them. A
     /// workshop network that wants either takes them from a genesis file
     /// ([`ChainParams::from_spec`]).
-    pub fn workshop() -> Self {
+    pub fn workshop_constants() -> Self {
         Self {
-            name: "workshop".into(),
+            name: "workshop-constants".into(),
             initial_target: leading_zeros(28),
             pow_limit: leading_zeros(28),
             block_reward: 10_000,
@@ -119,10 +121,10 @@ impl ChainParams {
         }
     }
 
-    /// A preset by name: `workshop`, `dev` or `test`.
+    /// A preset by name: `workshop-constants`, `dev` or `test`.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
-            "workshop" => Some(Self::workshop()),
+            "workshop-constants" => Some(Self::workshop_constants()),
             "dev" => Some(Self::dev()),
             "test" => Some(Self::test()),
             _ => None,
@@ -249,14 +251,14 @@ impl ChainParams {
 /// ```json
 /// {
 ///   "name": "classroom",
-///   "base": "workshop",
+///   "base": "workshop-constants",
 ///   "genesis_timestamp_ms": 1764000000000,
 ///   "allocations": [["02…66 hex digits…", 1000000]],
 ///   "mint_authority": "03…66 hex digits…"
 /// }
 /// ```
 ///
-/// `base` names the preset whose rules apply (`dev`, `test` or `workshop`);
+/// `base` names the preset whose rules apply (`dev`, `test` or `workshop-constants`);
 /// `mint_authority` may be `null` or left out; `genesis_timestamp_ms`
 /// defaults to the preset's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,7 +290,7 @@ pub enum SpecError {
     #[error("genesis file: {0}")]
     Parse(String),
     /// `base` is not a preset.
-    #[error("unknown base preset {0:?} (dev, test or workshop)")]
+    #[error("unknown base preset {0:?} (dev, test or workshop-constants)")]
     UnknownBase(String),
     /// The allocations add up to more than a u64.
     #[error("the allocations add up to more than {}", u64::MAX)]
@@ -328,17 +330,17 @@ mod tests {
 
     #[test]
     fn workshop_has_no_public_money() {
-        let w = ChainParams::workshop();
+        let w = ChainParams::workshop_constants();
         assert!(w.allocations.is_empty() && w.mint_authority.is_none());
     }
 
     #[test]
     fn spec_round_trip_and_errors() {
-        let json = r#"{"name":"classroom","base":"workshop","allocations":[["020202020202020202020202020202020202020202020202020202020202020202",5]],"mint_authority":null}"#;
+        let json = r#"{"name":"classroom","base":"workshop-constants","allocations":[["020202020202020202020202020202020202020202020202020202020202020202",5]],"mint_authority":null}"#;
         let spec: ChainSpec = serde_json::from_str(json).expect("parse");
         let p = ChainParams::from_spec(&spec).expect("spec");
         assert_eq!(p.allocations, vec![(Address([2; 33]), 5)]);
-        assert_eq!(p.max_txs_per_block, ChainParams::workshop().max_txs_per_block);
+        assert_eq!(p.max_txs_per_block, ChainParams::workshop_constants().max_txs_per_block);
         assert!(matches!(
             ChainParams::from_spec(&ChainSpec { base: "nope".into(), ..spec.clone() }),
             Err(SpecError::UnknownBase(_))

@@ -7,6 +7,11 @@
 //! * `midstate_grind/all_threads` — the same on every core at once.
 //! * `python_like/full_header_hash` — hashing the whole 165-byte header per
 //!   nonce (three compressions), what a straightforward loop does.
+//! * `workshop_text/empty` and `workshop_text/ten_txs` — the workshop
+//!   chain's miner (`toy_workshop::miner::grind`): the decimal nonce sits in
+//!   the block text's first SHA-256 block, so every try writes the text and
+//!   hashes all of it (2 compressions for an empty block, about 45 for one
+//!   with ten transactions).
 //!
 //! Run: `cargo bench -p toy-miner --bench hashrate`.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -60,6 +65,25 @@ fn hashrate(c: &mut Criterion) {
                 std::hint::black_box(h.hash());
             }
         })
+    });
+    let key = toy_workshop::SecretKey::from_hex(&format!("{:048x}", 7)).expect("key");
+    let empty = toy_workshop::Block {
+        number: 1,
+        nonce: 0,
+        parent: toy_workshop::Block::genesis().hash(),
+        coinbase: key.public_hex(),
+        txs: Vec::new(),
+    };
+    let txs = (0..10).map(|n| toy_workshop::state::sign_tx(&key, &key.public_hex(), n, 1)).collect();
+    let full = toy_workshop::Block { txs, ..empty.clone() };
+    g.throughput(Throughput::Elements(BATCH / 10));
+    // Difficulty 64 is never met: every nonce is tried.
+    g.bench_function("workshop_text/empty", |b| {
+        b.iter(|| std::hint::black_box(toy_workshop::miner::grind(&empty, 64, 0, BATCH / 10)))
+    });
+    g.throughput(Throughput::Elements(BATCH / 100));
+    g.bench_function("workshop_text/ten_txs", |b| {
+        b.iter(|| std::hint::black_box(toy_workshop::miner::grind(&full, 64, 0, BATCH / 100)))
     });
     g.finish();
 }

@@ -48,7 +48,7 @@ pub(crate) const MAX_CONTESTED: usize = 256;
 /// same IP as the peer's connection). A spare reaches nothing above this
 /// layer (what it sends is dropped), is never promoted, and is closed when
 /// its peer goes, when it says hello again and is refused, or after
-/// [`MAX_SPARE_MESSAGES`] messages. Bound: 3 per peer, so at most
+/// 64 messages. Bound: 3 per peer, so at most
 /// `3 × (3 × max_peers)` in all; past that a refused connection is closed
 /// by the handshake timeout as before.
 pub const MAX_SPARES_PER_PEER: usize = 3;

@@ -1,0 +1,187 @@
+//! A node on the workshop's own chain (`--preset workshop`): toy's TCP,
+//! messaging, peering and flood gossip under the `toy-workshop` chain layer
+//! instead of `toy-chain` — the layer swap the design promises, with the
+//! layers below unchanged.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = toy::workshop_node::WorkshopConfig { mine_threads: Some(1), ..Default::default() }.launch().await?;
+//! println!("{} mines to {}", node.addr(), node.key().public_hex());
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use toy_gossip::Gossip;
+use toy_msg::Messaging;
+use toy_net::TcpTransport;
+use toy_p2p::P2p;
+use toy_workshop::{Chain, Params, SecretKey, WorkshopNode};
+
+use crate::node::NodeError;
+
+/// The peer layer of a workshop node.
+pub type WorkshopP2p = P2p<Messaging<TcpTransport>>;
+/// The gossip layer of a workshop node.
+pub type WorkshopGossip = Gossip<WorkshopP2p>;
+
+/// Everything a workshop node is started with.
+#[derive(Debug, Clone)]
+pub struct WorkshopConfig {
+    /// Address to listen on; the port is the first free one from here.
+    pub listen: String,
+    /// Address announced to peers (default: the listening address).
+    pub advertise: Option<String>,
+    /// Peers to connect to.
+    pub peers: Vec<String>,
+    /// Data directory (default `toy-data/workshop-<port>`): the chain
+    /// database and the key.
+    pub data_dir: Option<PathBuf>,
+    /// Key file (default `<data-dir>/workshop.key`, created if absent): a
+    /// P-192 secret exponent in hex.
+    pub key: Option<PathBuf>,
+    /// Leading zero hex digits a block needs (the workshop's: 7).
+    pub difficulty: u8,
+    /// Mining threads (`None`: no mining; `Some(0)`: every core).
+    pub mine_threads: Option<usize>,
+    /// Peers kept.
+    pub max_peers: usize,
+}
+
+impl Default for WorkshopConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:15151".into(),
+            advertise: None,
+            peers: Vec::new(),
+            data_dir: None,
+            key: None,
+            difficulty: Params::WORKSHOP.difficulty,
+            mine_threads: None,
+            max_peers: toy_p2p::DEFAULT_MAX_PEERS,
+        }
+    }
+}
+
+/// A running workshop node.
+pub struct RunningWorkshop {
+    addr: String,
+    data_dir: PathBuf,
+    key: SecretKey,
+    new_key: bool,
+    p2p: WorkshopP2p,
+    node: WorkshopNode<WorkshopGossip>,
+}
+
+impl WorkshopConfig {
+    /// Opens the chain and the key, listens, peers and (if asked) mines.
+    ///
+    /// # Errors
+    /// A [`NodeError`] naming what failed: the port, the data directory, the
+    /// key or the database.
+    pub async fn launch(self) -> Result<RunningWorkshop, NodeError> {
+        if self.difficulty == 0 || self.difficulty > 64 {
+            return Err(NodeError::Setting(format!("difficulty {}: must be 1 to 64 hex digits", self.difficulty)));
+        }
+        let (transport, net_events) = TcpTransport::new(Default::default());
+        let (msg, msg_events) = Messaging::new(transport, net_events, Default::default());
+        let addr = crate::node::listen_free(&msg, &self.listen, 100).await?;
+        let port = addr.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default();
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("toy-data/workshop-{port}")));
+        crate::node::check_data_dir(&data_dir)?;
+        let key_path = self.key.clone().unwrap_or_else(|| data_dir.join("workshop.key"));
+        let (key, new_key) = load_or_create_key(&key_path)?;
+        let db = data_dir.join("workshop.redb");
+        let params = Params::with_difficulty(self.difficulty);
+        let opening = db.clone();
+        let chain = tokio::task::spawn_blocking(move || Chain::open(&opening, params))
+            .await
+            .unwrap_or_else(|e| Err(toy_workshop::Error::Store(format!("opening stopped: {e}"))))
+            .map_err(|source| NodeError::WorkshopChain { path: db, source })?;
+        let mut p2p_config = toy_p2p::Config::builder().max_peers(self.max_peers).bootstrap(self.peers.clone());
+        if let Some(a) = &self.advertise {
+            p2p_config = p2p_config.advertise(a);
+        }
+        let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
+        let gossip = Gossip::new(p2p.clone(), Default::default());
+        let node = match WorkshopNode::start(Arc::new(gossip), chain) {
+            Ok(node) => node,
+            Err(e) => {
+                p2p.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        if let Some(threads) = self.mine_threads {
+            let threads =
+                if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+            node.mine(&key.public_hex(), threads);
+        }
+        Ok(RunningWorkshop { addr, data_dir, key, new_key, p2p, node })
+    }
+}
+
+/// Reads the key at `path`, or creates one there (readable by this user
+/// only). `true` when created.
+fn load_or_create_key(path: &std::path::Path) -> Result<(SecretKey, bool), NodeError> {
+    let fail = |reason: String| NodeError::DataDir { path: path.to_owned(), reason };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = SecretKey::from_hex(&text).map_err(|e| fail(format!("not a workshop key: {e}")))?;
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(|e| fail(e.to_string()))?;
+            std::io::Write::write_all(&mut file, format!("{}\n", key.to_hex()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| fail(e.to_string()))?;
+            Ok((key, true))
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+impl RunningWorkshop {
+    /// The address peers reach us at.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// This node's key (its public key is its account).
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// Whether the key was created by this launch.
+    pub fn new_key(&self) -> bool {
+        self.new_key
+    }
+
+    /// The chain node (read the chain, send, watch the tip).
+    pub fn node(&self) -> &WorkshopNode<WorkshopGossip> {
+        &self.node
+    }
+
+    /// The peer layer.
+    pub fn p2p(&self) -> &WorkshopP2p {
+        &self.p2p
+    }
+
+    /// Stops mining, then peering.
+    pub async fn shutdown(self) {
+        self.node.shutdown();
+        self.p2p.shutdown().await;
+    }
+}
