@@ -150,6 +150,11 @@ impl Mempool {
         self.by_id.iter().map(|(id, e)| (id, &e.tx))
     }
 
+    /// Whether a transaction of `sender` with `nonce` is pending.
+    pub fn has_nonce(&self, sender: &Address, nonce: u64) -> bool {
+        self.by_sender.get(sender).is_some_and(|m| m.contains_key(&nonce))
+    }
+
     /// Each sender's pending transactions, in nonce order.
     pub fn by_sender(&self) -> impl Iterator<Item = (&Address, Vec<&Transaction>)> {
         self.by_sender.iter().map(|(a, m)| (a, m.values().filter_map(|id| self.by_id.get(id).map(|e| &e.tx)).collect()))

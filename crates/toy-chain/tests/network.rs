@@ -655,3 +655,77 @@ async fn a_local_transaction_lost_on_the_way_is_announced_again_until_it_is_mine
     a.shutdown();
     b.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_gossip_was_lost_reaches_every_mempool_by_reconciliation_and_is_mined() {
+    // Before: flood gossip lost it on the links to c, and c never learned of
+    // it; a wallet's later nonces then waited for ever (issue 16's oracle
+    // mismatch).
+    let net = toy_gossip::MemoryGossipNet::new();
+    let a = on_double(&net, "a");
+    let b = on_double(&net, "b");
+    let c = on_double(&net, "c");
+    net.drop_where(|_, to, kind, _| kind == toy_chain::network::NEW_TX && to.0 == "c");
+    let bob = Keypair::from_seed(b"bob").address();
+    a.submit_tx(transfer(&wallet(2), bob, 42, 1, 0)).await.expect("tx");
+    wait_until("b has it by gossip", || b.chain().snapshot().mempool == 1).await;
+    assert_eq!(c.chain().snapshot().mempool, 0, "c never got it");
+    assert_eq!(c.reconcile_with(&toy_gossip::PeerId("a".into())).await.expect("reconcile"), 1);
+    assert_eq!(c.chain().snapshot().mempool, 1, "c has it now");
+    assert_eq!(c.reconcile_with(&toy_gossip::PeerId("b".into())).await.expect("reconcile"), 0, "nothing missing");
+    mine_one(&c, "miner-c").await;
+    wait_until("mined, and gone from every mempool", || {
+        [&a, &b, &c].iter().all(|n| n.chain().snapshot().mempool == 0 && n.chain().tip().height == 1)
+    })
+    .await;
+    for n in [a, b, c] {
+        n.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_gap_makes_the_node_fetch_the_missing_transaction_from_the_sender() {
+    // Nonce 0 is lost on the way to b; nonce 1 arrives and leaves a gap: b
+    // asks the peer that sent it for its pool at once, without waiting for
+    // the periodic round.
+    let net = toy_gossip::MemoryGossipNet::new();
+    let a = on_double(&net, "a");
+    let b = on_double(&net, "b");
+    let lost = transfer(&wallet(2), Keypair::from_seed(b"bob").address(), 42, 1, 0);
+    let lost_bytes = bytes::Bytes::from(lost.encode());
+    net.drop_where(move |_, to, kind, payload| {
+        kind == toy_chain::network::NEW_TX && to.0 == "b" && payload.ends_with(&lost_bytes)
+    });
+    a.submit_tx(lost).await.expect("nonce 0");
+    a.submit_tx(transfer(&wallet(2), Keypair::from_seed(b"bob").address(), 42, 1, 1)).await.expect("nonce 1");
+    wait_until("b fetched the missing nonce", || b.chain().snapshot().mempool == 2).await;
+    a.shutdown();
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_reconciliation_with_garbage_is_charged_and_nothing_is_admitted() {
+    use toy_p2p::peer_handler_fn;
+    let net = toy_gossip::MemoryGossipNet::new();
+    let victim = on_double(&net, "victim");
+    let liar = net.join("liar");
+    toy_gossip::GossipNetwork::peer_services(&liar)
+        .register_request_handler(
+            toy_chain::network::MEMPOOL_IDS,
+            peer_handler_fn(|_, _| async { Some(bytes::Bytes::from_static(&[1, 2, 3])) }),
+        )
+        .expect("handler");
+    let err = victim.reconcile_with(&toy_gossip::PeerId("liar".into())).await;
+    assert!(err.is_err(), "a malformed inventory is an error");
+    assert!(
+        victim
+            .gossip()
+            .reports()
+            .iter()
+            .any(|(p, m)| p.0 == "liar" && matches!(m, toy_p2p::Misbehaviour::ProtocolViolation)),
+        "{:?}",
+        victim.gossip().reports()
+    );
+    assert_eq!(victim.chain().snapshot().mempool, 0);
+    victim.shutdown();
+}

@@ -35,6 +35,11 @@ use toy_gossip::{
 pub use toy_gossip::{GossipNetwork, PeerId};
 
 mod fetch;
+mod reconcile;
+pub use reconcile::{
+    GET_TXS, GET_TXS_RATE, MAX_GET_TXS, MAX_MEMPOOL_IDS, MAX_RECONCILING, MEMPOOL_IDS, MEMPOOL_RATE, OUR_MEMPOOL_RATE,
+    RECONCILE_EVERY,
+};
 mod serve;
 mod sync_task;
 
@@ -450,6 +455,8 @@ pub struct ChainNode<S: Store, G: GossipNetwork + ?Sized> {
     /// Ids of transactions submitted here, oldest first
     /// ([`MAX_LOCAL_PENDING`]), announced again while pending.
     local_pending: Arc<Mutex<std::collections::VecDeque<Hash>>>,
+    /// Peers being reconciled with ([`reconcile::MAX_RECONCILING`]).
+    reconciling: Arc<reconcile::Reconciling>,
     sync: Arc<SyncShared>,
     stats: Arc<NodeStats>,
 }
@@ -479,6 +486,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> Clone for ChainNode<S, G> {
             peer_jobs: self.peer_jobs.clone(),
             silent: self.silent.clone(),
             local_pending: self.local_pending.clone(),
+            reconciling: self.reconciling.clone(),
             sync: self.sync.clone(),
             stats: self.stats.clone(),
         }
@@ -501,6 +509,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             peer_jobs: Arc::default(),
             silent: Arc::default(),
             local_pending: Arc::default(),
+            reconciling: Arc::default(),
             sync: Arc::new(SyncShared {
                 running: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
@@ -542,12 +551,15 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             }),
         )?;
         node.install_request_handlers()?;
+        node.install_reconcile_handlers()?;
         let n = node.clone();
         tokio::spawn(async move { n.sync_task().await });
         let n = node.clone();
         tokio::spawn(async move { n.store_watch().await });
         let n = node.clone();
         tokio::spawn(async move { n.reannounce_task().await });
+        let n = node.clone();
+        tokio::spawn(async move { n.reconcile_task().await });
         Ok(node)
     }
 
@@ -682,6 +694,15 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
+        self.on_tx_from(from, tx).await
+    }
+
+    /// Admits a transaction that came from `from` (by gossip or by
+    /// reconciliation) and judges it. One that leaves a gap before its
+    /// nonce makes us reconcile with its sender, whose pool likely holds
+    /// the missing one.
+    async fn on_tx_from(&self, from: Option<PeerId>, tx: Transaction) -> Verdict {
+        let (sender, nonce) = (tx.sender, tx.nonce);
         let outcome = {
             let _slot = self.peer_job(from.as_ref()).await;
             self.chain.add_tx(tx).await
@@ -710,6 +731,18 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             Ok(Ok(_)) => {
                 if let Some(peer) = &from {
                     self.gossip.peer_services().credit(peer, Contribution::Transaction);
+                    let gap = nonce > 0
+                        && self
+                            .chain
+                            .read(move |c| {
+                                c.account(&sender).nonce < nonce && !c.mempool().has_nonce(&sender, nonce - 1)
+                            })
+                            .await
+                            .unwrap_or(false);
+                    if gap {
+                        self.stats.bump("txs_reconciled", "gap");
+                        self.spawn_reconcile(peer.clone());
+                    }
                 }
                 Verdict::Accept
             }
