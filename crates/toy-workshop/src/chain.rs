@@ -22,6 +22,12 @@ pub const MAX_SIDE_DEPTH: u64 = 1_000;
 /// Invalid block hashes remembered: 10 000 (then forgotten all at once;
 /// each cost a proof of work).
 pub const MAX_INVALID: usize = 10_000;
+/// Blocks kept at one height not above the tip: 4 (the first seen stay).
+/// At a classroom's difficulty side blocks are cheap; this and
+/// [`MAX_SIDE_DEPTH`] bound what they can store (4 000 blocks of at most
+/// 16 KiB). A branch that grows higher than the tip is taken whole by the
+/// parent fetch ([`Chain::insert_branch`]), past both limits.
+pub const MAX_BLOCKS_PER_HEIGHT: usize = 4;
 
 /// What [`Chain::insert`] did with a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +41,8 @@ pub enum Inserted {
     },
     /// Stored on a side branch, not higher than the tip.
     Side,
-    /// Too far below the tip to matter ([`MAX_SIDE_DEPTH`]): dropped.
+    /// Too far below the tip to matter ([`MAX_SIDE_DEPTH`]), or its height
+    /// already holds [`MAX_BLOCKS_PER_HEIGHT`] blocks: dropped.
     Stale,
     /// The new tip; `reorg` blocks of the old chain were undone.
     Tip {
@@ -54,6 +61,8 @@ pub struct Chain {
     /// `undos[n - 1]` puts back what `active[n]` changed.
     undos: Vec<Undo>,
     accounts: Accounts,
+    /// Blocks stored per height ([`MAX_BLOCKS_PER_HEIGHT`]).
+    per_height: HashMap<u64, usize>,
     orphans: HashMap<Hash, Block>,
     orphan_order: VecDeque<Hash>,
     invalid: HashSet<Hash>,
@@ -78,6 +87,7 @@ impl Chain {
             active: vec![hash],
             undos: Vec::new(),
             accounts: Accounts::default(),
+            per_height: HashMap::new(),
             orphans: HashMap::new(),
             orphan_order: VecDeque::new(),
             invalid: HashSet::new(),
@@ -160,7 +170,7 @@ impl Chain {
     /// transactions already pending here.
     pub fn next_nonce(&self, key: &str) -> u64 {
         let mut nonce = self.accounts.get(key).nonce;
-        let pending: HashSet<u64> = self.mempool.all().iter().filter(|t| t.sender == key).map(|t| t.nonce).collect();
+        let pending: HashSet<u64> = self.mempool.nonces_of(key).collect();
         while pending.contains(&nonce) {
             nonce += 1;
         }
@@ -174,10 +184,30 @@ impl Chain {
     /// [`Error::Invalid`] for a bad signature, a used nonce or one too far
     /// ahead.
     pub fn add_tx(&mut self, tx: Tx) -> Result<bool, Error> {
-        if self.mempool.contains(&tx.id()) {
+        if !self.precheck_tx(&tx)? {
             return Ok(false);
         }
         check_signature(&tx)?;
+        self.mempool.add(tx, &self.accounts)
+    }
+
+    /// The mempool's checks on `tx` without its signature (cheap: run them
+    /// first, then check the signature outside any lock, then
+    /// [`Chain::add_checked_tx`]). `Ok(false)` when already held.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a used nonce, one too far ahead, or too few
+    /// coins.
+    pub fn precheck_tx(&self, tx: &Tx) -> Result<bool, Error> {
+        self.mempool.precheck(tx, &self.accounts)
+    }
+
+    /// Adds a transaction whose signature the caller checked
+    /// ([`crate::state::check_signature`]).
+    ///
+    /// # Errors
+    /// As [`Chain::precheck_tx`] (the tip may have moved since).
+    pub fn add_checked_tx(&mut self, tx: Tx) -> Result<bool, Error> {
         self.mempool.add(tx, &self.accounts)
     }
 
@@ -200,14 +230,33 @@ impl Chain {
     /// invalid when its proof of work is good, so it is not judged twice);
     /// [`Error::Store`] when it could not be written (it is then not kept).
     pub fn insert(&mut self, block: Block) -> Result<Inserted, Error> {
-        let result = self.insert_one(block)?;
+        let result = self.insert_one(block, false)?;
         if let Inserted::Tip { .. } | Inserted::Side = result {
             self.connect_orphans();
         }
         Ok(result)
     }
 
-    fn insert_one(&mut self, block: Block) -> Result<Inserted, Error> {
+    /// Inserts a branch fetched by walking back from an orphan, oldest
+    /// first (`blocks[0]`'s parent must be known). When its last block is
+    /// higher than the tip, the side-branch limits ([`MAX_SIDE_DEPTH`],
+    /// [`MAX_BLOCKS_PER_HEIGHT`]) do not apply to it: the workshop's fork
+    /// choice takes any higher branch, however deep it forks. Returns what
+    /// happened to the last block that went in.
+    ///
+    /// # Errors
+    /// The first block that fails, as [`Chain::insert`].
+    pub fn insert_branch(&mut self, blocks: Vec<Block>) -> Result<Inserted, Error> {
+        let higher = blocks.last().is_some_and(|b| b.number > self.height());
+        let mut last = Inserted::Known;
+        for block in blocks {
+            last = self.insert_one(block, higher)?;
+        }
+        self.connect_orphans();
+        Ok(last)
+    }
+
+    fn insert_one(&mut self, block: Block, past_limits: bool) -> Result<Inserted, Error> {
         let hash = block.hash();
         if self.blocks.contains_key(&hash) || self.orphans.contains_key(&hash) {
             return Ok(Inserted::Known);
@@ -223,7 +272,8 @@ impl Chain {
             self.mark_invalid(hash);
             return Err(Error::Invalid("descends from an invalid block"));
         }
-        if block.number + MAX_SIDE_DEPTH <= self.height() {
+        let crowded = || self.per_height.get(&block.number).is_some_and(|n| *n >= MAX_BLOCKS_PER_HEIGHT);
+        if !past_limits && (block.number.saturating_add(MAX_SIDE_DEPTH) <= self.height() || crowded()) {
             return Ok(Inserted::Stale);
         }
         let standalone = self.check_standalone(&block);
@@ -249,6 +299,7 @@ impl Chain {
             store.put(&hash, &block)?;
         }
         let number = block.number;
+        *self.per_height.entry(number).or_default() += 1;
         self.blocks.insert(hash, block);
         if number > self.height() {
             let reorg = self.reorg_to(hash)?;
@@ -317,7 +368,9 @@ impl Chain {
                 }
                 Err(e) => {
                     for bad in &branch[i..] {
-                        self.blocks.remove(bad);
+                        if let Some(b) = self.blocks.remove(bad) {
+                            self.uncount(b.number);
+                        }
                         self.mark_invalid(*bad);
                     }
                     while self.height() > fork {
@@ -337,8 +390,25 @@ impl Chain {
                 }
             }
         }
+        // The transactions of the blocks undone go back to the pool (those
+        // the new branch also holds are pruned as used).
+        for h in &old {
+            let txs = self.blocks.get(h).map(|b| b.txs.clone()).unwrap_or_default();
+            for tx in txs {
+                let _ = self.mempool.add(tx, &self.accounts);
+            }
+        }
         self.mempool.prune(&self.accounts);
         Ok(depth)
+    }
+
+    fn uncount(&mut self, number: u64) {
+        if let Some(n) = self.per_height.get_mut(&number) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_height.remove(&number);
+            }
+        }
     }
 
     /// Connects orphans whose parents are now known, breadth first.
@@ -356,7 +426,7 @@ impl Chain {
             for h in ready {
                 self.orphan_order.retain(|o| *o != h);
                 if let Some(block) = self.orphans.remove(&h)
-                    && let Err(e) = self.insert_one(block)
+                    && let Err(e) = self.insert_one(block, false)
                 {
                     tracing::debug!(hash = %h, error = %e, "an orphan did not connect");
                 }

@@ -102,24 +102,47 @@ impl SecretKey {
 
 /// Whether `signature_hex` is `public_hex`'s signature of `message`. False
 /// for any malformed key or signature.
+///
+/// The key may be in any encoding PyPI's `ecdsa` reads
+/// (`VerifyingKey.from_string`): compressed, uncompressed, hybrid (`06`/`07`
+/// with the matching parity) or raw `x‖y`; hex in either case. Taking less
+/// than the workshop's nodes take would refuse blocks they accept and split
+/// the chain.
 pub fn verify(public_hex: &str, message: &[u8], signature_hex: &str) -> bool {
-    let Some(key) = public_key(public_hex) else { return false };
+    let Some(key) = any_public_key(public_hex) else { return false };
     let Ok(sig_bytes) = hex::decode(signature_hex) else { return false };
     let Ok(sig) = p192::ecdsa::Signature::from_slice(&sig_bytes) else { return false };
     key.verify_prehash(&Sha1::digest(message), &sig).is_ok()
 }
 
-/// Whether `hex` is a valid compressed P-192 public key.
+/// Whether `hex` is a valid compressed P-192 public key, lowercase: what a
+/// wallet sends to (the form the workshop's nodes print).
 pub fn is_public_key(hex: &str) -> bool {
-    public_key(hex).is_some()
+    !hex.bytes().any(|b| b.is_ascii_uppercase())
+        && hex::decode(hex).is_ok_and(|b| b.len() == PUBLIC_KEY_LEN)
+        && any_public_key(hex).is_some()
 }
 
-fn public_key(public_hex: &str) -> Option<p192::ecdsa::VerifyingKey> {
+/// A key in any encoding `ecdsa`'s `from_string` reads (see [`verify`]).
+fn any_public_key(public_hex: &str) -> Option<p192::ecdsa::VerifyingKey> {
     let bytes = hex::decode(public_hex).ok()?;
-    if bytes.len() != PUBLIC_KEY_LEN {
-        return None;
-    }
-    p192::ecdsa::VerifyingKey::from_sec1_bytes(&bytes).ok()
+    let sec1: Vec<u8> = match (bytes.len(), bytes.first()) {
+        (PUBLIC_KEY_LEN, Some(2 | 3)) | (49, Some(4)) => bytes,
+        // Hybrid: uncompressed with the parity of y in the prefix.
+        (49, Some(&prefix @ (6 | 7))) => {
+            let odd = bytes.last().is_some_and(|b| b & 1 == 1);
+            if odd != (prefix == 7) {
+                return None;
+            }
+            let mut b = bytes;
+            b[0] = 4;
+            b
+        }
+        // Raw x‖y.
+        (48, _) => std::iter::once(4).chain(bytes).collect(),
+        _ => return None,
+    };
+    p192::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok()
 }
 
 #[cfg(test)]
@@ -140,6 +163,28 @@ mod tests {
         );
         assert!(verify(&key.public_hex(), b"abc", &sig));
         assert!(!verify(&key.public_hex(), b"abd", &sig));
+    }
+
+    /// The same key as above in the other encodings PyPI's `ecdsa` reads
+    /// (`to_string("uncompressed")`, `"hybrid"`, `"raw"`), and in capitals.
+    #[test]
+    fn every_key_encoding_the_workshops_python_reads_verifies() {
+        let key = SecretKey::from_hex(&format!("{:048x}", 12345)).expect("key");
+        let sig = key.sign(b"abc");
+        let point = {
+            use p192::elliptic_curve::sec1::ToEncodedPoint;
+            let p = (ProjectivePoint::GENERATOR * Scalar::from(12345u64)).to_affine();
+            hex::encode(p.to_encoded_point(false).as_bytes())
+        };
+        let y_odd = u8::from_str_radix(&point[point.len() - 2..], 16).expect("hex") & 1 == 1;
+        let hybrid = format!("{}{}", if y_odd { "07" } else { "06" }, &point[2..]);
+        let wrong_hybrid = format!("{}{}", if y_odd { "06" } else { "07" }, &point[2..]);
+        for encoding in [point.clone(), hybrid, point[2..].to_owned(), key.public_hex().to_uppercase()] {
+            assert!(verify(&encoding, b"abc", &sig), "{encoding}");
+        }
+        assert!(!verify(&wrong_hybrid, b"abc", &sig), "a hybrid prefix must match y's parity");
+        assert!(verify(&key.public_hex(), b"abc", &sig.to_uppercase()));
+        assert!(!is_public_key(&point), "a wallet sends to compressed keys only");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use crate::state::Accounts;
 use crate::{Error, Hash, Tx};
 
-/// Most transactions held: 4 096; when full the oldest leaves first.
+/// Most transactions held: 4 096; when full, the newest transaction of the
+/// sender with the most pending leaves first (so throwaway keys flooding
+/// the pool push out each other, not a sender with one transfer waiting).
 pub const MAX_TXS: usize = 4_096;
 /// Most transactions of one sender: 16, at nonces below its account nonce
 /// plus 16 (a sender cannot fill the pool, nor park far-future nonces).
@@ -16,8 +18,8 @@ pub const MAX_PER_SENDER: u64 = 16;
 /// will likely never be included).
 pub const MAX_AGE: Duration = Duration::from_secs(3_600);
 
-/// The pool. Bounded by [`MAX_TXS`] and [`MAX_PER_SENDER`]; eviction: the
-/// oldest first when full, anything older than [`MAX_AGE`], anything whose
+/// The pool. Bounded by [`MAX_TXS`] and [`MAX_PER_SENDER`]; eviction: see
+/// [`MAX_TXS`] when full; anything older than [`MAX_AGE`], anything whose
 /// nonce the chain has used.
 #[derive(Debug, Default)]
 pub struct Mempool {
@@ -48,35 +50,74 @@ impl Mempool {
         v.into_iter().map(|(tx, _)| tx.clone()).collect()
     }
 
+    /// The nonces `sender` has pending.
+    pub fn nonces_of(&self, sender: &str) -> impl Iterator<Item = u64> + '_ {
+        self.by_sender.get(sender).into_iter().flat_map(|m| m.keys().copied())
+    }
+
+    /// What [`Mempool::add`] would say, without the signature (checked
+    /// after, and only when this passes: it is the costly part).
+    /// `Ok(false)`: already held (or its sender and nonce are).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a used nonce, one too far ahead, or more than
+    /// the sender's coins along its pending nonces.
+    pub fn precheck(&self, tx: &Tx, accounts: &Accounts) -> Result<bool, Error> {
+        if self.txs.contains_key(&tx.id()) {
+            return Ok(false);
+        }
+        let account = accounts.get(&tx.sender);
+        if tx.nonce < account.nonce {
+            return Err(Error::Invalid("nonce already used"));
+        }
+        if tx.nonce - account.nonce >= MAX_PER_SENDER {
+            return Err(Error::Invalid("nonce too far ahead of the sender's account"));
+        }
+        let pending = self.by_sender.get(&tx.sender);
+        if pending.is_some_and(|m| m.contains_key(&tx.nonce)) {
+            return Ok(false);
+        }
+        // The coins for it and for the sender's pending transactions before
+        // it (coins it may receive meanwhile are not counted).
+        let before: u128 = pending
+            .map(|m| {
+                m.range(account.nonce..tx.nonce)
+                    .filter_map(|(_, id)| self.txs.get(id))
+                    .map(|(t, _)| u128::from(t.amount))
+                    .sum()
+            })
+            .unwrap_or(0);
+        if before + u128::from(tx.amount) > u128::from(account.balance) {
+            return Err(Error::Invalid("more than the sender's coins"));
+        }
+        Ok(true)
+    }
+
     /// Adds a transaction whose signature the caller checked. `Ok(false)`
     /// when it (or another for the same sender and nonce: the first seen
     /// stays) is already held.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a used nonce or one too far ahead.
+    /// As [`Mempool::precheck`].
     pub fn add(&mut self, tx: Tx, accounts: &Accounts) -> Result<bool, Error> {
+        if !self.precheck(&tx, accounts)? {
+            return Ok(false);
+        }
         let id = tx.id();
-        if self.txs.contains_key(&id) {
-            return Ok(false);
-        }
-        let next = accounts.get(&tx.sender).nonce;
-        if tx.nonce < next {
-            return Err(Error::Invalid("nonce already used"));
-        }
-        if tx.nonce - next >= MAX_PER_SENDER {
-            return Err(Error::Invalid("nonce too far ahead of the sender's account"));
-        }
-        if self.by_sender.get(&tx.sender).is_some_and(|m| m.contains_key(&tx.nonce)) {
-            return Ok(false);
-        }
         if self.txs.len() >= MAX_TXS
-            && let Some(oldest) = self.txs.iter().min_by_key(|(_, (_, at))| *at).map(|(id, _)| *id)
+            && let Some(victim) = self.eviction_victim()
         {
-            self.remove(&oldest);
+            self.remove(&victim);
         }
         self.by_sender.entry(tx.sender.clone()).or_default().insert(tx.nonce, id);
         self.txs.insert(id, (tx, Instant::now()));
         Ok(true)
+    }
+
+    /// The newest transaction of the sender with the most pending.
+    fn eviction_victim(&self) -> Option<Hash> {
+        let (_, nonces) = self.by_sender.iter().max_by_key(|(_, m)| m.len())?;
+        nonces.values().max_by_key(|id| self.txs.get(id).map(|(_, at)| *at)).copied()
     }
 
     fn remove(&mut self, id: &Hash) {

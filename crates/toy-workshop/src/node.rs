@@ -34,9 +34,10 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Parent fetches in flight at once: 4 (more missing parents wait for the
 /// next block that needs them).
 pub const MAX_FETCHES: usize = 4;
-/// Parents fetched one after another for one orphan: 10 000 (a late node
-/// catching up walks back this far at most per new block).
-pub const MAX_FETCH_CHAIN: usize = 10_000;
+/// Parents fetched one after another for one orphan: 2 000 (a late node
+/// catching up walks back this far at most per new block; the blocks of a
+/// walk are held until it reaches a known one, at most 2 000 × 16 KiB).
+pub const MAX_FETCH_CHAIN: usize = 2_000;
 /// Nonces tried between looks at the tip: 20 000 (a few milliseconds).
 pub const MINE_CHUNK: u64 = 20_000;
 
@@ -192,8 +193,7 @@ impl<G: GossipNetwork> WorkshopNode<G> {
             tracing::debug!("a bc:new_tx that is not a workshop transaction; dropped");
             return Verdict::Ignore;
         };
-        let this = self.clone();
-        let result = tokio::task::spawn_blocking(move || this.lock().add_tx(tx)).await.unwrap_or(Ok(false));
+        let result = self.admit(tx).await;
         match result {
             Ok(true) => {
                 self.inner.generation.fetch_add(1, Ordering::AcqRel);
@@ -219,24 +219,42 @@ impl<G: GossipNetwork> WorkshopNode<G> {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let mut want = missing;
-            for _ in 0..MAX_FETCH_CHAIN {
-                if this.inner.stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let Some(block) = this.search_block(want).await else {
-                    tracing::debug!(hash = %want, "no peer had a missing parent");
-                    break;
-                };
-                match this.insert(block).await {
-                    // Its own parent is missing too: keep walking back (the
-                    // insert did not start a fetch of its own: ours runs).
-                    Ok(Inserted::Orphan { missing }) => want = missing,
-                    _ => break,
-                }
-            }
+            this.walk_back(missing).await;
             this.inner.fetching.lock().unwrap_or_else(PoisonError::into_inner).remove(&missing);
         });
+    }
+
+    /// Fetches `missing` and its ancestors until one is known, then inserts
+    /// them oldest first. Held here rather than as orphans: the orphan pool
+    /// keeps 64 and drops the oldest, which would be the ones nearest the
+    /// tip; and a branch higher than ours is taken however deep it forks.
+    async fn walk_back(&self, missing: Hash) {
+        let mut want = missing;
+        let mut branch = Vec::new();
+        for _ in 0..MAX_FETCH_CHAIN {
+            if self.inner.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(block) = self.search_block(want).await else {
+                tracing::debug!(hash = %want, "no peer had a missing parent");
+                return;
+            };
+            let parent = block.parent;
+            branch.push(block);
+            if self.read(|c| c.block(&parent).is_some()) {
+                break;
+            }
+            want = parent;
+        }
+        branch.reverse();
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || this.lock().insert_branch(branch))
+            .await
+            .unwrap_or(Err(Error::Invalid("the check was cancelled")));
+        match result {
+            Ok(_) => self.publish(),
+            Err(e) => tracing::debug!(error = %e, "a fetched branch was refused"),
+        }
     }
 
     /// One `search:block`: the first answer that hashes to `hash`.
@@ -262,16 +280,28 @@ impl<G: GossipNetwork> WorkshopNode<G> {
         found
     }
 
+    /// Admits a transaction: the cheap checks under the lock, the signature
+    /// outside it (off the runtime), then the pool.
+    async fn admit(&self, tx: Tx) -> Result<bool, Error> {
+        if !self.read(|c| c.precheck_tx(&tx))? {
+            return Ok(false);
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::state::check_signature(&tx)?;
+            this.lock().add_checked_tx(tx)
+        })
+        .await
+        .unwrap_or(Err(Error::Invalid("the check was cancelled")))
+    }
+
     /// Adds our own transaction and announces it.
     ///
     /// # Errors
     /// [`Error::Invalid`] when the chain refuses it.
     pub async fn submit(&self, tx: Tx) -> Result<bool, Error> {
         let text = tx.encode();
-        let this = self.clone();
-        let added = tokio::task::spawn_blocking(move || this.lock().add_tx(tx))
-            .await
-            .unwrap_or(Err(Error::Invalid("the check was cancelled")))?;
+        let added = self.admit(tx).await?;
         if added {
             self.inner.generation.fetch_add(1, Ordering::AcqRel);
             if let Err(e) = self.inner.gossip.broadcast(NEW_TX, Bytes::from(text)) {
@@ -300,7 +330,10 @@ impl<G: GossipNetwork> WorkshopNode<G> {
             return Err(Error::Invalid("more than the balance"));
         }
         let tx = sign_tx(key, recipient, nonce, amount);
-        self.submit(tx.clone()).await?;
+        if !self.submit(tx.clone()).await? {
+            // Another send took this nonce meanwhile.
+            return Err(Error::Invalid("a transaction with this nonce is already pending; send again"));
+        }
         Ok(tx)
     }
 
