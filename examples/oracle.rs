@@ -306,17 +306,8 @@ async fn verify(
         }
         if tokio::time::Instant::now() > deadline {
             println!("oracle: MISMATCH the nodes did not settle in {timeout:?}: tips {tips:?}, {pending} pending");
-            for n in nodes {
-                if let Ok(txs) = client.get::<Vec<TxJson>>(n, "/api/mempool?limit=10").await {
-                    for t in txs {
-                        println!(
-                            "oracle: {n} pending {} from {} nonce {}",
-                            t.id.unwrap_or_default(),
-                            t.sender,
-                            t.nonce
-                        );
-                    }
-                }
+            for cause in diagnose(client, nodes, keys).await {
+                println!("oracle: {cause}");
             }
             return Ok(false);
         }
@@ -340,6 +331,56 @@ async fn verify(
         println!("oracle: verified {} nodes × {} wallets: all match the ledger", nodes.len(), keys.len());
     }
     Ok(mismatches == 0)
+}
+
+/// Why our transfers are stuck, named: for each wallet, a node whose
+/// pending transactions start past its account nonce lacks that nonce
+/// ("node … lacks nonce 78 of 0371…, which … holds"), the cause that keeps
+/// every later one out of a block.
+async fn diagnose(client: &Client, nodes: &[String], keys: &[Keypair]) -> Vec<String> {
+    // Per node: its mempool (our wallets' part) and each wallet's nonce.
+    let mut views = Vec::new();
+    for n in nodes {
+        let txs = client.get::<Vec<TxJson>>(n, &format!("/api/mempool?limit={}", toy::api::MAX_PAGE)).await;
+        let mut accounts = Vec::new();
+        for k in keys {
+            accounts.push(client.get::<AccountView>(n, &format!("/api/accounts/{}", k.address())).await.ok());
+        }
+        views.push((n, txs.unwrap_or_default(), accounts));
+    }
+    let mut causes = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let addr = k.address().to_hex();
+        for (n, txs, accounts) in &views {
+            let Some(account) = &accounts[i] else { continue };
+            let pending: std::collections::BTreeSet<u64> =
+                txs.iter().filter(|t| t.sender == addr).map(|t| t.nonce).collect();
+            let Some(first) = pending.first() else { continue };
+            if *first > account.nonce {
+                let missing = account.nonce;
+                let holders: Vec<&str> = views
+                    .iter()
+                    .filter(|(_, other, _)| other.iter().any(|t| t.sender == addr && t.nonce == missing))
+                    .map(|(m, _, _)| m.as_str())
+                    .collect();
+                let held = if holders.is_empty() {
+                    "which no node holds".to_owned()
+                } else {
+                    format!("which {} holds", holders.join(", "))
+                };
+                causes.push(format!(
+                    "{n} lacks nonce {missing} of {}… ({held}); its nonces {}..={} wait behind it",
+                    &addr[..8],
+                    first,
+                    pending.last().unwrap_or(first)
+                ));
+            }
+        }
+    }
+    if causes.is_empty() {
+        causes.push("no node lacks a nonce of ours: the tips did not converge (a partition or a stalled sync?)".into());
+    }
+    causes
 }
 
 /// `Bearer <token>` from a node's cookie file, marked sensitive (kept out of

@@ -45,11 +45,12 @@ enum Cmd {
     Show,
     /// Send coins, signed here.
     Send {
-        /// Recipient address (66 hex digits).
-        #[arg(long)]
-        to: String,
-        /// Amount.
-        #[arg(long)]
+        /// Recipient address: a compressed secp256k1 public key, 66 hex
+        /// digits (checked here: coins sent to anything else are lost).
+        #[arg(long, value_parser = parse_recipient)]
+        to: toy::chain::Address,
+        /// Amount, at least 1 (the API's rule too).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         amount: u64,
         /// Fee.
         #[arg(long, default_value_t = 1)]
@@ -61,6 +62,15 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         wait_timeout: u64,
     },
+}
+
+/// `--to`: an address that is a point on the curve.
+fn parse_recipient(s: &str) -> Result<toy::chain::Address, String> {
+    s.trim()
+        .parse::<toy::chain::Address>()
+        .ok()
+        .filter(toy::chain::Address::is_valid_key)
+        .ok_or_else(|| format!("{s:?} is not an address (a compressed secp256k1 public key, 66 hex digits)"))
 }
 
 async fn error_text(r: reqwest::Response) -> String {
@@ -101,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
             println!("nonce   {} (next {})", account.nonce, account.next_nonce);
         }
         Cmd::Send { to, amount, fee, wait, wait_timeout } => {
-            let recipient = to.trim().parse().context("--to must be a 66-hex-digit address")?;
+            let recipient = to;
             let mut tx = Transaction {
                 kind: TxKind::Transfer,
                 sender: key.address(),

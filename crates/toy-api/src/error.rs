@@ -22,6 +22,10 @@ pub enum ApiError {
     /// 422: well-formed but refused (a transaction the mempool rejects).
     #[error("{0}")]
     Rejected(String),
+    /// 405: the endpoint does not take this method (the `Allow` header
+    /// says which it takes).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 503: the node cannot serve this now.
     #[error("{0}")]
     Unavailable(String),
@@ -39,6 +43,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         }

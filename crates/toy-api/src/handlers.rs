@@ -161,6 +161,11 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; see /docs".into())
 }
 
+/// 405 as JSON like every other error (axum still adds the `Allow` header).
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this endpoint does not take that method; see the Allow header and /docs".into())
+}
+
 /// The whole HTTP surface over `api`: the JSON API, the web page, the
 /// OpenAPI document, `/docs` and `/metrics`.
 pub fn router(api: Arc<dyn NodeApi>) -> Router {
@@ -192,6 +197,7 @@ pub fn router_with(api: Arc<dyn NodeApi>, access: crate::Access) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(web::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(access, crate::access::guard))

@@ -171,9 +171,9 @@ impl TryFrom<&TxJson> for Transaction {
 
 /// Parses an address field, naming it in the error.
 pub fn parse_address(field: &str, s: &str) -> Result<Address, ApiError> {
-    s.trim()
-        .parse::<Address>()
-        .map_err(|_| ApiError::BadRequest(format!("{field} must be a 66-hex-digit address (a compressed public key)")))
+    s.trim().parse::<Address>().ok().filter(Address::is_valid_key).ok_or_else(|| {
+        ApiError::BadRequest(format!("{field} must be an address: a compressed secp256k1 public key, 66 hex digits"))
+    })
 }
 
 /// Where a transaction is.

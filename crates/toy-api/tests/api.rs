@@ -207,6 +207,22 @@ async fn bad_input_gets_a_clear_4xx() {
         StatusCode::BAD_REQUEST,
         "to must be",
     );
+    // 66 hex digits that are no point on the curve: the coins would be
+    // burnt (before: accepted, and mined).
+    let not_a_point = format!("05{}", "aa".repeat(32));
+    assert_error(
+        f.post("/api/wallet/send", json!({"to": not_a_point, "amount": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "compressed secp256k1",
+    );
+    let mut burn = signed(&ChainParams::dev_wallet(2), &Keypair::from_seed(b"x"), 1, 0);
+    burn.recipient = toy_chain::Address([3; 33]);
+    let burn = toy_api::TxJson::from(&burn);
+    assert_error(
+        f.post("/api/txs", serde_json::to_value(&burn).expect("json")).await,
+        StatusCode::BAD_REQUEST,
+        "recipient must be an address",
+    );
     assert_error(f.post("/api/wallet/send", json!({"to": bob, "amount": 0})).await, StatusCode::BAD_REQUEST, "amount");
     assert_error(f.post("/api/wallet/send", json!({"to": bob})).await, StatusCode::BAD_REQUEST, "amount");
     assert_error(
@@ -264,6 +280,12 @@ async fn bad_input_gets_a_clear_4xx() {
     assert_error(f.post("/api/peers", json!({"addr": "nowhere:9"})).await, StatusCode::UNPROCESSABLE_ENTITY, "");
     assert_error(f.post("/api/peers", json!({})).await, StatusCode::BAD_REQUEST, "");
     assert_error(f.get("/api/nothing").await, StatusCode::NOT_FOUND, "no such endpoint");
+    // A method a path does not take: 405 as JSON, with the Allow header.
+    let r = f.http.delete(format!("{}/api/status", f.base)).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers().get("allow").is_some_and(|a| a.to_str().unwrap_or("").contains("GET")), "{:?}", r.headers());
+    let body: Value = r.json().await.expect("a JSON body");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("method")), "{body}");
     // An unknown account is simply empty.
     let (s, a) = f.get(&format!("/api/accounts/{bob}")).await;
     assert_eq!((s, a["balance"].as_u64()), (StatusCode::OK, Some(0)));

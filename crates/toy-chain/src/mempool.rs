@@ -79,6 +79,10 @@ pub enum MempoolError {
         /// The rejected transaction's fee.
         fee: u64,
     },
+    /// The recipient is not a compressed secp256k1 public key (its coins
+    /// could never be spent).
+    #[error("the recipient is not a compressed secp256k1 public key")]
+    BadRecipient,
     /// A replacement for the same nonce must pay a higher fee.
     #[error("replacement fee {new_fee} not above the pending {old_fee}")]
     ReplacementUnderpriced {
@@ -179,6 +183,9 @@ impl Mempool {
         }
         if tx.kind == TxKind::Mint && params.mint_authority != Some(tx.sender) {
             return Err(MempoolError::UnauthorisedMint);
+        }
+        if !tx.recipient.is_valid_key() {
+            return Err(MempoolError::BadRecipient);
         }
         let cost = match tx.kind {
             TxKind::Transfer => tx.total_cost().ok_or(MempoolError::Overflow)?,

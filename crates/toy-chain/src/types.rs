@@ -120,6 +120,17 @@ byte_newtype!(
     Signature, 64
 );
 
+impl Address {
+    /// Whether these bytes are a compressed secp256k1 public key (a point
+    /// on the curve). A transfer to anything else can never be spent: its
+    /// coins are burnt. The mempool, the API and the wallet refuse such a
+    /// recipient; blocks do not check it (a consensus rule would need a
+    /// network upgrade).
+    pub fn is_valid_key(&self) -> bool {
+        matches!(self.0[0], 2 | 3) && k256::PublicKey::from_sec1_bytes(&self.0).is_ok()
+    }
+}
+
 impl Hash {
     /// The all-zero hash (the genesis block's parent).
     pub const ZERO: Hash = Hash([0; 32]);

@@ -39,6 +39,8 @@ fn every_rejection_has_its_reason() {
     assert_eq!(p.add(mint(&w, bob(), 5, 1)), Err(MempoolError::UnauthorisedMint));
     assert_eq!(p.add(transfer(&w, bob(), u64::MAX, 1, 1)), Err(MempoolError::Overflow));
     assert_eq!(p.add(transfer(&w, bob(), 1, 1, 500)), Err(MempoolError::NonceTooHigh { expected: 0, got: 500 }));
+    // 33 bytes that are no point on the curve: the coins would be burnt.
+    assert_eq!(p.add(transfer(&w, toy_chain::Address([5; 33]), 1, 1, 1)), Err(MempoolError::BadRecipient));
     let poor = Keypair::from_seed(b"poor");
     assert!(matches!(
         p.add(transfer(&poor, bob(), 1, 0, 0)),
