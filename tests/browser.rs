@@ -114,8 +114,16 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     c.find(Locator::Css("#copy")).await.expect("copy").click().await.expect("click copy");
     wait_text(&c, "#copy", "the copy confirmation", |t| t == "Copied").await;
 
+    // 66 hex digits that are no point on the curve: refused, naming why
+    // (before: accepted, and the coins burnt).
+    let not_a_key = "02".to_owned() + &"5a".repeat(32);
+    fill(&c, "#to", &not_a_key).await;
+    fill(&c, "#amount", "100").await;
+    c.find(Locator::Css("#send")).await.expect("send").click().await.expect("click");
+    wait_text(&c, "#result", "the refusal of a recipient that is no key", |t| t.contains("compressed secp256k1")).await;
+
     // A signed transfer, followed from pending to confirmed.
-    let bob = "02".to_owned() + &"5a".repeat(32);
+    let bob = toy::chain::Keypair::from_seed(b"browser-bob").address().to_hex();
     fill(&c, "#to", &bob).await;
     fill(&c, "#amount", "100").await;
     fill(&c, "#fee", "1").await;

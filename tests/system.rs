@@ -419,7 +419,13 @@ async fn the_terminal_wallet_creates_a_key_shows_and_sends() {
     assert_eq!(show.wait_line("balance ").await, "500");
 
     // A signed send, waited for until it is in a block.
-    let bob = "02".to_owned() + &"5b".repeat(32);
+    let bob = toy::chain::Keypair::from_seed(b"system-bob").address().to_hex();
+    // A recipient that is no point on the curve is refused before anything
+    // is sent, naming the flag.
+    let not_a_key = "02".to_owned() + &"5b".repeat(32);
+    let mut burn = wallet(&["send", "--to", &not_a_key, "--amount", "1"]);
+    assert!(!burn.wait_exit(DEADLINE).await, "a send to no key was accepted:\n{}", burn.output().join("\n"));
+    assert!(burn.output().join("\n").contains("--to"), "{}", burn.output().join("\n"));
     let mut send = wallet(&["send", "--to", &bob, "--amount", "120", "--fee", "2", "--wait"]);
     assert!(send.wait_exit(DEADLINE).await, "wallet send:\n{}", send.output().join("\n"));
     assert!(send.wait_line("confirmed in block ").await.contains("confirmations"));

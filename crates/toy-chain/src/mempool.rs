@@ -154,6 +154,12 @@ impl Mempool {
         self.by_id.iter().map(|(id, e)| (id, &e.tx))
     }
 
+    /// Up to `max` ids, the highest fee first (the oldest first within a
+    /// fee), without sorting anything.
+    pub fn ids_by_fee(&self, max: usize) -> Vec<Hash> {
+        self.by_fee.iter().rev().take(max).map(|(_, _, id)| *id).collect()
+    }
+
     /// Whether a transaction of `sender` with `nonce` is pending.
     pub fn has_nonce(&self, sender: &Address, nonce: u64) -> bool {
         self.by_sender.get(sender).is_some_and(|m| m.contains_key(&nonce))

@@ -729,3 +729,50 @@ async fn a_peer_answering_reconciliation_with_garbage_is_charged_and_nothing_is_
     assert_eq!(victim.chain().snapshot().mempool, 0);
     victim.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_a_forged_signature_by_reconciliation_is_charged_as_by_gossip() {
+    // Before: only Accept was counted, so a peer could make us check
+    // thousands of junk signatures per round for free.
+    use toy_p2p::peer_handler_fn;
+    let net = toy_gossip::MemoryGossipNet::new();
+    let victim = on_double(&net, "victim");
+    let liar = net.join("liar");
+    let mut forged = transfer(&wallet(2), Keypair::from_seed(b"bob").address(), 42, 1, 0);
+    forged.signature = wallet(3).sign_hash(&forged.id());
+    let id = forged.id();
+    let served = sync_encode_one(&forged);
+    let services = toy_gossip::GossipNetwork::peer_services(&liar);
+    services
+        .register_request_handler(
+            toy_chain::network::MEMPOOL_IDS,
+            peer_handler_fn(move |_, _| async move { Some(bytes::Bytes::copy_from_slice(&id.0)) }),
+        )
+        .expect("ids");
+    services
+        .register_request_handler(
+            toy_chain::network::GET_TXS,
+            peer_handler_fn(move |_, _| {
+                let served = served.clone();
+                async move { Some(served) }
+            }),
+        )
+        .expect("txs");
+    assert!(victim.reconcile_with(&toy_gossip::PeerId("liar".into())).await.is_err());
+    assert!(
+        victim
+            .gossip()
+            .reports()
+            .iter()
+            .any(|(p, m)| p.0 == "liar" && matches!(m, toy_p2p::Misbehaviour::InvalidTransaction)),
+        "{:?}",
+        victim.gossip().reports()
+    );
+    assert_eq!(victim.chain().snapshot().mempool, 0);
+    victim.shutdown();
+}
+
+/// One transaction framed as a `chain:txs` answer.
+fn sync_encode_one(tx: &toy_chain::Transaction) -> bytes::Bytes {
+    toy_chain::sync::encode_blocks([tx.encode()])
+}

@@ -37,8 +37,8 @@ pub use toy_gossip::{GossipNetwork, PeerId};
 mod fetch;
 mod reconcile;
 pub use reconcile::{
-    GET_TXS, GET_TXS_RATE, MAX_GET_TXS, MAX_MEMPOOL_IDS, MAX_RECONCILING, MEMPOOL_IDS, MEMPOOL_RATE, OUR_MEMPOOL_RATE,
-    RECONCILE_EVERY,
+    GET_TXS, GET_TXS_RATE, MAX_GET_TXS, MAX_MEMPOOL_IDS, MAX_RECONCILING, MAX_REFUSED, MEMPOOL_IDS, MEMPOOL_RATE,
+    OUR_MEMPOOL_RATE, RECONCILE_EVERY, RECONCILE_TIME,
 };
 mod serve;
 mod sync_task;
@@ -358,14 +358,19 @@ impl SilentPeers {
         lock_plain(&self.0).silent.get(peer).is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
     }
 
-    /// `peer` answered a status request.
-    fn answered(&self, peer: &PeerId) {
+    /// `peer` answered a status request; `true` the first time.
+    fn answered(&self, peer: &PeerId) -> bool {
         let mut st = lock_plain(&self.0);
         st.silent.remove(peer);
         if st.answered.len() >= MAX_SILENT_PEERS {
             st.answered.clear();
         }
-        st.answered.insert(peer.clone());
+        st.answered.insert(peer.clone())
+    }
+
+    /// Whether `peer` has answered a status request (it speaks `chain:*`).
+    fn has_answered(&self, peer: &PeerId) -> bool {
+        lock_plain(&self.0).answered.contains(peer)
     }
 
     /// `peer` did not answer one: remembered unless it ever answered.
@@ -694,18 +699,32 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 return Verdict::Reject;
             }
         };
-        self.on_tx_from(from, tx).await
+        self.on_tx_from(from, tx, true).await
     }
 
     /// Admits a transaction that came from `from` (by gossip or by
     /// reconciliation) and judges it. One that leaves a gap before its
     /// nonce makes us reconcile with its sender, whose pool likely holds
     /// the missing one.
-    async fn on_tx_from(&self, from: Option<PeerId>, tx: Transaction) -> Verdict {
+    /// `gossiped`: it came by gossip (it earns its sender eviction
+    /// protection then; fetched by reconciliation it does not: a peer could
+    /// otherwise serve the same pending transactions again and again).
+    async fn on_tx_from(&self, from: Option<PeerId>, tx: Transaction, gossiped: bool) -> Verdict {
         let (sender, nonce) = (tx.sender, tx.nonce);
-        let outcome = {
+        // The gap check runs in the same job slot as the admission, so a
+        // peer's transactions still hold at most its share of chain jobs.
+        let (outcome, gap) = {
             let _slot = self.peer_job(from.as_ref()).await;
-            self.chain.add_tx(tx).await
+            let outcome = self.chain.add_tx(tx).await;
+            let gap = matches!(outcome, Ok(Ok(_)))
+                && nonce > 0
+                && from.is_some()
+                && self
+                    .chain
+                    .read(move |c| c.account(&sender).nonce < nonce && !c.mempool().has_nonce(&sender, nonce - 1))
+                    .await
+                    .unwrap_or(false);
+            (outcome, gap)
         };
         let unfunded = matches!(
             outcome,
@@ -723,22 +742,16 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             self.stats.bump("requests_refused", "UnfundedTx");
         }
         match &outcome {
-            Ok(Ok(_)) => self.stats.bump("txs_accepted", "gossip"),
+            Ok(Ok(_)) => self.stats.bump("txs_accepted", if gossiped { "gossip" } else { "reconciled" }),
             Ok(Err(e)) => self.stats.bump("txs_rejected", &variant_name(e)),
             Err(_) => {}
         }
         match outcome {
             Ok(Ok(_)) => {
                 if let Some(peer) = &from {
-                    self.gossip.peer_services().credit(peer, Contribution::Transaction);
-                    let gap = nonce > 0
-                        && self
-                            .chain
-                            .read(move |c| {
-                                c.account(&sender).nonce < nonce && !c.mempool().has_nonce(&sender, nonce - 1)
-                            })
-                            .await
-                            .unwrap_or(false);
+                    if gossiped {
+                        self.gossip.peer_services().credit(peer, Contribution::Transaction);
+                    }
                     if gap {
                         self.stats.bump("txs_reconciled", "gap");
                         self.spawn_reconcile(peer.clone());

@@ -13,11 +13,16 @@
 //! | [`MEMPOOL_IDS`] `chain:mempool` | empty | up to [`MAX_MEMPOOL_IDS`] ids, `n × 32` bytes, highest fee first |
 //! | [`GET_TXS`] `chain:txs` | up to [`MAX_GET_TXS`] ids | the transactions held among them, length-prefixed (the `chain:blocks` framing) |
 //!
-//! A node asks a peer when it connects, a random peer every
+//! A node asks a peer once it first answers `chain:status` (a workshop node
+//! never does, and is never asked), a random such peer every
 //! [`RECONCILE_EVERY`], and the peer that sent a transaction leaving a nonce
 //! gap (the missing nonce is likely in its pool). What it fetches is
-//! admitted like gossip (same checks, same penalties, same per-peer job
-//! share) and is not gossiped on: every node reconciles with its own peers.
+//! admitted like gossip (same checks, same per-peer job share; a bad
+//! signature costs the peer `InvalidTransaction` and ends the round), earns
+//! no eviction protection, and is not gossiped on: every node reconciles
+//! with its own peers. A round lasts at most [`RECONCILE_TIME`] and stops at
+//! a batch the peer does not serve; ids refused once are not fetched again
+//! ([`MAX_REFUSED`]).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -48,20 +53,68 @@ pub const MEMPOOL_RATE: RequestRate = RequestRate { burst: 4.0, per_sec: 0.1 };
 pub const GET_TXS_RATE: RequestRate = RequestRate { burst: 32.0, per_sec: 4.0 };
 /// Reconciliations running at once: 4 (more peers wait for the next round).
 pub const MAX_RECONCILING: usize = 4;
+/// Longest a reconciliation round may run: 30 s (a peer answering slowly
+/// holds a slot no longer).
+pub const RECONCILE_TIME: Duration = Duration::from_secs(30);
+/// Ids of fetched transactions we refused, not fetched again: 4 096, then
+/// forgotten all at once (as Bitcoin Core's recent-rejects filter).
+pub const MAX_REFUSED: usize = 4_096;
 
 /// How often we ask one peer: 2 at once, then one per 15 s, under what
 /// [`MEMPOOL_RATE`] lets a peer ask us, so an honest node never pays a
 /// `Spam` point for reconciling (gaps can come in bursts).
 pub const OUR_MEMPOOL_RATE: RequestRate = RequestRate { burst: 2.0, per_sec: 1.0 / 15.0 };
 
-/// Peers being reconciled with now (at most [`MAX_RECONCILING`]), and our
-/// own rate of asking each ([`OUR_MEMPOOL_RATE`]).
+/// Peers being reconciled with now (at most [`MAX_RECONCILING`]), our own
+/// rate of asking each ([`OUR_MEMPOOL_RATE`]), and the ids refused
+/// ([`MAX_REFUSED`]).
 #[derive(Debug)]
-pub(super) struct Reconciling(Mutex<(HashSet<PeerId>, PeerBuckets)>);
+pub(super) struct Reconciling(Mutex<ReconcileState>);
+
+#[derive(Debug)]
+struct ReconcileState {
+    running: HashSet<PeerId>,
+    rate: PeerBuckets,
+    refused: HashSet<Hash>,
+}
 
 impl Default for Reconciling {
     fn default() -> Self {
-        Self(Mutex::new((HashSet::new(), PeerBuckets::new(OUR_MEMPOOL_RATE))))
+        Self(Mutex::new(ReconcileState {
+            running: HashSet::new(),
+            rate: PeerBuckets::new(OUR_MEMPOOL_RATE),
+            refused: HashSet::new(),
+        }))
+    }
+}
+
+impl Reconciling {
+    /// Takes a slot for `peer`: `false` when 4 run, one runs with it, or
+    /// asking it now would pass [`OUR_MEMPOOL_RATE`].
+    fn start(&self, peer: &PeerId) -> bool {
+        let mut st = lock_plain(&self.0);
+        if st.running.len() >= MAX_RECONCILING || st.running.contains(peer) || !st.rate.take(peer, 1.0, Instant::now())
+        {
+            return false;
+        }
+        st.running.insert(peer.clone());
+        true
+    }
+
+    fn end(&self, peer: &PeerId) {
+        lock_plain(&self.0).running.remove(peer);
+    }
+
+    fn refuse(&self, id: Hash) {
+        let mut st = lock_plain(&self.0);
+        if st.refused.len() >= MAX_REFUSED {
+            st.refused.clear();
+        }
+        st.refused.insert(id);
+    }
+
+    fn was_refused(&self, id: &Hash) -> bool {
+        lock_plain(&self.0).refused.contains(id)
     }
 }
 
@@ -133,22 +186,26 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// Asks `peer` for its mempool's ids and fetches the transactions we
     /// lack; returns how many of them were admitted. At most
     /// [`MAX_RECONCILING`] run at once, one per peer, each peer asked within
-    /// [`OUR_MEMPOOL_RATE`] (`Ok(0)` otherwise).
+    /// [`OUR_MEMPOOL_RATE`] (`Ok(0)` otherwise), each for at most
+    /// [`RECONCILE_TIME`].
     ///
     /// # Errors
-    /// The peer's failure to answer, or an answer that does not decode (it
-    /// is then charged a `ProtocolViolation`).
+    /// The peer's failure to answer in time, an answer that does not decode
+    /// (charged `ProtocolViolation`), or a transaction with a bad signature
+    /// (charged `InvalidTransaction`).
     pub async fn reconcile_with(&self, peer: &PeerId) -> Result<usize, NetworkError> {
-        {
-            let mut guard = lock_plain(&self.reconciling.0);
-            let (running, rate) = &mut *guard;
-            if running.len() >= MAX_RECONCILING || running.contains(peer) || !rate.take(peer, 1.0, Instant::now()) {
-                return Ok(0);
-            }
-            running.insert(peer.clone());
+        if !self.reconciling.start(peer) {
+            return Ok(0);
         }
-        let result = self.reconcile_inner(peer).await;
-        lock_plain(&self.reconciling.0).0.remove(peer);
+        self.reconcile_started(peer).await
+    }
+
+    /// Runs a round whose slot is taken, and gives the slot back.
+    async fn reconcile_started(&self, peer: &PeerId) -> Result<usize, NetworkError> {
+        let result = tokio::time::timeout(RECONCILE_TIME, self.reconcile_inner(peer))
+            .await
+            .unwrap_or_else(|_| Err(peer_error(peer, "reconciliation took too long")));
+        self.reconciling.end(peer);
         result
     }
 
@@ -159,6 +216,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             services.report(peer, Misbehaviour::ProtocolViolation);
             return Err(peer_error(peer, "sent a malformed mempool inventory"));
         };
+        let ids: Vec<Hash> = ids.into_iter().filter(|id| !self.reconciling.was_refused(id)).collect();
         let missing: Vec<Hash> = self
             .chain
             .read(move |c| {
@@ -173,15 +231,27 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                 services.report(peer, Misbehaviour::ProtocolViolation);
                 return Err(peer_error(peer, "sent malformed transactions"));
             };
-            let wanted: HashSet<Hash> = batch.iter().copied().collect();
+            // Nothing served of what it listed (mined meanwhile, or never
+            // there): no point asking for the rest.
+            if txs.is_empty() {
+                break;
+            }
+            let mut wanted: HashSet<Hash> = batch.iter().copied().collect();
             for tx in txs {
-                // Only what we asked for: anything else is not counted,
-                // not admitted.
-                if !wanted.contains(&tx.id()) {
+                let id = tx.id();
+                // Only what we asked for, each once: anything else is not
+                // counted, not admitted.
+                if !wanted.remove(&id) {
                     continue;
                 }
-                if self.on_tx_from(Some(peer.clone()), tx).await == Verdict::Accept {
-                    admitted += 1;
+                match self.on_tx_from(Some(peer.clone()), tx, false).await {
+                    Verdict::Accept => admitted += 1,
+                    Verdict::Ignore => self.reconciling.refuse(id),
+                    Verdict::Reject => {
+                        self.reconciling.refuse(id);
+                        services.report(peer, Misbehaviour::InvalidTransaction);
+                        return Err(peer_error(peer, "served a transaction with a bad signature"));
+                    }
                 }
             }
         }
@@ -194,45 +264,38 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
         Ok(admitted)
     }
 
-    /// Reconciles with each peer as it connects and with a random peer
-    /// every [`RECONCILE_EVERY`], until shutdown.
+    /// Reconciles with a random peer that speaks `chain:*` every
+    /// [`RECONCILE_EVERY`], until shutdown (peers are also reconciled with
+    /// when they first answer `chain:status`, and on a nonce gap).
     pub(super) async fn reconcile_task(self) {
-        let mut events = self.gossip.peer_services().subscribe();
         let mut interval = tokio::time::interval(RECONCILE_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
         loop {
-            let peer = tokio::select! {
+            tokio::select! {
                 () = self.sync.cancel.cancelled() => return,
-                _ = interval.tick() => {
-                    let mut peers = self.gossip.peer_services().peers();
-                    peers.shuffle(&mut rand::thread_rng());
-                    peers.into_iter().next()
-                }
-                ev = events.recv() => match ev {
-                    Ok(PeerEvent::Added(peer)) => Some(peer),
-                    Ok(_) => None,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-            };
-            if let Some(peer) = peer {
+                _ = interval.tick() => {}
+            }
+            let mut peers: Vec<PeerId> =
+                self.gossip.peer_services().peers().into_iter().filter(|p| self.silent.has_answered(p)).collect();
+            peers.shuffle(&mut rand::thread_rng());
+            if let Some(peer) = peers.into_iter().next() {
                 self.spawn_reconcile(peer);
             }
         }
     }
 
-    /// Reconciles with `peer` in the background, unless it is silent (a
-    /// workshop node does not know `chain:*`).
+    /// Reconciles with `peer` in the background when a slot and our rate
+    /// allow (checked here, so no task is spawned otherwise).
     pub(super) fn spawn_reconcile(&self, peer: PeerId) {
-        if self.silent.is_silent(&peer, Instant::now()) {
+        if !self.reconciling.start(&peer) {
             return;
         }
         let n = self.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = n.sync.cancel.cancelled() => {}
-                r = n.reconcile_with(&peer) => if let Err(e) = r {
+                () = n.sync.cancel.cancelled() => n.reconciling.end(&peer),
+                r = n.reconcile_started(&peer) => if let Err(e) = r {
                     tracing::debug!(%peer, "reconciling mempools: {e}");
                 },
             }

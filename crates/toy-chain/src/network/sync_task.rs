@@ -110,7 +110,12 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             match status {
                 Ok(s) => {
                     answered += 1;
-                    self.silent.answered(&peer);
+                    // A peer that speaks `chain:*` for the first time: its
+                    // mempool is worth reconciling with (a workshop node's
+                    // is not, it would only time out).
+                    if self.silent.answered(&peer) {
+                        self.spawn_reconcile(peer.clone());
+                    }
                     if s.genesis == genesis && s.work > ours {
                         ahead.push((peer, s));
                     }
