@@ -65,9 +65,10 @@ use toy::msg::{Messaging, Messenger};
 use toy::net::{TcpTransport, Transport};
 use toy::p2p::{P2p, PeerEvent, PeerId, PeerNetwork};
 
-/// A peer that sends invalid data.
+/// A hostile peer: invalid blocks and transactions, malformed bytes,
+/// floods, and the attacks of someone who read the source.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Honest node(s) to attack (p2p address, repeatable).
     #[arg(long, required = true)]

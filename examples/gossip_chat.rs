@@ -30,9 +30,10 @@ use toy::msg::{Messaging, Messenger};
 use toy::net::TcpTransport;
 use toy::p2p::{P2p, PeerId, PeerNetwork};
 
-/// Chat over toy's gossip layer.
+/// Chat over toy's gossip layer (the workshop's `chat` kind), by flood,
+/// tracker or relay.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]

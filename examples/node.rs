@@ -35,24 +35,25 @@ use toy::chain::ChainParams;
 use toy::node::{NodeBuilder, NodeConfig, NodeError};
 use toy::p2p::PeerNetwork;
 
-/// A toy proof-of-work node.
+/// A toy proof-of-work node: peers, gossip, the chain on disk, a miner
+/// and the web wallet.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on; the port is the first free one from here.
-    #[arg(long, default_value = "127.0.0.1:15151")]
+    #[arg(long, default_value = "127.0.0.1:15151", value_parser = listen_addr)]
     listen: String,
     /// Address announced to peers (default: the listening address).
-    #[arg(long)]
+    #[arg(long, value_parser = peer_addr)]
     advertise: Option<String>,
     /// A peer to connect to (repeatable).
-    #[arg(long)]
+    #[arg(long, value_parser = peer_addr)]
     peer: Vec<String>,
     /// A tracker to discover peers through.
-    #[arg(long)]
+    #[arg(long, value_parser = peer_addr)]
     tracker: Option<String>,
     /// Gossip through this relay instead of flooding.
-    #[arg(long)]
+    #[arg(long, value_parser = peer_addr)]
     relay: Option<String>,
     /// Data directory (default: toy-data/node-<port>).
     #[arg(long)]
@@ -67,8 +68,8 @@ struct Args {
     #[arg(long)]
     no_mine: bool,
     /// Mining threads (default: every core).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Chain preset: dev, test, workshop-constants (toy's formats at the
     /// workshop's constants), or workshop (the workshop's own chain, byte
     /// for byte).
@@ -84,10 +85,10 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     genesis: Option<PathBuf>,
     /// Peers kept (between half and all of this).
-    #[arg(long, default_value_t = 8)]
-    max_peers: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    max_peers: u16,
     /// HTTP API and web wallet address; the port is the first free one from here.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     http: String,
     /// Do not serve the HTTP API and web wallet.
     #[arg(long)]
@@ -113,6 +114,13 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     let args = Args::parse();
+    // Every flag is checked before anything is bound or written (clap's
+    // parsers above check the addresses and numbers); the key too.
+    if let Some(path) = args.key.as_ref().filter(|p| p.exists())
+        && args.preset != "workshop"
+    {
+        toy::chain::Keypair::load(path).with_context(|| format!("--key {}", path.display()))?;
+    }
     if args.preset == "workshop" && args.genesis.is_none() {
         return run_workshop(args).await;
     }
@@ -123,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let chain_name = params.name.clone();
     let mining = !args.no_mine;
+    let pinned = args.data_dir.is_some();
     // Flags → config → launch: the wiring and the shutdown order live in
     // `toy::node`.
     let config = NodeConfig {
@@ -134,11 +143,11 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         key: args.key,
         params,
-        max_peers: args.max_peers,
-        mine_threads: mining.then_some(args.threads.unwrap_or(0)),
+        max_peers: usize::from(args.max_peers),
+        mine_threads: mining.then_some(args.threads.map_or(0, usize::from)),
         http: (!args.no_http).then_some(args.http),
         // The API's share of the descriptors; the p2p side keeps the rest.
-        http_connections: descriptor_budget(args.max_peers),
+        http_connections: descriptor_budget(usize::from(args.max_peers)),
         http_hosts: args.http_host,
         ..Default::default()
     };
@@ -155,6 +164,11 @@ async fn main() -> anyhow::Result<()> {
     println!("wallet {} ({created})", node.wallet().address());
     let on = if mining { "on" } else { "off" };
     println!("data in {}; chain {chain_name}; mining {on}", node.data_dir().display());
+    if !pinned {
+        // Identity follows the port: whichever node starts first on 15151
+        // is toy-data/node-15151, key and all.
+        println!("identity: port {} (its data directory and key; --data-dir pins them)", port_of(node.addr()));
+    }
     let tip = node.tip();
     println!("tip {} at height {}", tip.hash, tip.height);
     if let Some(http) = node.http_addr() {
@@ -186,6 +200,25 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The port of `host:port`.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(_, p)| p)
+}
+
+/// `--listen`, `--http`: `host:port`, port 0 meaning any free one.
+fn listen_addr(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not host:port")),
+    }
+}
+
+/// `--peer`, `--advertise`, `--tracker`, `--relay`: `host:port`, port 1 to
+/// 65535.
+fn peer_addr(s: &str) -> Result<String, String> {
+    if toy::p2p::is_valid_addr(s) { Ok(s.to_owned()) } else { Err(format!("{s:?} is not host:port (port 1 to 65535)")) }
+}
+
 /// `--preset workshop`: the workshop's chain over toy's network layers, with
 /// a terminal for the wallet.
 async fn run_workshop(args: Args) -> anyhow::Result<()> {
@@ -198,8 +231,8 @@ async fn run_workshop(args: Args) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         key: args.key,
         difficulty: args.difficulty,
-        mine_threads: mining.then_some(args.threads.unwrap_or(0)),
-        max_peers: args.max_peers,
+        mine_threads: mining.then_some(args.threads.map_or(0, usize::from)),
+        max_peers: usize::from(args.max_peers),
     };
     let node = config.launch().await?;
     let me = node.key().public_hex();

@@ -26,9 +26,10 @@ use serde::Deserialize;
 use toy::api::{AccountView, TxJson};
 use toy::chain::{ChainParams, Hash, Keypair, Signature, Transaction, TxKind, params::DEV_WALLETS};
 
-/// Random transfers, and a check of every node's ledger.
+/// Random transfers between the genesis wallets, and a check of every
+/// node's balances against the oracle's own ledger.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// A node's HTTP API (repeatable); transfers go to a random one.
     #[arg(long = "node", default_value = "http://127.0.0.1:8080")]

@@ -2,9 +2,9 @@
 //! the relay forwards every message to the channel's other subscribers.
 //!
 //! ```text
-//! cargo run --example relay                  # listens on 127.0.0.1:15153
-//! cargo run --example gossip_chat -- --relay 127.0.0.1:15153 --name ana
-//! cargo run --example gossip_chat -- --relay 127.0.0.1:15153 --name bo
+//! cargo run --example relay                  # listens on 127.0.0.1:15141
+//! cargo run --example gossip_chat -- --relay 127.0.0.1:15141 --name ana
+//! cargo run --example gossip_chat -- --relay 127.0.0.1:15141 --name bo
 //! ```
 
 use anyhow::Context;
@@ -14,12 +14,13 @@ use toy::msg::{Messaging, Messenger};
 use toy::net::TcpTransport;
 use toy::p2p::{P2p, PeerEvent, PeerNetwork};
 
-/// A toy relay.
+/// A central relay: clients gossip through it instead of flooding (the
+/// same gossip trait, another implementation).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:15153")]
+    /// Address to listen on (15141: below the nodes' 15151 and up).
+    #[arg(long, default_value = "127.0.0.1:15141")]
     listen: String,
     /// Most clients (the relay accepts up to twice this many).
     #[arg(long, default_value_t = 256)]

@@ -22,9 +22,10 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
 
-/// Starts a local network of toy nodes.
+/// A local network of toy node processes (some mining), optionally with
+/// the oracle and an adversary, and a live table of their state.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Number of nodes.
     #[arg(long, default_value_t = 4)]

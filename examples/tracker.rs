@@ -2,8 +2,8 @@
 //! listed; silent members are dropped.
 //!
 //! ```text
-//! cargo run --example tracker                 # listens on 127.0.0.1:15152
-//! cargo run --example gossip_chat -- --tracker 127.0.0.1:15152
+//! cargo run --example tracker                 # listens on 127.0.0.1:15140
+//! cargo run --example gossip_chat -- --tracker 127.0.0.1:15140
 //! ```
 
 use std::time::Duration;
@@ -14,12 +14,14 @@ use toy::msg::{Messaging, Messenger};
 use toy::net::TcpTransport;
 use toy::p2p::tracker::{Tracker, TrackerConfig};
 
-/// A toy tracker.
+/// The tracker of the course: nodes join, learn the members and ping to
+/// stay listed; silent members are dropped.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:15152")]
+    /// Address to listen on (15140: below the nodes' 15151 and up, so a
+    /// second node on 15152 never finds its port taken).
+    #[arg(long, default_value = "127.0.0.1:15140")]
     listen: String,
     /// Seconds of silence after which a member is dropped.
     #[arg(long, default_value_t = 30)]

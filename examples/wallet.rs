@@ -19,9 +19,10 @@ use clap::{Parser, Subcommand};
 use toy::api::{AccountView, TxJson};
 use toy::chain::{Keypair, Signature, Transaction, TxKind};
 
-/// A terminal wallet for a toy node.
+/// A terminal wallet for a toy node: the key stays here, transactions are
+/// signed here and sent to the node's API.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The node's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -89,10 +90,17 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(10))
         .default_headers(cookie_headers(args.cookie.as_deref())?)
         .build()?;
-    if let Some(dir) = args.key.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let (key, created) = Keypair::load_or_create(&args.key).with_context(|| format!("key {}", args.key.display()))?;
+    // Only `new` creates a key; every other command needs one already.
+    let (key, created) = if matches!(args.command, Cmd::New) {
+        if let Some(dir) = args.key.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Keypair::load_or_create(&args.key).with_context(|| format!("--key {}", args.key.display()))?
+    } else if !args.key.exists() {
+        bail!("no key at {} (--key); create one with `wallet new`", args.key.display());
+    } else {
+        (Keypair::load(&args.key).with_context(|| format!("--key {}", args.key.display()))?, false)
+    };
     if matches!(args.command, Cmd::New) {
         println!("{} key {}", if created { "created" } else { "existing" }, args.key.display());
         println!("address {}", key.address());

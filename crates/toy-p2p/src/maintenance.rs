@@ -10,7 +10,7 @@ use toy_msg::{ConnId, Messenger};
 
 use crate::config::*;
 use crate::node::{P2p, now_ms};
-use crate::{PeerId, PeerNetwork, origin_of, parse_addrs};
+use crate::{Error, PeerId, PeerNetwork, origin_of, parse_addrs};
 
 impl<M: Messenger> P2p<M> {
     pub(crate) async fn maintenance(&self) {
@@ -161,7 +161,34 @@ impl<M: Messenger> P2p<M> {
         for addr in dials {
             let this = self.clone();
             self.inner.tasks.spawn(async move {
-                if let Err(e) = this.connect(&addr).await {
+                let result = this.connect(&addr).await;
+                // A bootstrap address the user gave that cannot be reached
+                // is said at warn, at the 1st, 2nd, 4th, 8th… failure in a
+                // row (backoff for the log; the dials go on), and when it
+                // answers at last.
+                if this.inner.config.bootstrap.contains(&addr) {
+                    let failures = {
+                        let mut st = this.state();
+                        match &result {
+                            Ok(_) | Err(Error::Refused { .. }) => {
+                                st.bootstrap_failures.remove(&addr).map(|n| (n, true))
+                            }
+                            Err(_) => {
+                                let n = st.bootstrap_failures.entry(addr.clone()).or_insert(0);
+                                *n += 1;
+                                Some((*n, false))
+                            }
+                        }
+                    };
+                    match (failures, &result) {
+                        (Some((n, false)), Err(e)) if n.is_power_of_two() => {
+                            tracing::warn!(%addr, failures = n, "cannot reach bootstrap peer: {e}; still trying");
+                        }
+                        (Some((n, true)), Ok(_)) => tracing::info!(%addr, after = n, "reached bootstrap peer"),
+                        _ => {}
+                    }
+                }
+                if let Err(e) = result {
                     tracing::debug!(me = %this.inner.me, %addr, "dial failed: {e}");
                 }
             });

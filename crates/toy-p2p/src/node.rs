@@ -95,6 +95,7 @@ impl<M: Messenger> P2p<M> {
             contested: HashSet::new(),
             spares: HashMap::new(),
             get_peers_budget: HashMap::new(),
+            bootstrap_failures: HashMap::new(),
             book,
             rng,
             evict_key: 0,

@@ -93,6 +93,9 @@ pub(crate) struct State {
     pub(crate) spares: HashMap<ConnId, Spare>,
     /// `p2p:get_peers` tokens per open connection (entries leave with it).
     pub(crate) get_peers_budget: HashMap<ConnId, (f64, Instant)>,
+    /// Failed dials in a row per bootstrap address (only those: bounded by
+    /// the bootstrap list), for the warnings' backoff.
+    pub(crate) bootstrap_failures: HashMap<String, u32>,
     pub(crate) book: PeerBook,
     pub(crate) rng: rand::rngs::StdRng,
     /// Secret key of the eviction rule's network-group ranking.
