@@ -22,6 +22,10 @@ pub enum ApiError {
     /// 422: well-formed but refused (a transaction the mempool rejects).
     #[error("{0}")]
     Rejected(String),
+    /// 409: the state moved under the request (the tip changed while a
+    /// block was mined on it); try again.
+    #[error("{0}")]
+    Conflict(String),
     /// 405: the endpoint does not take this method (the `Allow` header
     /// says which it takes).
     #[error("{0}")]
@@ -44,6 +48,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         }

@@ -326,12 +326,21 @@ impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
         }
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _stop = CancelOnDrop(cancel.clone());
-        let block = tokio::task::spawn_blocking(move || toy_miner::mine_within(block, limit, &cancel))
-            .await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?
-            .ok_or_else(|| {
-                ApiError::Unavailable(format!("no block found in {limit} hashes at this difficulty; try again"))
-            })?;
+        // A block found on an old tip would only land on a side branch:
+        // when the tip moves (the node's own miner, a peer's block) the
+        // grinding stops and the caller is told so.
+        let parent = block.header.parent;
+        let mut tips = self.chain.subscribe();
+        let grinding = cancel.clone();
+        let grind = tokio::task::spawn_blocking(move || toy_miner::mine_within(block, limit, &grinding));
+        let found = unless_tip_moves(grind, &mut tips, parent, &cancel).await.map_err(|height| {
+            ApiError::Conflict(format!(
+                "the tip moved to height {height} while mining (another block came first); mining stopped, try again"
+            ))
+        })?;
+        let block = found.map_err(|_| ApiError::Unavailable("shutting down".into()))?.ok_or_else(|| {
+            ApiError::Unavailable(format!("no block found in {limit} hashes at this difficulty; try again"))
+        })?;
         let outcome = self.node.submit_block(block.clone()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         match outcome {
             toy_chain::InsertOutcome::Connected { .. }
@@ -400,5 +409,71 @@ impl<S: Store, G: GossipNetwork + ?Sized> NetworkApi for LiveNode<S, G> {
 impl From<MempoolError> for ApiError {
     fn from(e: MempoolError) -> Self {
         ApiError::Rejected(format!("rejected: {e}"))
+    }
+}
+
+/// Waits for `grind` unless the tip leaves `parent` first: then sets
+/// `cancel`, waits for the grinding to stop, and gives the new height.
+async fn unless_tip_moves<T>(
+    mut grind: tokio::task::JoinHandle<T>,
+    tips: &mut tokio::sync::watch::Receiver<toy_chain::Tip>,
+    parent: Hash,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Result<T, tokio::task::JoinError>, u64> {
+    loop {
+        tokio::select! {
+            found = &mut grind => return Ok(found),
+            changed = tips.changed() => {
+                if changed.is_err() || tips.borrow_and_update().hash != parent {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = grind.await;
+                    return Err(tips.borrow().height);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod mine_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn grinding_stops_when_the_tip_moves_and_says_where_it_went() {
+        let parent = Hash([1; 32]);
+        let (tx, mut rx) = tokio::sync::watch::channel(toy_chain::Tip { hash: parent, height: 5, work: 0 });
+        let cancel = Arc::new(AtomicBool::new(false));
+        let c = cancel.clone();
+        // Grinds until cancelled, as mine_within does.
+        let grind = tokio::task::spawn_blocking(move || {
+            while !c.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            "stopped"
+        });
+        // A change that keeps the same tip does not stop it.
+        tx.send_modify(|t| t.work = 1);
+        let mover = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send(toy_chain::Tip { hash: Hash([2; 32]), height: 6, work: 2 });
+            tx
+        });
+        let outcome = unless_tip_moves(grind, &mut rx, parent, &cancel).await;
+        assert_eq!(outcome.err(), Some(6));
+        assert!(cancel.load(Ordering::Relaxed), "the grinding was told to stop");
+        drop(mover.await);
+    }
+
+    #[tokio::test]
+    async fn a_block_found_before_the_tip_moves_is_returned() {
+        let parent = Hash([1; 32]);
+        let (_tx, mut rx) = tokio::sync::watch::channel(toy_chain::Tip { hash: parent, height: 5, work: 0 });
+        let cancel = AtomicBool::new(false);
+        let grind = tokio::task::spawn_blocking(|| 42);
+        let outcome = unless_tip_moves(grind, &mut rx, parent, &cancel).await;
+        assert_eq!(outcome.ok().and_then(Result::ok), Some(42));
     }
 }

@@ -81,7 +81,7 @@ pub(crate) fn document() -> Value {
             "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", "66-hex-digit address", pattern(ADDRESS_PATTERN, ""))], None, "Account") },
             "/api/wallet": { "get": op("The node wallet", vec![], None, "Account") },
             "/api/wallet/send": { "post": op("Send from the node wallet, signed or not (unsigned comes back rejected)", vec![], Some("Send"), "Submitted") },
-            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 503 if none is found within 2^29 hashes)", vec![], Some("Empty"), "BlockSummary") },
+            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 409 when the tip moves meanwhile, which stops it; 503 if none is found within 2^29 hashes)", vec![], Some("Empty"), "BlockSummary") },
             "/api/peers": {
                 "get": op("The peers", vec![], None, "PeerList"),
                 "post": op("Register (connect to) a peer", vec![], Some("RegisterPeer"), "Registered")
