@@ -10,8 +10,11 @@
 //! wallet), or the next free ports (the addresses it prints are used and
 //! shown), keeps its data and logs in `<data-dir>/node-i` and bootstraps
 //! from node 0 (and node 1). The node, oracle and adversary programs are the sibling
-//! example binaries, so build the examples first. Ctrl-C stops everything
-//! (each node shuts down cleanly).
+//! example binaries, so build the examples first. Ctrl-C (or `--duration`)
+//! stops everything (each node shuts down cleanly); with `--verify` the
+//! oracle first checks every node against its ledger, and the testnet exits
+//! non-zero on a mismatch. The previous run's logs are kept as
+//! `<name>.prev.log`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,13 @@ struct Args {
     /// Run an adversary against the last node.
     #[arg(long)]
     adversary: bool,
+    /// At the end, have the oracle check every node against its ledger
+    /// (implies --oracle); exit non-zero on a mismatch.
+    #[arg(long)]
+    verify: bool,
+    /// Stop after this many seconds (default: at Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -104,8 +114,29 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// A fresh log file; the previous run's is kept as `<name>.prev.log`.
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
-    Ok(std::fs::File::create(dir.join(format!("{name}.log")))?.into())
+    let path = dir.join(format!("{name}.log"));
+    if path.exists() {
+        std::fs::rename(&path, dir.join(format!("{name}.prev.log")))?;
+    }
+    Ok(std::fs::File::create(path)?.into())
+}
+
+/// A child in a process group of its own: a terminal's Ctrl-C reaches only
+/// the testnet, which then stops the children in order (the oracle first,
+/// so it can verify while the nodes still run).
+fn own_group(cmd: &mut Command) -> &mut Command {
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    cmd
+}
+
+/// The last non-empty line of a log, cut to `max` characters.
+fn last_line(path: &Path, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing yet)");
+    line.chars().take(max).collect()
 }
 
 /// The addresses a node printed in its log (`toy node listening on …`,
@@ -147,6 +178,8 @@ async fn main() -> anyhow::Result<()> {
     let mut children = Children(Vec::new());
     let mut p2p: Vec<String> = Vec::new();
     let mut http: Vec<String> = Vec::new();
+    // Shown above the table on every redraw.
+    let mut banner: Vec<String> = Vec::new();
     for i in 0..args.nodes {
         let mut cmd = Command::new(&node_bin);
         cmd.arg("--listen").arg(format!("127.0.0.1:{}", args.base_port as usize + i));
@@ -163,35 +196,58 @@ async fn main() -> anyhow::Result<()> {
         let log = args.data_dir.join(format!("node-{i}.log"));
         cmd.stdout(log_file(&args.data_dir, &format!("node-{i}"))?)
             .stderr(log_file(&args.data_dir, &format!("node-{i}.err"))?);
-        let mut child = cmd.spawn().context("starting a node")?;
+        let mut child = own_group(&mut cmd).spawn().context("starting a node")?;
         let started = started_addrs(&log, &mut child).await;
         children.0.push((format!("node {i}"), child));
         let (p, h) = started?;
-        println!("  node {i}: p2p {p}  web wallet http://{h}/{}", if i < args.miners { "  (mining)" } else { "" });
+        let line =
+            format!("  node {i}: p2p {p}  web wallet http://{h}/{}", if i < args.miners { "  (mining)" } else { "" });
+        println!("{line}");
+        banner.push(line);
         p2p.push(p);
         http.push(h);
     }
-    println!("{} nodes started; logs in {}", args.nodes, args.data_dir.display());
+    let line = format!("{} nodes started; logs in {}", args.nodes, args.data_dir.display());
+    println!("{line}");
+    banner.push(line);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    if args.oracle {
+    if args.oracle || args.verify {
         let mut cmd = Command::new(sibling("oracle")?);
         for h in &http {
             cmd.arg("--node").arg(format!("http://{h}"));
         }
         cmd.stdout(log_file(&args.data_dir, "oracle")?).stderr(log_file(&args.data_dir, "oracle.err")?);
-        children.0.push(("oracle".into(), cmd.spawn()?));
-        println!("  oracle: random transfers to every node (log: oracle.log)");
+        if args.verify {
+            cmd.arg("--verify");
+        }
+        children.0.push(("oracle".into(), own_group(&mut cmd).spawn()?));
+        banner.push("  oracle: random transfers to every node (log: oracle.log)".to_owned());
     }
     if args.adversary {
         let mut cmd = Command::new(sibling("adversary")?);
         cmd.arg("--peer").arg(&p2p[args.nodes - 1]).arg("--preset").arg(&args.preset);
         cmd.stdout(log_file(&args.data_dir, "adversary")?).stderr(log_file(&args.data_dir, "adversary.err")?);
-        children.0.push(("adversary".into(), cmd.spawn()?));
-        println!("  adversary: attacking node {} (log: adversary.log)", args.nodes - 1);
+        children.0.push(("adversary".into(), own_group(&mut cmd).spawn()?));
+        banner.push(format!("  adversary: attacking node {} (log: adversary.log)", args.nodes - 1));
     }
 
+    for line in banner.iter().skip(args.nodes + 1) {
+        println!("{line}");
+    }
     let live = std::io::stdout().is_terminal();
-    let stop = tokio::signal::ctrl_c();
+    let stop = async {
+        match args.duration {
+            Some(secs) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -203,6 +259,9 @@ async fn main() -> anyhow::Result<()> {
             // Redraw in place on a terminal; append when logged to a file.
             print!("\x1b[2J\x1b[H");
             println!("toy testnet: {} nodes (Ctrl-C stops everything)", args.nodes);
+            for line in &banner {
+                println!("{line}");
+            }
         }
         println!("\n{:<6} {:>7}  {:<18} {:>5} {:>7} {:>9}  sync", "node", "height", "tip", "peers", "mempool", "MH/s");
         for (i, h) in http.iter().enumerate() {
@@ -227,12 +286,48 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         for (name, c) in &mut children.0 {
-            if let Ok(Some(status)) = c.try_wait() {
-                println!("{name} exited: {status}");
+            let state = match c.try_wait() {
+                Ok(Some(status)) => format!("exited: {status}"),
+                _ => "running".to_owned(),
+            };
+            if name == "oracle" || name == "adversary" {
+                let log = args.data_dir.join(format!("{name}.log"));
+                println!("{name:<10} {state:<10} {}", last_line(&log, 90));
+            } else if state != "running" {
+                println!("{name} {state}");
             }
         }
     }
+    let mut verified = true;
+    if args.verify
+        && let Some((_, oracle)) = children.0.iter_mut().find(|(n, _)| n == "oracle")
+    {
+        // The oracle stops sending at SIGINT and verifies while the nodes
+        // still run (they must mine what is pending).
+        println!("stopping the oracle; it verifies every node against its ledger (up to 3 minutes)");
+        let _ = Command::new("kill").arg("-INT").arg(oracle.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        let status = loop {
+            if let Ok(Some(status)) = oracle.try_wait() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let log = args.data_dir.join("oracle.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("MISMATCH") || l.contains("verified") || l.contains("lacks")) {
+            println!("{line}");
+        }
+        verified = status.is_some_and(|s| s.success());
+        println!("verify: {}", if verified { "every node matches the ledger" } else { "FAILED (see oracle.log)" });
+    }
     println!("stopping {} processes", children.0.len());
     drop(children);
+    if !verified {
+        std::process::exit(1);
+    }
     Ok(())
 }

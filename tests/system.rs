@@ -620,3 +620,28 @@ async fn an_attacker_on_its_own_host_is_banned_by_ip_and_cannot_eclipse_the_vict
     drop(nodes);
     drop(netns);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_testnet_verifies_with_the_oracle_at_the_end_and_keeps_the_previous_logs() {
+    // Before: --verify did not exist (the oracle's check had to be run by
+    // hand), and a restart truncated the previous run's logs.
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("testnet");
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(example("testnet"));
+        cmd.args(["--nodes", "2", "--miners", "1", "--base-port", "26100", "--http-port", "28100", "--data-dir"])
+            .arg(&data)
+            .args(extra);
+        Proc::spawn("testnet", cmd)
+    };
+    let mut first = run(&["--verify", "--duration", "15"]);
+    assert!(first.wait_exit(Duration::from_secs(300)).await, "testnet --verify failed:\n{}", first.output().join("\n"));
+    let out = first.output().join("\n");
+    assert!(out.contains("verify: every node matches the ledger"), "{out}");
+    assert!(out.contains("oracle: random transfers"), "the banner names the oracle:\n{out}");
+    let mut second = run(&["--duration", "3"]);
+    assert!(second.wait_exit(Duration::from_secs(120)).await, "{}", second.output().join("\n"));
+    assert!(data.join("node-0.prev.log").exists(), "the previous run's log is kept");
+    assert!(data.join("oracle.prev.log").exists() || data.join("oracle.log").exists());
+}
