@@ -176,7 +176,10 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     // back afterwards.
     c.find(Locator::Css("#mine")).await.expect("mine button").click().await.expect("click mine");
     let mined = wait_text(&c, "#result", "the mining result", |t| {
-        t.starts_with("Mined block #") || t.contains("side branch") || t.starts_with("Mining failed")
+        t.starts_with("Mined block #")
+            || t.contains("side branch")
+            || t.starts_with("Another block came first")
+            || t.starts_with("Mining failed")
     })
     .await;
     assert!(!mined.starts_with("Mining failed"), "{mined}");

@@ -417,6 +417,8 @@ async fn the_terminal_wallet_creates_a_key_shows_and_sends() {
     let mut show = wallet(&["show"]);
     assert!(show.wait_exit(DEADLINE).await, "wallet show:\n{}", show.output().join("\n"));
     assert_eq!(show.wait_line("balance ").await, "500");
+    let (_, funded) = api.get(&node.http, "/api/status").await.expect("status");
+    let funded_at = funded["height"].as_u64().expect("height");
 
     // A signed send, waited for until it is in a block.
     let bob = toy::chain::Keypair::from_seed(b"system-bob").address().to_hex();
@@ -431,6 +433,29 @@ async fn the_terminal_wallet_creates_a_key_shows_and_sends() {
     assert!(send.wait_line("confirmed in block ").await.contains("confirmations"));
     let (_, acc) = api.get(&node.http, &format!("/api/accounts/{me}")).await.expect("account");
     assert_eq!((acc["balance"].as_u64(), acc["nonce"].as_u64()), (Some(378), Some(1)));
+    let sent_id = send.wait_line("sent ").await.split_whitespace().next().expect("id").to_owned();
+
+    // bitcoin-cli's regtest habits: history, waiting for an id, a past
+    // balance, JSON for scripts.
+    let mut history = wallet(&["--json", "history"]);
+    assert!(history.wait_exit(DEADLINE).await, "wallet history:\n{}", history.output().join("\n"));
+    let entries: serde_json::Value = serde_json::from_str(&history.output().join("\n")).expect("history prints JSON");
+    let kinds: Vec<(&str, u64)> = entries
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or(""), e["amount"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(kinds.contains(&("sent", 120)) && kinds.contains(&("received", 500)), "{entries}");
+    let mut wait = wallet(&["wait", &sent_id]);
+    assert!(wait.wait_exit(DEADLINE).await, "wallet wait:\n{}", wait.output().join("\n"));
+    let mut then = wallet(&["balance", "--height", &funded_at.to_string()]);
+    assert!(then.wait_exit(DEADLINE).await, "wallet balance:\n{}", then.output().join("\n"));
+    assert_eq!(then.wait_line("balance ").await, format!("500 at height {funded_at}"));
+    let mut shown = wallet(&["--json", "show"]);
+    assert!(shown.wait_exit(DEADLINE).await);
+    let shown: serde_json::Value = serde_json::from_str(&shown.output().join("\n")).expect("show prints JSON");
+    assert_eq!(shown["balance"], 378);
     // Overspending is refused with the node's reason, and a non-zero exit.
     let mut broke = wallet(&["send", "--to", &bob, "--amount", "10000"]);
     assert!(!broke.wait_exit(DEADLINE).await, "overspend accepted:\n{}", broke.output().join("\n"));

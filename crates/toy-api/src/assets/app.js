@@ -16,7 +16,11 @@ async function api(path, body) {
   const res = await fetch(path, opts);
   let data = null;
   try { data = await res.json(); } catch (_) { /* not JSON */ }
-  if (!res.ok) throw new Error((data && data.error) || res.statusText);
+  if (!res.ok) {
+    const err = new Error((data && data.error) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
   return data;
 }
 
@@ -266,7 +270,10 @@ $("mine").addEventListener("click", async () => {
     else showResult(`Block #${b.height} was mined, but another block at that height came first: it is on a side branch, not the best chain`, false);
     refreshBlocks();
   } catch (e) {
-    showResult("Mining failed: " + e.message, false);
+    // 409: another block came first, so the node stopped grinding a block
+    // that could only have landed on a side branch.
+    if (e.status === 409) showResult("Another block came first while mining, so mining stopped: " + e.message, false);
+    else showResult("Mining failed: " + e.message, false);
   } finally {
     button.disabled = false;
     button.textContent = "Mine a block";
