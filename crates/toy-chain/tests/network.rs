@@ -669,9 +669,12 @@ async fn a_transaction_whose_gossip_was_lost_reaches_every_mempool_by_reconcilia
     let bob = Keypair::from_seed(b"bob").address();
     a.submit_tx(transfer(&wallet(2), bob, 42, 1, 0)).await.expect("tx");
     wait_until("b has it by gossip", || b.chain().snapshot().mempool == 1).await;
-    assert_eq!(c.chain().snapshot().mempool, 0, "c never got it");
-    assert_eq!(c.reconcile_with(&toy_gossip::PeerId("a".into())).await.expect("reconcile"), 1);
-    assert_eq!(c.chain().snapshot().mempool, 1, "c has it now");
+    // Gossip to c always loses it: only reconciliation can bring it (a round
+    // may already have run when c first heard a peer's status; this one
+    // makes sure, and finds nothing or the one transaction).
+    let fetched = c.reconcile_with(&toy_gossip::PeerId("a".into())).await.expect("reconcile");
+    assert!(fetched <= 1);
+    wait_until("c has it by reconciliation", || c.chain().snapshot().mempool == 1).await;
     assert_eq!(c.reconcile_with(&toy_gossip::PeerId("b".into())).await.expect("reconcile"), 0, "nothing missing");
     mine_one(&c, "miner-c").await;
     wait_until("mined, and gone from every mempool", || {
