@@ -99,6 +99,11 @@ struct Args {
     /// need the token in <data-dir>/api.cookie.
     #[arg(long, value_name = "NAME")]
     http_host: Vec<String>,
+    /// Fault injection for demonstrations: drop this fraction (0 to 1) of
+    /// the gossip copies this node sends (transactions lost on the way are
+    /// repaired by re-announcing and mempool reconciliation).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    gossip_loss: f64,
 }
 
 /// The log filter when `RUST_LOG` is not set.
@@ -149,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         // The API's share of the descriptors; the p2p side keeps the rest.
         http_connections: descriptor_budget(usize::from(args.max_peers)),
         http_hosts: args.http_host,
+        gossip_loss: args.gossip_loss,
         ..Default::default()
     };
     let node = NodeBuilder::new(config).launch().await.map_err(|e| match e {
@@ -198,6 +204,14 @@ async fn main() -> anyhow::Result<()> {
     let tip = node.shutdown().await;
     println!("stopped at height {}; data in {}", tip.height, data_dir.display());
     Ok(())
+}
+
+/// `--gossip-loss`: a number from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("{s:?} is not a fraction from 0 to 1"))
 }
 
 /// The port of `host:port`.

@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// Host names the API answers to besides `localhost` and IP literals
     /// (DNS-rebinding defence, `toy_api::access`).
     pub http_hosts: Vec<String>,
+    /// Fault injection: the fraction of flood-gossip copies this node drops
+    /// (`toy_gossip::Config::loss`; 0, the default, drops none).
+    pub gossip_loss: f64,
 }
 
 impl Default for NodeConfig {
@@ -101,6 +104,7 @@ impl Default for NodeConfig {
             http: Some("127.0.0.1:8080".into()),
             http_connections: toy_api::DEFAULT_MAX_HTTP_CONNECTIONS,
             http_hosts: Vec::new(),
+            gossip_loss: 0.0,
         }
     }
 }
@@ -455,7 +459,10 @@ async fn wire(
         Some(r) => RelayGossip::new(p2p.clone(), PeerId(r.clone()), Default::default())
             .map(|g| Arc::new(g) as Arc<dyn GossipNetwork>)
             .map_err(NodeError::from),
-        None => Ok(Arc::new(Gossip::new(p2p.clone(), Default::default()))),
+        None => Ok(Arc::new(Gossip::new(
+            p2p.clone(),
+            toy_gossip::Config { loss: config.gossip_loss, ..Default::default() },
+        ))),
     };
     match gossip.and_then(|g| ChainNode::install(chain.clone(), g).map_err(NodeError::from)) {
         Ok(node) => Ok((p2p, node)),

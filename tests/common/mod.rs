@@ -177,11 +177,13 @@ pub struct NodeOpts {
     pub host: &'static str,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
+    /// Fraction of gossip copies the node drops (in-process nodes only).
+    pub gossip_loss: f64,
 }
 
 impl Default for NodeOpts {
     fn default() -> Self {
-        Self { mine: false, peers: vec![], preset: "dev", host: "127.0.0.1", netns: None }
+        Self { mine: false, peers: vec![], preset: "dev", host: "127.0.0.1", netns: None, gossip_loss: 0.0 }
     }
 }
 
@@ -247,6 +249,7 @@ impl InNode {
             max_peers: 6,
             mine_threads: opts.mine.then_some(1),
             peers: opts.peers.clone(),
+            gossip_loss: opts.gossip_loss,
             ..Default::default()
         };
         let node = toy::node::NodeBuilder::new(config).launch().await.expect("launch");

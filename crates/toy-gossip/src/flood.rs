@@ -40,6 +40,11 @@ pub struct Config {
     /// How long a return path is kept (default 60 s, longer than any search
     /// timeout).
     pub route_ttl: Duration,
+    /// Fault injection, for tests and demonstrations: the fraction (0 to 1)
+    /// of gossip copies this node drops instead of sending, each peer's copy
+    /// drawn on its own (default 0: none). A lossy network shows that
+    /// re-announcing and mempool reconciliation repair what flooding loses.
+    pub loss: f64,
 }
 
 impl Default for Config {
@@ -49,6 +54,7 @@ impl Default for Config {
             seen_ttl: Duration::from_secs(600),
             route_capacity: 10_000,
             route_ttl: Duration::from_secs(60),
+            loss: 0.0,
         }
     }
 }
@@ -87,6 +93,8 @@ struct Inner<P: PeerNetwork> {
     search_budget: Mutex<HashMap<PeerId, (f64, Instant)>>,
     searches: crate::Searches,
     counters: Counters,
+    /// [`Config::loss`].
+    loss: f64,
 }
 
 /// The workshop's flood gossip; implements [`GossipNetwork`].
@@ -124,6 +132,7 @@ impl<P: PeerNetwork> Gossip<P> {
                 search_budget: Mutex::new(HashMap::new()),
                 searches: crate::Searches::default(),
                 counters: Counters::default(),
+                loss: config.loss.clamp(0.0, 1.0),
             }),
         }
     }
@@ -186,7 +195,20 @@ impl<P: PeerNetwork> Gossip<P> {
     }
 
     fn forward(&self, wire_kind: &str, payload: Bytes, except: &[PeerId]) {
-        let n = self.inner.p2p.broadcast(wire_kind, payload, except);
+        let n = if self.inner.loss > 0.0 {
+            let mut n = 0;
+            for peer in self.inner.p2p.peers().iter().filter(|p| !except.contains(p)) {
+                if rand::random::<f64>() < self.inner.loss {
+                    continue;
+                }
+                if self.inner.p2p.send(peer, wire_kind, payload.clone()).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        } else {
+            self.inner.p2p.broadcast(wire_kind, payload, except)
+        };
         self.inner.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
     }
 
