@@ -24,7 +24,7 @@
 //! and transactions, P-192 keys, `search:block`; see the `toy-workshop`
 //! crate) over the same TCP, peering and gossip, so it mines one chain with
 //! nodes written to the workshop's description. It has no HTTP API yet;
-//! its terminal takes `key`, `balance [KEY]`, `send KEY AMOUNT`, `tip` and
+//! its terminal takes `key`, `balance [KEY]`, `send KEY AMOUNT`, `tip`, `say TEXT` and
 //! `peers`, one per line.
 
 use std::path::PathBuf;
@@ -87,7 +87,8 @@ struct Args {
     /// Peers kept (between half and all of this).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     max_peers: u16,
-    /// HTTP API and web wallet address; the port is the first free one from here.
+    /// HTTP API and web wallet address; the port is the first free one from
+    /// here (not with --preset workshop, which has no HTTP API yet).
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     http: String,
     /// Do not serve the HTTP API and web wallet.
@@ -121,12 +122,27 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Every flag is checked before anything is bound or written (clap's
     // parsers above check the addresses and numbers); the key too.
-    if let Some(path) = args.key.as_ref().filter(|p| p.exists())
-        && args.preset != "workshop"
-    {
-        toy::chain::Keypair::load(path).with_context(|| format!("--key {}", path.display()))?;
+    if let Some(path) = args.key.as_ref().filter(|p| p.exists()) {
+        if args.preset == "workshop" {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--key {}", path.display()))?;
+            toy::workshop::SecretKey::from_hex(&text).with_context(|| format!("--key {}", path.display()))?;
+        } else {
+            toy::chain::Keypair::load(path).with_context(|| format!("--key {}", path.display()))?;
+        }
     }
     if args.preset == "workshop" && args.genesis.is_none() {
+        // Flags that mean nothing on the workshop chain are refused, not
+        // ignored.
+        for (given, flag) in [
+            (args.tracker.is_some(), "--tracker"),
+            (args.relay.is_some(), "--relay"),
+            (!args.http_host.is_empty(), "--http-host"),
+            (args.gossip_loss > 0.0, "--gossip-loss"),
+        ] {
+            if given {
+                anyhow::bail!("{flag} does not apply to --preset workshop (flood gossip, no HTTP API yet)");
+            }
+        }
         return run_workshop(args).await;
     }
     let params = match &args.genesis {
@@ -255,7 +271,7 @@ async fn run_workshop(args: Args) -> anyhow::Result<()> {
     println!("key {me} ({created})");
     let on = if mining { "on" } else { "off" };
     println!("data in {}; difficulty {}; mining {on}", node.data_dir().display(), args.difficulty);
-    println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers");
+    println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers | say TEXT");
     let mut tips = node.node().watch_tip();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -296,6 +312,17 @@ async fn workshop_command(node: &toy::workshop_node::RunningWorkshop, me: &str, 
                 println!("{}", p.0);
             }
         }
+        ["say", ..] => {
+            let line = toy::gossip::chat::ChatMessage { from: node.addr().to_owned(), text: words[1..].join(" ") };
+            match toy::gossip::GossipNetwork::broadcast(
+                &**chain.gossip(),
+                toy::gossip::chat::KIND,
+                line.encode().into(),
+            ) {
+                Ok(()) => println!("said"),
+                Err(e) => println!("not said: {e}"),
+            }
+        }
         ["send", to, amount] => match amount.parse::<u64>() {
             Ok(amount) => match chain.send(node.key(), to, amount).await {
                 Ok(tx) => println!("sent: transaction {} (nonce {})", tx.id(), tx.nonce),
@@ -303,7 +330,7 @@ async fn workshop_command(node: &toy::workshop_node::RunningWorkshop, me: &str, 
             },
             Err(_) => println!("not sent: amount {amount:?} is not a whole number of coins"),
         },
-        _ => println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers"),
+        _ => println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers | say TEXT"),
     }
 }
 

@@ -43,7 +43,8 @@ struct Args {
     /// The key file (created by `new`).
     #[arg(long, default_value = "toy-data/wallet.key")]
     key: PathBuf,
-    /// Print JSON instead of text (one object per command).
+    /// Print JSON instead of text (one value per command: an array for
+    /// `history`, an object otherwise).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -138,8 +139,15 @@ async fn main() -> anyhow::Result<()> {
         (Keypair::load(&args.key).with_context(|| format!("--key {}", args.key.display()))?, false)
     };
     if matches!(args.command, Cmd::New) {
-        println!("{} key {}", if created { "created" } else { "existing" }, args.key.display());
-        println!("address {}", key.address());
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "created": created, "key": args.key, "address": key.address().to_hex() })
+            );
+        } else {
+            println!("{} key {}", if created { "created" } else { "existing" }, args.key.display());
+            println!("address {}", key.address());
+        }
         return Ok(());
     }
     let r = http.get(format!("{node}/api/accounts/{}", key.address())).send().await.context("is the node running?")?;

@@ -107,6 +107,22 @@ impl WorkshopConfig {
         }
         let p2p = P2p::start(msg, msg_events, p2p_config.build()?)?;
         let gossip = Gossip::new(p2p.clone(), Default::default());
+        // The workshop's chat (kind `chat`) crosses this node too: valid
+        // lines are passed on and logged; anything else is dropped without
+        // a penalty (a workshop node relays any payload).
+        let chat = toy_gossip::gossip_handler_fn(|_, message| async move {
+            match toy_gossip::chat::ChatMessage::decode(&message) {
+                Some(line) => {
+                    tracing::info!(from = %line.from, text = %line.text, "chat");
+                    toy_gossip::Verdict::Accept
+                }
+                None => toy_gossip::Verdict::Ignore,
+            }
+        });
+        if let Err(e) = toy_gossip::GossipNetwork::register_handler(&gossip, toy_gossip::chat::KIND, chat) {
+            p2p.shutdown().await;
+            return Err(e.into());
+        }
         let node = match WorkshopNode::start(Arc::new(gossip), chain) {
             Ok(node) => node,
             Err(e) => {

@@ -317,3 +317,32 @@ async fn a_toy_node_and_a_workshop_node_mine_one_chain_and_agree_on_every_balanc
     late_p2p.shutdown().await;
     p2p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_crosses_a_toy_node_on_the_workshop_chain() {
+    // Before: a `--preset workshop` node had no `chat` handler, and flood
+    // gossip drops kinds nobody handles: it cut the workshop's chat.
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = toy::workshop_node::WorkshopConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: Some(dir.path().to_owned()),
+        difficulty: 3,
+        ..Default::default()
+    };
+    let toy = config.launch().await.expect("launch");
+    let toy_addr = toy.addr().to_owned();
+    let (mut a, a_addr) = workshop_node(&py, "py-chat-a", &[&toy_addr], 1).await;
+    let (mut b, b_addr) = workshop_node(&py, "py-chat-b", &[&toy_addr], 1).await;
+    wait_for("both peer with the toy node", || {
+        let peers: Vec<String> = toy.p2p().peers().into_iter().map(|p| p.0).collect();
+        let ok = peers.contains(&a_addr) && peers.contains(&b_addr);
+        async move { ok }
+    })
+    .await;
+    a.tell("say across the workshop chain");
+    b.wait_line(&format!("CHAT {a_addr} across the workshop chain")).await;
+    b.tell("say and back");
+    a.wait_line(&format!("CHAT {b_addr} and back")).await;
+    toy.shutdown().await;
+}

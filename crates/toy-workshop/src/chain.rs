@@ -1,7 +1,8 @@
 //! The block tree, fork choice, reorgs, orphans and the mempool.
 //!
 //! Fork choice is the workshop's: the highest block number wins; between
-//! two of one height the first seen stays. A block whose parent is unknown
+//! two of one height the first seen stays (after a restart the store gives
+//! no order of arrival: the tie then goes to the lower hash). A block whose parent is unknown
 //! waits as an orphan while the node fetches the parent (`search:block`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -181,7 +182,7 @@ impl Chain {
     /// `Ok(false)` when already held.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a bad signature, a used nonce or one too far
+    /// [`Error::BadSignature`]; [`Error::Invalid`] for a used nonce or one too far
     /// ahead.
     pub fn add_tx(&mut self, tx: Tx) -> Result<bool, Error> {
         if !self.precheck_tx(&tx)? {

@@ -298,7 +298,8 @@ impl<G: GossipNetwork> WorkshopNode<G> {
     /// Adds our own transaction and announces it.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when the chain refuses it.
+    /// [`Error::BadSignature`], or [`Error::Invalid`] when the chain refuses
+    /// it otherwise.
     pub async fn submit(&self, tx: Tx) -> Result<bool, Error> {
         let text = tx.encode();
         let added = self.admit(tx).await?;

@@ -51,7 +51,8 @@ impl Accounts {
     /// Checks a transaction against these accounts, signature included.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a bad signature, a wrong nonce or too few coins.
+    /// [`Error::BadSignature`]; [`Error::Invalid`] for a wrong nonce or too
+    /// few coins.
     pub fn check_tx(&self, tx: &Tx) -> Result<(), Error> {
         check_signature(tx)?;
         self.check_funds(tx)

@@ -96,10 +96,12 @@ impl fmt::Debug for Hash {
 /// as the hex text they travel as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tx {
-    /// The sender's public key (25-byte compressed P-192 point), hex.
+    /// The sender's P-192 public key, hex in either case, in any encoding
+    /// PyPI's `ecdsa` reads (workshop nodes write it compressed, 25 bytes).
     pub sender: String,
-    /// The recipient's public key, hex (any hex in a block: the workshop's
-    /// rules do not check it; a wallet does).
+    /// The recipient: a public key by convention, but free text in a block
+    /// (no `,` or `:`), since the workshop's rules do not check it; a
+    /// wallet sends to compressed keys only.
     pub recipient: String,
     /// The sender's account nonce this transaction uses.
     pub nonce: u64,
@@ -159,7 +161,9 @@ pub struct Block {
     pub nonce: u64,
     /// The parent's hash.
     pub parent: Hash,
-    /// Who gets the reward: a public key, hex (genesis: 66 `0` digits).
+    /// Who gets the reward: a public key by convention, free text in a
+    /// block (no `:`), as the workshop does not check it (genesis: 66 `0`
+    /// digits).
     pub coinbase: String,
     /// The transactions, applied in order.
     pub txs: Vec<Tx>,

@@ -137,14 +137,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
                         return None;
                     }
                     let _job = PeerJobs::enter(&jobs, &peer).await;
-                    c.read(|c| {
-                        let mut by_fee: Vec<(u64, Hash)> = c.mempool().iter().map(|(id, tx)| (tx.fee, *id)).collect();
-                        by_fee.sort_unstable_by(|a, b| b.cmp(a));
-                        let ids: Vec<Hash> = by_fee.into_iter().take(MAX_MEMPOOL_IDS).map(|(_, id)| id).collect();
-                        sync::encode_hashes(&ids)
-                    })
-                    .await
-                    .ok()
+                    c.read(|c| sync::encode_hashes(&c.mempool().ids_by_fee(MAX_MEMPOOL_IDS))).await.ok()
                 }
             }),
         )?;
