@@ -132,6 +132,11 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     c.find(Locator::Css("#send")).await.expect("send").click().await.expect("click");
     let sent =
         wait_text(&c, "#result", "the transaction id", |t| t.starts_with("Sent:") || t.starts_with("Confirmed:")).await;
+    // Pending is amber, not the green of success (unless it was already
+    // confirmed when looked at).
+    let class = c.find(Locator::Css("#result")).await.expect("result").attr("class").await.expect("class");
+    let now = text(&c, "#result").await;
+    assert!(class.as_deref() == Some("result pending") || now.starts_with("Confirmed:"), "{class:?} for {now:?}");
     let id = sent.split_whitespace().nth(1).expect("id").to_owned();
     assert_eq!(id.len(), 64, "{sent}");
     let confirmed = wait_text(&c, "#result", "the confirmation", |t| t.starts_with("Confirmed:")).await;
@@ -197,6 +202,22 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     c.set_window_size(390, 844).await.expect("resize");
     assert_eq!(text(&c, "#address").await, wallet);
     std::fs::write(shots.join("browser-wallet-phone.png"), c.screenshot().await.expect("screenshot")).expect("save");
+
+    // The node goes away: a banner says so and the numbers are greyed out.
+    let mut node = node;
+    node.proc.interrupt().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let banner = c.find(Locator::Css("#offline")).await.expect("banner");
+        if banner.is_displayed().await.unwrap_or(false) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no banner after the node stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = c.find(Locator::Css("body")).await.expect("body").attr("class").await.expect("class");
+    assert!(body.is_some_and(|b| b.contains("stale")), "stale numbers are greyed out");
+    std::fs::write(shots.join("browser-wallet-offline.png"), c.screenshot().await.expect("screenshot")).expect("save");
     println!("screenshots in {}", shots.display());
     c.close().await.expect("close browser");
 }

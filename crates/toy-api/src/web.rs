@@ -21,12 +21,16 @@ fn asset(body: &'static str, ty: &'static str) -> impl IntoResponse {
     ([(CONTENT_TYPE, ty), (CACHE_CONTROL, "no-cache")], body)
 }
 
-/// `/`, `/app.js`, `/style.css` and `/docs`.
+/// The tab's icon: three chained blocks.
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect x="1" y="11" width="9" height="10" rx="2" fill="#2957d9"/><rect x="12" y="11" width="9" height="10" rx="2" fill="#2957d9"/><rect x="23" y="11" width="8" height="10" rx="2" fill="#1a7f37"/><path d="M10 16h2M21 16h2" stroke="#1d2330" stroke-width="2"/></svg>"##;
+
+/// `/`, `/app.js`, `/style.css`, `/favicon.svg` and `/docs`.
 pub(crate) fn routes() -> Router<Arc<dyn NodeApi>> {
     Router::new()
         .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
         .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
         .route("/style.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/favicon.svg", get(|| async { asset(FAVICON, "image/svg+xml") }))
         .route("/docs", get(|| async { asset(DOCS, "text/html; charset=utf-8") }))
         // Their own files, not inline: the content security policy allows
         // only scripts and styles the node serves (`access.rs`).

@@ -408,9 +408,13 @@ async fn openapi_docs_and_the_page_are_served() {
     for path in ["/api/status", "/api/blocks/{id}", "/api/wallet/send", "/api/peers", "/api/tree"] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
-    for (path, needle) in
-        [("/", "send-form"), ("/app.js", "refreshWallet"), ("/style.css", "block-card"), ("/docs", "openapi.json")]
-    {
+    for (path, needle) in [
+        ("/", "send-form"),
+        ("/app.js", "refreshWallet"),
+        ("/style.css", "block-card"),
+        ("/docs", "openapi.json"),
+        ("/favicon.svg", "<svg"),
+    ] {
         let r = f.http.get(format!("{}{path}", f.base)).send().await.expect("get");
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let body = r.text().await.expect("body");

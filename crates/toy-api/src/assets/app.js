@@ -37,6 +37,8 @@ let tracked = null;  // id of the last sent transaction
 async function refreshStatus() {
   try {
     const s = await api("/api/status");
+    $("offline").hidden = true;
+    document.body.classList.remove("stale");
     tipHeight = s.height;
     $("status").textContent = `height ${s.height} · tip ${short(s.tip)} · ${s.peers} peers · mempool ${s.mempool} · ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
     $("mine").hidden = !s.can_mine;
@@ -53,6 +55,8 @@ async function refreshStatus() {
     drawRates();
   } catch (e) {
     $("status").textContent = "node unreachable: " + e.message;
+    $("offline").hidden = false;
+    document.body.classList.add("stale");
   }
 }
 
@@ -113,10 +117,12 @@ async function openBlock(hash) {
   $("block-dialog").showModal();
 }
 
-function showResult(text, ok) {
+// `state`: true (done: green), false (refused or failed: red) or
+// "pending" (sent, not in a block yet: amber).
+function showResult(text, state) {
   const r = $("result");
   r.textContent = text;
-  r.className = "result " + (ok ? "ok" : "bad");
+  r.className = "result " + (state === "pending" ? "pending" : state ? "ok" : "bad");
 }
 
 async function send(ev) {
@@ -131,7 +137,7 @@ async function send(ev) {
   try {
     const r = await api("/api/wallet/send", { to, amount, fee, sign: $("sign").checked });
     tracked = r.id;
-    showResult(`Sent: ${r.id} — pending`, true);
+    showResult(`Sent: ${r.id} — pending`, "pending");
     followTracked();
   } catch (e) {
     tracked = null;
@@ -146,7 +152,7 @@ async function followTracked() {
     if (t.status === "confirmed") {
       showResult(`Confirmed: ${t.tx.id} in block #${t.block_height} (${t.confirmations} confirmation${t.confirmations === 1 ? "" : "s"})`, true);
     } else {
-      showResult(`Sent: ${t.tx.id} — pending`, true);
+      showResult(`Sent: ${t.tx.id} — pending`, "pending");
     }
   } catch (e) { /* keep the last state */ }
 }
