@@ -290,8 +290,22 @@ async fn a_toy_node_and_a_workshop_node_mine_one_chain_and_agree_on_every_balanc
     })
     .await;
 
-    // Stop mining and let everyone settle on one tip.
+    // Stop mining and let everyone settle on one tip. The workshop's fork
+    // choice keeps the first seen of two blocks of one height, so two miners
+    // stopping at once may be left on a tie for good: the toy miner stops
+    // first, and the workshop node mines two more blocks, which every node
+    // takes (a higher branch wins).
     toy.shutdown();
+    let stopped_at = toy.read(|c| c.height());
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let tip = ask(&mut py_node, "tip", "TIP").await;
+        if tip[0].parse::<u64>().unwrap_or(0) >= stopped_at + 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "the workshop node stopped mining at {tip:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     ask(&mut py_node, "mine off", "MINING").await;
     let mut agreed = None;
     let until = tokio::time::Instant::now() + DEADLINE;
