@@ -168,7 +168,22 @@ pub fn encode_blocks(blocks: impl IntoIterator<Item = Vec<u8>>) -> Bytes {
 /// # Errors
 /// A truncated entry, an oversize one, too many, or a block that does not
 /// decode strictly.
-pub fn decode_blocks(mut bytes: &[u8], max: usize) -> Result<Vec<Block>, DecodeError> {
+pub fn decode_blocks(bytes: &[u8], max: usize) -> Result<Vec<Block>, DecodeError> {
+    decode_framed(bytes, max, MAX_BLOCK_BYTES, Block::decode)
+}
+
+/// Decodes `[len u32 BE][item]…` (the framing of `chain:blocks` and
+/// `chain:txs`): at most `max` items of at most `max_len` bytes each, each
+/// decoded by `decode`.
+///
+/// # Errors
+/// A truncated entry, an oversize one, too many, or `decode`'s error.
+pub fn decode_framed<T>(
+    mut bytes: &[u8],
+    max: usize,
+    max_len: usize,
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         if out.len() == max {
@@ -176,11 +191,11 @@ pub fn decode_blocks(mut bytes: &[u8], max: usize) -> Result<Vec<Block>, DecodeE
         }
         let (len, rest) = bytes.split_at_checked(4).ok_or(DecodeError::TrailingBytes { count: bytes.len() })?;
         let len = u32::from_be_bytes(len.try_into().map_err(|_| DecodeError::NonCanonical)?) as usize;
-        if len > MAX_BLOCK_BYTES {
-            return Err(DecodeError::TooLarge { len, max: MAX_BLOCK_BYTES });
+        if len > max_len {
+            return Err(DecodeError::TooLarge { len, max: max_len });
         }
-        let (block, rest) = rest.split_at_checked(len).ok_or(DecodeError::TrailingBytes { count: rest.len() })?;
-        out.push(Block::decode(block)?);
+        let (item, rest) = rest.split_at_checked(len).ok_or(DecodeError::TrailingBytes { count: rest.len() })?;
+        out.push(decode(item)?);
         bytes = rest;
     }
     Ok(out)

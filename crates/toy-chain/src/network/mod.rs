@@ -838,14 +838,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     }
 
     async fn reannounce_task(self) {
-        let mut interval = tokio::time::interval(REANNOUNCE_EVERY);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            tokio::select! {
-                () = self.sync.cancel.cancelled() => return,
-                _ = interval.tick() => {}
-            }
+        let mut every = Every::new(REANNOUNCE_EVERY).await;
+        while every.tick(&self.sync.cancel).await {
             if let Err(e) = self.announce_pending().await {
                 tracing::debug!("announcing pending transactions again: {e}");
             }
@@ -862,6 +856,27 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
             self.gossip.broadcast(NEW_BLOCK, Bytes::from(b.encode()))?;
         }
         Ok(())
+    }
+}
+
+/// A period of a background task: the first tick comes one period after
+/// [`Every::new`]; missed ticks are delayed, not bunched.
+struct Every(tokio::time::Interval);
+
+impl Every {
+    async fn new(period: Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        Self(interval)
+    }
+
+    /// Waits for the next tick; `false` once `cancel` fires.
+    async fn tick(&mut self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            _ = self.0.tick() => true,
+        }
     }
 }
 

@@ -261,14 +261,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
     /// [`RECONCILE_EVERY`], until shutdown (peers are also reconciled with
     /// when they first answer `chain:status`, and on a nonce gap).
     pub(super) async fn reconcile_task(self) {
-        let mut interval = tokio::time::interval(RECONCILE_EVERY);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            tokio::select! {
-                () = self.sync.cancel.cancelled() => return,
-                _ = interval.tick() => {}
-            }
+        let mut every = Every::new(RECONCILE_EVERY).await;
+        while every.tick(&self.sync.cancel).await {
             let mut peers: Vec<PeerId> =
                 self.gossip.peer_services().peers().into_iter().filter(|p| self.silent.has_answered(p)).collect();
             peers.shuffle(&mut rand::thread_rng());
@@ -297,21 +291,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainNode<S, G> {
 }
 
 /// Decodes a `chain:txs` answer: at most `max` strictly decoded
-/// transactions.
-fn decode_txs(mut bytes: &[u8], max: usize) -> Option<Vec<Transaction>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        if out.len() == max {
-            return None;
-        }
-        let (len, rest) = bytes.split_at_checked(4)?;
-        let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
-        if len > MAX_TX_BYTES {
-            return None;
-        }
-        let (tx, rest) = rest.split_at_checked(len)?;
-        out.push(Transaction::decode(tx).ok()?);
-        bytes = rest;
-    }
-    Some(out)
+/// transactions, in the `chain:blocks` framing.
+fn decode_txs(bytes: &[u8], max: usize) -> Option<Vec<Transaction>> {
+    sync::decode_framed(bytes, max, MAX_TX_BYTES, Transaction::decode).ok()
 }
