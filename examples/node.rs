@@ -23,8 +23,9 @@
 //! `--preset workshop` runs the workshop's own chain instead (ASCII blocks
 //! and transactions, P-192 keys, `search:block`; see the `toy-workshop`
 //! crate) over the same TCP, peering and gossip, so it mines one chain with
-//! nodes written to the workshop's description. It has no HTTP API yet;
-//! its terminal takes `key`, `balance [KEY]`, `send KEY AMOUNT`, `tip`, `say TEXT` and
+//! nodes written to the workshop's description. Its web wallet and API
+//! leave out what the workshop chain has no field for (times, fees); its
+//! terminal takes `key`, `balance [KEY]`, `send KEY AMOUNT`, `tip`, `say TEXT` and
 //! `peers`, one per line.
 
 use std::path::PathBuf;
@@ -88,7 +89,7 @@ struct Args {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     max_peers: u16,
     /// HTTP API and web wallet address; the port is the first free one from
-    /// here (not with --preset workshop, which has no HTTP API yet).
+    /// here.
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     http: String,
     /// Do not serve the HTTP API and web wallet.
@@ -136,11 +137,10 @@ async fn main() -> anyhow::Result<()> {
         for (given, flag) in [
             (args.tracker.is_some(), "--tracker"),
             (args.relay.is_some(), "--relay"),
-            (!args.http_host.is_empty(), "--http-host"),
             (args.gossip_loss > 0.0, "--gossip-loss"),
         ] {
             if given {
-                anyhow::bail!("{flag} does not apply to --preset workshop (flood gossip, no HTTP API yet)");
+                anyhow::bail!("{flag} does not apply to --preset workshop (it gossips by flood only)");
             }
         }
         return run_workshop(args).await;
@@ -263,6 +263,8 @@ async fn run_workshop(args: Args) -> anyhow::Result<()> {
         difficulty: args.difficulty,
         mine_threads: mining.then_some(args.threads.map_or(0, usize::from)),
         max_peers: usize::from(args.max_peers),
+        http: (!args.no_http).then_some(args.http),
+        http_hosts: args.http_host,
     };
     let node = config.launch().await?;
     let me = node.key().public_hex();
@@ -271,6 +273,9 @@ async fn run_workshop(args: Args) -> anyhow::Result<()> {
     println!("key {me} ({created})");
     let on = if mining { "on" } else { "off" };
     println!("data in {}; difficulty {}; mining {on}", node.data_dir().display(), args.difficulty);
+    if let Some(http) = node.http_addr() {
+        println!("web wallet and API on http://{http}/ (docs at /docs)");
+    }
     println!("commands: key | balance [KEY] | send KEY AMOUNT | tip | peers | say TEXT");
     let mut tips = node.node().watch_tip();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();

@@ -354,7 +354,7 @@ fn delta(me: &str, block: &toy::api::BlockSummary, txs: &[TxJson]) -> i128 {
             d += i128::from(t.amount);
         }
         if t.sender == me {
-            d -= i128::from(t.fee);
+            d -= i128::from(t.fee.unwrap_or(0));
             if t.kind != "mint" {
                 d -= i128::from(t.amount);
             }
@@ -371,7 +371,7 @@ fn entry(me: &str, tx: &TxJson, height: Option<u64>) -> serde_json::Value {
         "kind": if sent { "sent" } else { "received" },
         "id": tx.id,
         "amount": tx.amount,
-        "fee": if sent { tx.fee } else { 0 },
+        "fee": if sent { tx.fee.unwrap_or(0) } else { 0 },
         "counterparty": if sent { &tx.recipient } else { &tx.sender },
         "nonce": tx.nonce,
     })

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod node;
+pub mod workshop_api;
 pub mod workshop_node;
 
 /// The HTTP API, web wallet and explorer.

@@ -526,7 +526,7 @@ pub const COOKIE_FILE: &str = "api.cookie";
 
 /// Writes a fresh random token to `<data_dir>/api.cookie`, readable and
 /// writable by this user only; the token.
-fn write_cookie(data_dir: &std::path::Path) -> Result<String, NodeError> {
+pub(crate) fn write_cookie(data_dir: &std::path::Path) -> Result<String, NodeError> {
     use std::io::Write;
     let token = hex_token();
     let path = data_dir.join(COOKIE_FILE);

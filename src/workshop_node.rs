@@ -49,6 +49,13 @@ pub struct WorkshopConfig {
     pub mine_threads: Option<usize>,
     /// Peers kept.
     pub max_peers: usize,
+    /// HTTP API and web wallet address (the port is the first free one from
+    /// here); `None` (the default) serves none.
+    pub http: Option<String>,
+    /// Host names the API answers to besides localhost and IP addresses
+    /// (against DNS rebinding); with any, or off loopback, writes need the
+    /// token in `<data-dir>/api.cookie`.
+    pub http_hosts: Vec<String>,
 }
 
 impl Default for WorkshopConfig {
@@ -62,6 +69,8 @@ impl Default for WorkshopConfig {
             difficulty: Params::WORKSHOP.difficulty,
             mine_threads: None,
             max_peers: toy_p2p::DEFAULT_MAX_PEERS,
+            http: None,
+            http_hosts: Vec::new(),
         }
     }
 }
@@ -74,6 +83,11 @@ pub struct RunningWorkshop {
     new_key: bool,
     p2p: WorkshopP2p,
     node: WorkshopNode<WorkshopGossip>,
+    http_addr: Option<std::net::SocketAddr>,
+    cookie: Option<PathBuf>,
+    /// Stops the HTTP server.
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl WorkshopConfig {
@@ -94,6 +108,17 @@ impl WorkshopConfig {
         crate::node::check_data_dir(&data_dir)?;
         let key_path = self.key.clone().unwrap_or_else(|| data_dir.join("workshop.key"));
         let (key, new_key) = load_or_create_key(&key_path)?;
+        // The API's port before anything is started: a busy one stops the
+        // launch with nothing to undo.
+        let listener = match &self.http {
+            Some(http) => {
+                let fail = |source| NodeError::Http { addr: http.clone(), source };
+                let listener = toy_api::bind_free(http).await.map_err(fail)?;
+                let bound = listener.local_addr().map_err(fail)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         let db = data_dir.join("workshop.redb");
         let params = Params::with_difficulty(self.difficulty);
         let opening = db.clone();
@@ -135,7 +160,43 @@ impl WorkshopConfig {
                 if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
             node.mine(&key.public_hex(), threads);
         }
-        Ok(RunningWorkshop { addr, data_dir, key, new_key, p2p, node })
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let mut cookie = None;
+        let http_addr = match listener {
+            Some((listener, bound)) => {
+                // As a toy node: reachable from other hosts (or named by a
+                // proxy), writes need the cookie file's token.
+                let token = if bound.ip().is_loopback() && self.http_hosts.is_empty() {
+                    None
+                } else {
+                    match crate::node::write_cookie(&data_dir) {
+                        Ok(t) => {
+                            cookie = Some(data_dir.join(crate::node::COOKIE_FILE));
+                            Some(t)
+                        }
+                        Err(e) => {
+                            node.shutdown();
+                            p2p.shutdown().await;
+                            return Err(e);
+                        }
+                    }
+                };
+                let access = toy_api::Access { hosts: self.http_hosts.clone(), token };
+                let api = crate::workshop_api::WorkshopApi::new(node.clone(), p2p.clone(), key.clone());
+                let cancel = cancel.clone();
+                tasks.spawn(async move {
+                    if let Err(e) =
+                        toy_api::serve_guarded(listener, Arc::new(api), cancel, Default::default(), access).await
+                    {
+                        tracing::error!("HTTP server stopped: {e}");
+                    }
+                });
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(RunningWorkshop { addr, data_dir, key, new_key, p2p, node, http_addr, cookie, cancel, tasks })
     }
 }
 
@@ -195,8 +256,21 @@ impl RunningWorkshop {
         &self.p2p
     }
 
-    /// Stops mining, then peering.
+    /// The HTTP API's address, when it serves one.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
+    }
+
+    /// The API's cookie file, when writes need its token.
+    pub fn cookie(&self) -> Option<&std::path::Path> {
+        self.cookie.as_deref()
+    }
+
+    /// Stops the HTTP server, mining, then peering.
     pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         self.node.shutdown();
         self.p2p.shutdown().await;
     }

@@ -58,27 +58,19 @@ async fn first_card_height(c: &Client) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_wallet_sends_confirms_and_rejects() {
+/// Headless Chromium under chromedriver, or `None` (after a SKIP line
+/// naming `test`) when they are not installed.
+async fn open_browser(test: &str) -> Option<(Proc, Client)> {
     let (Some(driver), Some(browser)) =
         (find_program(&["chromedriver"]), find_program(&["chromium", "chromium-browser", "google-chrome"]))
     else {
-        println!(
-            "SKIP the_web_wallet_sends_confirms_and_rejects: chromium and chromedriver not found (apt install chromium chromium-driver)"
-        );
-        return;
+        println!("SKIP {test}: chromium and chromedriver not found (apt install chromium chromium-driver)");
+        return None;
     };
-    let _one = SERIAL.lock().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start("node", &dir.path().join("n"), &NodeOpts { mine: true, ..Default::default() }).await;
-    let api = Api::default();
-    let status = api.status(&node.http).await.expect("status");
-    let wallet = status["wallet"].as_str().expect("wallet").to_owned();
-
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let mut cmd = Command::new(&driver);
     cmd.arg(format!("--port={port}"));
-    let _driver = Proc::spawn("chromedriver", cmd);
+    let driver = Proc::spawn("chromedriver", cmd);
     let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
         "goog:chromeOptions": {
             "binary": browser,
@@ -101,6 +93,18 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
             }
         }
     };
+    Some((driver, c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_wallet_sends_confirms_and_rejects() {
+    let _one = SERIAL.lock().await;
+    let Some((_driver, c)) = open_browser("the_web_wallet_sends_confirms_and_rejects").await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start("node", &dir.path().join("n"), &NodeOpts { mine: true, ..Default::default() }).await;
+    let api = Api::default();
+    let status = api.status(&node.http).await.expect("status");
+    let wallet = status["wallet"].as_str().expect("wallet").to_owned();
 
     c.goto(&format!("{}/", node.http)).await.expect("open the page");
     // The wallet card: the node's address, and a balance once it has mined.
@@ -148,14 +152,23 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
         .expect("block height in the confirmation");
 
     // Its block card opens a dialog listing the transfer.
+    // A dev chain can mine a page of blocks within a second: when the tip
+    // has moved on, page back to it.
     let card = format!("#blocks .block-card[data-height=\"{height}\"]");
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let card = loop {
         if let Ok(e) = c.find(Locator::Css(&card)).await {
             break e;
         }
+        let lowest = match c.find(Locator::Css("#blocks .block-card:last-child")).await {
+            Ok(e) => e.attr("data-height").await.ok().flatten().and_then(|h| h.parse::<u64>().ok()),
+            Err(_) => None,
+        };
+        if lowest.is_some_and(|l| l > height) {
+            c.find(Locator::Css("#older")).await.expect("older").click().await.expect("click older");
+        }
         assert!(tokio::time::Instant::now() < deadline, "no card for block {height}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     };
     card.click().await.expect("open block");
     wait_text(&c, "#dialog-title", "the dialog", |t| t == format!("Block #{height}")).await;
@@ -173,8 +186,18 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
         assert!(tokio::time::Instant::now() < deadline, "the older page never showed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    c.find(Locator::Css("#newer")).await.expect("newer").click().await.expect("click newer");
-    wait_text(&c, "#page-info", "the tip again", |t| t.contains("following the tip")).await;
+    // "Newer" until the page follows the tip again (more than one page
+    // back when the dialog's block was).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !text(&c, "#page-info").await.contains("following the tip") {
+        if let Ok(newer) = c.find(Locator::Css("#newer")).await
+            && newer.is_enabled().await.unwrap_or(false)
+        {
+            newer.click().await.expect("click newer");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the page never followed the tip again");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // Mining on demand: the result says whether the block made the best
     // chain (the node's own miner may win the height), and the button is
@@ -220,4 +243,70 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     std::fs::write(shots.join("browser-wallet-offline.png"), c.screenshot().await.expect("screenshot")).expect("save");
     println!("screenshots in {}", shots.display());
     c.close().await.expect("close browser");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_wallet_on_the_workshop_chain_leaves_out_times_and_fees() {
+    let _one = SERIAL.lock().await;
+    let test = "the_web_wallet_on_the_workshop_chain_leaves_out_times_and_fees";
+    let Some((_driver, c)) = open_browser(test).await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Difficulty 4 and no miner threads: blocks come from the page's button.
+    let node = toy::workshop_node::WorkshopConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: Some(dir.path().join("w")),
+        difficulty: 4,
+        http: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    }
+    .launch()
+    .await
+    .expect("launch");
+    let me = node.key().public_hex();
+    c.goto(&format!("http://{}/", node.http_addr().expect("http"))).await.expect("open the page");
+    wait_text(&c, "#status", "the workshop chain named", |t| t.starts_with("workshop chain")).await;
+    assert_eq!(wait_text(&c, "#address", "the P-192 key", |t| t.len() == 50).await, me);
+    // No fee field, no interval chart (no timestamps to draw it from).
+    for hidden in ["#fee-label", "#intervals-box"] {
+        let e = c.find(Locator::Css(hidden)).await.expect(hidden);
+        assert!(!e.is_displayed().await.expect("displayed"), "{hidden} is left out");
+    }
+    let mine = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css("#mine")).await.expect("mine").click().await.expect("click mine");
+            wait_text(&c, "#result", "a mined block", |t| t.starts_with("Mined block") || t.contains("failed")).await
+        }
+    };
+    let mined = mine(&c).await;
+    assert!(mined.starts_with("Mined block #1"), "{mined}");
+    wait_text(&c, "#balance", "the reward", |t| t.replace(',', "") == "10000").await;
+
+    // A toy-sized address is refused by the page itself, naming the size.
+    fill(&c, "#to", &"02".repeat(33)).await;
+    fill(&c, "#amount", "100").await;
+    c.find(Locator::Css("#send")).await.expect("send").click().await.expect("click");
+    wait_text(&c, "#result", "the size named", |t| t.contains("50 hex digits")).await;
+    // A transfer to a P-192 key, pending then confirmed by the next block.
+    let friend = toy::workshop::SecretKey::generate().public_hex();
+    fill(&c, "#to", &friend).await;
+    c.find(Locator::Css("#send")).await.expect("send").click().await.expect("click");
+    wait_text(&c, "#result", "pending", |t| t.starts_with("Sent:")).await;
+    let mined = mine(&c).await;
+    assert!(mined.starts_with("Mined block #2"), "{mined}");
+    wait_text(&c, "#result", "confirmed", |t| t.starts_with("Confirmed:")).await;
+
+    // Block cards carry no time; the dialog lists the transfer, no fee column.
+    wait_text(&c, "#blocks .block-card", "block #2 on top", |t| t.starts_with("#2")).await;
+    let card = text(&c, "#blocks .block-card").await;
+    let timed = |l: &str| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains(':');
+    assert!(!card.lines().any(timed), "no time on the card: {card:?}");
+    c.find(Locator::Css("#blocks .block-card")).await.expect("card").click().await.expect("open");
+    wait_text(&c, "#dialog-txs", "the transfer listed", |t| t.contains("100")).await;
+    let head = c.find(Locator::Css("#fee-head")).await.expect("fee head");
+    assert!(!head.is_displayed().await.expect("displayed"), "no fee column");
+    let shots = target_dir();
+    std::fs::write(shots.join("browser-workshop.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    c.close().await.expect("close browser");
+    node.shutdown().await;
 }

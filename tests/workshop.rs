@@ -360,3 +360,121 @@ async fn chat_crosses_a_toy_node_on_the_workshop_chain() {
     a.wait_line(&format!("CHAT {b_addr} and back")).await;
     toy.shutdown().await;
 }
+
+/// `POST` with a JSON body, answering the status and the JSON.
+async fn post_json(http: &reqwest::Client, url: String, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = http.post(url).json(&body).send().await.expect("answer");
+    (r.status().as_u16(), r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> (u16, serde_json::Value) {
+    let r = http.get(url).send().await.expect("answer");
+    (r.status().as_u16(), r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_web_wallet_serve_the_workshop_chain_without_inventing_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = toy::workshop_node::WorkshopConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: Some(dir.path().join("w")),
+        difficulty: 3,
+        http: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    }
+    .launch()
+    .await
+    .expect("launch");
+    let base = format!("http://{}", node.http_addr().expect("http"));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let me = node.key().public_hex();
+
+    // The status names the chain and leaves out what it has no field for.
+    let (code, status) = get_json(&http, format!("{base}/api/status")).await;
+    assert_eq!(code, 200);
+    assert_eq!(status["chain"]["name"], "workshop");
+    assert_eq!(status["chain"]["fees"], false);
+    assert_eq!(status["chain"]["address_digits"], 50);
+    assert!(status.get("work").is_none() && status.get("sync").is_none(), "{status}");
+    assert_eq!(status["wallet"], me.as_str());
+    assert_eq!(status["chain_id"], toy::workshop::Block::genesis().hash().to_hex());
+    assert_eq!(status["can_mine"], true);
+
+    // Mining on demand pays the node's key, in a block without a time.
+    let (code, mined) = post_json(&http, format!("{base}/api/mine"), serde_json::json!({})).await;
+    assert_eq!(code, 200, "{mined}");
+    assert_eq!((mined["height"].as_u64(), mined["canonical"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(mined["miner"], me.as_str());
+    assert!(mined.get("time_ms").is_none(), "{mined}");
+    assert!(mined["target"].as_str().is_some_and(|t| t.starts_with("000f")), "{mined}");
+    let (_, wallet) = get_json(&http, format!("{base}/api/wallet")).await;
+    assert_eq!(wallet["balance"], 10_000);
+
+    // Sending: to a P-192 key; a fee, a toy address or a non-key refused.
+    let friend = toy::workshop::SecretKey::generate().public_hex();
+    let send = |to: &str, extra: serde_json::Value| {
+        let mut body = serde_json::json!({ "to": to, "amount": 250 });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        post_json(&http, format!("{base}/api/wallet/send"), body)
+    };
+    assert_eq!(send(&friend, serde_json::json!({ "fee": 1 })).await.0, 400, "the workshop chain has no fees");
+    assert_eq!(send(&"02".repeat(33), serde_json::json!({})).await.0, 400, "a secp256k1-sized address");
+    assert_eq!(send(&format!("05{}", "a".repeat(48)), serde_json::json!({})).await.0, 422, "not a point");
+    let (code, sent) = send(&friend, serde_json::json!({})).await;
+    assert_eq!(code, 200, "{sent}");
+    let id = sent["id"].as_str().expect("id").to_owned();
+    let (_, pending) = get_json(&http, format!("{base}/api/txs/{id}")).await;
+    assert_eq!(pending["status"], "pending");
+    assert!(pending["tx"].get("fee").is_none(), "{pending}");
+    let (_, pool) = get_json(&http, format!("{base}/api/mempool")).await;
+    assert_eq!(pool[0]["id"], id.as_str());
+
+    // A transaction signed elsewhere, as a wallet would send it: taken at
+    // the next nonce; one from an empty account is refused with the reason.
+    let key = node.key().clone();
+    let signed = toy::workshop::state::sign_tx(&key, &friend, 1, 5);
+    let body = serde_json::json!({ "kind": "transfer", "sender": signed.sender, "recipient": signed.recipient,
+        "amount": 5, "nonce": 1, "signature": signed.signature });
+    let (code, taken) = post_json(&http, format!("{base}/api/txs"), body).await;
+    assert_eq!((code, taken["id"].as_str()), (200, Some(signed.id().to_hex().as_str())), "{taken}");
+    let broke = toy::workshop::state::sign_tx(&toy::workshop::SecretKey::generate(), &friend, 0, 5);
+    let body = serde_json::json!({ "kind": "transfer", "sender": broke.sender, "recipient": broke.recipient,
+        "amount": 5, "nonce": 0, "signature": broke.signature });
+    let (code, refused) = post_json(&http, format!("{base}/api/txs"), body).await;
+    assert_eq!(code, 422, "{refused}");
+
+    // The next block confirms both; the friend's account shows them.
+    let (code, two) = post_json(&http, format!("{base}/api/mine"), serde_json::json!({})).await;
+    assert_eq!((code, two["tx_count"].as_u64()), (200, Some(2)), "{two}");
+    let (_, confirmed) = get_json(&http, format!("{base}/api/txs/{id}")).await;
+    assert_eq!((confirmed["status"].as_str(), confirmed["block_height"].as_u64()), (Some("confirmed"), Some(2)));
+    let (_, account) = get_json(&http, format!("{base}/api/accounts/{friend}")).await;
+    assert_eq!(account["balance"], 255);
+    let (_, block) = get_json(&http, format!("{base}/api/blocks/2")).await;
+    assert!(block.get("time_ms").is_none() && block["txs"][0].get("fee").is_none(), "{block}");
+    let (_, tree) = get_json(&http, format!("{base}/api/tree?depth=5")).await;
+    assert_eq!(tree.as_array().map(Vec::len), Some(3), "genesis and two blocks: {tree}");
+
+    // What the workshop chain cannot do is said, as JSON.
+    let (code, resolve) = post_json(&http, format!("{base}/api/resolve"), serde_json::json!({})).await;
+    assert_eq!(code, 404);
+    assert!(resolve["error"].as_str().is_some_and(|e| e.contains("search:block")), "{resolve}");
+    // The document describes this chain's shapes, not toy's.
+    let (_, doc) = get_json(&http, format!("{base}/openapi.json")).await;
+    assert!(doc["components"]["schemas"]["Tx"]["properties"].get("fee").is_none());
+    assert_eq!(doc["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{50}$");
+    // The page and the access rules are the toy node's.
+    let page = http.get(format!("{base}/")).send().await.expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    let rebound = http
+        .post(format!("{base}/api/wallet/send"))
+        .header("host", "evil.example")
+        .json(&serde_json::json!({ "to": friend, "amount": 1 }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(rebound.status().as_u16(), 403, "DNS rebinding is refused here too");
+    node.shutdown().await;
+}

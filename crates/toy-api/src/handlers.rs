@@ -86,20 +86,35 @@ struct Submitted {
 }
 
 async fn submit_tx(State(api): Api, Body(tx): Body<TxJson>) -> Result<Json<Submitted>, ApiError> {
-    let tx = Transaction::try_from(&tx)?;
     api.submit_tx(tx).await.map(|id| Json(Submitted { id }))
 }
 
+/// Checks that `s` has the shape of an address on `api`'s chain, naming
+/// `field` in the error.
+fn address_shape(api: &dyn NodeApi, field: &str, s: &str) -> Result<String, ApiError> {
+    let profile = api.profile();
+    let s = s.trim();
+    if profile.looks_like_address(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{field} must be an address: a compressed public key, {} hex digits",
+            profile.address_digits
+        )))
+    }
+}
+
 async fn account(State(api): Api, Path(addr): Path<String>) -> Result<Json<AccountView>, ApiError> {
-    api.account(parse_address("address", &addr)?).await.map(Json)
+    let addr = address_shape(api.as_ref(), "address", &addr)?;
+    api.account(addr).await.map(Json)
 }
 
 async fn wallet(State(api): Api) -> Result<Json<AccountView>, ApiError> {
     api.wallet().await.map(Json)
 }
 
-async fn send(State(api): Api, Body(req): Body<SendRequest>) -> Result<Json<Submitted>, ApiError> {
-    parse_address("to", &req.to)?;
+async fn send(State(api): Api, Body(mut req): Body<SendRequest>) -> Result<Json<Submitted>, ApiError> {
+    req.to = address_shape(api.as_ref(), "to", &req.to)?;
     if req.amount == 0 {
         return Err(ApiError::BadRequest("amount must be above 0".into()));
     }
@@ -175,6 +190,7 @@ pub fn router(api: Arc<dyn NodeApi>) -> Router {
 /// [`router`] with its own [`crate::Access`] (more host names, a token).
 pub fn router_with(api: Arc<dyn NodeApi>, access: crate::Access) -> Router {
     let access = Arc::new(access);
+    let document = Arc::new(openapi::document(&api.profile()));
     // The write checks wrap each POST handler only, so a method a path does
     // not take is still answered 405 (not 403).
     let writes = axum::middleware::from_fn_with_state(access.clone(), crate::access::guard_writes);
@@ -195,7 +211,7 @@ pub fn router_with(api: Arc<dyn NodeApi>, access: crate::Access) -> Router {
         .route("/api/tree", get(tree))
         .route("/api/mempool", get(mempool))
         .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
         .merge(web::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

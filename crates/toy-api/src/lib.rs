@@ -46,8 +46,8 @@
 //! #     async fn blocks(&self, _: Option<u64>, _: usize) -> Result<Vec<BlockSummary>, ApiError> { Ok(vec![]) }
 //! #     async fn block(&self, _: BlockId) -> Result<BlockView, ApiError> { Err(ApiError::NotFound("no".into())) }
 //! #     async fn tx(&self, _: toy_chain::Hash) -> Result<TxStatus, ApiError> { Err(ApiError::NotFound("no".into())) }
-//! #     async fn account(&self, a: toy_chain::Address) -> Result<AccountView, ApiError> { Ok(AccountView { address: a.to_hex(), balance: 0, nonce: 0, next_nonce: 0 }) }
-//! #     async fn submit_tx(&self, _: toy_chain::Transaction) -> Result<String, ApiError> { Err(ApiError::Rejected("no".into())) }
+//! #     async fn account(&self, a: String) -> Result<AccountView, ApiError> { Ok(AccountView { address: a, balance: 0, nonce: 0, next_nonce: 0 }) }
+//! #     async fn submit_tx(&self, _: TxJson) -> Result<String, ApiError> { Err(ApiError::Rejected("no".into())) }
 //! #     async fn tree(&self, _: u64) -> Result<Vec<TreeNode>, ApiError> { Ok(vec![]) }
 //! #     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> { Ok(Default::default()) }
 //! #     async fn mempool(&self, _: usize) -> Result<Vec<TxJson>, ApiError> { Ok(vec![]) }
@@ -91,13 +91,15 @@ mod views;
 mod web;
 
 use async_trait::async_trait;
+use toy_chain::Hash;
 use toy_chain::network::ResolveReport;
-use toy_chain::{Address, Hash, Transaction};
 
 pub use access::Access;
 pub use error::{ApiError, ErrorBody};
 pub use handlers::{router, router_with};
-pub use live::{LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES, PeerAdmin};
+pub use live::{
+    LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES, PeerAdmin, crawl_network, tip_moved, unless_tip_moves,
+};
 pub use metrics::MetricsSnapshot;
 pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, HttpLimits, bind_free, serve,
@@ -116,6 +118,12 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// mempool, metrics.
 #[async_trait]
 pub trait ChainApi: Send + Sync + 'static {
+    /// Which chain this is and what its records hold (the toy chain's
+    /// unless overridden): the handlers check an address's shape by it, the
+    /// OpenAPI document describes it, the page leaves out what it lacks.
+    fn profile(&self) -> ChainProfile {
+        ChainProfile::toy()
+    }
     /// Node status.
     async fn status(&self) -> Result<StatusView, ApiError>;
     /// Up to `limit` canonical blocks from height `from` (default: the tip)
@@ -125,10 +133,12 @@ pub trait ChainApi: Send + Sync + 'static {
     async fn block(&self, id: BlockId) -> Result<BlockView, ApiError>;
     /// A transaction by id.
     async fn tx(&self, id: Hash) -> Result<TxStatus, ApiError>;
-    /// An account.
-    async fn account(&self, address: Address) -> Result<AccountView, ApiError>;
-    /// Submits a signed transaction; returns its id.
-    async fn submit_tx(&self, tx: Transaction) -> Result<String, ApiError>;
+    /// An account. `address` has the profile's shape (checked by the
+    /// handler); whether it is a key is the chain's to check.
+    async fn account(&self, address: String) -> Result<AccountView, ApiError>;
+    /// Submits a signed transaction, as sent (the chain decodes and checks
+    /// it); returns its id.
+    async fn submit_tx(&self, tx: TxJson) -> Result<String, ApiError>;
     /// Blocks of the last `depth` heights, forks included.
     async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError>;
     /// Figures for `/metrics`.
@@ -142,7 +152,8 @@ pub trait ChainApi: Send + Sync + 'static {
 pub trait WalletApi: Send + Sync + 'static {
     /// The node wallet.
     async fn wallet(&self) -> Result<AccountView, ApiError>;
-    /// Sends from the node wallet; returns the transaction id.
+    /// Sends from the node wallet; returns the transaction id. The handler
+    /// has checked the recipient's shape and that the amount is above 0.
     async fn send(&self, req: SendRequest) -> Result<String, ApiError>;
 }
 

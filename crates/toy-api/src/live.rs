@@ -137,16 +137,21 @@ fn account_view<S: Store>(c: &Chain<S>, addr: &Address) -> AccountView {
 
 #[async_trait]
 impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
+    fn profile(&self) -> crate::ChainProfile {
+        crate::ChainProfile::toy()
+    }
+
     async fn status(&self) -> Result<StatusView, ApiError> {
         // From the snapshot the chain actor publishes: a status never waits
         // for an import.
         let chain = self.node.chain();
         let c = chain.snapshot();
         Ok(StatusView {
+            chain: crate::ChainProfile::toy(),
             height: c.tip.height,
             tip: c.tip.hash.to_hex(),
             chain_id: chain.params().chain_id().to_hex(),
-            work: c.tip.work.to_string(),
+            work: Some(c.tip.work.to_string()),
             peers: self.node.gossip().peer_services().peers().len(),
             mempool: c.mempool,
             mempool_bytes: c.mempool_bytes,
@@ -158,7 +163,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
             address: self.config.peering.local_addr(),
             wallet: self.config.wallet.address().to_hex(),
             can_mine: self.config.can_mine,
-            sync: self.node.sync_progress(),
+            sync: Some(self.node.sync_progress()),
         })
     }
 
@@ -220,11 +225,13 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
         .await
     }
 
-    async fn account(&self, address: Address) -> Result<AccountView, ApiError> {
+    async fn account(&self, address: String) -> Result<AccountView, ApiError> {
+        let address = crate::parse_address("address", &address)?;
         self.with_chain(move |c| Ok(account_view(c, &address))).await
     }
 
-    async fn submit_tx(&self, tx: Transaction) -> Result<String, ApiError> {
+    async fn submit_tx(&self, tx: TxJson) -> Result<String, ApiError> {
+        let tx = Transaction::try_from(&tx)?;
         self.node.submit_tx(tx).await.map(|id| id.to_hex()).map_err(mempool_err)
     }
 
@@ -239,7 +246,7 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
                     height: h.height,
                     canonical: c.is_canonical(&hash),
                     miner: h.miner.to_hex(),
-                    time_ms: h.timestamp_ms,
+                    time_ms: Some(h.timestamp_ms),
                 })
                 .collect())
         })
@@ -333,11 +340,8 @@ impl<S: Store, G: GossipNetwork + ?Sized> MinerApi for LiveNode<S, G> {
         let mut tips = self.chain.subscribe();
         let grinding = cancel.clone();
         let grind = tokio::task::spawn_blocking(move || toy_miner::mine_within(block, limit, &grinding));
-        let found = unless_tip_moves(grind, &mut tips, parent, &cancel).await.map_err(|height| {
-            ApiError::Conflict(format!(
-                "the tip moved to height {height} while mining (another block came first); mining stopped, try again"
-            ))
-        })?;
+        let found =
+            unless_tip_moves(grind, &mut tips, |t| t.hash == parent, &cancel).await.map_err(|t| tip_moved(t.height))?;
         let block = found.map_err(|_| ApiError::Unavailable("shutting down".into()))?.ok_or_else(|| {
             ApiError::Unavailable(format!("no block found in {limit} hashes at this difficulty; try again"))
         })?;
@@ -374,36 +378,45 @@ impl<S: Store, G: GossipNetwork + ?Sized> NetworkApi for LiveNode<S, G> {
         let Ok(_one_at_a_time) = self.crawl_lock.try_lock() else {
             return Err(ApiError::Busy("the network is already being crawled; try again in a few seconds".into()));
         };
-        let g = &self.config.peering;
-        let me = g.local_addr();
         let mine: Vec<String> = self.node.gossip().peer_services().peers().into_iter().map(|p| p.0).collect();
-        let mut seen: HashSet<String> = std::iter::once(me.clone()).chain(mine.iter().cloned()).collect();
-        let mut frontier: VecDeque<String> = mine.iter().cloned().collect();
-        let mut nodes = vec![NetworkNode { addr: me, peers: mine, reachable: true }];
-        let deadline = tokio::time::Instant::now() + NETWORK_DEADLINE;
-        // Breadth first, a wave of at most NETWORK_FANOUT nodes at a time.
-        while !frontier.is_empty() && nodes.len() < MAX_NETWORK_NODES && tokio::time::Instant::now() < deadline {
-            let take = frontier.len().min(NETWORK_FANOUT).min(MAX_NETWORK_NODES - nodes.len());
-            let wave: Vec<String> = frontier.drain(..take).collect();
-            let answers = futures::future::join_all(wave.into_iter().map(|addr| async move {
-                let list =
-                    tokio::time::timeout(NETWORK_ASK_TIMEOUT, g.ask_peers(&addr)).await.ok().and_then(Result::ok);
-                (addr, list)
-            }))
-            .await;
-            for (addr, list) in answers {
-                let reachable = list.is_some();
-                let peers = list.unwrap_or_default();
-                for p in &peers {
-                    if seen.insert(p.clone()) {
-                        frontier.push_back(p.clone());
-                    }
-                }
-                nodes.push(NetworkNode { addr, peers, reachable });
-            }
-        }
-        Ok(NetworkView { nodes })
+        Ok(crawl_network(self.config.peering.as_ref(), mine).await)
     }
+}
+
+/// The network as far as `peering` can see, for `/api/network`: this node
+/// (with its peers `mine`) first, then every node reachable through
+/// `p2p:get_peers`, breadth first, 16 questions at a time, at most
+/// [`MAX_NETWORK_NODES`] nodes, each question bounded by 2 s, no new wave
+/// after 5 s (so about 7 s at most). A node
+/// that did not answer is listed as unreachable. Run one at a time (each
+/// opens up to [`MAX_NETWORK_NODES`] probe connections).
+pub async fn crawl_network(peering: &dyn PeerAdmin, mine: Vec<String>) -> NetworkView {
+    let me = peering.local_addr();
+    let mut seen: HashSet<String> = std::iter::once(me.clone()).chain(mine.iter().cloned()).collect();
+    let mut frontier: VecDeque<String> = mine.iter().cloned().collect();
+    let mut nodes = vec![NetworkNode { addr: me, peers: mine, reachable: true }];
+    let deadline = tokio::time::Instant::now() + NETWORK_DEADLINE;
+    while !frontier.is_empty() && nodes.len() < MAX_NETWORK_NODES && tokio::time::Instant::now() < deadline {
+        let take = frontier.len().min(NETWORK_FANOUT).min(MAX_NETWORK_NODES - nodes.len());
+        let wave: Vec<String> = frontier.drain(..take).collect();
+        let answers = futures::future::join_all(wave.into_iter().map(|addr| async move {
+            let list =
+                tokio::time::timeout(NETWORK_ASK_TIMEOUT, peering.ask_peers(&addr)).await.ok().and_then(Result::ok);
+            (addr, list)
+        }))
+        .await;
+        for (addr, list) in answers {
+            let reachable = list.is_some();
+            let peers = list.unwrap_or_default();
+            for p in &peers {
+                if seen.insert(p.clone()) {
+                    frontier.push_back(p.clone());
+                }
+            }
+            nodes.push(NetworkNode { addr, peers, reachable });
+        }
+    }
+    NetworkView { nodes }
 }
 
 impl From<MempoolError> for ApiError {
@@ -412,22 +425,32 @@ impl From<MempoolError> for ApiError {
     }
 }
 
-/// Waits for `grind` unless the tip leaves `parent` first: then sets
-/// `cancel`, waits for the grinding to stop, and gives the new height.
-async fn unless_tip_moves<T>(
+/// The answer to `/api/mine` when the tip moved to `height` while it
+/// mined (409).
+pub fn tip_moved(height: u64) -> ApiError {
+    ApiError::Conflict(format!(
+        "the tip moved to height {height} while mining (another block came first); mining stopped, try again"
+    ))
+}
+
+/// Waits for `grind` (a block being mined on demand) unless the tip `tips`
+/// watches stops being the one it mines on (`on_parent` turns false)
+/// first: then sets `cancel`, waits for the grinding to stop, and gives the
+/// new tip. Any chain's `/api/mine` uses it, whatever its tip type.
+pub async fn unless_tip_moves<T, W: Clone>(
     mut grind: tokio::task::JoinHandle<T>,
-    tips: &mut tokio::sync::watch::Receiver<toy_chain::Tip>,
-    parent: Hash,
+    tips: &mut tokio::sync::watch::Receiver<W>,
+    on_parent: impl Fn(&W) -> bool,
     cancel: &std::sync::atomic::AtomicBool,
-) -> Result<Result<T, tokio::task::JoinError>, u64> {
+) -> Result<Result<T, tokio::task::JoinError>, W> {
     loop {
         tokio::select! {
             found = &mut grind => return Ok(found),
             changed = tips.changed() => {
-                if changed.is_err() || tips.borrow_and_update().hash != parent {
+                if changed.is_err() || !on_parent(&tips.borrow_and_update()) {
                     cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                     let _ = grind.await;
-                    return Err(tips.borrow().height);
+                    return Err(tips.borrow().clone());
                 }
             }
         }
@@ -461,8 +484,8 @@ mod mine_tests {
             let _ = tx.send(toy_chain::Tip { hash: Hash([2; 32]), height: 6, work: 2 });
             tx
         });
-        let outcome = unless_tip_moves(grind, &mut rx, parent, &cancel).await;
-        assert_eq!(outcome.err(), Some(6));
+        let outcome = unless_tip_moves(grind, &mut rx, |t| t.hash == parent, &cancel).await;
+        assert_eq!(outcome.err().map(|t| t.height), Some(6));
         assert!(cancel.load(Ordering::Relaxed), "the grinding was told to stop");
         drop(mover.await);
     }
@@ -473,7 +496,7 @@ mod mine_tests {
         let (_tx, mut rx) = tokio::sync::watch::channel(toy_chain::Tip { hash: parent, height: 5, work: 0 });
         let cancel = AtomicBool::new(false);
         let grind = tokio::task::spawn_blocking(|| 42);
-        let outcome = unless_tip_moves(grind, &mut rx, parent, &cancel).await;
+        let outcome = unless_tip_moves(grind, &mut rx, |t| t.hash == parent, &cancel).await;
         assert_eq!(outcome.ok().and_then(Result::ok), Some(42));
     }
 }

@@ -8,8 +8,6 @@ fn param(name: &str, place: &str, desc: &str, schema: Value) -> Value {
 
 /// A 64-hex-digit hash (block hash, transaction id).
 const HASH_PATTERN: &str = "^[0-9a-fA-F]{64}$";
-/// A 66-hex-digit address (a compressed public key).
-const ADDRESS_PATTERN: &str = "^[0-9a-fA-F]{66}$";
 
 fn int_range(min: u64, max: u64) -> Value {
     json!({ "type": "integer", "minimum": min, "maximum": max })
@@ -54,8 +52,14 @@ fn obj(props: &[(&str, &str, &str)]) -> Value {
     json!({ "type": "object", "properties": p })
 }
 
-/// The document.
-pub(crate) fn document() -> Value {
+/// The document for a chain of `profile`'s shape: its address and
+/// signature patterns, and no fee or timestamp where it has none.
+pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
+    let address_pattern = format!("^[0-9a-fA-F]{{{}}}$", profile.address_digits);
+    let address_desc = format!("{}-hex-digit address", profile.address_digits);
+    let signature_pattern = format!("^[0-9a-fA-F]{{{}}}$", profile.signature_digits);
+    let signature_desc = format!("{} hex digits", profile.signature_digits);
+    let address = |desc: &str| pattern(&address_pattern, desc);
     let id = || {
         param(
             "id",
@@ -65,10 +69,10 @@ pub(crate) fn document() -> Value {
         )
     };
     let max_page = crate::MAX_PAGE as u64;
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "toy node API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "JSON API of a toy proof-of-work node. Errors are 4xx with {\"error\": \"…\"}." },
+                  "description": format!("JSON API of a toy proof-of-work node on the {} chain. Errors are 4xx with {{\"error\": \"…\"}}.", profile.name) },
         "paths": {
             "/api/status": { "get": op("Node status: height, tip, work, peers, mempool, hash rate, sync", vec![], None, "Status") },
             "/api/blocks": { "get": op("Canonical blocks, newest first", vec![
@@ -78,7 +82,7 @@ pub(crate) fn document() -> Value {
             "/api/blocks/{id}/txs": { "get": op("A block's transactions", vec![id()], None, "TxList") },
             "/api/txs": { "post": op("Submit a signed transaction", vec![], Some("Tx"), "Submitted") },
             "/api/txs/{id}": { "get": op("A transaction: pending or confirmed", vec![param("id", "path", "transaction id (64 hex digits)", pattern(HASH_PATTERN, ""))], None, "TxStatus") },
-            "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", "66-hex-digit address", pattern(ADDRESS_PATTERN, ""))], None, "Account") },
+            "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", &address_desc, address(""))], None, "Account") },
             "/api/wallet": { "get": op("The node wallet", vec![], None, "Account") },
             "/api/wallet/send": { "post": op("Send from the node wallet, signed or not (unsigned comes back rejected)", vec![], Some("Send"), "Submitted") },
             "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 409 when the tip moves meanwhile, which stops it; 503 if none is found within 2^29 hashes)", vec![], Some("Empty"), "BlockSummary") },
@@ -93,27 +97,27 @@ pub(crate) fn document() -> Value {
         },
         "components": { "schemas": {
             "Error": obj(&[("error", "string", "what is wrong")]),
-            "Status": obj(&[("height", "integer", "best height"), ("tip", "string", "best tip hash"), ("chain_id", "string", "genesis hash that transaction signatures are bound to"), ("work", "string", "cumulative work, decimal"),
+            "Status": obj(&[("chain", "object", "which chain (name) and what its records hold: address_digits, signature_digits, fees, timestamps, resolve"), ("height", "integer", "best height"), ("tip", "string", "best tip hash"), ("chain_id", "string", "genesis hash that transaction signatures are bound to"), ("work", "string", "cumulative work, decimal (absent when the fork choice is by height)"),
                 ("peers", "integer", "peers"), ("mempool", "integer", "pending transactions"), ("mempool_bytes", "integer", "their bytes"),
                 ("orphans", "integer", "blocks waiting for a parent"), ("orphan_bytes", "integer", "their bytes"), ("store_ok", "boolean", "false after a storage failure until the store recovers"), ("store_error", "string", "that failure, empty when none"), ("hash_rate", "number", "hashes/s"), ("address", "string", "p2p address"),
-                ("wallet", "string", "node wallet address"), ("can_mine", "boolean", "whether /api/mine works"), ("sync", "object", "sync progress")]),
-            "BlockSummary": obj(&[("height", "integer", ""), ("hash", "string", ""), ("parent", "string", ""), ("time_ms", "integer", "ms since the epoch"),
+                ("wallet", "string", "node wallet address"), ("can_mine", "boolean", "whether /api/mine works"), ("sync", "object", "sync progress (absent on a chain without batch sync)")]),
+            "BlockSummary": obj(&[("height", "integer", ""), ("hash", "string", ""), ("parent", "string", ""), ("time_ms", "integer", "ms since the epoch (absent without timestamps)"),
                 ("miner", "string", "miner address"), ("reward", "integer", "subsidy + fees"), ("tx_count", "integer", ""), ("nonce", "integer", ""),
                 ("target", "string", ""), ("canonical", "boolean", "on the best chain"), ("confirmations", "integer", "")]),
             "BlockSummaryList": { "type": "array", "items": { "$ref": "#/components/schemas/BlockSummary" } },
             "Block": { "allOf": [ { "$ref": "#/components/schemas/BlockSummary" }, obj(&[("txs", "array", "the transactions")]) ] },
             "Tx": {
                 "type": "object",
-                "required": ["kind", "sender", "recipient", "amount", "fee", "nonce", "signature"],
+                "required": ["kind", "sender", "recipient", "amount", "nonce", "signature"],
                 "properties": {
                     "id": pattern(HASH_PATTERN, "transaction id (ignored on submit: it is computed)"),
                     "kind": { "type": "string", "enum": ["transfer", "mint"] },
-                    "sender": pattern(ADDRESS_PATTERN, "address"),
-                    "recipient": pattern(ADDRESS_PATTERN, "address"),
+                    "sender": address("address"),
+                    "recipient": address("address"),
                     "amount": u64_schema(""),
-                    "fee": u64_schema(""),
+                    "fee": u64_schema("default 0; absent on a chain without fees"),
                     "nonce": u64_schema("the sender's next nonce"),
-                    "signature": pattern("^[0-9a-fA-F]{128}$", "128 hex digits")
+                    "signature": pattern(&signature_pattern, &signature_desc)
                 }
             },
             "TxList": { "type": "array", "items": { "$ref": "#/components/schemas/Tx" } },
@@ -125,7 +129,7 @@ pub(crate) fn document() -> Value {
                 "type": "object",
                 "required": ["to", "amount"],
                 "properties": {
-                    "to": pattern(ADDRESS_PATTERN, "recipient address"),
+                    "to": address("recipient address"),
                     "amount": { "type": "integer", "minimum": 1, "maximum": u64::MAX, "description": "above 0" },
                     "fee": u64_schema("default 0"),
                     "sign": { "type": "boolean", "description": "default true" }
@@ -139,5 +143,67 @@ pub(crate) fn document() -> Value {
             "Empty": { "description": "Any JSON, ignored (`{}` will do): writes are sent as JSON, so that a page on another site cannot send them with a plain form" },
             "Tree": { "type": "array", "items": obj(&[("hash", "string", ""), ("parent", "string", ""), ("height", "integer", ""), ("canonical", "boolean", ""), ("miner", "string", ""), ("time_ms", "integer", "")]) }
         } }
-    })
+    });
+    leave_out(&mut doc, profile);
+    doc
+}
+
+/// Takes out of `doc` what a chain of `profile`'s shape has no field or
+/// route for.
+fn leave_out(doc: &mut Value, profile: &crate::ChainProfile) {
+    let mut drop = |path: &[&str], key: &str| {
+        let mut at = &mut *doc;
+        for step in path {
+            at = &mut at[*step];
+        }
+        if let Some(map) = at.as_object_mut() {
+            map.remove(key);
+        }
+    };
+    if !profile.fees {
+        drop(&["components", "schemas", "Tx", "properties"], "fee");
+        drop(&["components", "schemas", "Send", "properties"], "fee");
+    }
+    if !profile.timestamps {
+        drop(&["components", "schemas", "BlockSummary", "properties"], "time_ms");
+        drop(&["components", "schemas", "Tree", "items", "properties"], "time_ms");
+    }
+    if !profile.resolve {
+        drop(&["paths"], "/api/resolve");
+        drop(&["components", "schemas"], "Resolve");
+    }
+    if profile.name != "toy" {
+        // Only the toy chain has mint transactions (its coinbase).
+        doc["components"]["schemas"]["Tx"]["properties"]["kind"]["enum"] = json!(["transfer"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_without_fees_timestamps_or_resolve_is_documented_without_them() {
+        let profile = crate::ChainProfile {
+            name: "workshop".into(),
+            address_digits: 50,
+            signature_digits: 96,
+            fees: false,
+            timestamps: false,
+            resolve: false,
+        };
+        let doc = document(&profile);
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["Tx"]["properties"]["fee"].is_null());
+        assert!(schemas["Send"]["properties"]["fee"].is_null());
+        assert!(schemas["BlockSummary"]["properties"]["time_ms"].is_null());
+        assert!(doc["paths"]["/api/resolve"].is_null());
+        assert_eq!(schemas["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{50}$");
+        assert_eq!(schemas["Tx"]["properties"]["signature"]["pattern"], "^[0-9a-fA-F]{96}$");
+        // The toy chain's keeps them all.
+        let toy = document(&crate::ChainProfile::toy());
+        assert!(toy["components"]["schemas"]["Tx"]["properties"]["fee"].is_object());
+        assert!(toy["paths"]["/api/resolve"].is_object());
+        assert_eq!(toy["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{66}$");
+    }
 }

@@ -28,9 +28,60 @@ impl FromStr for BlockId {
     }
 }
 
+/// What a chain's records hold, so that one API and one page serve chains
+/// of different shapes: the toy chain ([`ChainProfile::toy`]) and the
+/// workshop's (plain-text blocks without timestamps or fees). The page
+/// leaves out what a chain has no field for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainProfile {
+    /// Its name: `toy` or `workshop`.
+    pub name: String,
+    /// Hex digits of an address (a compressed public key): 66 for
+    /// secp256k1, 50 for the workshop's P-192.
+    pub address_digits: usize,
+    /// Hex digits of a transaction signature.
+    pub signature_digits: usize,
+    /// Whether transactions carry a fee.
+    pub fees: bool,
+    /// Whether blocks carry a timestamp.
+    pub timestamps: bool,
+    /// Whether `/api/resolve` can ask peers for their tips.
+    pub resolve: bool,
+}
+
+impl ChainProfile {
+    /// The toy chain's: secp256k1 addresses, 64-byte signatures, fees,
+    /// timestamps, `chain:status` to resolve with.
+    pub fn toy() -> Self {
+        Self {
+            name: "toy".into(),
+            address_digits: 66,
+            signature_digits: 128,
+            fees: true,
+            timestamps: true,
+            resolve: true,
+        }
+    }
+
+    /// Whether `s` is an address's shape here: [`ChainProfile::address_digits`]
+    /// hex digits (whether it is a point on the curve is the chain's check).
+    pub fn looks_like_address(&self, s: &str) -> bool {
+        s.len() == self.address_digits && s.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+
+impl Default for ChainProfile {
+    fn default() -> Self {
+        Self::toy()
+    }
+}
+
 /// Node status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
+    /// Which chain, and what its records hold.
+    #[serde(default)]
+    pub chain: ChainProfile,
     /// Height of the best tip.
     pub height: u64,
     /// Hash of the best tip.
@@ -39,8 +90,9 @@ pub struct StatusView {
     /// a wallet signs [`toy_chain::Transaction::sighash`] with it.
     pub chain_id: String,
     /// Cumulative work of the best chain (decimal: it exceeds JSON's exact
-    /// integers).
-    pub work: String,
+    /// integers); absent on a chain whose fork choice is by height alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<String>,
     /// Number of peers.
     pub peers: usize,
     /// Transactions in the mempool.
@@ -65,8 +117,10 @@ pub struct StatusView {
     pub wallet: String,
     /// Whether `/api/mine` works here.
     pub can_mine: bool,
-    /// Sync progress.
-    pub sync: toy_chain::sync::SyncProgress,
+    /// Sync progress; absent on a chain that does not sync in batches
+    /// (the workshop's fetches missing parents one by one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<toy_chain::sync::SyncProgress>,
 }
 
 /// A block without its transactions.
@@ -78,8 +132,10 @@ pub struct BlockSummary {
     pub hash: String,
     /// Parent hash.
     pub parent: String,
-    /// Timestamp, ms since the Unix epoch.
-    pub time_ms: u64,
+    /// Timestamp, ms since the Unix epoch (absent on a chain without
+    /// timestamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
     /// Miner address.
     pub miner: String,
     /// Reward claimed (subsidy + fees).
@@ -120,8 +176,10 @@ pub struct TxJson {
     pub recipient: String,
     /// Amount.
     pub amount: u64,
-    /// Fee.
-    pub fee: u64,
+    /// Fee (absent on a chain without fees; 0 when left out of a
+    /// submission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee: Option<u64>,
     /// Sender's nonce.
     pub nonce: u64,
     /// Signature (128 hex digits).
@@ -139,7 +197,7 @@ impl From<&Transaction> for TxJson {
             sender: tx.sender.to_hex(),
             recipient: tx.recipient.to_hex(),
             amount: tx.amount,
-            fee: tx.fee,
+            fee: Some(tx.fee),
             nonce: tx.nonce,
             signature: tx.signature.to_hex(),
         }
@@ -159,7 +217,7 @@ impl TryFrom<&TxJson> for Transaction {
             sender: parse_address("sender", &j.sender)?,
             recipient: parse_address("recipient", &j.recipient)?,
             amount: j.amount,
-            fee: j.fee,
+            fee: j.fee.unwrap_or(0),
             nonce: j.nonce,
             signature: j
                 .signature
@@ -211,7 +269,7 @@ pub struct SendRequest {
     pub to: String,
     /// Amount.
     pub amount: u64,
-    /// Fee.
+    /// Fee (default 0; a chain without fees refuses any other).
     #[serde(default)]
     pub fee: u64,
     /// Sign it with the node's key (default true); an unsigned one is
@@ -264,8 +322,9 @@ pub struct TreeNode {
     pub canonical: bool,
     /// Miner address.
     pub miner: String,
-    /// Timestamp.
-    pub time_ms: u64,
+    /// Timestamp (absent on a chain without timestamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
 }
 
 /// A block's summary.
@@ -275,7 +334,7 @@ pub fn summarise(block: &Block, canonical: bool, tip_height: u64) -> BlockSummar
         height: h.height,
         hash: block.hash().to_hex(),
         parent: h.parent.to_hex(),
-        time_ms: h.timestamp_ms,
+        time_ms: Some(h.timestamp_ms),
         miner: h.miner.to_hex(),
         reward: h.reward,
         tx_count: block.txs.len(),

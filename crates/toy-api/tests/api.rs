@@ -441,10 +441,10 @@ impl toy_api::ChainApi for Refuses {
     async fn tx(&self, _: toy_chain::Hash) -> Result<toy_api::TxStatus, ApiError> {
         Err(ApiError::NotFound("double".into()))
     }
-    async fn account(&self, _: toy_chain::Address) -> Result<toy_api::AccountView, ApiError> {
+    async fn account(&self, _: String) -> Result<toy_api::AccountView, ApiError> {
         Err(ApiError::Unavailable("double".into()))
     }
-    async fn submit_tx(&self, _: Transaction) -> Result<String, ApiError> {
+    async fn submit_tx(&self, _: toy_api::TxJson) -> Result<String, ApiError> {
         Err(ApiError::Rejected("double".into()))
     }
     async fn tree(&self, _: u64) -> Result<Vec<toy_api::TreeNode>, ApiError> {

@@ -68,6 +68,12 @@ pub struct Chain {
     orphan_order: VecDeque<Hash>,
     invalid: HashSet<Hash>,
     mempool: Mempool,
+    /// Transaction id → the number of the active block holding it: one
+    /// entry per transaction on the active chain (which is held whole in
+    /// memory anyway), kept in step by every tip change.
+    tx_index: HashMap<Hash, u64>,
+    /// The last storage failure, until a block is stored again.
+    store_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -93,6 +99,8 @@ impl Chain {
             orphan_order: VecDeque::new(),
             invalid: HashSet::new(),
             mempool: Mempool::default(),
+            tx_index: HashMap::new(),
+            store_failure: None,
         }
     }
 
@@ -125,6 +133,39 @@ impl Chain {
     /// The tip's hash.
     pub fn tip(&self) -> Hash {
         self.active.last().copied().unwrap_or_default()
+    }
+
+    /// The last storage failure (a full disk, say), until a block is
+    /// stored again; blocks are refused meanwhile.
+    pub fn store_failure(&self) -> Option<&str> {
+        self.store_failure.as_deref()
+    }
+
+    /// Bytes of the orphans held (at most [`MAX_ORPHANS`] blocks).
+    pub fn orphan_bytes(&self) -> usize {
+        self.orphans.values().map(|b| b.encode().len()).sum()
+    }
+
+    /// Whether `hash` is on the active chain.
+    pub fn is_active(&self, hash: &Hash) -> bool {
+        self.blocks.get(hash).is_some_and(|b| self.hash_at(b.number) == Some(*hash))
+    }
+
+    /// Every stored block numbered `low` or more, active and side branches
+    /// alike, lowest first (the recent block tree).
+    pub fn blocks_from(&self, low: u64) -> Vec<(Hash, &Block)> {
+        let mut out: Vec<(Hash, &Block)> =
+            self.blocks.iter().filter(|(_, b)| b.number >= low).map(|(h, b)| (*h, b)).collect();
+        out.sort_by_key(|(h, b)| (b.number, *h));
+        out
+    }
+
+    /// The active block holding transaction `id`, and its place in it.
+    pub fn find_tx(&self, id: &Hash) -> Option<(&Block, usize)> {
+        let number = *self.tx_index.get(id)?;
+        let block = self.block(&self.hash_at(number)?)?;
+        let pos = block.txs.iter().position(|t| t.id() == *id)?;
+        Some((block, pos))
     }
 
     /// The tip's number.
@@ -297,7 +338,9 @@ impl Chain {
             return Err(Error::Invalid("the number is not the parent's plus one"));
         }
         if let Some(store) = &self.store {
-            store.put(&hash, &block)?;
+            let stored = store.put(&hash, &block);
+            self.store_failure = stored.as_ref().err().map(ToString::to_string);
+            stored?;
         }
         let number = block.number;
         *self.per_height.entry(number).or_default() += 1;
@@ -388,6 +431,20 @@ impl Chain {
                         self.undos.push(undo);
                     }
                     return Err(e);
+                }
+            }
+        }
+        for h in &old {
+            if let Some(b) = self.blocks.get(h) {
+                for tx in &b.txs {
+                    self.tx_index.remove(&tx.id());
+                }
+            }
+        }
+        for h in &branch {
+            if let Some(b) = self.blocks.get(h) {
+                for tx in &b.txs {
+                    self.tx_index.insert(tx.id(), b.number);
                 }
             }
         }
@@ -518,6 +575,30 @@ mod tests {
         assert_eq!(chain.balance(&other), 10_500);
         assert_eq!(chain.account(&me).nonce, 2);
         assert!(chain.mempool().is_empty());
+    }
+
+    #[test]
+    fn transactions_are_found_on_the_active_chain_only() {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let mut chain = Chain::in_memory(P);
+        let g = chain.tip();
+        let one = mine(&chain, g, 1, &a.public_hex(), vec![]);
+        chain.insert(one.clone()).expect("one");
+        let tx = sign_tx(&a, &b.public_hex(), 0, 5);
+        let two = mine(&chain, one.hash(), 2, &b.public_hex(), vec![tx.clone()]);
+        chain.insert(two.clone()).expect("two");
+        let (found, pos) = chain.find_tx(&tx.id()).expect("found");
+        assert_eq!((found.hash(), pos), (two.hash(), 0));
+        assert!(chain.is_active(&two.hash()));
+        // A longer branch without it: no longer found, back in the pool.
+        let two_b = mine(&chain, one.hash(), 2, &a.public_hex(), vec![]);
+        chain.insert(two_b.clone()).expect("side");
+        let three_b = mine(&chain, two_b.hash(), 3, &a.public_hex(), vec![]);
+        chain.insert(three_b).expect("reorg");
+        assert!(chain.find_tx(&tx.id()).is_none());
+        assert!(!chain.is_active(&two.hash()));
+        assert!(chain.mempool().contains(&tx.id()));
+        assert_eq!(chain.blocks_from(2).len(), 3, "both blocks at 2 and the one at 3");
     }
 
     #[test]

@@ -43,6 +43,16 @@ impl Mempool {
         self.txs.contains_key(id)
     }
 
+    /// The transaction `id`, if held.
+    pub fn get(&self, id: &Hash) -> Option<&Tx> {
+        self.txs.get(id).map(|(tx, _)| tx)
+    }
+
+    /// Every transaction held, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Tx> + '_ {
+        self.txs.values().map(|(tx, _)| tx)
+    }
+
     /// Every transaction held, oldest first.
     pub fn all(&self) -> Vec<Tx> {
         let mut v: Vec<&(Tx, Instant)> = self.txs.values().collect();

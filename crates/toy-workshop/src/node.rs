@@ -62,6 +62,8 @@ struct Inner<G> {
     generation: AtomicU64,
     fetching: Mutex<HashSet<Hash>>,
     stop: AtomicBool,
+    /// Hashes the miner threads have tried (for the hash rate).
+    hashes: AtomicU64,
 }
 
 impl<G: GossipNetwork> WorkshopNode<G> {
@@ -79,6 +81,7 @@ impl<G: GossipNetwork> WorkshopNode<G> {
                 generation: AtomicU64::new(0),
                 fetching: Mutex::new(HashSet::new()),
                 stop: AtomicBool::new(false),
+                hashes: AtomicU64::new(0),
             }),
         };
         let weak = Arc::downgrade(&node.inner);
@@ -372,8 +375,10 @@ impl<G: GossipNetwork> WorkshopNode<G> {
                     break None;
                 }
                 if let Some(b) = miner::grind(&template, difficulty, start, MINE_CHUNK) {
+                    self.inner.hashes.fetch_add(b.nonce.wrapping_sub(start) + 1, Ordering::Relaxed);
                     break Some(b);
                 }
+                self.inner.hashes.fetch_add(MINE_CHUNK, Ordering::Relaxed);
                 start = start.wrapping_add(MINE_CHUNK);
             };
             let Some(block) = found else { continue };
@@ -395,6 +400,28 @@ impl<G: GossipNetwork> WorkshopNode<G> {
                 }
             }
         }
+    }
+
+    /// Hashes the miner threads have tried since the start (sample it twice
+    /// for a rate).
+    pub fn hashes(&self) -> u64 {
+        self.inner.hashes.load(Ordering::Relaxed)
+    }
+
+    /// Inserts a block mined here (on demand, say) and announces it when it
+    /// became the tip.
+    ///
+    /// # Errors
+    /// As [`Chain::insert`].
+    pub async fn submit_block(&self, block: Block) -> Result<Inserted, Error> {
+        let text = block.encode();
+        let inserted = self.insert(block).await?;
+        if matches!(inserted, Inserted::Tip { .. })
+            && let Err(e) = self.inner.gossip.broadcast(NEW_BLOCK, Bytes::from(text))
+        {
+            tracing::warn!(error = %e, "could not announce a block");
+        }
+        Ok(inserted)
     }
 
     /// Stops the miner threads and any parent fetch.

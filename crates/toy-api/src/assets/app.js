@@ -33,6 +33,19 @@ let blocksSeq = 0;      // only the latest blocks request may draw
 const RATE_SAMPLES = 60; // hash-rate samples kept for the chart (3 min at one per 3 s)
 const rates = [];
 let tracked = null;  // id of the last sent transaction
+// What the chain's records hold (from /api/status): the page leaves out
+// what a chain has no field for (the workshop chain: times and fees).
+let profile = { name: "toy", address_digits: 66, fees: true, timestamps: true, resolve: true };
+
+function applyProfile(p) {
+  if (!p || JSON.stringify(p) === JSON.stringify(profile)) return;
+  profile = p;
+  document.body.dataset.chain = p.name;
+  $("fee-label").hidden = !p.fees;
+  $("intervals-box").hidden = !p.timestamps;
+  $("to").placeholder = `${p.address_digits} hex digits`;
+  $("fee-head").hidden = !p.fees;
+}
 
 async function refreshStatus() {
   try {
@@ -40,11 +53,13 @@ async function refreshStatus() {
     $("offline").hidden = true;
     document.body.classList.remove("stale");
     tipHeight = s.height;
-    $("status").textContent = `height ${s.height} · tip ${short(s.tip)} · ${s.peers} peers · mempool ${s.mempool} · ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
+    applyProfile(s.chain);
+    const chainName = profile.name === "toy" ? "" : `${profile.name} chain · `;
+    $("status").textContent = `${chainName}height ${s.height} · tip ${short(s.tip)} · ${s.peers} peers · mempool ${s.mempool} · ${(s.hash_rate / 1e6).toFixed(2)} MH/s`;
     $("mine").hidden = !s.can_mine;
     const sy = s.sync;
-    $("sync").hidden = !sy.active;
-    if (sy.active) {
+    $("sync").hidden = !(sy && sy.active);
+    if (sy && sy.active) {
       $("sync-bar").max = Math.max(sy.total, 1);
       $("sync-bar").value = sy.done;
       $("sync-text").textContent = `syncing ${sy.done}/${sy.total} blocks, ${sy.blocks_per_s.toFixed(0)} blocks/s, ~${sy.eta_s.toFixed(0)} s left`;
@@ -83,15 +98,15 @@ async function refreshBlocks() {
     $("older").disabled = bottom === 0;
     box.replaceChildren(...blocks.map((b) => {
       const card = el("div", { class: "block-card", "data-height": b.height, "data-hash": b.hash, tabindex: "0" });
-      card.append(el("div", { class: "h" }, `#${b.height}`), el("code", {}, short(b.hash)),
-        el("div", { class: "muted" }, new Date(b.time_ms).toLocaleTimeString()),
-        el("div", { class: "muted" }, `miner ${short(b.miner)}`),
+      card.append(el("div", { class: "h" }, `#${b.height}`), el("code", {}, short(b.hash)));
+      if (b.time_ms !== undefined) card.append(el("div", { class: "muted" }, new Date(b.time_ms).toLocaleTimeString()));
+      card.append(el("div", { class: "muted" }, `miner ${short(b.miner)}`),
         el("div", { class: "muted txs" }, `${b.tx_count} transaction${b.tx_count === 1 ? "" : "s"}`));
       card.addEventListener("click", () => openBlock(b.hash));
       card.addEventListener("keydown", (e) => { if (e.key === "Enter") openBlock(b.hash); });
       return card;
     }));
-    if (blocksFrom === null) drawIntervals(blocks);
+    if (blocksFrom === null && profile.timestamps) drawIntervals(blocks);
   } catch (e) { /* shown by the status line */ }
 }
 
@@ -105,15 +120,17 @@ function pageBlocks(older) {
 async function openBlock(hash) {
   const b = await api("/api/blocks/" + hash);
   $("dialog-title").textContent = `Block #${b.height}`;
-  $("dialog-meta").textContent = `${b.hash} · ${new Date(b.time_ms).toLocaleString()} · ${b.confirmations} confirmations · reward ${b.reward}`;
+  const when = b.time_ms === undefined ? "" : ` · ${new Date(b.time_ms).toLocaleString()}`;
+  $("dialog-meta").textContent = `${b.hash}${when} · ${b.confirmations} confirmations · reward ${b.reward}`;
   $("dialog-txs").replaceChildren(...(b.txs.length ? b.txs.map((t) => {
     const tr = el("tr", { class: "tx-row" });
-    tr.append(el("td", {}, ""), el("td", {}, ""), el("td", {}, ""), el("td", {}, String(t.amount)), el("td", {}, String(t.fee)));
+    tr.append(el("td", {}, ""), el("td", {}, ""), el("td", {}, ""), el("td", {}, String(t.amount)));
+    if (profile.fees) tr.append(el("td", {}, String(t.fee ?? 0)));
     tr.children[0].append(el("code", {}, short(t.id)));
     tr.children[1].append(el("code", {}, short(t.sender)));
     tr.children[2].append(el("code", {}, short(t.recipient)));
     return tr;
-  }) : [(() => { const tr = el("tr"); tr.append(el("td", { colspan: "5" }, "no transactions")); return tr; })()]));
+  }) : [(() => { const tr = el("tr"); tr.append(el("td", { colspan: profile.fees ? "5" : "4" }, "no transactions")); return tr; })()]));
   $("block-dialog").showModal();
 }
 
@@ -129,13 +146,16 @@ async function send(ev) {
   ev.preventDefault();
   const to = $("to").value.trim();
   const amount = Number($("amount").value);
-  const fee = Number($("fee").value || 0);
-  if (!/^[0-9a-fA-F]{66}$/.test(to)) return showResult("The recipient must be an address of 66 hex digits.", false);
+  const fee = profile.fees ? Number($("fee").value || 0) : 0;
+  const digits = profile.address_digits;
+  if (!new RegExp(`^[0-9a-fA-F]{${digits}}$`).test(to)) return showResult(`The recipient must be an address of ${digits} hex digits.`, false);
   if (!Number.isInteger(amount) || amount <= 0) return showResult("The amount must be a whole number above 0.", false);
   if (!Number.isInteger(fee) || fee < 0) return showResult("The fee must be a whole number, 0 or more.", false);
   if (wallet && amount + fee > wallet.balance) return showResult(`Not enough balance: ${wallet.balance} available.`, false);
   try {
-    const r = await api("/api/wallet/send", { to, amount, fee, sign: $("sign").checked });
+    const body = { to, amount, sign: $("sign").checked };
+    if (profile.fees) body.fee = fee;
+    const r = await api("/api/wallet/send", body);
     tracked = r.id;
     showResult(`Sent: ${r.id} — pending`, "pending");
     followTracked();
