@@ -288,6 +288,13 @@ impl NodeBuilder {
                 };
                 let access = toy_api::Access { hosts: config.http_hosts.clone(), token };
                 let rate = miner.as_ref().map(|m| m.rate_handle());
+                // The hash-rate history for the page's chart: sampled here
+                // for as long as the API serves.
+                let history = Arc::new(toy_api::RateHistory::new());
+                let sampled = rate.clone();
+                tasks.spawn(
+                    history.clone().sample(move || sampled.as_ref().map_or(0.0, RateHandle::hash_rate), cancel.clone()),
+                );
                 let live = toy_api::LiveNode::new(
                     node.clone(),
                     toy_api::LiveConfig {
@@ -297,6 +304,7 @@ impl NodeBuilder {
                         hash_rate: rate
                             .map(|r: RateHandle| Arc::new(move || r.hash_rate()) as Arc<dyn Fn() -> f64 + Send + Sync>),
                         peering: Arc::new(p2p.clone()),
+                        history,
                     },
                 );
                 let limits = toy_api::HttpLimits { max_connections: config.http_connections, ..Default::default() };

@@ -73,6 +73,8 @@ pub struct WorkshopApi {
     mine_lock: tokio::sync::Mutex<()>,
     /// One network crawl at a time.
     crawl_lock: tokio::sync::Mutex<()>,
+    /// The hash-rate history (filled by [`WorkshopApi::sample_rates`]).
+    history: Arc<toy_api::RateHistory>,
 }
 
 impl WorkshopApi {
@@ -89,7 +91,15 @@ impl WorkshopApi {
             send_lock: tokio::sync::Mutex::new(()),
             mine_lock: tokio::sync::Mutex::new(()),
             crawl_lock: tokio::sync::Mutex::new(()),
+            history: Default::default(),
         }
+    }
+
+    /// Samples the miner's hash rate into the history `/api/hashrate`
+    /// answers from, every [`toy_api::RATE_SAMPLE_EVERY`] until `cancel`.
+    pub async fn sample_rates(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let history = self.history.clone();
+        history.sample(move || self.hash_rate(), cancel).await;
     }
 
     /// Hashes per second of the miner threads, averaged since the previous
@@ -306,6 +316,10 @@ impl ChainApi for WorkshopApi {
             hash_rate,
             counters: Vec::new(),
         }))
+    }
+
+    async fn hash_rates(&self) -> Result<Vec<toy_api::RateSample>, ApiError> {
+        Ok(self.history.samples())
     }
 
     async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError> {

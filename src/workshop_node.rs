@@ -183,12 +183,11 @@ impl WorkshopConfig {
                     }
                 };
                 let access = toy_api::Access { hosts: self.http_hosts.clone(), token };
-                let api = crate::workshop_api::WorkshopApi::new(node.clone(), p2p.clone(), key.clone());
+                let api = Arc::new(crate::workshop_api::WorkshopApi::new(node.clone(), p2p.clone(), key.clone()));
+                tasks.spawn(api.clone().sample_rates(cancel.clone()));
                 let cancel = cancel.clone();
                 tasks.spawn(async move {
-                    if let Err(e) =
-                        toy_api::serve_guarded(listener, Arc::new(api), cancel, Default::default(), access).await
-                    {
+                    if let Err(e) = toy_api::serve_guarded(listener, api, cancel, Default::default(), access).await {
                         tracing::error!("HTTP server stopped: {e}");
                     }
                 });

@@ -96,6 +96,150 @@ async fn open_browser(test: &str) -> Option<(Proc, Client)> {
     Some((driver, c))
 }
 
+/// Runs `script` in the page and returns its answer.
+async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// The layout the screenshots once showed broken, checked at the current
+/// width (`width` names it in failures).
+async fn page_layout_holds(c: &Client, width: &str) {
+    // The address wraps, if at all, into lines of many characters, never
+    // one character alone.
+    let lines = js(
+        c,
+        "const r = document.createRange(); r.selectNodeContents(document.getElementById('address'));
+         const rows = new Map(); for (const b of r.getClientRects()) rows.set(Math.round(b.top), (rows.get(Math.round(b.top)) || 0) + b.width);
+         return [...rows.values()];",
+    )
+    .await;
+    let widths: Vec<f64> = lines.as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).collect();
+    assert!(!widths.is_empty() && widths.iter().all(|w| *w > 60.0), "{width}: address lines {widths:?}");
+    if width == "laptop" {
+        assert_eq!(widths.len(), 1, "the address fits one line at laptop width");
+        // The wallet card is as tall as what it holds, not stretched to the
+        // send card's height.
+        let stretch = js(
+            c,
+            "const w = document.getElementById('wallet-card'), s = document.getElementById('send-card');
+             return [w.getBoundingClientRect().height, s.getBoundingClientRect().height];",
+        )
+        .await;
+        let h: Vec<f64> = stretch.as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).collect();
+        assert!(h.len() == 2 && h[0] < h[1], "the wallet card does not stretch: {h:?}");
+    }
+    // Charts have axes with units and a legend; the hash rate comes from
+    // the node's own history, so it is drawn right after loading.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let rate = text(c, "#rate-chart").await;
+        let drawn = js(c, "return document.querySelectorAll('#rate-chart polyline').length").await;
+        if drawn.as_u64().unwrap_or(0) > 0 && rate.contains("H/s") && rate.contains("now") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{width}: the hash-rate chart shows {rate:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let bars = text(c, "#intervals").await;
+    assert!(bars.contains(" s") && bars.contains('#'), "{width}: interval axes: {bars:?}");
+    for legend in ["hashes per second", "seconds from each block", "this node", "best chain"] {
+        let found = js(c, &format!("return [...document.querySelectorAll('.legend')].some(l => l.textContent.includes('{legend}') && l.offsetParent !== null)")).await;
+        assert_eq!(found, true, "{width}: a visible legend says {legend:?}");
+    }
+    // The peer graph fits its column; the tree's background spans its box
+    // and its labels are readable.
+    let fits = js(
+        c,
+        "const g = document.getElementById('graph'); return g.getBoundingClientRect().width <= g.parentElement.getBoundingClientRect().width + 0.5",
+    )
+    .await;
+    assert_eq!(fits, true, "{width}: the peer graph fits its column");
+    let tree = js(
+        c,
+        "const t = document.getElementById('tree'), box = t.parentElement;
+         const label = t.querySelector('text');
+         return [t.getBoundingClientRect().width >= box.clientWidth - 0.5, getComputedStyle(box).backgroundColor, label ? Number(label.getAttribute('font-size')) : 0];",
+    )
+    .await;
+    assert_eq!(tree[0], true, "{width}: the tree spans its box");
+    assert_ne!(tree[1], "rgba(0, 0, 0, 0)", "{width}: the box has the background");
+    assert!(tree[2].as_f64().is_some_and(|f| f >= 10.0), "{width}: tree labels are readable: {tree}");
+}
+
+/// The open block dialog lists the block's details and full transaction
+/// ids, and (on a phone) keeps everything inside it.
+async fn block_dialog_shows_everything(c: &Client, width: &str) {
+    let meta = wait_text(c, "#dialog-meta", "the block's details", |t| t.contains("nonce")).await;
+    for field in ["hash", "parent", "miner", "nonce", "target", "time", "reward"] {
+        assert!(meta.contains(field), "{width}: the dialog names the {field}: {meta:?}");
+    }
+    let ids = js(
+        c,
+        "return [...document.querySelectorAll('#dialog-txs td[data-label=id] code')].map(e => e.textContent.length)",
+    )
+    .await;
+    assert!(ids.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|n| n == 64)), "{width}: full ids: {ids}");
+    let to_shown = js(c, "const td = document.querySelector('#dialog-txs td[data-label=to]'); return !!td && td.offsetParent !== null && td.getBoundingClientRect().width > 0").await;
+    assert_eq!(to_shown, true, "{width}: the recipient stays visible");
+    let inside =
+        js(c, "const d = document.getElementById('block-dialog'); return d.scrollWidth <= d.clientWidth + 1").await;
+    assert_eq!(inside, true, "{width}: long hashes wrap inside the dialog");
+}
+
+/// In the open block dialog: the parent is a link to its block; genesis
+/// reads sensibly.
+async fn parent_link_and_genesis(c: &Client, base: &str) {
+    let title = text(c, "#dialog-title").await;
+    c.find(Locator::Css("#dialog-meta button.link")).await.expect("parent link").click().await.expect("open parent");
+    wait_text(c, "#dialog-title", "the parent's dialog", |t| t != title && t.starts_with("Block #")).await;
+    let genesis = reqwest::get(format!("{base}/api/blocks/0"))
+        .await
+        .expect("genesis")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let hash = genesis["hash"].as_str().expect("hash").to_owned();
+    c.execute("openBlock(arguments[0])", vec![serde_json::json!(hash)]).await.expect("open genesis");
+    wait_text(c, "#dialog-title", "the genesis dialog", |t| t.contains("genesis")).await;
+    let note = wait_text(c, "#dialog-note", "the genesis explained", |t| t.contains("not mined")).await;
+    assert!(note.contains("chain id"), "{note}");
+    assert!(text(c, "#dialog-meta").await.contains("nobody"), "no unexplained zero miner");
+}
+
+/// `/docs`: every operation has its codes, an example and a working
+/// "Try it out"; nested schemas are expanded; the toychain routes mapped.
+async fn api_docs_page_works(c: &Client, base: &str) {
+    c.goto(&format!("{base}/docs")).await.expect("open docs");
+    wait_text(c, "#eps", "the operations", |t| t.contains("/api/status")).await;
+    let counts = js(c, "return [document.querySelectorAll('#eps .ep').length, document.querySelectorAll('#eps .ep details.try').length, document.querySelectorAll('#eps .ep pre.example').length]").await;
+    let n = counts[0].as_u64().unwrap_or(0);
+    assert!(n >= 17, "every operation is listed: {counts}");
+    assert_eq!(counts[1].as_u64(), Some(n), "each has Try it out");
+    assert!(counts[2].as_u64().unwrap_or(0) >= n, "each has an example response: {counts}");
+    let mine = text(c, "[id='op-post-/api/mine'] table.codes").await;
+    for code in ["409", "429", "503", "403"] {
+        assert!(mine.contains(code), "/api/mine documents {code}: {mine:?}");
+    }
+    // Status's chain profile is expanded in place.
+    let status = text(c, "#schema-Status").await;
+    assert!(status.contains("address_digits"), "nested schemas expanded: {status:?}");
+    let routes = text(c, "table.routes").await;
+    for r in ["/mine", "/chain", "/transactions/new", "/nodes/register", "/nodes/resolve"] {
+        assert!(routes.contains(r), "the toychain route {r} is mapped");
+    }
+    // Try it out: GET /api/status answers here.
+    let op = "[id='op-get-/api/status'] details.try";
+    c.find(Locator::Css(&format!("{op} summary"))).await.expect("try").click().await.expect("open try");
+    c.find(Locator::Css(&format!("{op} button"))).await.expect("send").click().await.expect("send");
+    wait_text(c, &format!("{op} pre.answer"), "the answer", |t| t.starts_with("200") && t.contains("\"height\"")).await;
+    // And a write: POST /api/mine from the page (409 or 200: the node mines too).
+    let op = "[id='op-post-/api/mine'] details.try";
+    c.find(Locator::Css(&format!("{op} summary"))).await.expect("try").click().await.expect("open try");
+    c.find(Locator::Css(&format!("{op} button"))).await.expect("send").click().await.expect("send");
+    wait_text(c, &format!("{op} pre.answer"), "the mine answer", |t| t.starts_with("200") || t.starts_with("409"))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_wallet_sends_confirms_and_rejects() {
     let _one = SERIAL.lock().await;
@@ -172,9 +316,12 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     };
     card.click().await.expect("open block");
     wait_text(&c, "#dialog-title", "the dialog", |t| t == format!("Block #{height}")).await;
-    wait_text(&c, "#dialog-txs", "the transfer in the dialog", |t| t.contains(&id[..10])).await;
+    wait_text(&c, "#dialog-txs", "the transfer in the dialog", |t| t.contains(&id)).await;
+    block_dialog_shows_everything(&c, "laptop").await;
     let shots = target_dir();
     std::fs::write(shots.join("browser-wallet-dialog.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    parent_link_and_genesis(&c, &node.http).await;
+    std::fs::write(shots.join("browser-wallet-genesis.png"), c.screenshot().await.expect("screenshot")).expect("save");
     c.find(Locator::Css("#block-dialog .close")).await.expect("close").click().await.expect("close dialog");
 
     // Paging: "Older" shows the cards below the page, "Newer" follows the
@@ -202,11 +349,14 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     // Mining on demand: the result says whether the block made the best
     // chain (the node's own miner may win the height), and the button is
     // back afterwards.
+    // The button is a normal button under the heading, its result next to it.
+    let in_row = c.execute("return document.getElementById('mine').parentElement.className", vec![]).await.expect("js");
+    assert_eq!(in_row, "mine-row", "the mine button is not part of the heading");
     c.find(Locator::Css("#mine")).await.expect("mine button").click().await.expect("click mine");
-    let mined = wait_text(&c, "#result", "the mining result", |t| {
+    let mined = wait_text(&c, "#mine-result", "the mining result", |t| {
         t.starts_with("Mined block #")
             || t.contains("side branch")
-            || t.starts_with("Another block came first")
+            || t.starts_with("Mining stopped:")
             || t.starts_with("Mining failed")
     })
     .await;
@@ -221,8 +371,25 @@ async fn the_web_wallet_sends_confirms_and_rejects() {
     assert!(rejected.contains("bad signature"), "{rejected}");
     std::fs::write(shots.join("browser-wallet.png"), c.screenshot().await.expect("screenshot")).expect("save");
 
+    page_layout_holds(&c, "laptop").await;
+
     // Phone width still shows the wallet and the send form.
     c.set_window_size(390, 844).await.expect("resize");
+    page_layout_holds(&c, "phone").await;
+    let held = api.get(&node.http, &format!("/api/blocks/{height}")).await.expect("block");
+    let held = held.1["hash"].as_str().expect("hash").to_owned();
+    c.execute("openBlock(arguments[0])", vec![serde_json::json!(held)]).await.expect("open the block");
+    wait_text(&c, "#dialog-title", "the dialog at phone width", |t| t == format!("Block #{height}")).await;
+    block_dialog_shows_everything(&c, "phone").await;
+    std::fs::write(shots.join("browser-wallet-dialog-phone.png"), c.screenshot().await.expect("screenshot"))
+        .expect("save");
+    c.find(Locator::Css("#block-dialog .close")).await.expect("close").click().await.expect("close dialog");
+    c.set_window_size(1280, 1100).await.expect("resize");
+    api_docs_page_works(&c, &node.http).await;
+    std::fs::write(shots.join("browser-docs.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    c.goto(&format!("{}/", node.http)).await.expect("back to the page");
+    c.set_window_size(390, 844).await.expect("resize");
+    wait_text(&c, "#address", "the address again", |t| t.len() == 66).await;
     assert_eq!(text(&c, "#address").await, wallet);
     std::fs::write(shots.join("browser-wallet-phone.png"), c.screenshot().await.expect("screenshot")).expect("save");
 
@@ -275,7 +442,8 @@ async fn the_web_wallet_on_the_workshop_chain_leaves_out_times_and_fees() {
         let c = c.clone();
         async move {
             c.find(Locator::Css("#mine")).await.expect("mine").click().await.expect("click mine");
-            wait_text(&c, "#result", "a mined block", |t| t.starts_with("Mined block") || t.contains("failed")).await
+            wait_text(&c, "#mine-result", "a mined block", |t| t.starts_with("Mined block") || t.contains("failed"))
+                .await
         }
     };
     let mined = mine(&c).await;

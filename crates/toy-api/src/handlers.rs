@@ -167,6 +167,10 @@ async fn mempool(State(api): Api, Q(page): Q<Page>) -> Result<Json<Vec<TxJson>>,
     api.mempool(limit).await.map(Json)
 }
 
+async fn hash_rates(State(api): Api) -> Result<Json<Vec<RateSample>>, ApiError> {
+    api.hash_rates().await.map(Json)
+}
+
 async fn metrics_text(State(api): Api) -> Result<Response, ApiError> {
     let snapshot = api.metrics().await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], snapshot.render()).into_response())
@@ -210,6 +214,7 @@ pub fn router_with(api: Arc<dyn NodeApi>, access: crate::Access) -> Router {
         .route("/api/network", get(network))
         .route("/api/tree", get(tree))
         .route("/api/mempool", get(mempool))
+        .route("/api/hashrate", get(hash_rates))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
         .merge(web::routes())

@@ -28,6 +28,7 @@
 //! | GET | `/api/network` | each reachable node and its peers (crawled through `p2p:get_peers`) |
 //! | GET | `/api/tree?depth=` | the recent block tree with its forks |
 //! | GET | `/api/mempool?limit=` | pending transactions, highest fee first |
+//! | GET | `/api/hashrate` | the local miner's hash rate, one sample per 10 s for the last hour |
 //! | GET | `/openapi.json`, `/docs`, `/metrics`, `/` | document, docs page, metrics, web page |
 //!
 //! Every error is a 4xx (or 503 when the node cannot serve) with
@@ -83,6 +84,7 @@
 pub mod access;
 mod error;
 mod handlers;
+mod history;
 mod live;
 mod metrics;
 mod openapi;
@@ -97,6 +99,7 @@ use toy_chain::network::ResolveReport;
 pub use access::Access;
 pub use error::{ApiError, ErrorBody};
 pub use handlers::{router, router_with};
+pub use history::{RATE_HISTORY_LEN, RATE_SAMPLE_EVERY, RateHistory, RateSample};
 pub use live::{
     LiveConfig, LiveNode, MAX_NETWORK_NODES, MINE_MAX_NONCES, PeerAdmin, crawl_network, tip_moved, unless_tip_moves,
 };
@@ -145,6 +148,11 @@ pub trait ChainApi: Send + Sync + 'static {
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError>;
     /// Up to `limit` pending transactions, highest fee first.
     async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError>;
+    /// The local miner's hash rate over the last hour, oldest first (none
+    /// unless overridden).
+    async fn hash_rates(&self) -> Result<Vec<RateSample>, ApiError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The node's own wallet: its account and sending from it.

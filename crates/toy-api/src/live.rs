@@ -44,6 +44,9 @@ pub struct LiveConfig {
     /// The peering services `/api/peers` and `/api/network` need, wired by
     /// the node to its peering layer (any `PeerNetwork` is one).
     pub peering: Arc<dyn PeerAdmin>,
+    /// The hash-rate history `/api/hashrate` answers from, filled by the
+    /// node's sampler ([`crate::RateHistory::sample`]).
+    pub history: Arc<crate::RateHistory>,
 }
 
 /// What the API needs of the peering layer beyond what the chain layer
@@ -260,6 +263,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
             Ok(txs.into_iter().take(limit).map(TxJson::from).collect())
         })
         .await
+    }
+
+    async fn hash_rates(&self) -> Result<Vec<crate::RateSample>, ApiError> {
+        Ok(self.config.history.samples())
     }
 
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {

@@ -27,7 +27,7 @@ fn op(summary: &str, params: Vec<Value>, body: Option<&str>, ok: &str) -> Value 
         "parameters": params,
         "responses": {
             "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{ok}") } } } },
-            "4XX": { "description": "Bad input or refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            "4XX": { "description": "Refusals any route can give: 400 malformed input, 401/403 by the access rules (host, origin, token), 405 another method, 408 too slow, 413 body too large", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
         }
     });
     if let Some(b) = body {
@@ -93,7 +93,8 @@ pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
             "/api/resolve": { "post": op("Ask every peer for its tip and sync to the best", vec![], Some("Empty"), "Resolve") },
             "/api/network": { "get": op("Every node reachable from this one and its peers, crawled breadth first through p2p:get_peers (at most 64 nodes, about 7 s at most; one crawl at a time, 429 while one runs)", vec![], None, "Network") },
             "/api/mempool": { "get": op("Pending transactions, highest fee first", vec![param("limit", "query", "1 to 100 (default 100)", int_range(1, max_page))], None, "TxList") },
-            "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", int_range(1, crate::MAX_TREE_DEPTH))], None, "Tree") }
+            "/api/tree": { "get": op("Recent block tree with forks", vec![param("depth", "query", "1 to 200 heights (default 30)", int_range(1, crate::MAX_TREE_DEPTH))], None, "Tree") },
+            "/api/hashrate": { "get": op("The local miner's hash rate, one sample every 10 s for the last hour, oldest first", vec![], None, "RateHistory") }
         },
         "components": { "schemas": {
             "Error": obj(&[("error", "string", "what is wrong")]),
@@ -141,11 +142,195 @@ pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
             "Resolve": obj(&[("peers_asked", "integer", ""), ("best_peer", "string|null", "none when no peer had more work"), ("imported", "integer", "blocks"), ("height", "integer", ""), ("tip_changed", "boolean", "")]),
             "Network": obj(&[("nodes", "array", "addr, peers, reachable")]),
             "Empty": { "description": "Any JSON, ignored (`{}` will do): writes are sent as JSON, so that a page on another site cannot send them with a plain form" },
+            "RateHistory": { "type": "array", "items": obj(&[("time_ms", "integer", "ms since the epoch"), ("hash_rate", "number", "hashes/s (0 when not mining)")]) },
+            "ChainProfile": obj(&[("name", "string", "toy or workshop"), ("address_digits", "integer", "hex digits of an address"), ("signature_digits", "integer", "hex digits of a signature"), ("fees", "boolean", "transactions carry a fee"), ("timestamps", "boolean", "blocks carry a time"), ("resolve", "boolean", "/api/resolve works")]),
+            "SyncProgress": obj(&[("active", "boolean", "a sync round is running"), ("target_height", "integer", "the best peer's height when it began"), ("done", "integer", "blocks imported this round"), ("total", "integer", "blocks it expects"), ("blocks_per_s", "number", "import rate"), ("eta_s", "number", "seconds left, estimated"), ("rounds", "integer", "rounds since start")]),
+            "NetworkNode": obj(&[("addr", "string", "host:port"), ("peers", "array", "its peers, when it answered"), ("reachable", "boolean", "whether it answered")]),
             "Tree": { "type": "array", "items": obj(&[("hash", "string", ""), ("parent", "string", ""), ("height", "integer", ""), ("canonical", "boolean", ""), ("miner", "string", ""), ("time_ms", "integer", "")]) }
         } }
     });
+    nest(&mut doc);
+    per_operation(&mut doc, profile);
     leave_out(&mut doc, profile);
     doc
+}
+
+/// Points the properties that hold another schema at it, so the document
+/// (and `/docs`, which expands them) shows what is inside.
+fn nest(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let r = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    schemas["Status"]["properties"]["chain"] = r("ChainProfile");
+    schemas["Status"]["properties"]["sync"] = r("SyncProgress");
+    schemas["TxStatus"]["properties"]["tx"] = r("Tx");
+    schemas["Block"]["allOf"][1]["properties"]["txs"] = json!({ "type": "array", "items": r("Tx") });
+    schemas["Network"]["properties"]["nodes"] = json!({ "type": "array", "items": r("NetworkNode") });
+    schemas["NetworkNode"]["properties"]["peers"] = json!({ "type": "array", "items": { "type": "string" } });
+}
+
+/// One operation's notes: path, method, each code besides 200 with when it
+/// happens, an example request and an example response.
+type OperationNotes = (&'static str, &'static str, Vec<(&'static str, &'static str)>, Option<Value>, Value);
+
+/// What each operation really answers besides 200 (each code, when it
+/// happens), and an example request and response.
+fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
+    let addr = |first: &str| format!("{first}{}", "a".repeat(profile.address_digits.saturating_sub(2)));
+    let (alice, bob) = (addr("02"), addr("03"));
+    let hash = |c: char| c.to_string().repeat(64);
+    let signature = "5".repeat(profile.signature_digits);
+    let summary = json!({ "height": 42, "hash": format!("0000{}", "b".repeat(60)), "parent": format!("0000{}", "c".repeat(60)),
+        "time_ms": 1_764_000_000_000_u64, "miner": alice, "reward": 50, "tx_count": 1, "nonce": 18_446_744, "target": format!("0000{}", "f".repeat(60)),
+        "canonical": true, "confirmations": 1 });
+    let tx = json!({ "id": hash('d'), "kind": "transfer", "sender": alice, "recipient": bob, "amount": 100, "fee": 1, "nonce": 0, "signature": signature });
+    let mut block = summary.clone();
+    block["txs"] = json!([tx]);
+    let account = json!({ "address": alice, "balance": 4_900, "nonce": 1, "next_nonce": 2 });
+    let submitted = json!({ "id": hash('d') });
+    let table: Vec<OperationNotes> = vec![
+        (
+            "/api/status",
+            "get",
+            vec![],
+            None,
+            json!({ "chain": { "name": profile.name, "address_digits": profile.address_digits, "signature_digits": profile.signature_digits,
+            "fees": profile.fees, "timestamps": profile.timestamps, "resolve": profile.resolve },
+            "height": 42, "tip": summary["hash"], "chain_id": hash('e'), "work": "1234567", "peers": 3, "mempool": 1, "mempool_bytes": 180,
+            "orphans": 0, "store_ok": true, "store_error": "", "orphan_bytes": 0, "hash_rate": 2.1e7, "address": "127.0.0.1:15151", "wallet": alice,
+            "can_mine": true, "sync": { "active": false, "target_height": 0, "done": 0, "total": 0, "blocks_per_s": 0.0, "eta_s": 0.0, "rounds": 1 } }),
+        ),
+        (
+            "/api/blocks",
+            "get",
+            vec![("400", "limit outside 1 to 100"), ("503", "the store cannot be read")],
+            None,
+            json!([summary]),
+        ),
+        (
+            "/api/blocks/{id}",
+            "get",
+            vec![
+                ("400", "neither a height nor a 64-hex-digit hash"),
+                ("404", "no such block"),
+                ("503", "the store cannot be read"),
+            ],
+            None,
+            block.clone(),
+        ),
+        (
+            "/api/blocks/{id}/txs",
+            "get",
+            vec![("400", "neither a height nor a hash"), ("404", "no such block"), ("503", "the store cannot be read")],
+            None,
+            json!([tx]),
+        ),
+        (
+            "/api/txs",
+            "post",
+            vec![
+                ("400", "a field is malformed"),
+                ("422", "the mempool refuses it (bad signature, nonce, balance…), saying why"),
+                ("503", "the node is shutting down"),
+            ],
+            Some(tx.clone()),
+            submitted.clone(),
+        ),
+        (
+            "/api/txs/{id}",
+            "get",
+            vec![
+                ("400", "not 64 hex digits"),
+                ("404", "neither pending nor on the best chain"),
+                ("503", "the store cannot be read"),
+            ],
+            None,
+            json!({ "tx": tx, "status": "confirmed", "block_height": 42, "block_hash": summary["hash"], "confirmations": 1 }),
+        ),
+        (
+            "/api/accounts/{address}",
+            "get",
+            vec![("400", "not an address of this chain's size (or not a key)")],
+            None,
+            account.clone(),
+        ),
+        ("/api/wallet", "get", vec![("503", "the node is shutting down")], None, account),
+        (
+            "/api/wallet/send",
+            "post",
+            vec![
+                ("400", "a recipient that is no address, an amount of 0"),
+                ("422", "refused: the balance, a recipient that is no key, an unsigned transfer"),
+                ("503", "the node is shutting down"),
+            ],
+            Some(json!({ "to": bob, "amount": 100, "fee": 1 })),
+            submitted,
+        ),
+        (
+            "/api/mine",
+            "post",
+            vec![
+                ("403", "this chain is too hard to mine on demand"),
+                ("409", "the tip moved while mining (mining stopped)"),
+                ("429", "a block is already being mined on demand"),
+                ("503", "no block within the nonce budget"),
+            ],
+            Some(json!({})),
+            summary.clone(),
+        ),
+        ("/api/peers", "get", vec![], None, json!(["127.0.0.1:15152", "10.0.0.7:15151"])),
+        (
+            "/api/peers",
+            "post",
+            vec![("400", "not host:port"), ("422", "the dial or handshake failed, saying why")],
+            Some(json!({ "addr": "127.0.0.1:15152" })),
+            json!({ "peer": "127.0.0.1:15152" }),
+        ),
+        (
+            "/api/resolve",
+            "post",
+            vec![("503", "the node is shutting down")],
+            Some(json!({})),
+            json!({ "peers_asked": 3, "best_peer": "127.0.0.1:15152", "imported": 5, "height": 47, "tip_changed": true }),
+        ),
+        (
+            "/api/network",
+            "get",
+            vec![("429", "a crawl is already running")],
+            None,
+            json!({ "nodes": [{ "addr": "127.0.0.1:15151", "peers": ["127.0.0.1:15152"], "reachable": true }, { "addr": "127.0.0.1:15152", "peers": ["127.0.0.1:15151"], "reachable": true }] }),
+        ),
+        ("/api/mempool", "get", vec![("400", "limit outside 1 to 100")], None, json!([tx])),
+        (
+            "/api/tree",
+            "get",
+            vec![("400", "depth outside 1 to 200")],
+            None,
+            json!([{ "hash": summary["hash"], "parent": summary["parent"], "height": 42, "canonical": true, "miner": alice, "time_ms": 1_764_000_000_000_u64 }]),
+        ),
+        (
+            "/api/hashrate",
+            "get",
+            vec![],
+            None,
+            json!([{ "time_ms": 1_764_000_000_000_u64, "hash_rate": 2.1e7 }, { "time_ms": 1_764_000_010_000_u64, "hash_rate": 2.2e7 }]),
+        ),
+    ];
+    for (path, method, codes, request, response) in table {
+        let op = &mut doc["paths"][path][method];
+        if !op.is_object() {
+            continue;
+        }
+        for (code, when) in codes {
+            op["responses"][code] = json!({ "description": when, "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/Error" }, "example": { "error": when } } } });
+        }
+        op["responses"]["200"]["content"]["application/json"]["example"] = response;
+        if let Some(r) = request
+            && op["requestBody"].is_object()
+        {
+            op["requestBody"]["content"]["application/json"]["example"] = r;
+        }
+    }
 }
 
 /// Takes out of `doc` what a chain of `profile`'s shape has no field or
@@ -172,9 +357,38 @@ fn leave_out(doc: &mut Value, profile: &crate::ChainProfile) {
         drop(&["paths"], "/api/resolve");
         drop(&["components", "schemas"], "Resolve");
     }
+    if !profile.fees || !profile.timestamps {
+        strip_examples(doc, profile);
+    }
     if profile.name != "toy" {
-        // Only the toy chain has mint transactions (its coinbase).
+        // Only the toy chain has mint transactions (its coinbase),
+        // cumulative work and batch sync.
         doc["components"]["schemas"]["Tx"]["properties"]["kind"]["enum"] = json!(["transfer"]);
+        if let Some(status) =
+            doc["paths"]["/api/status"]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+                .as_object_mut()
+        {
+            status.remove("work");
+            status.remove("sync");
+        }
+    }
+}
+
+/// Takes `fee` and `time_ms` out of every example when the chain has no
+/// such field.
+fn strip_examples(v: &mut Value, profile: &crate::ChainProfile) {
+    match v {
+        Value::Object(map) => {
+            if !profile.fees {
+                map.remove("fee");
+            }
+            if !profile.timestamps {
+                map.remove("time_ms");
+            }
+            map.values_mut().for_each(|x| strip_examples(x, profile));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| strip_examples(x, profile)),
+        _ => {}
     }
 }
 
@@ -204,6 +418,30 @@ mod tests {
         let toy = document(&crate::ChainProfile::toy());
         assert!(toy["components"]["schemas"]["Tx"]["properties"]["fee"].is_object());
         assert!(toy["paths"]["/api/resolve"].is_object());
+        // Examples follow the chain too.
+        let example = &doc["paths"]["/api/txs"]["post"]["requestBody"]["content"]["application/json"]["example"];
+        assert!(example.get("fee").is_none() && example["sender"].as_str().is_some_and(|a| a.len() == 50));
         assert_eq!(toy["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{66}$");
+    }
+
+    #[test]
+    fn every_operation_names_its_own_codes_and_has_an_example() {
+        let doc = document(&crate::ChainProfile::toy());
+        let mine = &doc["paths"]["/api/mine"]["post"]["responses"];
+        for code in ["200", "403", "409", "429", "503"] {
+            assert!(mine[code].is_object(), "/api/mine documents {code}");
+        }
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in ops.as_object().into_iter().flatten() {
+                let ok = &op["responses"]["200"]["content"]["application/json"]["example"];
+                assert!(!ok.is_null(), "{method} {path} has an example response");
+                if op["requestBody"].is_object() {
+                    let req = &op["requestBody"]["content"]["application/json"]["example"];
+                    assert!(!req.is_null(), "{method} {path} has an example request");
+                }
+            }
+        }
+        // Nested schemas point at their parts.
+        assert_eq!(doc["components"]["schemas"]["TxStatus"]["properties"]["tx"]["$ref"], "#/components/schemas/Tx");
     }
 }

@@ -52,6 +52,11 @@ async fn fixture() -> Fixture {
             hash_rate: Some(Arc::new(|| 1234.0)),
             mine_max_nonces: toy_api::MINE_MAX_NONCES,
             peering: Arc::new(p2p),
+            history: {
+                let h = Arc::new(toy_api::RateHistory::new());
+                h.record(1234.0);
+                h
+            },
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -117,6 +122,12 @@ async fn status_wallet_mine_blocks_and_txs() {
     assert_eq!(status["height"], 0);
     assert_eq!(status["hash_rate"], 1234.0);
     assert_eq!(status["wallet"], f.wallet.address().to_hex());
+    assert_eq!(status["chain"]["name"], "toy");
+    // The history the node keeps, so the page's chart is not empty on load.
+    let (s, rates) = f.get("/api/hashrate").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(rates[0]["hash_rate"], 1234.0);
+    assert!(rates[0]["time_ms"].as_u64().is_some_and(|t| t > 0));
 
     let (s, w) = f.get("/api/wallet").await;
     assert_eq!(s, StatusCode::OK);
@@ -370,6 +381,7 @@ async fn mining_on_demand_is_one_at_a_time_and_gives_up() {
             hash_rate: None,
             mine_max_nonces: 1 << 25,
             peering: Arc::new(p2p.clone()),
+            history: Default::default(),
         },
     );
     let api: Arc<dyn NodeApi> = Arc::new(live);
