@@ -116,6 +116,16 @@ impl WorkshopApi {
         s.rate
     }
 
+    /// Runs `f` on the chain off the runtime's worker threads: the chain's
+    /// lock is also held by imports (an fsync, signature checks), which must
+    /// not stall the workers that serve p2p and HTTP.
+    async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Chain) -> R + Send + 'static) -> Result<R, ApiError> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || node.read(f))
+            .await
+            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))
+    }
+
     fn peer_names(&self) -> Vec<String> {
         PeerNetwork::peers(&self.p2p).into_iter().map(|p| p.0).collect()
     }
@@ -136,7 +146,8 @@ fn summary(c: &Chain, hash: Hash, block: &Block) -> BlockSummary {
         parent: block.parent.to_hex(),
         time_ms: None,
         miner: block.coinbase.clone(),
-        reward: c.params().reward,
+        // Genesis paid nobody.
+        reward: if block.number == 0 { 0 } else { c.params().reward },
         tx_count: block.txs.len(),
         nonce: block.nonce,
         target: target_hex(c.params().difficulty),
@@ -186,6 +197,22 @@ fn decode_tx(j: &TxJson) -> Result<Tx, ApiError> {
     Tx::decode(&text).map_err(refused)
 }
 
+impl WorkshopApi {
+    /// Submits `tx` (id `id`) and says what became of it: its id when it
+    /// is pending (newly or already), 409 when another transaction holds
+    /// its sender's nonce.
+    async fn submitted(&self, tx: Tx, id: Hash) -> Result<String, ApiError> {
+        self.node.submit(tx).await.map_err(refused)?;
+        if self.read(move |c| c.mempool().contains(&id)).await? {
+            Ok(id.to_hex())
+        } else {
+            Err(ApiError::Conflict(
+                "another transaction with this sender and nonce is pending (or the nonce is used); not added".into(),
+            ))
+        }
+    }
+}
+
 #[async_trait]
 impl ChainApi for WorkshopApi {
     fn profile(&self) -> ChainProfile {
@@ -195,17 +222,19 @@ impl ChainApi for WorkshopApi {
     async fn status(&self) -> Result<StatusView, ApiError> {
         let hash_rate = self.hash_rate();
         let peers = self.peer_names().len();
-        let (height, tip, mempool, mempool_bytes, orphans, orphan_bytes, store_error) = self.node.read(|c| {
-            (
-                c.height(),
-                c.tip().to_hex(),
-                c.mempool().len(),
-                c.mempool().iter().map(|t| t.encode().len()).sum(),
-                c.orphan_count(),
-                c.orphan_bytes(),
-                c.store_failure().map(str::to_owned),
-            )
-        });
+        let (height, tip, mempool, mempool_bytes, orphans, orphan_bytes, store_error) = self
+            .read(|c| {
+                (
+                    c.height(),
+                    c.tip().to_hex(),
+                    c.mempool().len(),
+                    c.mempool().bytes(),
+                    c.orphan_count(),
+                    c.orphan_bytes(),
+                    c.store_failure().map(str::to_owned),
+                )
+            })
+            .await?;
         Ok(StatusView {
             chain: profile(),
             height,
@@ -228,18 +257,19 @@ impl ChainApi for WorkshopApi {
     }
 
     async fn blocks(&self, from: Option<u64>, limit: usize) -> Result<Vec<BlockSummary>, ApiError> {
-        Ok(self.node.read(|c| {
+        self.read(move |c| {
             let from = from.unwrap_or(c.height()).min(c.height());
             (0..=from)
                 .rev()
                 .take(limit)
                 .filter_map(|n| c.hash_at(n).and_then(|h| c.block(&h).map(|b| summary(c, h, b))))
                 .collect()
-        }))
+        })
+        .await
     }
 
     async fn block(&self, id: BlockId) -> Result<BlockView, ApiError> {
-        self.node.read(|c| {
+        self.read(move |c| {
             let hash = match id {
                 BlockId::Height(n) => c.hash_at(n),
                 BlockId::Hash(h) => Some(Hash(h.0)),
@@ -248,11 +278,12 @@ impl ChainApi for WorkshopApi {
             let (hash, block) = block.ok_or_else(|| ApiError::NotFound("no such block".into()))?;
             Ok(BlockView { summary: summary(c, hash, block), txs: block.txs.iter().map(tx_json).collect() })
         })
+        .await?
     }
 
     async fn tx(&self, id: toy_chain::Hash) -> Result<TxStatus, ApiError> {
         let id = Hash(id.0);
-        self.node.read(|c| {
+        self.read(move |c| {
             if let Some(tx) = c.mempool().get(&id) {
                 return Ok(TxStatus {
                     tx: tx_json(tx),
@@ -273,22 +304,24 @@ impl ChainApi for WorkshopApi {
                 confirmations: c.height().saturating_sub(block.number) + 1,
             })
         })
+        .await?
     }
 
     async fn account(&self, address: String) -> Result<AccountView, ApiError> {
-        Ok(self.node.read(|c| account_view(c, &address)))
+        // Workshop nodes write keys in lowercase hex, and an account is
+        // named by its key's exact text.
+        let address = address.to_ascii_lowercase();
+        self.read(move |c| account_view(c, &address)).await
     }
 
     async fn submit_tx(&self, tx: TxJson) -> Result<String, ApiError> {
         let tx = decode_tx(&tx)?;
-        let id = tx.id().to_hex();
-        // `false`: already pending; the id is the answer either way.
-        self.node.submit(tx).await.map_err(refused)?;
-        Ok(id)
+        let id = tx.id();
+        self.submitted(tx, id).await
     }
 
     async fn tree(&self, depth: u64) -> Result<Vec<TreeNode>, ApiError> {
-        Ok(self.node.read(|c| {
+        self.read(move |c| {
             let low = c.height().saturating_sub(depth);
             c.blocks_from(low)
                 .into_iter()
@@ -301,13 +334,14 @@ impl ChainApi for WorkshopApi {
                     time_ms: None,
                 })
                 .collect()
-        }))
+        })
+        .await
     }
 
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
         let hash_rate = self.hash_rate();
         let peers = self.peer_names().len() as u64;
-        Ok(self.node.read(|c| MetricsSnapshot {
+        self.read(move |c| MetricsSnapshot {
             height: c.height(),
             peers,
             mempool: c.mempool().len() as u64,
@@ -315,7 +349,8 @@ impl ChainApi for WorkshopApi {
             store_ok: c.store_failure().is_none(),
             hash_rate,
             counters: Vec::new(),
-        }))
+        })
+        .await
     }
 
     async fn hash_rates(&self) -> Result<Vec<toy_api::RateSample>, ApiError> {
@@ -323,13 +358,14 @@ impl ChainApi for WorkshopApi {
     }
 
     async fn mempool(&self, limit: usize) -> Result<Vec<TxJson>, ApiError> {
-        Ok(self.node.read(|c| {
+        self.read(move |c| {
             // No fees to order by: by sender, then nonce (the order they
             // can be mined in).
             let mut txs: Vec<&Tx> = c.mempool().iter().collect();
             txs.sort_by(|a, b| (&a.sender, a.nonce).cmp(&(&b.sender, b.nonce)));
             txs.into_iter().take(limit).map(tx_json).collect()
-        }))
+        })
+        .await
     }
 }
 
@@ -337,26 +373,30 @@ impl ChainApi for WorkshopApi {
 impl WalletApi for WorkshopApi {
     async fn wallet(&self) -> Result<AccountView, ApiError> {
         let me = self.key.public_hex();
-        Ok(self.node.read(|c| account_view(c, &me)))
+        self.read(move |c| account_view(c, &me)).await
     }
 
     async fn send(&self, req: SendRequest) -> Result<String, ApiError> {
         if req.fee > 0 {
             return Err(ApiError::BadRequest("the workshop chain has no fees: leave fee out or send 0".into()));
         }
+        let to = req.to.to_ascii_lowercase();
+        if !toy_workshop::crypto::is_public_key(&to) {
+            return Err(ApiError::BadRequest(
+                "to must be an address: a compressed P-192 public key, 50 hex digits".into(),
+            ));
+        }
         let _one_at_a_time = self.send_lock.lock().await;
         if req.sign {
-            return self.node.send(&self.key, &req.to, req.amount).await.map(|tx| tx.id().to_hex()).map_err(refused);
+            return self.node.send(&self.key, &to, req.amount).await.map(|tx| tx.id().to_hex()).map_err(refused);
         }
         // Unsigned, as the toy API allows, to show what the chain says.
-        if !toy_workshop::crypto::is_public_key(&req.to) {
-            return Err(ApiError::Rejected("rejected: the recipient is not a compressed P-192 public key".into()));
-        }
         let me = self.key.public_hex();
-        let nonce = self.node.read(|c| c.next_nonce(&me));
-        let tx = Tx { sender: me, recipient: req.to, nonce, amount: req.amount, signature: String::new() };
-        let id = tx.id().to_hex();
-        self.node.submit(tx).await.map(|_| id).map_err(refused)
+        let nonce = self.read(move |c| c.next_nonce(&me)).await?;
+        let tx =
+            Tx { sender: self.key.public_hex(), recipient: to, nonce, amount: req.amount, signature: String::new() };
+        let id = tx.id();
+        self.submitted(tx, id).await
     }
 }
 
@@ -373,8 +413,15 @@ impl MinerApi for WorkshopApi {
             return Err(ApiError::Busy("a block is already being mined on demand; try again when it is done".into()));
         };
         let me = self.key.public_hex();
-        let (template, difficulty) = self.node.read(|c| (c.template(&me), c.params().difficulty));
+        // Watch the tip before taking the template, so a move in between
+        // is seen.
+        let mut tips = self.node.watch_tip();
+        tips.borrow_and_update();
+        let (template, difficulty) = self.read(move |c| (c.template(&me), c.params().difficulty)).await?;
         let parent = template.parent;
+        if tips.borrow().1 != parent {
+            return Err(toy_api::tip_moved(tips.borrow().0));
+        }
         // Stopped however the request ends (a client gone, a timeout).
         struct CancelOnDrop(Arc<AtomicBool>);
         impl Drop for CancelOnDrop {
@@ -389,14 +436,14 @@ impl MinerApi for WorkshopApi {
             let chunk = toy_workshop::node::MINE_CHUNK;
             let mut start = 0;
             while start < MINE_MAX_NONCES && !grinding.load(Ordering::Relaxed) {
-                if let Some(b) = toy_workshop::miner::grind(&template, difficulty, start, chunk) {
+                let count = chunk.min(MINE_MAX_NONCES - start);
+                if let Some(b) = toy_workshop::miner::grind(&template, difficulty, start, count) {
                     return Some(b);
                 }
-                start += chunk;
+                start += count;
             }
             None
         });
-        let mut tips = self.node.watch_tip();
         let found = toy_api::unless_tip_moves(grind, &mut tips, |(_, tip)| *tip == parent, &cancel)
             .await
             .map_err(|(height, _)| toy_api::tip_moved(height))?;
@@ -405,7 +452,9 @@ impl MinerApi for WorkshopApi {
         })?;
         let hash = block.hash();
         match self.node.submit_block(block.clone()).await.map_err(refused)? {
-            Inserted::Tip { .. } | Inserted::Side | Inserted::Known => Ok(self.node.read(|c| summary(c, hash, &block))),
+            Inserted::Tip { .. } | Inserted::Side | Inserted::Known => {
+                self.read(move |c| summary(c, hash, &block)).await
+            }
             other => Err(ApiError::Unavailable(format!("the mined block was not connected: {other:?}"))),
         }
     }
@@ -456,6 +505,9 @@ mod tests {
         // A field smuggling a separator is malformed, not a sixth field.
         let sneaky = TxJson { recipient: format!("{to},1"), ..tx_json(&tx) };
         assert!(matches!(decode_tx(&sneaky), Err(ApiError::BadRequest(_))));
+        // A `:` would make every block holding it unreadable.
+        let breaking = TxJson { recipient: "ab:cd".into(), ..tx_json(&tx) };
+        assert!(matches!(decode_tx(&breaking), Err(ApiError::BadRequest(_))));
         assert!(matches!(decode_tx(&TxJson { fee: Some(1), ..tx_json(&tx) }), Err(ApiError::BadRequest(_))));
         assert!(matches!(decode_tx(&TxJson { kind: "mint".into(), ..tx_json(&tx) }), Err(ApiError::BadRequest(_))));
     }

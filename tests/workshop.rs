@@ -421,7 +421,7 @@ async fn the_api_and_web_wallet_serve_the_workshop_chain_without_inventing_field
     };
     assert_eq!(send(&friend, serde_json::json!({ "fee": 1 })).await.0, 400, "the workshop chain has no fees");
     assert_eq!(send(&"02".repeat(33), serde_json::json!({})).await.0, 400, "a secp256k1-sized address");
-    assert_eq!(send(&format!("05{}", "a".repeat(48)), serde_json::json!({})).await.0, 422, "not a point");
+    assert_eq!(send(&format!("05{}", "a".repeat(48)), serde_json::json!({})).await.0, 400, "not a point");
     let (code, sent) = send(&friend, serde_json::json!({})).await;
     assert_eq!(code, 200, "{sent}");
     let id = sent["id"].as_str().expect("id").to_owned();
@@ -439,6 +439,12 @@ async fn the_api_and_web_wallet_serve_the_workshop_chain_without_inventing_field
         "amount": 5, "nonce": 1, "signature": signed.signature });
     let (code, taken) = post_json(&http, format!("{base}/api/txs"), body).await;
     assert_eq!((code, taken["id"].as_str()), (200, Some(signed.id().to_hex().as_str())), "{taken}");
+    // Another transfer at the same nonce is not pending, so not "taken".
+    let rival = toy::workshop::state::sign_tx(&key, &friend, 1, 6);
+    let body = serde_json::json!({ "kind": "transfer", "sender": rival.sender, "recipient": rival.recipient,
+        "amount": 6, "nonce": 1, "signature": rival.signature });
+    let (code, clash) = post_json(&http, format!("{base}/api/txs"), body).await;
+    assert_eq!(code, 409, "{clash}");
     let broke = toy::workshop::state::sign_tx(&toy::workshop::SecretKey::generate(), &friend, 0, 5);
     let body = serde_json::json!({ "kind": "transfer", "sender": broke.sender, "recipient": broke.recipient,
         "amount": 5, "nonce": 0, "signature": broke.signature });

@@ -85,7 +85,7 @@ pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
             "/api/accounts/{address}": { "get": op("Balance and nonce of an account", vec![param("address", "path", &address_desc, address(""))], None, "Account") },
             "/api/wallet": { "get": op("The node wallet", vec![], None, "Account") },
             "/api/wallet/send": { "post": op("Send from the node wallet, signed or not (unsigned comes back rejected)", vec![], Some("Send"), "Submitted") },
-            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 409 when the tip moves meanwhile, which stops it; 503 if none is found within 2^29 hashes)", vec![], Some("Empty"), "BlockSummary") },
+            "/api/mine": { "post": op("Mine one block now (dev and test presets; one at a time, 429 while one is being mined; 409 when the tip moves meanwhile, which stops it; 503 if none is found within the node's nonce budget)", vec![], Some("Empty"), "BlockSummary") },
             "/api/peers": {
                 "get": op("The peers", vec![], None, "PeerList"),
                 "post": op("Register (connect to) a peer", vec![], Some("RegisterPeer"), "Registered")
@@ -98,7 +98,7 @@ pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
         },
         "components": { "schemas": {
             "Error": obj(&[("error", "string", "what is wrong")]),
-            "Status": obj(&[("chain", "object", "which chain (name) and what its records hold: address_digits, signature_digits, fees, timestamps, resolve"), ("height", "integer", "best height"), ("tip", "string", "best tip hash"), ("chain_id", "string", "genesis hash that transaction signatures are bound to"), ("work", "string", "cumulative work, decimal (absent when the fork choice is by height)"),
+            "Status": obj(&[("chain", "object", "which chain (name) and what its records hold: address_digits, signature_digits, fees, timestamps, resolve"), ("height", "integer", "best height"), ("tip", "string", "best tip hash"), ("chain_id", "string", "genesis hash (toy chain: transaction signatures are bound to it)"), ("work", "string", "cumulative work, decimal (absent when the fork choice is by height)"),
                 ("peers", "integer", "peers"), ("mempool", "integer", "pending transactions"), ("mempool_bytes", "integer", "their bytes"),
                 ("orphans", "integer", "blocks waiting for a parent"), ("orphan_bytes", "integer", "their bytes"), ("store_ok", "boolean", "false after a storage failure until the store recovers"), ("store_error", "string", "that failure, empty when none"), ("hash_rate", "number", "hashes/s"), ("address", "string", "p2p address"),
                 ("wallet", "string", "node wallet address"), ("can_mine", "boolean", "whether /api/mine works"), ("sync", "object", "sync progress (absent on a chain without batch sync)")]),

@@ -86,8 +86,10 @@ pub struct StatusView {
     pub height: u64,
     /// Hash of the best tip.
     pub tip: String,
-    /// The chain id (genesis hash) every transaction signature is bound to:
-    /// a wallet signs [`toy_chain::Transaction::sighash`] with it.
+    /// The chain id: its genesis hash. On the toy chain every transaction
+    /// signature is bound to it (a wallet signs
+    /// [`toy_chain::Transaction::sighash`] with it); the workshop's
+    /// signatures cover the transaction text alone.
     pub chain_id: String,
     /// Cumulative work of the best chain (decimal: it exceeds JSON's exact
     /// integers); absent on a chain whose fork choice is by height alone.

@@ -5,7 +5,7 @@
 //! no order of arrival: the tie then goes to the lower hash). A block whose parent is unknown
 //! waits as an orphan while the node fetches the parent (`search:block`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use crate::mempool::Mempool;
@@ -62,8 +62,12 @@ pub struct Chain {
     /// `undos[n - 1]` puts back what `active[n]` changed.
     undos: Vec<Undo>,
     accounts: Accounts,
-    /// Blocks stored per height ([`MAX_BLOCKS_PER_HEIGHT`]).
-    per_height: HashMap<u64, usize>,
+    /// The blocks stored at each height ([`MAX_BLOCKS_PER_HEIGHT`] at most
+    /// each, past it only for a fetched branch), by height: the recent
+    /// block tree is read from here without scanning every block.
+    per_height: BTreeMap<u64, Vec<Hash>>,
+    /// Bytes of the orphans' text (kept with them, for the status).
+    orphan_bytes: usize,
     orphans: HashMap<Hash, Block>,
     orphan_order: VecDeque<Hash>,
     invalid: HashSet<Hash>,
@@ -94,7 +98,8 @@ impl Chain {
             active: vec![hash],
             undos: Vec::new(),
             accounts: Accounts::default(),
-            per_height: HashMap::new(),
+            per_height: BTreeMap::from([(0, vec![hash])]),
+            orphan_bytes: 0,
             orphans: HashMap::new(),
             orphan_order: VecDeque::new(),
             invalid: HashSet::new(),
@@ -143,7 +148,7 @@ impl Chain {
 
     /// Bytes of the orphans held (at most [`MAX_ORPHANS`] blocks).
     pub fn orphan_bytes(&self) -> usize {
-        self.orphans.values().map(|b| b.encode().len()).sum()
+        self.orphan_bytes
     }
 
     /// Whether `hash` is on the active chain.
@@ -154,10 +159,11 @@ impl Chain {
     /// Every stored block numbered `low` or more, active and side branches
     /// alike, lowest first (the recent block tree).
     pub fn blocks_from(&self, low: u64) -> Vec<(Hash, &Block)> {
-        let mut out: Vec<(Hash, &Block)> =
-            self.blocks.iter().filter(|(_, b)| b.number >= low).map(|(h, b)| (*h, b)).collect();
-        out.sort_by_key(|(h, b)| (b.number, *h));
-        out
+        self.per_height
+            .range(low..)
+            .flat_map(|(_, hashes)| hashes.iter())
+            .filter_map(|h| self.blocks.get(h).map(|b| (*h, b)))
+            .collect()
     }
 
     /// The active block holding transaction `id`, and its place in it.
@@ -314,7 +320,7 @@ impl Chain {
             self.mark_invalid(hash);
             return Err(Error::Invalid("descends from an invalid block"));
         }
-        let crowded = || self.per_height.get(&block.number).is_some_and(|n| *n >= MAX_BLOCKS_PER_HEIGHT);
+        let crowded = || self.per_height.get(&block.number).is_some_and(|n| n.len() >= MAX_BLOCKS_PER_HEIGHT);
         if !past_limits && (block.number.saturating_add(MAX_SIDE_DEPTH) <= self.height() || crowded()) {
             return Ok(Inserted::Stale);
         }
@@ -327,9 +333,10 @@ impl Chain {
             let missing = block.parent;
             while self.orphans.len() >= MAX_ORPHANS {
                 let Some(old) = self.orphan_order.pop_front() else { break };
-                self.orphans.remove(&old);
+                self.take_orphan(&old);
             }
             self.orphan_order.push_back(hash);
+            self.orphan_bytes += block.encode().len();
             self.orphans.insert(hash, block);
             return Ok(Inserted::Orphan { missing });
         };
@@ -343,7 +350,7 @@ impl Chain {
             stored?;
         }
         let number = block.number;
-        *self.per_height.entry(number).or_default() += 1;
+        self.per_height.entry(number).or_default().push(hash);
         self.blocks.insert(hash, block);
         if number > self.height() {
             let reorg = self.reorg_to(hash)?;
@@ -413,7 +420,7 @@ impl Chain {
                 Err(e) => {
                     for bad in &branch[i..] {
                         if let Some(b) = self.blocks.remove(bad) {
-                            self.uncount(b.number);
+                            self.uncount(b.number, bad);
                         }
                         self.mark_invalid(*bad);
                     }
@@ -460,10 +467,17 @@ impl Chain {
         Ok(depth)
     }
 
-    fn uncount(&mut self, number: u64) {
+    /// Takes an orphan out, with its bytes.
+    fn take_orphan(&mut self, hash: &Hash) -> Option<Block> {
+        let block = self.orphans.remove(hash)?;
+        self.orphan_bytes = self.orphan_bytes.saturating_sub(block.encode().len());
+        Some(block)
+    }
+
+    fn uncount(&mut self, number: u64, hash: &Hash) {
         if let Some(n) = self.per_height.get_mut(&number) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+            n.retain(|h| h != hash);
+            if n.is_empty() {
                 self.per_height.remove(&number);
             }
         }
@@ -483,7 +497,7 @@ impl Chain {
             }
             for h in ready {
                 self.orphan_order.retain(|o| *o != h);
-                if let Some(block) = self.orphans.remove(&h)
+                if let Some(block) = self.take_orphan(&h)
                     && let Err(e) = self.insert_one(block, false)
                 {
                     tracing::debug!(hash = %h, error = %e, "an orphan did not connect");

@@ -25,12 +25,19 @@ pub const MAX_AGE: Duration = Duration::from_secs(3_600);
 pub struct Mempool {
     txs: HashMap<Hash, (Tx, Instant)>,
     by_sender: HashMap<String, BTreeMap<u64, Hash>>,
+    /// Bytes of the held transactions' text.
+    bytes: usize,
 }
 
 impl Mempool {
     /// Transactions held.
     pub fn len(&self) -> usize {
         self.txs.len()
+    }
+
+    /// Bytes of the held transactions, as they travel.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether none is held.
@@ -120,6 +127,7 @@ impl Mempool {
             self.remove(&victim);
         }
         self.by_sender.entry(tx.sender.clone()).or_default().insert(tx.nonce, id);
+        self.bytes += tx.encode().len();
         self.txs.insert(id, (tx, Instant::now()));
         Ok(true)
     }
@@ -131,9 +139,9 @@ impl Mempool {
     }
 
     fn remove(&mut self, id: &Hash) {
-        if let Some((tx, _)) = self.txs.remove(id)
-            && let Some(m) = self.by_sender.get_mut(&tx.sender)
-        {
+        let Some((tx, _)) = self.txs.remove(id) else { return };
+        self.bytes = self.bytes.saturating_sub(tx.encode().len());
+        if let Some(m) = self.by_sender.get_mut(&tx.sender) {
             m.remove(&tx.nonce);
             if m.is_empty() {
                 self.by_sender.remove(&tx.sender);

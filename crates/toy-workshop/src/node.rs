@@ -170,7 +170,11 @@ impl<G: GossipNetwork> WorkshopNode<G> {
                 self.publish();
             }
             Ok(Inserted::Orphan { missing }) => self.fetch(*missing),
-            _ => {}
+            // A side block can connect waiting orphans that become the tip:
+            // publish whenever anything went in (a tip that did not move is
+            // not sent again).
+            Ok(_) => self.publish(),
+            Err(_) => {}
         }
         result
     }

@@ -233,10 +233,13 @@ fn any_hex(s: &str, what: &'static str) -> Result<Vec<u8>, Error> {
 }
 
 /// Checks a field a workshop node does not interpret: at most
-/// [`MAX_FIELD`] bytes (the separators cannot occur: the text was split on
-/// them).
+/// [`MAX_FIELD`] bytes, no control character and neither separator. A
+/// transaction travels alone (split on `,` only), so a `:` in its recipient
+/// would decode here and then make every block holding it undecodable
+/// (split on `:` first): refused up front.
 fn free_text(s: &str, what: &'static str) -> Result<(), Error> {
-    if s.len() > MAX_FIELD {
+    let printable = !s.chars().any(|c| c.is_control() || c == ':' || c == ',');
+    if s.len() > MAX_FIELD || !printable {
         return Err(Error::Malformed(what));
     }
     Ok(())
@@ -254,6 +257,16 @@ fn decimal(s: &str, what: &'static str) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_colon_in_a_recipient_is_refused_before_it_can_break_a_block() {
+        // Decoded alone it would split into five fields; inside a block the
+        // `:` would split the block text and no node could read the block.
+        let text = format!("{},ab:cd,0,0,{}", "02".repeat(25), "5".repeat(96));
+        assert!(matches!(Tx::decode(&text), Err(Error::Malformed("recipient"))));
+        let text = format!("{},ab\tcd,0,0,{}", "02".repeat(25), "5".repeat(96));
+        assert!(Tx::decode(&text).is_err(), "control characters too");
+    }
 
     #[test]
     fn genesis_hash_is_the_workshops() {

@@ -5,8 +5,9 @@ use proptest::prelude::*;
 use toy_workshop::{Block, Hash, Tx};
 
 fn field() -> impl Strategy<Value = String> {
-    // Anything a workshop node might put in a free field: no separators.
-    "[^,:]{0,40}"
+    // Anything a workshop node might put in a free field: no separators,
+    // no control characters.
+    "[^,:\\p{Cc}]{0,40}"
 }
 
 fn hex_field() -> impl Strategy<Value = String> {

@@ -335,8 +335,9 @@ async function refreshRates() {
 }
 
 function drawIntervals(blocks) {
-  // Oldest first: the time from each block to the next.
-  const ordered = [...blocks].reverse();
+  // Oldest first: the time from each block to the next (none on a chain
+  // without timestamps, even before the first status says so).
+  const ordered = [...blocks].reverse().filter((b) => b.time_ms !== undefined);
   const values = [];
   for (let i = 1; i < ordered.length; i++) {
     const secs = Math.max(0, ordered[i].time_ms - ordered[i - 1].time_ms) / 1000;
