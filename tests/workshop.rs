@@ -421,7 +421,7 @@ async fn the_api_and_web_wallet_serve_the_workshop_chain_without_inventing_field
     };
     assert_eq!(send(&friend, serde_json::json!({ "fee": 1 })).await.0, 400, "the workshop chain has no fees");
     assert_eq!(send(&"02".repeat(33), serde_json::json!({})).await.0, 400, "a secp256k1-sized address");
-    assert_eq!(send(&format!("05{}", "a".repeat(48)), serde_json::json!({})).await.0, 400, "not a point");
+    assert_eq!(send(&format!("05{}", "a".repeat(48)), serde_json::json!({})).await.0, 400, "not a compressed key");
     let (code, sent) = send(&friend, serde_json::json!({})).await;
     assert_eq!(code, 200, "{sent}");
     let id = sent["id"].as_str().expect("id").to_owned();
@@ -470,7 +470,7 @@ async fn the_api_and_web_wallet_serve_the_workshop_chain_without_inventing_field
     // The document describes this chain's shapes, not toy's.
     let (_, doc) = get_json(&http, format!("{base}/openapi.json")).await;
     assert!(doc["components"]["schemas"]["Tx"]["properties"].get("fee").is_none());
-    assert_eq!(doc["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{50}$");
+    assert_eq!(doc["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^0[23][0-9a-fA-F]{48}$");
     // The page and the access rules are the toy node's.
     let page = http.get(format!("{base}/")).send().await.expect("page");
     assert_eq!(page.status().as_u16(), 200);

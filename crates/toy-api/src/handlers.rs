@@ -98,8 +98,8 @@ fn address_shape(api: &dyn NodeApi, field: &str, s: &str) -> Result<String, ApiE
         Ok(s.to_owned())
     } else {
         Err(ApiError::BadRequest(format!(
-            "{field} must be an address: a compressed public key, {} hex digits",
-            profile.address_digits
+            "{field} must be an address: a compressed public key, 02 or 03 then {} more hex digits",
+            profile.address_digits.saturating_sub(2)
         )))
     }
 }

@@ -229,7 +229,10 @@ impl<S: Store, G: GossipNetwork + ?Sized> ChainApi for LiveNode<S, G> {
     }
 
     async fn account(&self, address: String) -> Result<AccountView, ApiError> {
-        let address = crate::parse_address("address", &address)?;
+        // The handler checked the shape: what is left is whether it is a
+        // point, and no account can live at one that is not.
+        let address = crate::parse_address("address", &address)
+            .map_err(|_| ApiError::NotFound(format!("{address} is not a public key: no account can exist there")))?;
         self.with_chain(move |c| Ok(account_view(c, &address))).await
     }
 

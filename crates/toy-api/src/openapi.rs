@@ -55,7 +55,8 @@ fn obj(props: &[(&str, &str, &str)]) -> Value {
 /// The document for a chain of `profile`'s shape: its address and
 /// signature patterns, and no fee or timestamp where it has none.
 pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
-    let address_pattern = format!("^[0-9a-fA-F]{{{}}}$", profile.address_digits);
+    // A compressed key: 02 or 03, then x.
+    let address_pattern = format!("^0[23][0-9a-fA-F]{{{}}}$", profile.address_digits.saturating_sub(2));
     let address_desc = format!("{}-hex-digit address", profile.address_digits);
     let signature_pattern = format!("^[0-9a-fA-F]{{{}}}$", profile.signature_digits);
     let signature_desc = format!("{} hex digits", profile.signature_digits);
@@ -249,7 +250,10 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
         (
             "/api/accounts/{address}",
             "get",
-            vec![("400", "not an address of this chain's size (or not a key)")],
+            vec![
+                ("400", "not an address of this chain's shape"),
+                ("404", "the right shape but no point on the curve: no account can exist there"),
+            ],
             None,
             account.clone(),
         ),
@@ -412,7 +416,7 @@ mod tests {
         assert!(schemas["Send"]["properties"]["fee"].is_null());
         assert!(schemas["BlockSummary"]["properties"]["time_ms"].is_null());
         assert!(doc["paths"]["/api/resolve"].is_null());
-        assert_eq!(schemas["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{50}$");
+        assert_eq!(schemas["Tx"]["properties"]["sender"]["pattern"], "^0[23][0-9a-fA-F]{48}$");
         assert_eq!(schemas["Tx"]["properties"]["signature"]["pattern"], "^[0-9a-fA-F]{96}$");
         // The toy chain's keeps them all.
         let toy = document(&crate::ChainProfile::toy());
@@ -421,7 +425,7 @@ mod tests {
         // Examples follow the chain too.
         let example = &doc["paths"]["/api/txs"]["post"]["requestBody"]["content"]["application/json"]["example"];
         assert!(example.get("fee").is_none() && example["sender"].as_str().is_some_and(|a| a.len() == 50));
-        assert_eq!(toy["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^[0-9a-fA-F]{66}$");
+        assert_eq!(toy["components"]["schemas"]["Tx"]["properties"]["sender"]["pattern"], "^0[23][0-9a-fA-F]{64}$");
     }
 
     #[test]

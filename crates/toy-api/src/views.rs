@@ -63,10 +63,13 @@ impl ChainProfile {
         }
     }
 
-    /// Whether `s` is an address's shape here: [`ChainProfile::address_digits`]
-    /// hex digits (whether it is a point on the curve is the chain's check).
+    /// Whether `s` is an address's shape here: a compressed key's `02` or
+    /// `03`, [`ChainProfile::address_digits`] hex digits in all (whether it
+    /// is a point on the curve is the chain's check).
     pub fn looks_like_address(&self, s: &str) -> bool {
-        s.len() == self.address_digits && s.bytes().all(|b| b.is_ascii_hexdigit())
+        s.len() == self.address_digits
+            && (s.starts_with("02") || s.starts_with("03"))
+            && s.bytes().all(|b| b.is_ascii_hexdigit())
     }
 }
 

@@ -220,7 +220,13 @@ async fn bad_input_gets_a_clear_4xx() {
     );
     // 66 hex digits that are no point on the curve: the coins would be
     // burnt (before: accepted, and mined).
-    let not_a_point = format!("05{}", "aa".repeat(32));
+    let wrong_prefix = format!("05{}", "aa".repeat(32));
+    assert_error(
+        f.post("/api/wallet/send", json!({"to": wrong_prefix, "amount": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "compressed public key",
+    );
+    let not_a_point = format!("02{}", "5a".repeat(32));
     assert_error(
         f.post("/api/wallet/send", json!({"to": not_a_point, "amount": 5})).await,
         StatusCode::BAD_REQUEST,
@@ -285,6 +291,12 @@ async fn bad_input_gets_a_clear_4xx() {
     assert_error(f.get("/api/txs/12").await, StatusCode::BAD_REQUEST, "64 hex");
     assert_error(f.get(&format!("/api/txs/{}", "cd".repeat(32))).await, StatusCode::NOT_FOUND, "neither pending");
     assert_error(f.get("/api/accounts/xyz").await, StatusCode::BAD_REQUEST, "address");
+    // The right shape, but no point: no account can exist there.
+    assert_error(
+        f.get(&format!("/api/accounts/02{}", "5a".repeat(32))).await,
+        StatusCode::NOT_FOUND,
+        "not a public key",
+    );
     assert_error(f.get("/api/tree?depth=0").await, StatusCode::BAD_REQUEST, "depth");
     assert_error(f.get("/api/tree?depth=abc").await, StatusCode::BAD_REQUEST, "");
     assert_error(f.post("/api/peers", json!({"addr": "no-port"})).await, StatusCode::BAD_REQUEST, "host:port");
