@@ -106,6 +106,10 @@ struct Args {
     /// repaired by re-announcing and mempool reconciliation).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
     gossip_loss: f64,
+    /// Signature verifier: k256 (pure Rust, the default) or secp256k1
+    /// (libsecp256k1, as Bitcoin Core; needs `--features secp256k1`).
+    #[arg(long, default_value = "k256", value_parser = ["k256", "secp256k1"])]
+    verifier: String,
 }
 
 /// The log filter when `RUST_LOG` is not set.
@@ -131,6 +135,11 @@ async fn main() -> anyhow::Result<()> {
             toy::chain::Keypair::load(path).with_context(|| format!("--key {}", path.display()))?;
         }
     }
+    let verifier = match args.verifier.as_str() {
+        "secp256k1" => toy::node::VerifierChoice::Secp256k1,
+        _ => toy::node::VerifierChoice::K256,
+    };
+    verifier.build().context("--verifier")?;
     if args.preset == "workshop" && args.genesis.is_none() {
         // Flags that mean nothing on the workshop chain are refused, not
         // ignored.
@@ -171,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         http_connections: descriptor_budget(usize::from(args.max_peers)),
         http_hosts: args.http_host,
         gossip_loss: args.gossip_loss,
+        verifier,
         ..Default::default()
     };
     let node = NodeBuilder::new(config).launch().await.map_err(|e| match e {

@@ -85,6 +85,38 @@ pub struct NodeConfig {
     /// Fault injection: the fraction of flood-gossip copies this node drops
     /// (`toy_gossip::Config::loss`; 0, the default, drops none).
     pub gossip_loss: f64,
+    /// Which library checks signatures.
+    pub verifier: VerifierChoice,
+}
+
+/// The signature verifier a node uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerifierChoice {
+    /// `k256`, pure Rust (the default, as the design names it).
+    #[default]
+    K256,
+    /// libsecp256k1, the C library Bitcoin Core uses (needs the
+    /// `secp256k1` feature of this crate).
+    Secp256k1,
+}
+
+impl VerifierChoice {
+    /// The verifier; an error when it was not compiled in.
+    ///
+    /// # Errors
+    /// [`NodeError::Setting`] for `Secp256k1` without the `secp256k1`
+    /// feature.
+    pub fn build(self) -> Result<Arc<dyn toy_chain::Verifier>, NodeError> {
+        match self {
+            Self::K256 => Ok(Arc::new(K256Verifier::new())),
+            #[cfg(feature = "secp256k1")]
+            Self::Secp256k1 => Ok(Arc::new(toy_chain::Secp256k1Verifier::new())),
+            #[cfg(not(feature = "secp256k1"))]
+            Self::Secp256k1 => Err(NodeError::Setting(
+                "the secp256k1 verifier is not compiled in; build with --features secp256k1".into(),
+            )),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -105,6 +137,7 @@ impl Default for NodeConfig {
             http_connections: toy_api::DEFAULT_MAX_HTTP_CONNECTIONS,
             http_hosts: Vec::new(),
             gossip_loss: 0.0,
+            verifier: VerifierChoice::K256,
         }
     }
 }
@@ -199,6 +232,8 @@ impl NodeBuilder {
     /// [`NodeError`], saying which part did not start and why.
     pub async fn launch(self) -> Result<RunningNode, NodeError> {
         let config = self.config;
+        // Checked before anything is bound or written.
+        let verifier = config.verifier.build()?;
         // Blocks and sync share the handler slots kept for handshakes, so a
         // transaction flood never starves them.
         let msg_config =
@@ -235,7 +270,7 @@ impl NodeBuilder {
         let chain = Chain::open(
             config.params.clone(),
             store,
-            Arc::new(K256Verifier::new()),
+            verifier,
             Arc::new(SigCache::default()),
             Default::default(),
         )?;

@@ -6,6 +6,9 @@
 //!   with an empty signature cache: every signature checked, on all cores.
 //! * `import/warm` — the same block with every signature already cached (as
 //!   when its transactions came through the mempool).
+//! * `verify/raw_secp256k1`, `import/cold_secp256k1` — the same with the
+//!   second verifier, libsecp256k1 (`Secp256k1Verifier`, feature
+//!   `secp256k1`), in the same run.
 //! * `redb/blocks` — 10-transaction blocks (cache warm) imported into a redb
 //!   store, one durable commit each.
 //! * `open/100k_blocks` — `Chain::open` on a store holding a 100 000-block
@@ -27,8 +30,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use toy_chain::{
-    Address, Block, Chain, ChainParams, Hash, K256Verifier, Keypair, MemoryStore, RedbStore, SigCache, Signature,
-    Store, Transaction, TxKind, mine_simple,
+    Address, Block, Chain, ChainParams, Hash, K256Verifier, Keypair, MemoryStore, RedbStore, Secp256k1Verifier,
+    SigCache, Signature, Store, Transaction, TxKind, Verifier, mine_simple,
 };
 
 const BLOCK_TXS: usize = 1000;
@@ -39,7 +42,11 @@ fn params() -> ChainParams {
 }
 
 fn open<S: Store>(store: S, cache: Arc<SigCache>) -> Chain<S> {
-    Chain::open(params(), store, Arc::new(K256Verifier::new()), cache, Default::default()).expect("open")
+    open_with(store, cache, Arc::new(K256Verifier::new()))
+}
+
+fn open_with<S: Store>(store: S, cache: Arc<SigCache>, verifier: Arc<dyn Verifier>) -> Chain<S> {
+    Chain::open(params(), store, verifier, cache, Default::default()).expect("open")
 }
 
 /// A signed transfer from dev wallet `w` with nonce `n`.
@@ -73,6 +80,13 @@ fn verify(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify");
     g.throughput(Throughput::Elements(1));
     g.bench_function("raw_k256", |b| b.iter(|| vk.verify_prehash(&hash.0, &s).expect("valid")));
+    // The same signature through libsecp256k1 directly (no key cache, no
+    // trait): its ceiling per core.
+    let ctx = secp256k1::Secp256k1::verification_only();
+    let pk = secp256k1::PublicKey::from_slice(&key.address().0).expect("key");
+    let ss = secp256k1::ecdsa::Signature::from_compact(&sig.0).expect("sig");
+    let msg = secp256k1::Message::from_digest(hash.0);
+    g.bench_function("raw_secp256k1", |b| b.iter(|| ctx.verify_ecdsa(&msg, &ss, &pk).expect("valid")));
     // The same loop on every core at once: what the hardware really gives
     // when all cores verify (SMT siblings or a busy host share one core).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -112,6 +126,16 @@ fn import(c: &mut Criterion) {
     g.bench_function("cold", |b| {
         b.iter_batched(
             || (open(MemoryStore::new(), Arc::new(SigCache::default())), block.clone()),
+            |(mut chain, block)| {
+                let out = chain.insert_at(block, NOW).expect("insert");
+                assert!(matches!(out, toy_chain::InsertOutcome::Connected { .. }));
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("cold_secp256k1", |b| {
+        b.iter_batched(
+            || (open_with(MemoryStore::new(), Arc::new(SigCache::default()), Arc::new(Secp256k1Verifier::new())), block.clone()),
             |(mut chain, block)| {
                 let out = chain.insert_at(block, NOW).expect("insert");
                 assert!(matches!(out, toy_chain::InsertOutcome::Connected { .. }));

@@ -87,6 +87,8 @@ pub mod tree;
 pub mod types;
 
 pub use builder::{build_template, mine_simple};
+#[cfg(feature = "secp256k1")]
+pub use crypto::Secp256k1Verifier;
 pub use crypto::{K256Verifier, Keypair, SigCache, Verifier};
 pub use error::{BlockError, ChainError, DecodeError, KeyError, StoreError, TxError};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};

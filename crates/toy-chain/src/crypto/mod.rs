@@ -11,6 +11,13 @@ use k256::ecdsa::{SigningKey, VerifyingKey};
 use crate::error::KeyError;
 use crate::types::{Address, Hash, Signature, Transaction};
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod conformance;
+#[cfg(feature = "secp256k1")]
+mod secp;
+#[cfg(feature = "secp256k1")]
+pub use secp::Secp256k1Verifier;
+
 /// A secp256k1 key pair; its address is the compressed public key.
 #[derive(Clone)]
 pub struct Keypair {
@@ -135,8 +142,11 @@ impl Keypair {
     }
 }
 
-/// Verifies signatures. [`K256Verifier`] is the default; a faster backend can
-/// implement this trait and be passed to the chain instead.
+/// Verifies signatures. [`K256Verifier`] is the default; with the
+/// `secp256k1` feature, `Secp256k1Verifier` (libsecp256k1) is the second
+/// backend, and any other can implement this trait and be passed to the
+/// chain instead. Every implementation must give the answers the
+/// `conformance` suite checks (low-S only, compressed keys only).
 pub trait Verifier: Send + Sync + 'static {
     /// Whether `sig` is `signer`'s valid low-S signature over `hash`.
     fn verify(&self, hash: &Hash, sig: &Signature, signer: &Address) -> bool;
@@ -149,38 +159,36 @@ pub trait Verifier: Send + Sync + 'static {
 /// kept.
 pub const DEFAULT_KEY_CACHE: usize = 4096;
 
-/// Verification with the pure-Rust `k256` crate, keeping parsed public keys.
+/// Parsed public keys a verifier keeps, by address.
 ///
 /// Bounded: at most [`DEFAULT_KEY_CACHE`] keys; when full, the oldest is
-/// dropped first (FIFO).
-#[derive(Debug, Default)]
-pub struct K256Verifier {
-    keys: Mutex<KeyCache>,
+/// dropped first (FIFO). Shared by both verifiers.
+#[derive(Debug)]
+pub(crate) struct KeyCache<K> {
+    inner: Mutex<(HashMap<Address, K>, VecDeque<Address>)>,
 }
 
-#[derive(Debug, Default)]
-struct KeyCache {
-    map: HashMap<Address, VerifyingKey>,
-    order: VecDeque<Address>,
-}
-
-impl K256Verifier {
-    /// A verifier with an empty key cache.
-    pub fn new() -> Self {
-        Self::default()
+impl<K> Default for KeyCache<K> {
+    fn default() -> Self {
+        Self { inner: Mutex::new((HashMap::new(), VecDeque::new())) }
     }
+}
 
-    fn key(&self, signer: &Address) -> Option<VerifyingKey> {
-        if let Some(k) = self.keys.lock().unwrap_or_else(PoisonError::into_inner).map.get(signer) {
+impl<K: Copy> KeyCache<K> {
+    /// The parsed key of `signer`, parsing it with `parse` (outside the
+    /// lock) when it is not kept; `None` when it is no key.
+    pub(crate) fn get(&self, signer: &Address, parse: impl FnOnce(&Address) -> Option<K>) -> Option<K> {
+        if let Some(k) = self.inner.lock().unwrap_or_else(PoisonError::into_inner).0.get(signer) {
             return Some(*k);
         }
-        let key = VerifyingKey::from_sec1_bytes(&signer.0).ok()?;
-        let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.map.insert(*signer, key).is_none() {
-            cache.order.push_back(*signer);
-            while cache.order.len() > DEFAULT_KEY_CACHE {
-                if let Some(old) = cache.order.pop_front() {
-                    cache.map.remove(&old);
+        let key = parse(signer)?;
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (map, order) = &mut *guard;
+        if map.insert(*signer, key).is_none() {
+            order.push_back(*signer);
+            while order.len() > DEFAULT_KEY_CACHE {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
                 }
             }
         }
@@ -188,9 +196,23 @@ impl K256Verifier {
     }
 }
 
+/// Verification with the pure-Rust `k256` crate, keeping parsed public keys
+/// (at most [`DEFAULT_KEY_CACHE`], oldest dropped first).
+#[derive(Debug, Default)]
+pub struct K256Verifier {
+    keys: KeyCache<VerifyingKey>,
+}
+
+impl K256Verifier {
+    /// A verifier with an empty key cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 impl Verifier for K256Verifier {
     fn verify(&self, hash: &Hash, sig: &Signature, signer: &Address) -> bool {
-        let Some(key) = self.key(signer) else {
+        let Some(key) = self.keys.get(signer, |a| VerifyingKey::from_sec1_bytes(&a.0).ok()) else {
             return false;
         };
         let Ok(sig) = k256::ecdsa::Signature::from_slice(&sig.0) else {
@@ -337,6 +359,17 @@ mod tests {
         bytes.copy_from_slice(&high.to_bytes());
         assert!(!K256Verifier::new().verify(&t.sighash(&CHAIN), &Signature(bytes), &k.address()), "high S refused");
         assert!(!K256Verifier::new().verify(&t.sighash(&CHAIN), &t.signature, &Address([0; 33])), "invalid key");
+    }
+
+    #[test]
+    fn k256_passes_the_verifier_conformance_suite() {
+        conformance::run_all(&K256Verifier::new());
+    }
+
+    #[cfg(feature = "secp256k1")]
+    #[test]
+    fn libsecp256k1_passes_the_verifier_conformance_suite() {
+        conformance::run_all(&Secp256k1Verifier::new());
     }
 
     #[test]
