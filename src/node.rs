@@ -267,13 +267,8 @@ impl NodeBuilder {
             NodeError::Store { path: db, source, hint }
         })?;
         let easy_rules = config.params.initial_target != ChainParams::workshop_constants().initial_target;
-        let chain = Chain::open(
-            config.params.clone(),
-            store,
-            verifier,
-            Arc::new(SigCache::default()),
-            Default::default(),
-        )?;
+        let chain =
+            Chain::open(config.params.clone(), store, verifier, Arc::new(SigCache::default()), Default::default())?;
         // One thread owns the chain and its store from here on.
         // One thread owns the chain and its store from here on; what fails
         // after this stops what was started, so the store is free again.

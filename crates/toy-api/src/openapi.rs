@@ -27,7 +27,7 @@ fn op(summary: &str, params: Vec<Value>, body: Option<&str>, ok: &str) -> Value 
         "parameters": params,
         "responses": {
             "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{ok}") } } } },
-            "4XX": { "description": "Refusals any route can give: 400 malformed input, 401/403 by the access rules (host, origin, token), 405 another method, 408 too slow, 413 body too large", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            "4XX": { "description": "Refusals any route can give: 400 malformed input (a body over 64 KiB included), 401/403 by the access rules (host, origin, token), 405 another method; 408 (plain text) when a request takes too long", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
         }
     });
     if let Some(b) = body {
@@ -122,7 +122,7 @@ pub(crate) fn document(profile: &crate::ChainProfile) -> Value {
                     "signature": pattern(&signature_pattern, &signature_desc)
                 }
             },
-            "TxList": { "type": "array", "items": { "$ref": "#/components/schemas/Tx" } },
+            "TxList": { "type": "array", "items": { "$ref": "#/components/schemas/TxView" } },
             "TxStatus": obj(&[("tx", "object", "the transaction"), ("status", "string", "pending or confirmed"), ("block_height", "integer|null", "null while pending"),
                 ("block_hash", "string|null", "null while pending"), ("confirmations", "integer", "")]),
             "Submitted": obj(&[("id", "string", "transaction id")]),
@@ -163,8 +163,20 @@ fn nest(doc: &mut Value) {
     let r = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
     schemas["Status"]["properties"]["chain"] = r("ChainProfile");
     schemas["Status"]["properties"]["sync"] = r("SyncProgress");
-    schemas["TxStatus"]["properties"]["tx"] = r("Tx");
-    schemas["Block"]["allOf"][1]["properties"]["txs"] = json!({ "type": "array", "items": r("Tx") });
+    // What the node answers is looser than what it takes: a block from a
+    // peer may pay a recipient that is no key (the workshop's are free
+    // text), so answers use TxView, plain strings.
+    let mut view = schemas["Tx"].clone();
+    if let Some(props) = view["properties"].as_object_mut() {
+        for field in ["id", "sender", "recipient", "signature"] {
+            props.insert(field.into(), json!({ "type": "string" }));
+        }
+    }
+    view.as_object_mut().map(|v| v.remove("required"));
+    view["description"] = json!("a transaction as the node answers it (the fields of Tx, any text in its strings)");
+    schemas["TxView"] = view;
+    schemas["TxStatus"]["properties"]["tx"] = r("TxView");
+    schemas["Block"]["allOf"][1]["properties"]["txs"] = json!({ "type": "array", "items": r("TxView") });
     schemas["Network"]["properties"]["nodes"] = json!({ "type": "array", "items": r("NetworkNode") });
     schemas["NetworkNode"]["properties"]["peers"] = json!({ "type": "array", "items": { "type": "string" } });
 }
@@ -192,7 +204,7 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
         (
             "/api/status",
             "get",
-            vec![],
+            vec![("503", "workshop chain: the node is shutting down")],
             None,
             json!({ "chain": { "name": profile.name, "address_digits": profile.address_digits, "signature_digits": profile.signature_digits,
             "fees": profile.fees, "timestamps": profile.timestamps, "resolve": profile.resolve },
@@ -203,7 +215,7 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
         (
             "/api/blocks",
             "get",
-            vec![("400", "limit outside 1 to 100"), ("503", "the store cannot be read")],
+            vec![("400", "limit outside 1 to 100"), ("503", "the store cannot be read, or the node is shutting down")],
             None,
             json!([summary]),
         ),
@@ -230,6 +242,7 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
             "post",
             vec![
                 ("400", "a field is malformed"),
+                ("409", "workshop chain: another transaction holds its sender's nonce"),
                 ("422", "the mempool refuses it (bad signature, nonce, balance…), saying why"),
                 ("503", "the node is shutting down"),
             ],
@@ -253,6 +266,7 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
             vec![
                 ("400", "not an address of this chain's shape"),
                 ("404", "the right shape but no point on the curve: no account can exist there"),
+                ("503", "the node is shutting down"),
             ],
             None,
             account.clone(),
@@ -262,11 +276,13 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
             "/api/wallet/send",
             "post",
             vec![
-                ("400", "a recipient that is no address, an amount of 0"),
-                ("422", "refused: the balance, a recipient that is no key, an unsigned transfer"),
+                ("400", "a recipient that is no key, an amount of 0, a fee on a chain without fees"),
+                ("409", "workshop chain: the nonce was taken meanwhile"),
+                ("422", "refused: the balance, an unsigned transfer"),
                 ("503", "the node is shutting down"),
             ],
-            Some(json!({ "to": bob, "amount": 100, "fee": 1 })),
+            // Unsigned: trying it out shows the refusal and moves no coins.
+            Some(json!({ "to": bob, "amount": 100, "fee": 1, "sign": false })),
             submitted,
         ),
         (
@@ -303,11 +319,17 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
             None,
             json!({ "nodes": [{ "addr": "127.0.0.1:15151", "peers": ["127.0.0.1:15152"], "reachable": true }, { "addr": "127.0.0.1:15152", "peers": ["127.0.0.1:15151"], "reachable": true }] }),
         ),
-        ("/api/mempool", "get", vec![("400", "limit outside 1 to 100")], None, json!([tx])),
+        (
+            "/api/mempool",
+            "get",
+            vec![("400", "limit outside 1 to 100"), ("503", "the node is shutting down")],
+            None,
+            json!([tx]),
+        ),
         (
             "/api/tree",
             "get",
-            vec![("400", "depth outside 1 to 200")],
+            vec![("400", "depth outside 1 to 200"), ("503", "the node is shutting down")],
             None,
             json!([{ "hash": summary["hash"], "parent": summary["parent"], "height": 42, "canonical": true, "miner": alice, "time_ms": 1_764_000_000_000_u64 }]),
         ),
@@ -320,10 +342,12 @@ fn per_operation(doc: &mut Value, profile: &crate::ChainProfile) {
         ),
     ];
     for (path, method, codes, request, response) in table {
-        let op = &mut doc["paths"][path][method];
-        if !op.is_object() {
+        // Looked up, not indexed (indexing would add a missing path): a
+        // typo here is caught by the tests below, never served.
+        let Some(op) = doc.pointer_mut(&format!("/paths/{}/{method}", path.replace('/', "~1"))) else {
+            debug_assert!(false, "{method} {path} is not in the document");
             continue;
-        }
+        };
         for (code, when) in codes {
             op["responses"][code] = json!({ "description": when, "content": { "application/json": {
                 "schema": { "$ref": "#/components/schemas/Error" }, "example": { "error": when } } } });
@@ -351,6 +375,7 @@ fn leave_out(doc: &mut Value, profile: &crate::ChainProfile) {
     };
     if !profile.fees {
         drop(&["components", "schemas", "Tx", "properties"], "fee");
+        drop(&["components", "schemas", "TxView", "properties"], "fee");
         drop(&["components", "schemas", "Send", "properties"], "fee");
     }
     if !profile.timestamps {
@@ -362,7 +387,20 @@ fn leave_out(doc: &mut Value, profile: &crate::ChainProfile) {
         drop(&["components", "schemas"], "Resolve");
     }
     if !profile.fees || !profile.timestamps {
-        strip_examples(doc, profile);
+        // In the examples only: a schema's fields are dropped one by one
+        // above (the hash-rate history keeps its `time_ms`).
+        for ops in doc["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
+            for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                let rate_history = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                    == "#/components/schemas/RateHistory";
+                if !rate_history {
+                    strip_examples(&mut op["responses"]["200"]["content"]["application/json"]["example"], profile);
+                }
+                if op["requestBody"].is_object() {
+                    strip_examples(&mut op["requestBody"]["content"]["application/json"]["example"], profile);
+                }
+            }
+        }
     }
     if profile.name != "toy" {
         // Only the toy chain has mint transactions (its coinbase),
@@ -416,6 +454,10 @@ mod tests {
         assert!(schemas["Send"]["properties"]["fee"].is_null());
         assert!(schemas["BlockSummary"]["properties"]["time_ms"].is_null());
         assert!(doc["paths"]["/api/resolve"].is_null());
+        // The hash-rate history keeps its time, schema and example alike.
+        assert!(schemas["RateHistory"]["items"]["properties"]["time_ms"].is_object());
+        let rates = &doc["paths"]["/api/hashrate"]["get"]["responses"]["200"]["content"]["application/json"]["example"];
+        assert!(rates[0]["time_ms"].is_u64(), "{rates}");
         assert_eq!(schemas["Tx"]["properties"]["sender"]["pattern"], "^0[23][0-9a-fA-F]{48}$");
         assert_eq!(schemas["Tx"]["properties"]["signature"]["pattern"], "^[0-9a-fA-F]{96}$");
         // The toy chain's keeps them all.
@@ -446,6 +488,6 @@ mod tests {
             }
         }
         // Nested schemas point at their parts.
-        assert_eq!(doc["components"]["schemas"]["TxStatus"]["properties"]["tx"]["$ref"], "#/components/schemas/Tx");
+        assert_eq!(doc["components"]["schemas"]["TxStatus"]["properties"]["tx"]["$ref"], "#/components/schemas/TxView");
     }
 }

@@ -135,7 +135,12 @@ fn import(c: &mut Criterion) {
     });
     g.bench_function("cold_secp256k1", |b| {
         b.iter_batched(
-            || (open_with(MemoryStore::new(), Arc::new(SigCache::default()), Arc::new(Secp256k1Verifier::new())), block.clone()),
+            || {
+                (
+                    open_with(MemoryStore::new(), Arc::new(SigCache::default()), Arc::new(Secp256k1Verifier::new())),
+                    block.clone(),
+                )
+            },
             |(mut chain, block)| {
                 let out = chain.insert_at(block, NOW).expect("insert");
                 assert!(matches!(out, toy_chain::InsertOutcome::Connected { .. }));

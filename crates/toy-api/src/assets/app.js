@@ -73,7 +73,12 @@ async function refreshStatus() {
 async function refreshWallet() {
   try {
     wallet = await api("/api/wallet");
-    $("address").textContent = wallet.address;
+    // Two halves with a break between them: where the address does not fit
+    // one line it breaks in the middle, never leaving a character alone.
+    if ($("address").textContent !== wallet.address) {
+      const half = Math.ceil(wallet.address.length / 2);
+      $("address").replaceChildren(wallet.address.slice(0, half), el("wbr"), wallet.address.slice(half));
+    }
     $("balance").textContent = wallet.balance.toLocaleString("en");
     $("nonce").textContent = wallet.nonce;
   } catch (e) { /* shown by the status line */ }
@@ -113,9 +118,17 @@ function pageBlocks(older) {
   refreshBlocks();
 }
 
+let dialogSeq = 0;  // only the latest block asked for may fill the dialog
+
 async function openBlock(hash) {
   let b;
-  try { b = await api("/api/blocks/" + hash); } catch (e) { return; }
+  const asked = ++dialogSeq;
+  try { b = await api("/api/blocks/" + hash); } catch (e) {
+    showResult(`Block ${short(hash)} could not be opened: ${e.message}`, false);
+    return;
+  }
+  // Only the block asked for last is shown.
+  if (asked !== dialogSeq) return;
   $("dialog-title").textContent = b.height === 0 ? "Block #0 (genesis)" : `Block #${b.height}`;
   const note = $("dialog-note");
   note.hidden = b.height !== 0;
@@ -204,10 +217,14 @@ async function refreshNetwork() {
   if (networkBusy) return;
   networkBusy = true;
   try {
-    const [peers, net, tree] = await Promise.all([api("/api/peers"), api("/api/network"), api("/api/tree?depth=30")]);
-    $("peers").replaceChildren(...(peers.length ? peers.map((p) => el("li", {}, p)) : [el("li", {}, "no peers")]));
-    drawGraph(net.nodes);
-    drawTree(tree);
+    // Each part on its own: a crawl refused (429, another tab is crawling)
+    // leaves the peers and the tree to refresh.
+    const [peers, net, tree] = await Promise.allSettled([api("/api/peers"), api("/api/network"), api("/api/tree?depth=30")]);
+    if (peers.status === "fulfilled") {
+      $("peers").replaceChildren(...(peers.value.length ? peers.value.map((p) => el("li", {}, p)) : [el("li", {}, "no peers")]));
+    }
+    if (net.status === "fulfilled") drawGraph(net.value.nodes);
+    if (tree.status === "fulfilled") drawTree(tree.value);
   } catch (e) { /* shown by the status line */ }
   networkBusy = false;
 }
@@ -253,7 +270,15 @@ function drawTree(blocks) {
   const lanes = new Map();  // hash -> lane
   let nextLane = 1;
   const byHash = new Map(blocks.map((b) => [b.hash, b]));
-  for (const b of blocks) lanes.set(b.hash, b.canonical ? 0 : (lanes.get(b.parent) > 0 ? lanes.get(b.parent) : nextLane++));
+  // The best chain on lane 0; a side block continues its parent's lane if
+  // it is that parent's first side child, and opens a new lane otherwise.
+  const continued = new Set();
+  for (const b of blocks) {
+    if (b.canonical) { lanes.set(b.hash, 0); continue; }
+    const parentLane = lanes.get(b.parent);
+    if (parentLane > 0 && !continued.has(b.parent)) { continued.add(b.parent); lanes.set(b.hash, parentLane); }
+    else lanes.set(b.hash, nextLane++);
+  }
   // Boxes wide enough for the height's digits, in a readable size.
   const digits = String(blocks[blocks.length - 1].height).length;
   const w = Math.max(30, 8 * digits + 8), gap = w + 12;

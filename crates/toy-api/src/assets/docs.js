@@ -88,8 +88,16 @@ function tryIt(path, method, op) {
     const query = new URLSearchParams();
     for (const [name, [prm, input]] of Object.entries(inputs)) {
       const v = input.value.trim();
-      if (prm.in === "path") url = url.replace(`{${name}}`, encodeURIComponent(v));
-      else if (v) query.set(name, v);
+      if (prm.in === "path") {
+        // A path value stays one segment of this route: checked against
+        // its pattern ("." and ".." would walk to another route).
+        const pattern = prm.schema && prm.schema.pattern;
+        if (!v || v === "." || v === ".." || (pattern && !new RegExp(pattern).test(v))) {
+          out.textContent = `${name} must match ${pattern || "a value"}`;
+          return;
+        }
+        url = url.replace(`{${name}}`, encodeURIComponent(v));
+      } else if (v) query.set(name, v);
     }
     if ([...query].length) url += "?" + query;
     const headers = {};
@@ -114,6 +122,13 @@ function tryIt(path, method, op) {
 
 fetch("/openapi.json").then((r) => r.json()).then((doc) => {
   schemas = doc.components.schemas;
+  // Routes of the toychain table this chain does not serve are marked.
+  for (const row of document.querySelectorAll("table.routes tr[data-path]")) {
+    if (!doc.paths[row.dataset.path]) {
+      row.classList.add("absent");
+      row.lastElementChild.textContent = "not on this chain: " + row.lastElementChild.textContent;
+    }
+  }
   document.getElementById("intro").textContent = doc.info.description;
   const eps = document.getElementById("eps");
   for (const [path, ops] of Object.entries(doc.paths)) {

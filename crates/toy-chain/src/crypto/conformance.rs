@@ -92,9 +92,12 @@ pub fn bad_keys_are_refused(v: &dyn Verifier) {
     wrong_prefix.0[0] = 0x04;
     let mut x_too_big = k.address();
     x_too_big.0[1..].fill(0xff);
-    for (what, a) in
-        [("zeros", Address([0; 33])), ("not on the curve", not_on_curve), ("prefix 04", wrong_prefix), ("x ≥ p", x_too_big)]
-    {
+    for (what, a) in [
+        ("zeros", Address([0; 33])),
+        ("not on the curve", not_on_curve),
+        ("prefix 04", wrong_prefix),
+        ("x ≥ p", x_too_big),
+    ] {
         assert!(!v.verify(&h, &sig, &a), "{what}");
     }
 }
