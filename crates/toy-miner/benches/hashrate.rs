@@ -3,7 +3,13 @@
 //! * `raw_compress256` — sha2's `compress256`, one 64-byte block per
 //!   iteration: the ceiling for one thread.
 //! * `midstate_grind/1_thread` — the miner's inner loop (one compression per
-//!   nonce from the midstate, target check included).
+//!   nonce from the midstate, target check included): on a CPU with SHA-NI,
+//!   two nonces compressed side by side (`toy_miner::shani`).
+//! * `midstate_grind_shani_x4/1_thread`, `midstate_grind_avx512_x16/1_thread`
+//!   — each lane path forced (`Midstate::with_path`), where the CPU has it.
+//! * `midstate_grind_portable/1_thread` — the same loop on sha2's
+//!   `compress256`, one nonce at a time (the path before the lanes, and on
+//!   CPUs without SHA-NI).
 //! * `midstate_grind/all_threads` — the same on every core at once.
 //! * `python_like/full_header_hash` — hashing the whole 165-byte header per
 //!   nonce (three compressions), what a straightforward loop does.
@@ -25,7 +31,7 @@ use criterion::{Criterion, Throughput, criterion_group};
 use sha2::compress256;
 use sha2::digest::generic_array::GenericArray;
 use toy_chain::{ChainParams, Hash};
-use toy_miner::pow::Midstate;
+use toy_miner::pow::{GrindPath, Midstate};
 
 const BATCH: u64 = 100_000;
 
@@ -47,6 +53,20 @@ fn hashrate(c: &mut Criterion) {
         })
     });
     g.bench_function("midstate_grind/1_thread", |b| b.iter(|| std::hint::black_box(mid.grind(0, BATCH))));
+    g.bench_function("midstate_grind_portable/1_thread", |b| {
+        b.iter(|| std::hint::black_box(mid.grind_portable(0, BATCH)))
+    });
+    for (name, path) in [("shani_x4", GrindPath::ShaNi), ("avx512_x16", GrindPath::Avx512)] {
+        match Midstate::with_path(&header, path) {
+            Some(m) => {
+                g.bench_function(format!("midstate_grind_{name}/1_thread"), |b| {
+                    b.iter(|| std::hint::black_box(m.grind(0, BATCH)))
+                });
+            }
+            None => println!("hashrate: {name} not available on this CPU"),
+        }
+    }
+    println!("hashrate: the miner grinds on {:?}", mid.path());
     g.throughput(Throughput::Elements(BATCH * threads as u64));
     g.bench_function("midstate_grind/all_threads", |b| {
         b.iter(|| {

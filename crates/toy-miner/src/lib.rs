@@ -29,7 +29,9 @@
 //! assert!(toy_chain::target::meets(&block.hash(), &block.header.target));
 //! ```
 
+pub mod avx512;
 pub mod pow;
+pub mod shani;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
