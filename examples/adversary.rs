@@ -40,6 +40,7 @@
 //! | `web-page` | with `--http`: what a page on another site could send: a wallet send and read under a DNS-rebound `Host`, a form post to `/api/mine`, a JSON send with a foreign `Origin` | refuse all four (403) |
 //! | `unknown-kinds` | 300 messages of a kind nobody handles | drop them, and past 32 at once and 4 a second charge the sender until it is banned |
 //! | `search-flood` | 400 searches for things nobody has, each with a fresh id | answer, route and forward at most 32 at once and 4 a second from it |
+//! | `mempool-flood` | 100 `chain:mempool` inventory requests and 100 `chain:txs` requests for 256 ids nobody has, back to back | answer 4 inventories then one per 10 s, and 32 fetches then 4 a second; past it no answer, and spam points that end the peering |
 //! | `gossip-shadow` | mines a real block and sends an old block under the gossip id it will use, then the real block under that id | accept the real block (the seen-set is keyed by content too) |
 //!
 //! Each consensus attack prints `victim <addr> kept genuine block <hash>`
@@ -131,6 +132,9 @@ enum AttackMode {
     UnknownKinds,
     /// Searches for things nobody has, as fast as possible.
     SearchFlood,
+    /// Mempool reconciliation asked for as fast as possible: `chain:mempool`
+    /// inventories and `chain:txs` for ids nobody has.
+    MempoolFlood,
 }
 
 /// One forged message: what it carries (`block` or `tx`), which case it
@@ -391,6 +395,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.attack == AttackMode::SearchFlood {
         search_flood(&args).await?;
+    }
+    if all || args.attack == AttackMode::MempoolFlood {
+        mempool_flood(&args, &chain, &mut identities).await?;
     }
     if all || args.attack == AttackMode::GossipShadow {
         gossip_shadow(&args, &chain, &mut identities).await?;
@@ -767,6 +774,42 @@ async fn hashes_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::R
             }
         }
         println!("hashes flood: {victim} answered {answered} of {REQUESTS}");
+    }
+    id.leave().await;
+    Ok(())
+}
+
+/// Asks for the victims' mempool inventories and for transactions nobody
+/// has, far past the rates reconciliation allows (`chain:mempool`: 4 at
+/// once, then one per 10 s; `chain:txs`: 32 at once, then 4 a second).
+/// What to see: a few answers, then none, and the victim closing on us for
+/// spam, while its honest peers keep reconciling.
+async fn mempool_flood(args: &Args, chain: &Shared, count: &mut u64) -> anyhow::Result<()> {
+    use toy::chain::network::{GET_TXS, MAX_GET_TXS, MEMPOOL_IDS};
+    const REQUESTS: usize = 200;
+    let Some(id) = Identity::join(&args.peer, chain, count).await? else { return Ok(()) };
+    // MAX_GET_TXS ids that no one holds.
+    let nobody: Vec<u8> = (0..MAX_GET_TXS).flat_map(|_| rand::random::<[u8; 32]>()).collect();
+    let nobody = Bytes::from(nobody);
+    for victim in id.p2p.peers() {
+        let (mut inventories, mut fetches) = (0, 0);
+        for i in 0..REQUESTS {
+            let (kind, payload) = if i % 2 == 0 { (MEMPOOL_IDS, Bytes::new()) } else { (GET_TXS, nobody.clone()) };
+            let ask = id.p2p.request(&victim, kind, payload);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), ask).await {
+                if kind == MEMPOOL_IDS {
+                    inventories += 1;
+                } else {
+                    fetches += 1;
+                }
+            }
+        }
+        let still_peer = id.p2p.peers().contains(&victim);
+        println!(
+            "mempool flood: {victim} answered {inventories} of {} inventory requests and {fetches} of {} fetches; still our peer: {still_peer}",
+            REQUESTS / 2,
+            REQUESTS / 2
+        );
     }
     id.leave().await;
     Ok(())

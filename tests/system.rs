@@ -236,6 +236,18 @@ async fn an_adversary_is_banned_and_changes_nothing() {
             .unwrap_or(0);
         assert!(answered <= 50, "the victim answered {answered} of 100 hashes requests: {line}");
     }
+    // Mempool inventories cost a pass over the pool: past 4 at once and one
+    // per 10 s, unanswered (and the asker penalised).
+    for line in out.iter().filter(|l| l.starts_with("mempool flood:")) {
+        println!("adversary: {line}");
+        let answered: usize = line
+            .split(" answered ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(answered <= 10, "the victim answered {answered} of 100 inventory requests: {line}");
+    }
     // Strangers announcing 16 MiB frames before any hello were cut off.
     for line in out.iter().filter(|l| l.starts_with("stranger flood:")) {
         println!("adversary: {line}");

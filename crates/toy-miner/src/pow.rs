@@ -10,10 +10,11 @@
 //! ```
 //!
 //! Each nonce then costs one compression of block 2 from the midstate.
-//! Where the CPU has the SHA extensions, [`Midstate::grind`] compresses
-//! [`crate::shani::LANES`] nonces side by side in one thread
-//! ([`crate::shani`]); elsewhere, or with [`Midstate::grind_portable`],
-//! sha2's `compress256` one nonce at a time. Both find the same nonces.
+//! [`Midstate::grind`] takes the fastest path the CPU has
+//! ([`GrindPath::best`]): AVX-512, sixteen nonces per register
+//! ([`crate::avx512`]); else SHA-NI, [`crate::shani::LANES`] nonces side
+//! by side ([`crate::shani`]); else, as [`Midstate::grind_portable`],
+//! sha2's `compress256` one nonce at a time. All find the same nonces.
 
 // sha2 0.10's `compress256` takes generic-array 0.14 blocks, which that crate
 // now marks deprecated in favour of 1.x; sha2 0.10 offers no other type.
@@ -69,8 +70,7 @@ enum Lanes {
 pub struct Midstate {
     state: [u32; 8],
     tail: [GenericArray<u8, U64>; 1],
-    /// The last block as big-endian words (nonce zero), for the SHA-NI
-    /// lanes.
+    /// The last block as big-endian words (nonce zero), for the lanes.
     tail_words: [u32; 16],
     /// The path [`Midstate::grind`] takes, with the template prepared for it.
     lanes: Lanes,
@@ -172,8 +172,8 @@ impl Midstate {
     }
 
     /// Tries nonces `start..start + count` (wrapping), returning the first
-    /// that meets the target: with the SHA-NI lanes where the CPU has them,
-    /// else as [`Midstate::grind_portable`].
+    /// that meets the target, on the path chosen at construction
+    /// ([`Midstate::path`]).
     pub fn grind(&self, start: u64, count: u64) -> Option<u64> {
         let done = match &self.lanes {
             Lanes::Portable => 0,
@@ -207,7 +207,7 @@ impl Midstate {
     ) -> Result<Option<u64>, u64> {
         const L: usize = crate::shani::LANES;
         let mut i = 0;
-        while i + L as u64 <= count {
+        while count - i >= L as u64 {
             let nonces: [u64; L] = std::array::from_fn(|l| start.wrapping_add(i + l as u64));
             let words = nonces.map(|n| {
                 let w = self.words_for(n);
@@ -235,7 +235,7 @@ impl Midstate {
     ) -> Result<Option<u64>, u64> {
         const L: usize = crate::avx512::LANES;
         let mut i = 0;
-        while i + L as u64 <= count {
+        while count - i >= L as u64 {
             let base = start.wrapping_add(i);
             let nonce = |l: usize| base.wrapping_add(l as u64);
             let lane_words: [[u32; 16]; L] = std::array::from_fn(|l| self.words_for(nonce(l)));

@@ -10,8 +10,9 @@
 //! lanes (`for l in 0..N`); the compiler unrolls and interleaves them.
 //!
 //! Register budget: each lane keeps its two state registers and four
-//! message registers live; SHA-NI instructions take only `xmm0`–`xmm15`, so
-//! two lanes fit without spilling and a third would spill.
+//! message registers live and SHA-NI instructions take only
+//! `xmm0`–`xmm15`, so past two lanes some spill; four still measured
+//! fastest here (docs/PERFORMANCE.md), which is why [`LANES`] is 4.
 //!
 //! Used only after [`available`] says the CPU has the extensions
 //! (detected at run time); the portable path is sha2's `compress256`.
@@ -72,6 +73,7 @@ pub fn compress<const N: usize>(state: &[u32; 8], blocks: &[[u32; 16]; N]) -> [[
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        let _ = (state, blocks);
         unreachable!("available() is false off x86_64")
     }
 }

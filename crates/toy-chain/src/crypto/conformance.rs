@@ -100,6 +100,16 @@ pub fn bad_keys_are_refused(v: &dyn Verifier) {
     ] {
         assert!(!v.verify(&h, &sig, &a), "{what}");
     }
+    // The signer's own x under every prefix but its own: SEC1's 33-byte
+    // "compact" form (05) names a point too, and k256 reads it; an address
+    // is a compressed key, so it must be refused (the twin compressed
+    // prefix is another point, refused by the maths).
+    let own = k.address().0[0];
+    for prefix in (0..=255u8).filter(|p| *p != own) {
+        let mut a = k.address();
+        a.0[0] = prefix;
+        assert!(!v.verify(&h, &sig, &a), "the signer's x under prefix {prefix:#04x}");
+    }
 }
 
 /// r or s of zero, or not below the group order: refused.
@@ -130,10 +140,18 @@ pub fn same_answers_as_k256(v: &dyn Verifier, rounds: usize) {
         let mut random_key = Address([0; 33]);
         random_key.0[0] = 2 + (rand::random::<u8>() & 1);
         random_key.0[1..].copy_from_slice(&rand::random::<[u8; 32]>());
+        // The signer's x under any prefix at all.
+        let mut any_prefix = signer.address();
+        any_prefix.0[0] = rand::random();
+        // The valid signature's high-S twin.
+        let mut high = valid.0;
+        high[32..].copy_from_slice(&negate(&valid.0[32..]));
         for (what, sig, key) in [
             ("valid", valid, signer.address()),
             ("random signature", random_sig, signer.address()),
             ("valid signature, random key", valid, random_key),
+            ("valid signature, the signer's x under a random prefix", valid, any_prefix),
+            ("high-S twin", Signature(high), signer.address()),
             ("another hash", valid, signer.address()),
         ] {
             let hash = if what == "another hash" { Hash(rand::random()) } else { h };

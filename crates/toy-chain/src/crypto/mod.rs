@@ -152,7 +152,7 @@ pub trait Verifier: Send + Sync + 'static {
     fn verify(&self, hash: &Hash, sig: &Signature, signer: &Address) -> bool;
 }
 
-/// Default number of parsed public keys [`K256Verifier`] keeps: 4 096.
+/// Parsed public keys a verifier keeps: 4 096.
 ///
 /// Parsing a compressed key costs a square root in the field, about a sixth
 /// of a verification; accounts sign again and again, so their parsed keys are
@@ -212,7 +212,12 @@ impl K256Verifier {
 
 impl Verifier for K256Verifier {
     fn verify(&self, hash: &Hash, sig: &Signature, signer: &Address) -> bool {
-        let Some(key) = self.keys.get(signer, |a| VerifyingKey::from_sec1_bytes(&a.0).ok()) else {
+        // Compressed keys only: k256's SEC1 parser would also take the
+        // 33-byte "compact" encoding (prefix 05), which libsecp256k1 refuses;
+        // two verifiers must never disagree on a block.
+        let compressed =
+            |a: &Address| matches!(a.0[0], 2 | 3).then(|| VerifyingKey::from_sec1_bytes(&a.0).ok()).flatten();
+        let Some(key) = self.keys.get(signer, compressed) else {
             return false;
         };
         let Ok(sig) = k256::ecdsa::Signature::from_slice(&sig.0) else {
