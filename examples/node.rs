@@ -42,73 +42,73 @@ use toy::p2p::PeerNetwork;
 #[command(version)]
 struct Args {
     /// Address to listen on; the port is the first free one from here.
-    #[arg(long, default_value = "127.0.0.1:15151", value_parser = listen_addr)]
+    #[arg(long, env = "TOY_LISTEN", default_value = "127.0.0.1:15151", value_parser = listen_addr)]
     listen: String,
     /// Address announced to peers (default: the listening address).
-    #[arg(long, value_parser = peer_addr)]
+    #[arg(long, env = "TOY_ADVERTISE", value_parser = peer_addr)]
     advertise: Option<String>,
     /// A peer to connect to (repeatable).
-    #[arg(long, value_parser = peer_addr)]
+    #[arg(long, env = "TOY_PEER", value_delimiter = ',', value_parser = peer_addr)]
     peer: Vec<String>,
     /// A tracker to discover peers through.
-    #[arg(long, value_parser = peer_addr)]
+    #[arg(long, env = "TOY_TRACKER", value_parser = peer_addr)]
     tracker: Option<String>,
     /// Gossip through this relay instead of flooding.
-    #[arg(long, value_parser = peer_addr)]
+    #[arg(long, env = "TOY_RELAY", value_parser = peer_addr)]
     relay: Option<String>,
     /// Data directory (default: toy-data/node-<port>).
-    #[arg(long)]
+    #[arg(long, env = "TOY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Wallet key file (default: <data-dir>/wallet.key, created if absent).
-    #[arg(long)]
+    #[arg(long, env = "TOY_KEY")]
     key: Option<PathBuf>,
     /// Mine (the default).
-    #[arg(long, overrides_with = "no_mine")]
+    #[arg(long, env = "TOY_MINE", overrides_with = "no_mine")]
     mine: bool,
     /// Do not mine.
-    #[arg(long)]
+    #[arg(long, env = "TOY_NO_MINE")]
     no_mine: bool,
     /// Mining threads (default: every core).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "TOY_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// Chain preset: dev, test, workshop-constants (toy's formats at the
     /// workshop's constants), or workshop (the workshop's own chain, byte
     /// for byte).
-    #[arg(long, default_value = "dev")]
+    #[arg(long, env = "TOY_PRESET", default_value = "dev")]
     preset: String,
     /// With --preset workshop: leading zero hex digits a block needs (the
     /// workshop's is 7; a classroom short of time may agree on 5).
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=64))]
+    #[arg(long, env = "TOY_DIFFICULTY", default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=64))]
     difficulty: u8,
     /// A network of its own: a genesis file (chain spec, JSON) naming the
     /// base preset, allocations and mint authority; overrides --preset.
     /// Example: examples/genesis.json.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "TOY_GENESIS", value_name = "FILE")]
     genesis: Option<PathBuf>,
     /// Peers kept (between half and all of this).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "TOY_MAX_PEERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     max_peers: u16,
     /// HTTP API and web wallet address; the port is the first free one from
     /// here.
-    #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr)]
+    #[arg(long, env = "TOY_HTTP", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     http: String,
     /// Do not serve the HTTP API and web wallet.
-    #[arg(long)]
+    #[arg(long, env = "TOY_NO_HTTP")]
     no_http: bool,
     /// A host name the API answers to besides localhost and IP addresses
     /// (repeatable); requests naming any other host are refused, against
     /// DNS rebinding. When --http is not a loopback address, writes also
     /// need the token in <data-dir>/api.cookie.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "TOY_HTTP_HOST", value_delimiter = ',', value_name = "NAME")]
     http_host: Vec<String>,
     /// Fault injection for demonstrations: drop this fraction (0 to 1) of
     /// the gossip copies this node sends (transactions lost on the way are
     /// repaired by re-announcing and mempool reconciliation).
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    #[arg(long, env = "TOY_GOSSIP_LOSS", value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
     gossip_loss: f64,
     /// Signature verifier: k256 (pure Rust, the default) or secp256k1
     /// (libsecp256k1, as Bitcoin Core; needs `--features secp256k1`).
-    #[arg(long, default_value = "k256", value_parser = ["k256", "secp256k1"])]
+    #[arg(long, env = "TOY_VERIFIER", default_value = "k256", value_parser = ["k256", "secp256k1"])]
     verifier: String,
 }
 

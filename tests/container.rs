@@ -1,0 +1,239 @@
+//! The node's container image (`deploy/Containerfile`), built and run with
+//! Podman on this machine.
+//!
+//! This machine reaches no container registry, so the test makes its own
+//! base: a minimal Debian root filesystem from Debian's packages
+//! (`debootstrap --variant=minbase`), imported as a local image (kept
+//! between runs as `localhost/toy-base:bookworm`), then the real
+//! Containerfile is built `FROM` it with the examples already built by
+//! `cargo test` (stripped of debug info). Two containers on a bridge network
+//! of their own, each with its own address: the second peers with the
+//! first, the first mines; the test checks the health check, that the node
+//! runs as a user that is not root, that settings come from the
+//! environment, and that the chain in the volume survives a restart.
+//!
+//! Podman runs with `--runtime runc --cgroup-manager cgroupfs` and a
+//! containers.conf without default ulimits (crun and the default cgroup
+//! handling fail on this kind of machine). Root only, with `podman`,
+//! `runc` and `debootstrap`; otherwise a SKIP line (`.ci/run` installs
+//! them and runs as root).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+const BASE: &str = "localhost/toy-base:bookworm";
+const PROGRAMS: [&str; 6] = ["node", "oracle", "tracker", "relay", "wallet", "adversary"];
+
+/// Podman with the flags this machine needs.
+struct Podman {
+    conf: PathBuf,
+}
+
+impl Podman {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &self.conf).args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+        c
+    }
+
+    /// Runs `podman args…`; its output (not checked).
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap_or_else(|e| panic!("podman {args:?}: {e}"))
+    }
+
+    /// Runs `podman args…` and fails the test unless it succeeds; stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// What the test made, removed however it ends.
+struct Cleanup<'a> {
+    podman: &'a Podman,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    network: String,
+    image: String,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = self.podman.run(&["rm", "-f", "-t", "2", c]);
+        }
+        for v in &self.volumes {
+            let _ = self.podman.run(&["volume", "rm", "-f", v]);
+        }
+        let _ = self.podman.run(&["network", "rm", "-f", &self.network]);
+        let _ = self.podman.run(&["rmi", "-f", &self.image]);
+    }
+}
+
+fn root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The base image: imported once from a debootstrapped Debian.
+fn base_image(podman: &Podman, scratch: &Path) {
+    if podman.run(&["image", "exists", BASE]).status.success() {
+        return;
+    }
+    let rootfs = scratch.join("rootfs");
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&rootfs)
+        .arg("http://deb.debian.org/debian")
+        .output()
+        .expect("debootstrap");
+    assert!(out.status.success(), "debootstrap failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).stdout(std::process::Stdio::piped()).spawn();
+    let mut tar = tar.expect("tar");
+    let import = podman
+        .cmd()
+        .args(["import", "-", BASE])
+        .stdin(tar.stdout.take().expect("tar's output"))
+        .output()
+        .expect("podman import");
+    assert!(tar.wait().is_ok_and(|s| s.success()), "tar of the root filesystem failed");
+    assert!(import.status.success(), "import failed: {}", String::from_utf8_lossy(&import.stderr));
+}
+
+/// The build context: `bin/` with the examples, debug info stripped.
+fn context(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for p in PROGRAMS {
+        let from = example(p);
+        assert!(from.exists(), "{} is not built (cargo build --examples)", from.display());
+        let to = bin.join(p);
+        let stripped = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&to)
+            .arg(&from)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stripped {
+            std::fs::copy(&from, &to).expect("copy");
+        }
+    }
+}
+
+async fn status(http: &reqwest::Client, ip: &str) -> Option<serde_json::Value> {
+    let r = http.get(format!("http://{ip}:8080/api/status")).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
+    let test = "the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain";
+    let missing: Vec<&str> =
+        ["podman", "runc", "debootstrap"].into_iter().filter(|p| find_program(&[p]).is_none()).collect();
+    if !root() || !missing.is_empty() {
+        println!("SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap netavark iptables)");
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let conf = scratch.path().join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").expect("containers.conf");
+    let podman = Podman { conf };
+    base_image(&podman, scratch.path());
+
+    let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
+    let image = format!("localhost/toy:test-{tag}");
+    let network = format!("toy-test-{tag}");
+    let mut made = Cleanup { podman: &podman, containers: vec![], volumes: vec![], network: network.clone(), image };
+    let ctx = scratch.path().join("ctx");
+    context(&ctx);
+    let containerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Containerfile");
+    podman.ok(&[
+        "build",
+        "--build-arg",
+        &format!("BASE={BASE}"),
+        "-f",
+        &containerfile.to_string_lossy(),
+        "-t",
+        &made.image.clone(),
+        &ctx.to_string_lossy(),
+    ]);
+    // Not root, a health check, a volume.
+    let user = podman.ok(&["image", "inspect", "-f", "{{.Config.User}}", &made.image.clone()]);
+    assert_eq!(user, "toy");
+    let health = podman.ok(&["image", "inspect", "-f", "{{.Config.Healthcheck}}", &made.image.clone()]);
+    assert!(health.contains("/api/status"), "health check: {health}");
+
+    // A bridge network of the test's own, each container at its own
+    // address (announced to its peers through TOY_ADVERTISE).
+    let subnet = 100 + rand::random::<u8>() % 100;
+    podman.ok(&["network", "create", "--subnet", &format!("10.89.{subnet}.0/24"), &network]);
+    let start = |name: &str, ip: &str, env: &[String], made: &mut Cleanup<'_>| {
+        let volume = format!("{name}-data");
+        made.containers.push(name.to_owned());
+        made.volumes.push(volume.clone());
+        let mut args: Vec<String> = ["run", "-d", "--name", name, "--network", &network, "--ip", ip, "-v"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.push(format!("{volume}:/data"));
+        for e in env.iter().cloned().chain([format!("TOY_ADVERTISE={ip}:15151")]) {
+            args.extend(["-e".to_owned(), e]);
+        }
+        args.push(made.image.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        podman.ok(&args);
+    };
+    let (seed, seed_ip) = (format!("toy-seed-{tag}"), format!("10.89.{subnet}.10"));
+    start(&seed, &seed_ip, &["TOY_THREADS=1".into()], &mut made);
+    // The second follows: settings from the environment only.
+    let (follower, follower_ip) = (format!("toy-follower-{tag}"), format!("10.89.{subnet}.11"));
+    start(&follower, &follower_ip, &["TOY_NO_MINE=true".into(), format!("TOY_PEER={seed_ip}:15151")], &mut made);
+
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    // Healthy by its own check; the process is not root.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !podman.run(&["healthcheck", "run", &seed]).status.success() {
+        assert!(tokio::time::Instant::now() < deadline, "the seed never became healthy");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let uid = podman.ok(&["exec", &seed, "id", "-u"]);
+    assert_ne!(uid, "0", "the node runs as a user of its own");
+    // The follower peers with the seed and follows its chain.
+    wait_for("the follower peers with the seed and reaches height 3", || {
+        let http = http.clone();
+        let (f, s) = (follower_ip.clone(), seed_ip.clone());
+        async move {
+            let (Some(fs), Some(_)) = (status(&http, &f).await, status(&http, &s).await) else { return false };
+            fs["peers"].as_u64().unwrap_or(0) >= 1 && fs["height"].as_u64().unwrap_or(0) >= 3
+        }
+    })
+    .await;
+    // The chain is in the volume: a restart keeps it.
+    let before = status(&http, &seed_ip).await.and_then(|s| s["height"].as_u64()).expect("height");
+    podman.ok(&["restart", "-t", "10", &seed]);
+    wait_for("the restarted seed answers with its chain", || {
+        let (http, ip) = (http.clone(), seed_ip.clone());
+        async move { status(&http, &ip).await.and_then(|s| s["height"].as_u64()).is_some_and(|h| h >= before) }
+    })
+    .await;
+    // The API reached from another host needs its token for writes: the
+    // cookie is in the volume, readable by the node's user only.
+    let mode = podman.ok(&["exec", &seed, "stat", "-c", "%a %U", "/data/api.cookie"]);
+    assert_eq!(mode, "600 toy", "the API token file");
+    drop(made);
+}
