@@ -162,8 +162,11 @@ async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
     let ctx = scratch.path().join("ctx");
     context(&ctx);
     let containerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Containerfile");
+    // Docker's image format: OCI's has no HEALTHCHECK.
     podman.ok(&[
         "build",
+        "--format",
+        "docker",
         "--build-arg",
         &format!("BASE={BASE}"),
         "-f",
