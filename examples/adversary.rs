@@ -886,8 +886,11 @@ async fn fake_headers(args: &Args, chain: &Shared) -> anyhow::Result<()> {
             println!("fake headers: {victim} refused us ({e})");
         }
     }
-    // Each victim asks on the new peer, checks the first header and drops us.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Each victim asks on the new peer, checks the first header and drops us
+    // (a generous deadline: a victim busy importing a fast dev chain's
+    // blocks on a loaded machine may start that sync late; the wait ends as
+    // soon as every victim has dropped us).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !liar.peers().is_empty() && tokio::time::Instant::now() < deadline {
         let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
     }
