@@ -1,5 +1,6 @@
-//! The node's container image (`deploy/Containerfile`), built and run with
-//! Podman on this machine.
+//! The node's container image (`deploy/Containerfile`) and the Compose
+//! network (`deploy/compose.yaml`), built and run with Podman on this
+//! machine.
 //!
 //! This machine reaches no container registry, so the test makes its own
 //! base: a minimal Debian root filesystem from Debian's packages
@@ -27,6 +28,10 @@ use std::time::Duration;
 use common::*;
 
 const BASE: &str = "localhost/toy-base:bookworm";
+/// What Podman needs on this kind of machine, for the commands the tests
+/// run and for those podman-compose runs.
+const CONTAINERS_CONF: &str =
+    "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n";
 const PROGRAMS: [&str; 6] = ["node", "oracle", "tracker", "relay", "wallet", "adversary"];
 
 /// Podman with the flags this machine needs.
@@ -131,6 +136,26 @@ fn context(dir: &Path) {
     }
 }
 
+/// Builds `deploy/Containerfile` from [`BASE`] as `image`.
+fn build_image(podman: &Podman, scratch: &Path, image: &str) {
+    let ctx = scratch.join("ctx");
+    context(&ctx);
+    let containerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Containerfile");
+    // Docker's image format: OCI's has no HEALTHCHECK.
+    podman.ok(&[
+        "build",
+        "--format",
+        "docker",
+        "--build-arg",
+        &format!("BASE={BASE}"),
+        "-f",
+        &containerfile.to_string_lossy(),
+        "-t",
+        image,
+        &ctx.to_string_lossy(),
+    ]);
+}
+
 async fn status(http: &reqwest::Client, ip: &str) -> Option<serde_json::Value> {
     let r = http.get(format!("http://{ip}:8080/api/status")).send().await.ok()?;
     if !r.status().is_success() {
@@ -151,7 +176,7 @@ async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
     let _one = SERIAL.lock().await;
     let scratch = tempfile::tempdir().expect("tempdir");
     let conf = scratch.path().join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").expect("containers.conf");
+    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
     let podman = Podman { conf };
     base_image(&podman, scratch.path());
 
@@ -159,22 +184,7 @@ async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
     let image = format!("localhost/toy:test-{tag}");
     let network = format!("toy-test-{tag}");
     let mut made = Cleanup { podman: &podman, containers: vec![], volumes: vec![], network: network.clone(), image };
-    let ctx = scratch.path().join("ctx");
-    context(&ctx);
-    let containerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Containerfile");
-    // Docker's image format: OCI's has no HEALTHCHECK.
-    podman.ok(&[
-        "build",
-        "--format",
-        "docker",
-        "--build-arg",
-        &format!("BASE={BASE}"),
-        "-f",
-        &containerfile.to_string_lossy(),
-        "-t",
-        &made.image.clone(),
-        &ctx.to_string_lossy(),
-    ]);
+    build_image(&podman, scratch.path(), &made.image);
     // Not root, a health check, a volume.
     let user = podman.ok(&["image", "inspect", "-f", "{{.Config.User}}", &made.image.clone()]);
     assert_eq!(user, "toy");
@@ -239,4 +249,101 @@ async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
     let mode = podman.ok(&["exec", &seed, "stat", "-c", "%a %U", "/data/api.cookie"]);
     assert_eq!(mode, "600 toy", "the API token file");
     drop(made);
+}
+
+/// Runs `podman-compose -p project -f deploy/compose.yaml args…` with the
+/// image and ports the test chose; its output, and whether it succeeded.
+fn compose(conf: &Path, project: &str, image: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose.yaml");
+    let mut c = Command::new("podman-compose");
+    c.env("CONTAINERS_CONF", conf).env("TOY_IMAGE", image).args(["-p", project, "-f"]).arg(&file).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("podman-compose");
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The project's containers, volumes and network, removed however the test
+/// ends.
+struct Project<'a> {
+    podman: &'a Podman,
+    conf: PathBuf,
+    name: String,
+    image: String,
+}
+
+impl Drop for Project<'_> {
+    fn drop(&mut self) {
+        let _ = compose(&self.conf, &self.name, &self.image, &[], &["--profile", "oracle", "down", "-v", "-t", "2"]);
+        let _ = self.podman.run(&["network", "rm", "-f", &format!("{}_default", self.name)]);
+        let _ = self.podman.run(&["rmi", "-f", &self.image]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_a_kill() {
+    let test = "a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_a_kill";
+    let missing: Vec<&str> = ["podman", "runc", "debootstrap", "podman-compose"]
+        .into_iter()
+        .filter(|p| find_program(&[p]).is_none())
+        .collect();
+    if !root() || !missing.is_empty() {
+        println!(
+            "SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap; pip install podman-compose)"
+        );
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let conf = scratch.path().join("containers.conf");
+    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
+    let podman = Podman { conf: conf.clone() };
+    base_image(&podman, scratch.path());
+    let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
+    let project = Project {
+        podman: &podman,
+        conf: conf.clone(),
+        name: format!("toyct{}", tag.replace('-', "")),
+        image: format!("localhost/toy:compose-{tag}"),
+    };
+    build_image(&podman, scratch.path(), &project.image);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port().to_string();
+    let env = [("TOY_WEB_PORT", port.as_str()), ("TOY_ORACLE_COUNT", "30")];
+    let (up, out) = compose(&conf, &project.name, &project.image, &env, &["up", "-d"]);
+    assert!(up, "compose up failed:\n{out}");
+
+    // The seed's web wallet on localhost; the others found it by name.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("the seed has its three peers and a few blocks", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let Ok(r) = http.get(format!("{base}/api/status")).send().await else { return false };
+            let Ok(s) = r.json::<serde_json::Value>().await else { return false };
+            s["peers"].as_u64().unwrap_or(0) >= 3 && s["height"].as_u64().unwrap_or(0) >= 3
+        }
+    })
+    .await;
+
+    // The oracle's transfers, then its check of every node.
+    let verified = |out: &str| out.contains("verified 4 nodes") && out.contains("all match the ledger");
+    let (ok, out) =
+        compose(&conf, &project.name, &project.image, &env, &["--profile", "oracle", "run", "--rm", "oracle"]);
+    assert!(ok && verified(&out), "the oracle did not verify:\n{out}");
+
+    // kill -9 one mining container, start it again, and verify again (the
+    // oracle's ledger is in its volume).
+    let miner = format!("{}_miner_1", project.name);
+    podman.ok(&["kill", "-s", "KILL", &miner]);
+    podman.ok(&["start", &miner]);
+    let env = [("TOY_WEB_PORT", port.as_str()), ("TOY_ORACLE_COUNT", "10")];
+    let (ok, out) =
+        compose(&conf, &project.name, &project.image, &env, &["--profile", "oracle", "run", "--rm", "oracle"]);
+    assert!(ok && verified(&out), "after the restart the oracle did not verify:\n{out}");
+    for line in out.lines().filter(|l| l.starts_with("oracle:")) {
+        println!("{line}");
+    }
+    drop(project);
 }
