@@ -347,3 +347,119 @@ async fn a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_
     }
     drop(project);
 }
+
+/// What a kubelet does with one replica of a StatefulSet: its pod template
+/// as a Pod named `<set>-0`, each `$(VAR)` in an env value expanded from the
+/// pod's own name, and each volume claim template as a claim
+/// `<claim>-<set>-0` that the Pod mounts. `podman kube play` takes Pods and
+/// claims (not StatefulSets or Services).
+fn first_replica(set: &serde_yaml::Value) -> String {
+    use serde_yaml::Value;
+    let name = set["metadata"]["name"].as_str().expect("a StatefulSet's name");
+    let pod_name = format!("{name}-0");
+    let template = &set["spec"]["template"];
+    let mut spec = template["spec"].clone();
+    let mut docs = Vec::new();
+    let mut volumes = Vec::new();
+    for claim in set["spec"]["volumeClaimTemplates"].as_sequence().into_iter().flatten() {
+        let claim_name = claim["metadata"]["name"].as_str().expect("claim name");
+        let pvc = format!("{claim_name}-{pod_name}");
+        let mut doc = serde_yaml::Mapping::new();
+        doc.insert("apiVersion".into(), "v1".into());
+        doc.insert("kind".into(), "PersistentVolumeClaim".into());
+        doc.insert("metadata".into(), serde_yaml::from_str(&format!("{{name: {pvc}}}")).expect("metadata"));
+        doc.insert("spec".into(), claim["spec"].clone());
+        docs.push(Value::Mapping(doc));
+        volumes.push(
+            serde_yaml::from_str::<Value>(&format!(
+                "{{name: {claim_name}, persistentVolumeClaim: {{claimName: {pvc}}}}}"
+            ))
+            .expect("volume"),
+        );
+    }
+    for c in spec["containers"].as_sequence_mut().into_iter().flatten() {
+        for e in c["env"].as_sequence_mut().into_iter().flatten() {
+            if let Some(v) = e["value"].as_str() {
+                e["value"] = Value::String(v.replace("$(POD_NAME)", &pod_name));
+            }
+        }
+    }
+    spec["volumes"] = Value::Sequence(volumes);
+    let mut pod = serde_yaml::Mapping::new();
+    pod.insert("apiVersion".into(), "v1".into());
+    pod.insert("kind".into(), "Pod".into());
+    let mut meta = serde_yaml::Mapping::new();
+    meta.insert("name".into(), pod_name.into());
+    meta.insert("labels".into(), template["metadata"]["labels"].clone());
+    pod.insert("metadata".into(), Value::Mapping(meta));
+    pod.insert("spec".into(), spec);
+    docs.push(Value::Mapping(pod));
+    docs.iter().map(|d| serde_yaml::to_string(d).expect("yaml")).collect::<Vec<_>>().join("---\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_pod_template_plays_under_podman_and_mines() {
+    let test = "the_kubernetes_pod_template_plays_under_podman_and_mines";
+    let missing: Vec<&str> =
+        ["podman", "runc", "debootstrap"].into_iter().filter(|p| find_program(&[p]).is_none()).collect();
+    if !root() || !missing.is_empty() {
+        println!("SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap)");
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let conf = scratch.path().join("containers.conf");
+    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
+    let podman = Podman { conf };
+    base_image(&podman, scratch.path());
+    let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
+    let image = format!("localhost/toy:kube-{tag}");
+    build_image(&podman, scratch.path(), &image);
+
+    // The manifests parse, with the kinds a cluster needs.
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/toy.yaml")).expect("read");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["Service", "Service", "StatefulSet", "StatefulSet"]);
+    assert!(docs[0]["spec"]["clusterIP"].as_str() == Some("None"), "the bootstrap Service is headless");
+    let miners = docs.iter().find(|d| d["metadata"]["name"] == "toy-miner").expect("the miners");
+
+    // The first miner's pod, on this image, as podman kube play runs it.
+    let played = first_replica(miners).replace("localhost/toy:latest", &image);
+    let file = scratch.path().join("toy-miner-0.yaml");
+    std::fs::write(&file, &played).expect("write");
+    let file = file.to_string_lossy().into_owned();
+    struct Down<'a>(&'a Podman, String, String);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(&["kube", "down", &self.1]);
+            let _ = self.0.run(&["volume", "rm", "-f", "data-toy-miner-0"]);
+            let _ = self.0.run(&["rmi", "-f", &self.2]);
+        }
+    }
+    let _down = Down(&podman, file.clone(), image.clone());
+    podman.ok(&["kube", "play", &file]);
+    let container = "toy-miner-0-node";
+    let ip = podman.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", container]);
+    let ip = if ip.is_empty() {
+        podman.ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container])
+    } else {
+        ip
+    };
+    // The readiness probe's request answers; the node mines into the claim.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    wait_for("the pod's node answers its probe and has mined", || {
+        let (http, ip) = (http.clone(), ip.clone());
+        async move { status(&http, &ip).await.is_some_and(|s| s["height"].as_u64().unwrap_or(0) >= 2) }
+    })
+    .await;
+    let uid = podman.ok(&["exec", container, "id", "-u"]);
+    assert_ne!(uid, "0", "runAsNonRoot holds");
+    let advertised = podman.ok(&["exec", container, "printenv", "TOY_ADVERTISE"]);
+    assert_eq!(advertised, "toy-miner-0.toy:15151", "the stable name it announces");
+    let mounts = podman.ok(&["inspect", "-f", "{{range .Mounts}}{{.Name}} {{.Destination}};{{end}}", container]);
+    assert!(mounts.contains("data-toy-miner-0 /data"), "the claim is its volume: {mounts}");
+}
