@@ -251,15 +251,7 @@ impl NodeBuilder {
 
         // The API's port before anything is started: a busy one stops the
         // launch with nothing to undo.
-        let listener = match &config.http {
-            Some(http) => {
-                let fail = |source| NodeError::Http { addr: http.clone(), source };
-                let listener = toy_api::bind_free(http).await.map_err(fail)?;
-                let bound = listener.local_addr().map_err(fail)?;
-                Some((listener, bound))
-            }
-            None => None,
-        };
+        let listener = bind_http(config.http.as_deref()).await?;
 
         let db = data_dir.join("chain.redb");
         let store = RedbStore::open(&db).map_err(|source| {
@@ -295,27 +287,16 @@ impl NodeBuilder {
         let mut cookie = None;
         let http_addr = match listener {
             Some((listener, bound)) => {
-                // Reachable from other hosts: writes need the token in the
-                // cookie file (bitcoind's `.cookie`), which only this user
-                // can read.
-                // A name given with --http-host means a proxy or a public
-                // name in front: as good as off loopback.
-                let token = if bound.ip().is_loopback() && config.http_hosts.is_empty() {
-                    None
-                } else {
-                    match write_cookie(&data_dir) {
-                        Ok(t) => {
-                            cookie = Some(data_dir.join(COOKIE_FILE));
-                            Some(t)
-                        }
-                        Err(e) => {
-                            node.shutdown();
-                            p2p.shutdown().await;
-                            chain.shutdown().await;
-                            return Err(e);
-                        }
+                let (token, written) = match api_token(&data_dir, bound, &config.http_hosts) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        node.shutdown();
+                        p2p.shutdown().await;
+                        chain.shutdown().await;
+                        return Err(e);
                     }
                 };
+                cookie = written;
                 let access = toy_api::Access { hosts: config.http_hosts.clone(), token };
                 let rate = miner.as_ref().map(|m| m.rate_handle());
                 // The hash-rate history for the page's chart: sampled here
@@ -558,13 +539,40 @@ fn start_miner(
     Ok(miner)
 }
 
+/// Binds the API's listener (the first free port from `http`'s) before
+/// anything else starts, so a busy port stops a launch with nothing to
+/// undo; `None` serves no API.
+pub(crate) async fn bind_http(http: Option<&str>) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, NodeError> {
+    let Some(http) = http else { return Ok(None) };
+    let fail = |source| NodeError::Http { addr: http.to_owned(), source };
+    let listener = toy_api::bind_free(http).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok(Some((listener, bound)))
+}
+
+/// The token API writes need, and the cookie file holding it: none on
+/// loopback with no extra host names; otherwise (reachable from other
+/// hosts, or named by a proxy) a fresh one in `<data_dir>/api.cookie`,
+/// readable by this user only (bitcoind's `.cookie`).
+pub(crate) fn api_token(
+    data_dir: &std::path::Path,
+    bound: SocketAddr,
+    hosts: &[String],
+) -> Result<(Option<String>, Option<PathBuf>), NodeError> {
+    if bound.ip().is_loopback() && hosts.is_empty() {
+        return Ok((None, None));
+    }
+    let token = write_cookie(data_dir)?;
+    Ok((Some(token), Some(data_dir.join(COOKIE_FILE))))
+}
+
 /// The API's cookie file in a data directory: `api.cookie`, holding the
 /// token that writes need when the API is reachable from other hosts.
 pub const COOKIE_FILE: &str = "api.cookie";
 
 /// Writes a fresh random token to `<data_dir>/api.cookie`, readable and
 /// writable by this user only; the token.
-pub(crate) fn write_cookie(data_dir: &std::path::Path) -> Result<String, NodeError> {
+fn write_cookie(data_dir: &std::path::Path) -> Result<String, NodeError> {
     use std::io::Write;
     let token = hex_token();
     let path = data_dir.join(COOKIE_FILE);

@@ -110,15 +110,7 @@ impl WorkshopConfig {
         let (key, new_key) = load_or_create_key(&key_path)?;
         // The API's port before anything is started: a busy one stops the
         // launch with nothing to undo.
-        let listener = match &self.http {
-            Some(http) => {
-                let fail = |source| NodeError::Http { addr: http.clone(), source };
-                let listener = toy_api::bind_free(http).await.map_err(fail)?;
-                let bound = listener.local_addr().map_err(fail)?;
-                Some((listener, bound))
-            }
-            None => None,
-        };
+        let listener = crate::node::bind_http(self.http.as_deref()).await?;
         let db = data_dir.join("workshop.redb");
         let params = Params::with_difficulty(self.difficulty);
         let opening = db.clone();
@@ -165,23 +157,16 @@ impl WorkshopConfig {
         let mut cookie = None;
         let http_addr = match listener {
             Some((listener, bound)) => {
-                // As a toy node: reachable from other hosts (or named by a
-                // proxy), writes need the cookie file's token.
-                let token = if bound.ip().is_loopback() && self.http_hosts.is_empty() {
-                    None
-                } else {
-                    match crate::node::write_cookie(&data_dir) {
-                        Ok(t) => {
-                            cookie = Some(data_dir.join(crate::node::COOKIE_FILE));
-                            Some(t)
-                        }
-                        Err(e) => {
-                            node.shutdown();
-                            p2p.shutdown().await;
-                            return Err(e);
-                        }
+                // As a toy node: writes need a token off loopback.
+                let (token, written) = match crate::node::api_token(&data_dir, bound, &self.http_hosts) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        node.shutdown();
+                        p2p.shutdown().await;
+                        return Err(e);
                     }
                 };
+                cookie = written;
                 let access = toy_api::Access { hosts: self.http_hosts.clone(), token };
                 let api = Arc::new(crate::workshop_api::WorkshopApi::new(node.clone(), p2p.clone(), key.clone()));
                 tasks.spawn(api.clone().sample_rates(cancel.clone()));

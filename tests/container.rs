@@ -86,6 +86,29 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// A scratch directory with this machine's containers.conf and Podman set
+/// to use it, or `None` after a SKIP line naming `test` when root or a
+/// program (podman, runc, debootstrap, and `more`) is missing.
+fn ready(test: &str, more: &[&'static str]) -> Option<(tempfile::TempDir, Podman)> {
+    let missing: Vec<&str> = ["podman", "runc", "debootstrap"]
+        .iter()
+        .chain(more)
+        .copied()
+        .filter(|p| find_program(&[p]).is_none())
+        .collect();
+    if !root() || !missing.is_empty() {
+        println!(
+            "SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap netavark iptables \
+             catatonit; pip install podman-compose)"
+        );
+        return None;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let conf = scratch.path().join("containers.conf");
+    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
+    Some((scratch, Podman { conf }))
+}
+
 fn root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
@@ -167,17 +190,8 @@ async fn status(http: &reqwest::Client, ip: &str) -> Option<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
     let test = "the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain";
-    let missing: Vec<&str> =
-        ["podman", "runc", "debootstrap"].into_iter().filter(|p| find_program(&[p]).is_none()).collect();
-    if !root() || !missing.is_empty() {
-        println!("SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap netavark iptables)");
-        return;
-    }
+    let Some((scratch, podman)) = ready(test, &[]) else { return };
     let _one = SERIAL.lock().await;
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let conf = scratch.path().join("containers.conf");
-    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
-    let podman = Podman { conf };
     base_image(&podman, scratch.path());
 
     let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
@@ -285,21 +299,9 @@ impl Drop for Project<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_a_kill() {
     let test = "a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_a_kill";
-    let missing: Vec<&str> = ["podman", "runc", "debootstrap", "podman-compose"]
-        .into_iter()
-        .filter(|p| find_program(&[p]).is_none())
-        .collect();
-    if !root() || !missing.is_empty() {
-        println!(
-            "SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap; pip install podman-compose)"
-        );
-        return;
-    }
+    let Some((scratch, podman)) = ready(test, &["podman-compose"]) else { return };
+    let conf = podman.conf.clone();
     let _one = SERIAL.lock().await;
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let conf = scratch.path().join("containers.conf");
-    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
-    let podman = Podman { conf: conf.clone() };
     base_image(&podman, scratch.path());
     let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
     let project = Project {
@@ -400,17 +402,8 @@ fn first_replica(set: &serde_yaml::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_pod_template_plays_under_podman_and_mines() {
     let test = "the_kubernetes_pod_template_plays_under_podman_and_mines";
-    let missing: Vec<&str> =
-        ["podman", "runc", "debootstrap"].into_iter().filter(|p| find_program(&[p]).is_none()).collect();
-    if !root() || !missing.is_empty() {
-        println!("SKIP {test}: needs root and {missing:?} (apt install podman runc debootstrap)");
-        return;
-    }
+    let Some((scratch, podman)) = ready(test, &[]) else { return };
     let _one = SERIAL.lock().await;
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let conf = scratch.path().join("containers.conf");
-    std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
-    let podman = Podman { conf };
     base_image(&podman, scratch.path());
     let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
     let image = format!("localhost/toy:kube-{tag}");

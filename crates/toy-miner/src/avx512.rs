@@ -22,8 +22,9 @@ use std::arch::x86_64::{
 /// Nonces per batch: sixteen 32-bit lanes.
 pub const LANES: usize = 16;
 
-/// SHA-256's round constants (FIPS 180-4, 4.2.2).
-const K: [u32; 64] = [
+/// SHA-256's round constants (FIPS 180-4, 4.2.2), shared with the SHA-NI
+/// lanes.
+pub(crate) const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
     0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
     0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
@@ -142,12 +143,14 @@ fn first_words_avx512(p: &Prepared, w7: &[u32; LANES], w8: &[u32; LANES], w9: &[
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(deprecated)] // sha2 0.10 takes generic-array 0.14 blocks
 
     use super::*;
 
-    fn reference(state: &[u32; 8], block: &[u32; 16]) -> [u32; 8] {
+    /// sha2's compression of one block of big-endian words: what every lane
+    /// is checked against.
+    pub(crate) fn reference(state: &[u32; 8], block: &[u32; 16]) -> [u32; 8] {
         let mut bytes = [0u8; 64];
         for (i, w) in block.iter().enumerate() {
             bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());

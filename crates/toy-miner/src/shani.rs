@@ -26,18 +26,8 @@ use std::arch::x86_64::{
 /// Blocks compressed side by side.
 pub const LANES: usize = 4;
 
-/// SHA-256's round constants (FIPS 180-4, 4.2.2).
 #[cfg(target_arch = "x86_64")]
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-    0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-    0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-    0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2,
-];
+use crate::avx512::K;
 
 /// Whether this CPU has the SHA extensions (and the SSE levels the code
 /// uses), checked once.
@@ -57,83 +47,11 @@ pub fn available() -> bool {
     }
 }
 
-/// Compresses `N` message blocks (as big-endian words) from one starting
-/// `state`; the `N` resulting states.
-///
-/// # Panics
-/// When the CPU lacks the SHA extensions ([`available`] is false): the
-/// caller checks first.
-pub fn compress<const N: usize>(state: &[u32; 8], blocks: &[[u32; 16]; N]) -> [[u32; 8]; N] {
-    assert!(available(), "SHA-NI compression called on a CPU without the SHA extensions");
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `available()` checked at run time that the CPU has the
-        // features `compress_ni` is compiled for.
-        unsafe { compress_ni(state, blocks) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (state, blocks);
-        unreachable!("available() is false off x86_64")
-    }
-}
-
 /// Four message words, `w[0]` in the lowest element.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,ssse3,sse4.1")]
 fn words(w: &[u32]) -> __m128i {
     _mm_set_epi32(w[3] as i32, w[2] as i32, w[1] as i32, w[0] as i32)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sha,ssse3,sse4.1")]
-fn compress_ni<const N: usize>(state: &[u32; 8], blocks: &[[u32; 16]; N]) -> [[u32; 8]; N] {
-    let [a, b, c, d, e, f, g, h] = state.map(|x| x as i32);
-    // The layout the instructions want: A B E F and C D G H, A and C in
-    // the highest element.
-    let abef0 = _mm_set_epi32(a, b, e, f);
-    let cdgh0 = _mm_set_epi32(c, d, g, h);
-    let mut abef = [abef0; N];
-    let mut cdgh = [cdgh0; N];
-    // The message schedule, four words per register, rolling over the
-    // last 16 words.
-    let mut w: [[__m128i; 4]; N] = [[abef0; 4]; N];
-    for l in 0..N {
-        for (q, chunk) in blocks[l].chunks_exact(4).enumerate() {
-            w[l][q] = words(chunk);
-        }
-    }
-    for r in 0..16 {
-        let k = words(&K[r * 4..r * 4 + 4]);
-        for l in 0..N {
-            if r >= 4 {
-                // W[4r..4r+4] from W[4r-16..4r]: σ0 terms (msg1), the
-                // W[t-7] terms (alignr), σ1 terms (msg2).
-                let [w0, w1, w2, w3] = [w[l][r % 4], w[l][(r + 1) % 4], w[l][(r + 2) % 4], w[l][(r + 3) % 4]];
-                let x = _mm_add_epi32(_mm_sha256msg1_epu32(w0, w1), _mm_alignr_epi8::<4>(w3, w2));
-                w[l][r % 4] = _mm_sha256msg2_epu32(x, w3);
-            }
-            let wk = _mm_add_epi32(w[l][r % 4], k);
-            cdgh[l] = _mm_sha256rnds2_epu32(cdgh[l], abef[l], wk);
-            abef[l] = _mm_sha256rnds2_epu32(abef[l], cdgh[l], _mm_shuffle_epi32::<0x0E>(wk));
-        }
-    }
-    let mut out = [[0u32; 8]; N];
-    for l in 0..N {
-        let s = _mm_add_epi32(abef[l], abef0);
-        let t = _mm_add_epi32(cdgh[l], cdgh0);
-        out[l] = [
-            _mm_extract_epi32::<3>(s) as u32,
-            _mm_extract_epi32::<2>(s) as u32,
-            _mm_extract_epi32::<3>(t) as u32,
-            _mm_extract_epi32::<2>(t) as u32,
-            _mm_extract_epi32::<1>(s) as u32,
-            _mm_extract_epi32::<0>(s) as u32,
-            _mm_extract_epi32::<1>(t) as u32,
-            _mm_extract_epi32::<0>(t) as u32,
-        ];
-    }
-    out
 }
 
 /// A template prepared for the lanes: the registers that are the same for
@@ -251,19 +169,8 @@ fn first_words_ni<const N: usize>(p: &Prepared, nonce_words: &[[u32; 3]; N]) -> 
 
 #[cfg(test)]
 mod tests {
-    #![allow(deprecated)] // sha2 0.10 takes generic-array 0.14 blocks
-
     use super::*;
-
-    fn reference(state: &[u32; 8], block: &[u32; 16]) -> [u32; 8] {
-        let mut bytes = [0u8; 64];
-        for (i, w) in block.iter().enumerate() {
-            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
-        }
-        let mut s = *state;
-        sha2::compress256(&mut s, &[*sha2::digest::generic_array::GenericArray::from_slice(&bytes)]);
-        s
-    }
+    use crate::avx512::tests::reference;
 
     #[test]
     fn the_prepared_lanes_give_the_first_word_sha2_gives() {
@@ -281,22 +188,6 @@ mod tests {
                 let mut block = tail;
                 block[7..10].copy_from_slice(&nonces[l]);
                 assert_eq!(got[l], reference(&state, &block)[0], "round {round}, lane {l}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_lane_compresses_as_sha2_does() {
-        if !available() {
-            println!("SKIP every_lane_compresses_as_sha2_does: this CPU has no SHA extensions");
-            return;
-        }
-        for round in 0..500u32 {
-            let state: [u32; 8] = std::array::from_fn(|_| rand::random());
-            let blocks: [[u32; 16]; 3] = std::array::from_fn(|_| std::array::from_fn(|_| rand::random()));
-            let got = compress(&state, &blocks);
-            for l in 0..3 {
-                assert_eq!(got[l], reference(&state, &blocks[l]), "round {round}, lane {l}");
             }
         }
     }
