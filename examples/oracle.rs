@@ -14,9 +14,11 @@
 //! the ledger. With `--verify` the oracle waits until the nodes are quiet
 //! (same tip, none of its transfers pending, for a few polls), then compares every node's
 //! balance and nonce of every oracle wallet with the ledger, prints each
-//! mismatch and exits non-zero on any.
+//! mismatch and exits non-zero on any. While the nodes settle it sends
+//! the transfers they have not confirmed again, as a wallet rebroadcasts
+//! (a node killed just after accepting one loses it with its mempool).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -61,6 +63,53 @@ struct Args {
     /// of the first node's view), written after sending.
     #[arg(long)]
     ledger: Option<std::path::PathBuf>,
+}
+
+/// The transfers each wallet sent, kept to send again while the nodes
+/// settle (a node killed right after accepting one may have taken it down
+/// with its mempool, as a wallet's node can; wallets rebroadcast, as
+/// Bitcoin Core's does). The newest [`Sent::PER_WALLET`] per wallet: far
+/// more than a node keeps pending for one sender.
+#[derive(Default)]
+struct Sent(HashMap<usize, VecDeque<Transaction>>);
+
+impl Sent {
+    const PER_WALLET: usize = 512;
+
+    fn push(&mut self, wallet: usize, tx: Transaction) {
+        let q = self.0.entry(wallet).or_default();
+        if q.len() == Self::PER_WALLET {
+            q.pop_front();
+        }
+        q.push_back(tx);
+    }
+
+    /// Sends every transfer the nodes have not confirmed (nonce at or past
+    /// the wallet's confirmed nonce on the first node that answers) to every
+    /// node; a node that has it already refuses it harmlessly.
+    async fn rebroadcast(&mut self, client: &Client, nodes: &[String], keys: &[Keypair]) -> usize {
+        let mut sent = 0;
+        for (wallet, q) in &mut self.0 {
+            let mut confirmed = None;
+            for n in nodes {
+                if let Ok(a) = client.get::<AccountView>(n, &format!("/api/accounts/{}", keys[*wallet].address())).await
+                {
+                    confirmed = Some(a.nonce);
+                    break;
+                }
+            }
+            let Some(confirmed) = confirmed else { continue };
+            q.retain(|tx| tx.nonce >= confirmed);
+            for tx in q.iter() {
+                for n in nodes {
+                    if matches!(client.submit(n, tx).await, Ok(Ok(_))) {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        sent
+    }
 }
 
 /// What the oracle believes each wallet holds.
@@ -201,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut sent = 0u64;
     let mut refused = 0u64;
+    let mut kept = Sent::default();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     while args.count.is_none_or(|c| sent < c) {
@@ -233,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
                 e.balance -= amount + fee;
                 e.nonce += 1;
                 ledger.get_mut(&to).context("wallet")?.balance += amount;
+                kept.push(from, tx);
                 tracing::debug!(%id, from, to, amount, fee, "sent");
                 if sent.is_multiple_of(50) {
                     println!("oracle: {sent} transfers sent");
@@ -261,7 +312,9 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
 
-    if args.verify && !verify(&client, &nodes, &keys, &ledger, Duration::from_secs(args.quiet_timeout)).await? {
+    if args.verify
+        && !verify(&client, &nodes, &keys, &ledger, &mut kept, Duration::from_secs(args.quiet_timeout)).await?
+    {
         std::process::exit(1);
     }
     Ok(())
@@ -269,13 +322,19 @@ async fn main() -> anyhow::Result<()> {
 
 /// Waits until the nodes agree and their mempools are empty (three polls in
 /// a row), then compares them with the ledger. `true` when all match.
+/// Every [`REBROADCAST_POLLS`] polls that are not quiet, the transfers not
+/// yet confirmed are sent again.
 async fn verify(
     client: &Client,
     nodes: &[String],
     keys: &[Keypair],
     ledger: &HashMap<usize, Entry>,
+    kept: &mut Sent,
     timeout: Duration,
 ) -> anyhow::Result<bool> {
+    /// Polls (one a second) between rebroadcasts while the nodes settle.
+    const REBROADCAST_POLLS: u32 = 15;
+    let mut unsettled = 0;
     let deadline = tokio::time::Instant::now() + timeout;
     let ours: Vec<String> = keys.iter().map(|k| k.address().to_hex()).collect();
     let mut quiet_polls = 0;
@@ -300,10 +359,35 @@ async fn verify(
         let same = tips.windows(2).all(|w| w[0].0 == w[1].0);
         let now = format!("{tips:?}");
         quiet_polls = if same && pending == 0 && now == last { quiet_polls + 1 } else { 0 };
+        unsettled = if quiet_polls == 0 { unsettled + 1 } else { 0 };
+        if unsettled % REBROADCAST_POLLS == 0 && unsettled > 0 {
+            let n = kept.rebroadcast(client, nodes, keys).await;
+            if n > 0 {
+                println!("oracle: sent {n} unconfirmed transfers again");
+            }
+        }
         last = now;
         if quiet_polls >= 3 {
-            println!("oracle: nodes quiet at height {} ({})", tips[0].1, tips[0].0);
-            break;
+            let mismatches = compare(client, nodes, keys, ledger).await?;
+            // Quiet but short of the ledger's nonces: the last transfer of a
+            // wallet was lost with a node's mempool. Send it again and wait.
+            let behind = mismatches.iter().all(|m| m.behind);
+            if mismatches.is_empty() || !behind || tokio::time::Instant::now() > deadline {
+                println!("oracle: nodes quiet at height {} ({})", tips[0].1, tips[0].0);
+                for m in &mismatches {
+                    println!("oracle: MISMATCH {}", m.text);
+                }
+                if mismatches.is_empty() {
+                    println!("oracle: verified {} nodes × {} wallets: all match the ledger", nodes.len(), keys.len());
+                }
+                return Ok(mismatches.is_empty());
+            }
+            let n = kept.rebroadcast(client, nodes, keys).await;
+            println!(
+                "oracle: nodes quiet but {} wallet views short of the ledger; sent {n} transfers again",
+                mismatches.len()
+            );
+            quiet_polls = 0;
         }
         if tokio::time::Instant::now() > deadline {
             println!("oracle: MISMATCH the nodes did not settle in {timeout:?}: tips {tips:?}, {pending} pending");
@@ -314,24 +398,40 @@ async fn verify(
         }
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
-    let mut mismatches = 0;
+}
+
+/// A node's view of a wallet that differs from the ledger.
+struct Mismatch {
+    text: String,
+    /// The node has confirmed fewer of the wallet's transfers than were
+    /// sent (one may yet arrive); otherwise the view is simply wrong.
+    behind: bool,
+}
+
+/// Every node's view of every wallet against the ledger.
+async fn compare(
+    client: &Client,
+    nodes: &[String],
+    keys: &[Keypair],
+    ledger: &HashMap<usize, Entry>,
+) -> anyhow::Result<Vec<Mismatch>> {
+    let mut out = Vec::new();
     for n in nodes {
         for (i, k) in keys.iter().enumerate() {
             let want = ledger[&i];
             let got = client.get::<AccountView>(n, &format!("/api/accounts/{}", k.address())).await?;
             if got.balance != want.balance || got.nonce != want.nonce {
-                mismatches += 1;
-                println!(
-                    "oracle: MISMATCH {n} wallet {i}: balance {} nonce {} — ledger balance {} nonce {}",
-                    got.balance, got.nonce, want.balance, want.nonce
-                );
+                out.push(Mismatch {
+                    text: format!(
+                        "{n} wallet {i}: balance {} nonce {} — ledger balance {} nonce {}",
+                        got.balance, got.nonce, want.balance, want.nonce
+                    ),
+                    behind: got.nonce < want.nonce,
+                });
             }
         }
     }
-    if mismatches == 0 {
-        println!("oracle: verified {} nodes × {} wallets: all match the ledger", nodes.len(), keys.len());
-    }
-    Ok(mismatches == 0)
+    Ok(out)
 }
 
 /// Why our transfers are stuck, named: for each wallet, a node whose

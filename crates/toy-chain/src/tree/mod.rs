@@ -240,6 +240,21 @@ fn tx_ids(block: &Block) -> Vec<Hash> {
     block.txs.iter().map(Transaction::id).collect()
 }
 
+/// Logs a block just stored (best chain or side branch) at debug level
+/// under the target `toy_chain::arrival`, with the millisecond it was
+/// stored: the testnet's propagation and stale-block figures are computed
+/// from these lines of every node's log (`RUST_LOG=toy_chain::arrival=debug`).
+fn note_arrival(hash: &Hash, header: &Header, now_ms: u64) {
+    tracing::debug!(
+        target: "toy_chain::arrival",
+        %hash,
+        parent = %header.parent,
+        height = header.height,
+        at_ms = now_ms,
+        "block stored"
+    );
+}
+
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -890,6 +905,7 @@ impl<S: Store> Chain<S> {
                 self.state.undo(&undo);
                 return Err(e.into());
             }
+            note_arrival(&hash, &block.header, now_ms);
             self.index.insert(hash, node);
             self.canonical.push(hash);
             self.mempool.remove_included(&block.txs, &self.state);
@@ -899,6 +915,7 @@ impl<S: Store> Chain<S> {
         }
         // A side branch: keep it; reorganise if it now has the most work.
         self.store.put_block(&hash, &block)?;
+        note_arrival(&hash, &block.header, now_ms);
         let more_work = node.work > tip.work;
         self.index.insert(hash, node);
         self.side.insert(hash);
