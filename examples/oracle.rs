@@ -14,9 +14,10 @@
 //! the ledger. With `--verify` the oracle waits until the nodes are quiet
 //! (same tip, none of its transfers pending, for a few polls), then compares every node's
 //! balance and nonce of every oracle wallet with the ledger, prints each
-//! mismatch and exits non-zero on any. While the nodes settle it sends
-//! the transfers they have not confirmed again, as a wallet rebroadcasts
-//! (a node killed just after accepting one loses it with its mempool).
+//! mismatch and exits non-zero on any. With `--rebroadcast` (runs that
+//! kill nodes) it sends the transfers they have not confirmed again while
+//! they settle, as a wallet rebroadcasts: a node killed just after
+//! accepting one loses it with its mempool.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -59,6 +60,12 @@ struct Args {
     /// Longest wait for the nodes to be quiet, in seconds.
     #[arg(long, default_value_t = 180)]
     quiet_timeout: u64,
+    /// While verifying, send the transfers the nodes have not confirmed
+    /// again (for runs that kill nodes: a node killed just after accepting
+    /// a transfer loses it with its mempool). Off, a lost transfer is a
+    /// failure, as it should be when nothing was killed.
+    #[arg(long)]
+    rebroadcast: bool,
     /// Keep the ledger in this JSON file: read at start if it exists (instead
     /// of the first node's view), written after sending.
     #[arg(long)]
@@ -85,11 +92,22 @@ impl Sent {
     }
 
     /// Sends every transfer the nodes have not confirmed (nonce at or past
-    /// the wallet's confirmed nonce on the first node that answers) to every
-    /// node; a node that has it already refuses it harmlessly.
-    async fn rebroadcast(&mut self, client: &Client, nodes: &[String], keys: &[Keypair]) -> usize {
+    /// the wallet's confirmed nonce on the first node that answers) again,
+    /// each to the first node that takes it (gossip carries it to the
+    /// rest; a node that has it refuses it harmlessly). Stops at `deadline`.
+    /// Returns how many a node accepted again: each one had been lost.
+    async fn rebroadcast(
+        &mut self,
+        client: &Client,
+        nodes: &[String],
+        keys: &[Keypair],
+        deadline: tokio::time::Instant,
+    ) -> usize {
         let mut sent = 0;
         for (wallet, q) in &mut self.0 {
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
             let mut confirmed = None;
             for n in nodes {
                 if let Ok(a) = client.get::<AccountView>(n, &format!("/api/accounts/{}", keys[*wallet].address())).await
@@ -102,8 +120,14 @@ impl Sent {
             q.retain(|tx| tx.nonce >= confirmed);
             for tx in q.iter() {
                 for n in nodes {
-                    if matches!(client.submit(n, tx).await, Ok(Ok(_))) {
-                        sent += 1;
+                    match client.submit(n, tx).await {
+                        Ok(Ok(_)) => {
+                            sent += 1;
+                            break;
+                        }
+                        // Known already (pending or confirmed): not lost.
+                        Ok(Err(_)) => break,
+                        Err(_) => {}
                     }
                 }
             }
@@ -139,8 +163,10 @@ struct ErrorBody {
 
 struct Client {
     http: reqwest::Client,
-    /// `Authorization` per node URL, from its cookie file (`--cookie`).
-    tokens: std::collections::HashMap<String, reqwest::header::HeaderValue>,
+    /// `Authorization` per node URL, from its cookie file (`--cookie`),
+    /// read again when the node answers 401 (a restarted node writes a new
+    /// token).
+    tokens: std::sync::Mutex<HashMap<String, (std::path::PathBuf, reqwest::header::HeaderValue)>>,
 }
 
 impl Client {
@@ -154,11 +180,26 @@ impl Client {
 
     /// Submits; `Ok(Err(reason))` when the node refused it.
     async fn submit(&self, node: &str, tx: &Transaction) -> anyhow::Result<Result<String, String>> {
-        let mut req = self.http.post(format!("{node}/api/txs")).json(&TxJson::from(tx));
-        if let Some(auth) = self.tokens.get(node) {
-            req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
+        let token = |c: &Client| c.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(node).cloned();
+        let send = |auth: Option<reqwest::header::HeaderValue>| {
+            let mut req = self.http.post(format!("{node}/api/txs")).json(&TxJson::from(tx));
+            if let Some(auth) = auth {
+                req = req.header(reqwest::header::AUTHORIZATION, auth);
+            }
+            req.send()
+        };
+        let mut r = send(token(self).map(|t| t.1)).await?;
+        if r.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some((path, _)) = token(self)
+        {
+            // Restarted since: its cookie holds a new token.
+            let fresh = bearer(&path)?;
+            self.tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(node.to_owned(), (path, fresh.clone()));
+            r = send(Some(fresh)).await?;
         }
-        let r = req.send().await?;
         if r.status().is_success() {
             Ok(Ok(r.json::<Submitted>().await?.id))
         } else if r.status().is_client_error() {
@@ -190,9 +231,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut tokens = std::collections::HashMap::new();
     for (node, cookie) in args.nodes.iter().zip(&args.cookie) {
-        tokens.insert(node.clone(), bearer(cookie)?);
+        tokens.insert(node.clone(), (cookie.clone(), bearer(cookie)?));
     }
-    let client = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?, tokens };
+    let client = Client {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        tokens: std::sync::Mutex::new(tokens),
+    };
     let keys: Vec<Keypair> = (0..args.wallets).map(ChainParams::dev_wallet).collect();
 
     // The opening ledger: the saved one, or the first node's view.
@@ -296,8 +340,30 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => {
+                // No answer: the node may have taken it (and gossiped it)
+                // before failing. If another node counts the nonce as used,
+                // it went through; otherwise it is sent again under the same
+                // nonce later.
                 tracing::warn!("{e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut used = false;
+                for n in nodes.iter().filter(|n| *n != node) {
+                    if let Ok(a) =
+                        client.get::<AccountView>(n, &format!("/api/accounts/{}", keys[from].address())).await
+                    {
+                        used = a.next_nonce > entry.nonce;
+                        break;
+                    }
+                }
+                if used {
+                    sent += 1;
+                    let e = ledger.get_mut(&from).context("wallet")?;
+                    e.balance -= amount + fee;
+                    e.nonce += 1;
+                    ledger.get_mut(&to).context("wallet")?.balance += amount;
+                    kept.push(from, tx);
+                    tracing::info!(from, nonce = entry.nonce, "no answer, but the transfer went through");
+                }
             }
         }
         let pause = Duration::from_millis(rng.gen_range(0..=2 * args.interval_ms));
@@ -313,7 +379,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if args.verify
-        && !verify(&client, &nodes, &keys, &ledger, &mut kept, Duration::from_secs(args.quiet_timeout)).await?
+        && !verify(
+            &client,
+            &nodes,
+            &keys,
+            &ledger,
+            args.rebroadcast.then_some(&mut kept),
+            Duration::from_secs(args.quiet_timeout),
+        )
+        .await?
     {
         std::process::exit(1);
     }
@@ -329,7 +403,7 @@ async fn verify(
     nodes: &[String],
     keys: &[Keypair],
     ledger: &HashMap<usize, Entry>,
-    kept: &mut Sent,
+    mut kept: Option<&mut Sent>,
     timeout: Duration,
 ) -> anyhow::Result<bool> {
     /// Polls (one a second) between rebroadcasts while the nodes settle.
@@ -360,10 +434,13 @@ async fn verify(
         let now = format!("{tips:?}");
         quiet_polls = if same && pending == 0 && now == last { quiet_polls + 1 } else { 0 };
         unsettled = if quiet_polls == 0 { unsettled + 1 } else { 0 };
-        if unsettled % REBROADCAST_POLLS == 0 && unsettled > 0 {
-            let n = kept.rebroadcast(client, nodes, keys).await;
+        if unsettled % REBROADCAST_POLLS == 0
+            && unsettled > 0
+            && let Some(kept) = kept.as_deref_mut()
+        {
+            let n = kept.rebroadcast(client, nodes, keys, deadline).await;
             if n > 0 {
-                println!("oracle: sent {n} unconfirmed transfers again");
+                println!("oracle: {n} unconfirmed transfers accepted again");
             }
         }
         last = now;
@@ -372,7 +449,10 @@ async fn verify(
             // Quiet but short of the ledger's nonces: the last transfer of a
             // wallet was lost with a node's mempool. Send it again and wait.
             let behind = mismatches.iter().all(|m| m.behind);
-            if mismatches.is_empty() || !behind || tokio::time::Instant::now() > deadline {
+            let Some(kept) = kept
+                .as_deref_mut()
+                .filter(|_| !mismatches.is_empty() && behind && tokio::time::Instant::now() < deadline)
+            else {
                 println!("oracle: nodes quiet at height {} ({})", tips[0].1, tips[0].0);
                 for m in &mismatches {
                     println!("oracle: MISMATCH {}", m.text);
@@ -381,10 +461,10 @@ async fn verify(
                     println!("oracle: verified {} nodes × {} wallets: all match the ledger", nodes.len(), keys.len());
                 }
                 return Ok(mismatches.is_empty());
-            }
-            let n = kept.rebroadcast(client, nodes, keys).await;
+            };
+            let n = kept.rebroadcast(client, nodes, keys, deadline).await;
             println!(
-                "oracle: nodes quiet but {} wallet views short of the ledger; sent {n} transfers again",
+                "oracle: nodes quiet but {} wallet views short of the ledger; {n} transfers accepted again",
                 mismatches.len()
             );
             quiet_polls = 0;

@@ -204,6 +204,12 @@ async fn the_image_runs_a_non_root_node_that_peers_heals_and_keeps_its_chain() {
     assert_eq!(user, "toy");
     let health = podman.ok(&["image", "inspect", "-f", "{{.Config.Healthcheck}}", &made.image.clone()]);
     assert!(health.contains("/api/status"), "health check: {health}");
+    let size = |image: &str| podman.ok(&["image", "inspect", "-f", "{{.Size}}", image]).parse::<u64>().unwrap_or(0);
+    println!(
+        "image size: {:.1} MB, of which the base {BASE} is {:.1} MB",
+        size(&made.image) as f64 / 1e6,
+        size(BASE) as f64 / 1e6
+    );
 
     // A bridge network of the test's own, each container at its own
     // address (announced to its peers through TOY_ADVERTISE).
@@ -313,6 +319,7 @@ async fn a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_
     build_image(&podman, scratch.path(), &project.image);
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port().to_string();
     let env = [("TOY_WEB_PORT", port.as_str()), ("TOY_ORACLE_COUNT", "30")];
+    let started = std::time::Instant::now();
     let (up, out) = compose(&conf, &project.name, &project.image, &env, &["up", "-d"]);
     assert!(up, "compose up failed:\n{out}");
 
@@ -328,12 +335,17 @@ async fn a_compose_network_takes_the_oracles_transfers_and_verifies_again_after_
         }
     })
     .await;
+    println!(
+        "compose up to a peered network mining (seed: 3 peers, height 3): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // The oracle's transfers, then its check of every node.
     let verified = |out: &str| out.contains("verified 4 nodes") && out.contains("all match the ledger");
     let (ok, out) =
         compose(&conf, &project.name, &project.image, &env, &["--profile", "oracle", "run", "--rm", "oracle"]);
     assert!(ok && verified(&out), "the oracle did not verify:\n{out}");
+    println!("compose up to 4 nodes synced and verified by the oracle: {:.1} s", started.elapsed().as_secs_f64());
 
     // kill -9 one mining container, start it again, and verify again (the
     // oracle's ledger is in its volume).

@@ -212,9 +212,25 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
 /// A child in a process group of its own: a terminal's Ctrl-C reaches only
 /// the testnet, which then stops the children in order (the oracle first,
 /// so it can verify while the nodes still run).
+///
+/// A testnet that dies without stopping its children (SIGKILL) takes them
+/// with it rather than leaving them mining, in its namespaces or not.
 fn own_group(cmd: &mut Command) -> &mut Command {
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The testnet died before prctl took effect: no signal will come.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the testnet exited"));
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 
@@ -249,6 +265,13 @@ async fn started_addrs(log: &Path, child: &mut Child) -> anyhow::Result<(String,
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// How long after a restart a node's arrivals are left out of propagation
+/// (it reconnects and catches up first).
+const RESTART_GRACE_MS: u64 = 15_000;
+
+/// Most peer-graph snapshots a run keeps.
+const MAX_GRAPHS: usize = 20_000;
 
 /// The nodes' log filter: their usual one, plus the arrival of every block
 /// (the summary's source).
@@ -378,7 +401,12 @@ impl Chaos<'_> {
         match &active.planned.fault {
             chaos::Fault::Kill { node } => {
                 children.0[*node].1 = spawn_node(self.node_bin, &self.specs[*node], self.dir, *node, true)?;
-                self.log.outages.push(outage(vec![*node], false));
+                // Reconnecting and catching up take a while after the
+                // restart: blocks of that time measure the restart, not
+                // propagation.
+                let mut down = outage(vec![*node], false);
+                down.to_ms += RESTART_GRACE_MS;
+                self.log.outages.push(down);
                 self.say(format!("chaos +{t:.0}s: node {node} restarted"));
             }
             chaos::Fault::Partition { group } => {
@@ -528,17 +556,17 @@ async fn main() -> anyhow::Result<()> {
     println!("{line}");
     banner.push(line);
     if args.netns {
-        let line = format!(
+        banner.push(format!(
             "  links: {} ms ± {} ms, {:.1} % loss, {} (each node in its own namespace, 10.79.0.0/24)",
             shape.latency.as_millis(),
             shape.jitter.as_millis(),
             shape.loss * 100.0,
             shape.rate_bps.map_or_else(|| "no rate limit".to_owned(), |r| format!("{} kbit/s", r / 1000))
-        );
-        println!("{line}");
-        banner.push(line);
+        ));
     }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let run = Duration::from_secs(args.duration.unwrap_or(0));
+    let plan = args.chaos.map(|seed| chaos::schedule(seed, args.nodes, run, args.netns)).unwrap_or_default();
     if args.oracle || args.verify {
         let mut cmd = Command::new(sibling("oracle")?);
         for (i, h) in http.iter().enumerate() {
@@ -552,6 +580,10 @@ async fn main() -> anyhow::Result<()> {
         if args.verify {
             cmd.arg("--verify");
         }
+        if plan.iter().any(|p| matches!(p.fault, chaos::Fault::Kill { .. })) {
+            // A node killed just after accepting a transfer loses it.
+            cmd.arg("--rebroadcast");
+        }
         children.0.push(("oracle".into(), own_group(&mut cmd).spawn()?));
         banner.push("  oracle: random transfers to every node (log: oracle.log)".to_owned());
     }
@@ -562,9 +594,8 @@ async fn main() -> anyhow::Result<()> {
         children.0.push(("adversary".into(), own_group(&mut cmd).spawn()?));
         banner.push(format!("  adversary: attacking node {} (log: adversary.log)", args.nodes - 1));
     }
-    let run = Duration::from_secs(args.duration.unwrap_or(0));
     let mut chaos = Chaos {
-        plan: args.chaos.map(|seed| chaos::schedule(seed, args.nodes, run, args.netns)).unwrap_or_default().into(),
+        plan: plan.into(),
         active: None,
         start: Instant::now(),
         node_bin: &node_bin,
@@ -600,7 +631,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ticks = 0u64;
-    let mut graph: Option<Vec<HashSet<usize>>> = None;
+    // The peer graph over the run, a snapshot each time it changes: one a
+    // table tick (2 s) at most, and at most MAX_GRAPHS (11 hours of
+    // changes every tick; later blocks are then bounded by the last).
+    let mut graphs: Vec<(u64, Vec<HashSet<usize>>)> = Vec::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -611,10 +645,11 @@ async fn main() -> anyhow::Result<()> {
         if ticks % 8 != 1 {
             continue;
         }
-        if chaos.active.is_none()
+        if graphs.len() < MAX_GRAPHS
             && let Some(g) = peer_graph(&client, &http, &p2p, args.netns).await
+            && graphs.last().is_none_or(|(_, last)| *last != g)
         {
-            graph = Some(g);
+            graphs.push((wall_ms(), g));
         }
         if live {
             // Redraw in place on a terminal; append when logged to a file.
@@ -691,13 +726,23 @@ async fn main() -> anyhow::Result<()> {
         println!("verify: {}", if verified { "every node matches the ledger" } else { "FAILED (see oracle.log)" });
     }
     if args.chaos.is_some() || args.netns {
-        // The final tip: the one most nodes hold.
-        let mut tips: Vec<(String, u64)> = Vec::new();
-        for h in &http {
-            if let Some(s) = status(&client, h).await {
-                tips.push((s.tip, s.height));
+        // The final tip: the one most nodes hold. The miners go on mining,
+        // so a block may be on its way to some nodes: asked again until all
+        // agree, for up to 30 s.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tips = loop {
+            let mut tips: Vec<(String, u64)> = Vec::new();
+            for h in &http {
+                if let Some(s) = status(&client, h).await {
+                    tips.push((s.tip, s.height));
+                }
             }
-        }
+            let agree = tips.len() == http.len() && tips.windows(2).all(|w| w[0].0 == w[1].0);
+            if agree || Instant::now() > deadline {
+                break tips;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
         let mut counts: std::collections::HashMap<&str, (usize, u64)> = std::collections::HashMap::new();
         for (t, h) in &tips {
             counts.entry(t).or_insert((0, *h)).0 += 1;
@@ -707,7 +752,7 @@ async fn main() -> anyhow::Result<()> {
             (0..args.nodes).map(|i| report::NodeLog::read(&args.data_dir.join(format!("node-{i}.err.log")))).collect();
         let run = report::Run {
             tip: tip.as_deref(),
-            adjacency: graph.as_deref().unwrap_or(&[]),
+            graphs: &graphs,
             latency_ms: shape.latency.as_millis() as u64,
             since_ms: all_up_ms,
             outages: &chaos.log.outages,
@@ -716,9 +761,9 @@ async fn main() -> anyhow::Result<()> {
         let at_tip = tips.iter().filter(|(t, _)| Some(t) == tip.as_ref()).count();
         let mut text = summary.to_string();
         text.push_str(&format!("\n  nodes at the final tip: {at_tip} of {}", args.nodes));
-        if let Some(g) = &graph {
+        if let Some((_, g)) = graphs.last() {
             let edges: usize = g.iter().map(HashSet::len).sum::<usize>() / 2;
-            text.push_str(&format!("\n  peer graph: {edges} links"));
+            text.push_str(&format!("\n  peer graph: {edges} links at the end, {} changes seen", graphs.len()));
         }
         if args.chaos.is_some() {
             text.push_str(&format!("\n  faults: {}", chaos.log.lines.iter().filter(|l| l.contains(" for ")).count()));

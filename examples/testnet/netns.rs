@@ -23,7 +23,13 @@ const PREFIX: &str = "toytn";
 /// The namespaces of a testnet, removed on drop.
 pub(crate) struct Namespaces {
     names: Vec<String>,
+    /// Held while they exist: one namespaced testnet per machine (the
+    /// names and the subnet are fixed).
+    _lock: std::fs::File,
 }
+
+/// The lock a namespaced testnet holds.
+const LOCK: &str = "/run/toy-testnet.lock";
 
 /// Node `i`'s address.
 pub(crate) fn address(i: usize) -> String {
@@ -64,8 +70,19 @@ impl Namespaces {
         if nodes >= usize::from(HOST) {
             bail!("--netns supports at most {} nodes", HOST - 1);
         }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK)
+            .with_context(|| format!("opening {LOCK}"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!("another --netns testnet is running (it holds {LOCK}); stop it first");
+        }
+        // No testnet runs: what is left was a killed one's.
         Self::clean_stale();
-        let mut me = Namespaces { names: Vec::new() };
+        let mut me = Namespaces { names: Vec::new(), _lock: lock };
         let mut tuns = Vec::new();
         for i in 0..nodes {
             let ns = format!("{PREFIX}{i}");

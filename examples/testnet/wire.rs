@@ -291,19 +291,34 @@ fn forward(
     let mut seq = 0u64;
     let mut buf = vec![0u8; 65_536];
     let mut counts = WireStats::default();
+    let mut dead = vec![false; ports.len()];
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = heap.peek().map_or(Duration::from_millis(100), |Reverse(p)| p.at.saturating_duration_since(now));
-        let mut fds: Vec<libc::pollfd> =
-            ports.iter().map(|t| libc::pollfd { fd: t.0.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-        let ms = wait.as_millis().min(100) as libc::c_int;
+        // A negative descriptor is skipped by poll.
+        let mut fds: Vec<libc::pollfd> = ports
+            .iter()
+            .zip(&dead)
+            .map(|(t, dead)| libc::pollfd {
+                fd: if *dead { -1 } else { t.0.as_raw_fd() },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // Rounded up: a packet due in 0.3 ms is not a busy poll(0).
+        let ms = wait.as_micros().div_ceil(1000).min(100) as libc::c_int;
         // SAFETY: `fds` is a valid array of pollfd for its length.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if ready > 0 {
             let shaping = conditions.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let now = Instant::now();
             for (src, fd) in fds.iter().enumerate() {
-                if fd.revents & libc::POLLIN == 0 {
+                if fd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    // Its namespace is gone: ignored from now on, not polled
+                    // in a busy loop.
+                    dead[src] = true;
+                }
+                if fd.revents & libc::POLLIN == 0 || dead[src] {
                     continue;
                 }
                 // Drain this device (at most a queue's worth per round, so
