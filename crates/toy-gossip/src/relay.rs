@@ -88,13 +88,26 @@ impl RelayServer {
         )?;
         let s = Arc::downgrade(&server);
         let mut events = p2p.subscribe();
+        let peers = p2p.clone();
         tokio::spawn(async move {
-            while let Ok(ev) = events.recv().await {
+            loop {
+                let ev = events.recv().await;
                 let Some(s) = s.upgrade() else { return };
-                if let PeerEvent::Removed(peer) = ev {
-                    for subs in lock(&s.channels).values_mut() {
-                        subs.remove(&peer);
+                match ev {
+                    Ok(PeerEvent::Removed(peer)) => {
+                        for subs in lock(&s.channels).values_mut() {
+                            subs.remove(&peer);
+                        }
                     }
+                    Ok(PeerEvent::Added(_)) => {}
+                    // Some removals were missed: keep only current peers.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let current: HashSet<PeerId> = peers.peers().into_iter().collect();
+                        for subs in lock(&s.channels).values_mut() {
+                            subs.retain(|p| current.contains(p));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
@@ -221,7 +234,17 @@ impl<P: PeerNetwork> RelayGossip<P> {
         let weak = Arc::downgrade(&inner);
         let mut events = inner.peers.p2p.subscribe();
         tokio::spawn(async move {
-            while let Ok(ev) = events.recv().await {
+            loop {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    // Missed events: if the relay is a peer now, it may have
+                    // come back unseen; subscribing again is harmless.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        PeerEvent::Added(inner.peers.relay.clone())
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
                 let Some(inner) = weak.upgrade() else { return };
                 let about = match &ev {
                     PeerEvent::Added(p) | PeerEvent::Removed(p) => p,
@@ -229,7 +252,9 @@ impl<P: PeerNetwork> RelayGossip<P> {
                 if *about != inner.peers.relay {
                     let _ = inner.peers.events.send(ev.clone());
                 }
-                if ev == PeerEvent::Added(inner.peers.relay.clone()) {
+                if ev == PeerEvent::Added(inner.peers.relay.clone())
+                    && inner.peers.p2p.peers().contains(&inner.peers.relay)
+                {
                     let channels: Vec<String> = lock(&inner.channels).iter().cloned().collect();
                     for c in channels {
                         let _ = inner.peers.p2p.send(&inner.peers.relay, "relay:subscribe", Bytes::from(c));

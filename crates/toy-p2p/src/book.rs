@@ -106,6 +106,11 @@ impl PeerBook {
         v.into_iter().map(|e| e.addr.clone()).collect()
     }
 
+    /// Whether `addr` is in the book.
+    pub fn contains(&self, addr: &str) -> bool {
+        self.entries.contains_key(addr)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -59,8 +59,19 @@ pub(crate) const MAX_SPARE_MESSAGES: u32 = 64;
 
 /// Default maximum of peers: 8.
 pub const DEFAULT_MAX_PEERS: usize = 8;
-/// Most candidate addresses remembered: 1 000 (oldest dropped first).
-pub const MAX_CANDIDATES: usize = 1000;
+/// Peer events ([`crate::PeerEvent`]) a subscriber may fall behind by: 64.
+/// Past it the subscriber misses the oldest and is told it lagged.
+pub const PEER_EVENT_BUFFER: usize = 64;
+/// Random addresses from the tried and new tables added to each peer list
+/// we answer with, besides our peers: 32 (half from each table).
+pub const PEER_LIST_SAMPLE: usize = 32;
+/// A feeler every this many ticks: a short connection to a random address
+/// of the new table that asks for its peers and closes. An address that
+/// answers is moved to the tried table (the book), its list learned; one
+/// that does not counts a failure (Bitcoin Core's feelers, every 2
+/// minutes there; every 20 ticks, 10 s at the default tick, here, where
+/// networks are small and young).
+pub const FEELER_EVERY: u64 = 20;
 /// Most addresses taken from one peer list.
 pub const MAX_ADDRS_PER_LIST: usize = 100;
 /// Most bans remembered: 10 000 (the soonest to expire dropped first).

@@ -74,7 +74,9 @@ impl<M: Messenger> P2p<M> {
                 st.contested.remove(&a);
             }
         }
-        let list = st.peer_list(addr.as_deref());
+        // Peers and a sample of the tables: a newcomer dials from past our
+        // neighbourhood (its first picks shape the graph most).
+        let list = st.addr_sample(addr.as_deref());
         match (verdict, addr) {
             (Ok(()), Some(a)) => {
                 st.pending_inbound.remove(&conn);
@@ -253,9 +255,15 @@ impl<M: Messenger> P2p<M> {
         let mut st = self.state();
         st.dialing.remove(addr);
         match &result {
-            Ok(_) => st.book.seen(addr, now_ms()),
-            Err(Error::Rejected { .. }) => st.book.seen(addr, now_ms()),
-            Err(_) => st.book.failed(addr),
+            // It answered (a refusal too): tried, no longer new.
+            Ok(_) | Err(Error::Rejected { .. }) => {
+                st.book.seen(addr, now_ms());
+                st.new.remove(addr);
+            }
+            Err(_) => {
+                st.book.failed(addr);
+                st.new.failed(addr);
+            }
         }
         result
     }
@@ -283,7 +291,7 @@ impl<M: Messenger> P2p<M> {
         let learned = parse_addrs(list, MAX_ADDRS_PER_LIST);
         let mut st = self.state();
         for a in learned {
-            st.add_candidate(a, &self.inner.me);
+            st.learn(a, addr, &self.inner.me);
         }
         // The address answered: an inbound peer merely claiming it while it
         // was contested gives way to the verified connection.

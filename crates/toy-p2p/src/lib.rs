@@ -66,6 +66,7 @@
 //! ```
 
 mod addr;
+pub mod addrman;
 pub mod book;
 mod config;
 mod error;
@@ -87,8 +88,8 @@ use tokio::sync::broadcast;
 pub(crate) use addr::same_host;
 pub use addr::{is_valid_addr, join_addrs, parse_addrs};
 pub use config::{
-    BAN_THRESHOLD, Config, ConfigBuilder, DEFAULT_MAX_PEERS, DEFAULT_TRIM_GRACE, MAX_ADDRS_PER_LIST, MAX_BANS,
-    MAX_CANDIDATES, MAX_PARALLEL_DIALS, MAX_SPARES_PER_PEER, TOP_UP_EVERY,
+    BAN_THRESHOLD, Config, ConfigBuilder, DEFAULT_MAX_PEERS, DEFAULT_TRIM_GRACE, FEELER_EVERY, MAX_ADDRS_PER_LIST,
+    MAX_BANS, MAX_PARALLEL_DIALS, MAX_SPARES_PER_PEER, PEER_EVENT_BUFFER, PEER_LIST_SAMPLE, TOP_UP_EVERY,
 };
 pub use error::Error;
 pub use node::P2p;

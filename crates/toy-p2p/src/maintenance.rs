@@ -28,7 +28,7 @@ impl<M: Messenger> P2p<M> {
     pub(crate) async fn tick(&self) {
         let max = self.inner.config.max_peers;
         let now = Instant::now();
-        let (to_close, dials, ask, trim, tracker_due) = {
+        let (to_close, dials, ask, trim, tracker_due, feeler) = {
             let mut st = self.state();
             st.ticks += 1;
             // Rate penalties fade: an honest peer that now and then goes
@@ -59,11 +59,10 @@ impl<M: Messenger> P2p<M> {
             let low = max.div_ceil(2).max(1);
             let out = st.outbound_count();
             // Re-bootstrap when short of peers (or of outbound ones) with
-            // nothing to try.
-            if (n < max || out < low) && st.candidates.is_empty() && st.dialing.is_empty() {
-                let again: Vec<String> = self.inner.config.bootstrap.iter().cloned().chain(st.book.addrs()).collect();
-                for a in again {
-                    st.add_candidate(a, &self.inner.me);
+            // nothing new to try (the book's addresses are picked anyway).
+            if (n < max || out < low) && st.new.len() == 0 && st.dialing.is_empty() {
+                for a in self.inner.config.bootstrap.clone() {
+                    st.learn(a, "bootstrap", &self.inner.me);
                 }
             }
             let mut dials = Vec::new();
@@ -82,24 +81,29 @@ impl<M: Messenger> P2p<M> {
             };
             if room > 0 {
                 let room = room.min(MAX_PARALLEL_DIALS.saturating_sub(st.dialing.len()));
-                // Random picks mix the graph better than oldest-first.
-                let mut pool: Vec<String> = st.candidates.drain(..).collect();
-                let mut rng = st.rng.clone();
-                pool.shuffle(&mut rng);
-                st.rng = rng;
-                st.candidates = pool.into();
-                while dials.len() < room {
-                    let Some(a) = st.candidates.pop_front() else { break };
-                    if !st.peers.contains_key(&PeerId(a.clone()))
-                        && !st.dialing.contains(&a)
-                        && !st.banned(&origin_of(&a))
-                    {
+                // Random picks from the whole table mix the graph; the
+                // first peers' neighbourhood alone makes it long and thin.
+                for _ in 0..2 * room {
+                    if dials.len() >= room {
+                        break;
+                    }
+                    if let Some(a) = st.pick_dial().filter(|a| !dials.contains(a)) {
                         dials.push(a);
                     }
                 }
             }
+            let feeler = if st.ticks.is_multiple_of(FEELER_EVERY) {
+                let mut rng = st.rng.clone();
+                let pick = st.new.select(&mut rng, |a| {
+                    st.peers.contains_key(&PeerId(a.to_owned())) || st.dialing.contains(a) || st.banned(&origin_of(a))
+                });
+                st.rng = rng;
+                pick
+            } else {
+                None
+            };
             // Top up candidates from a random peer's list now and then.
-            let ask = if n > 0 && (n < max || out < low) && st.candidates.len() < max && st.ticks.is_multiple_of(4) {
+            let ask = if n > 0 && (n < max || out < low) && st.ticks.is_multiple_of(4) {
                 let peers: Vec<PeerId> = st.peers.keys().cloned().collect();
                 let mut rng = st.rng.clone();
                 let pick = peers.choose(&mut rng).cloned();
@@ -148,7 +152,7 @@ impl<M: Messenger> P2p<M> {
             let tracker_due = self.inner.config.tracker.is_some()
                 && (st.tracker_conn.is_none()
                     || st.last_tracker_ping.is_none_or(|t| t.elapsed() >= self.inner.config.tracker_ping));
-            (expired, dials, ask, trim, tracker_due)
+            (expired, dials, ask, trim, tracker_due, feeler)
         };
         for c in to_close {
             tracing::debug!(conn = %c, "no hello in time, or a spare whose peer went; closing");
@@ -196,16 +200,48 @@ impl<M: Messenger> P2p<M> {
         if let Some(peer) = ask {
             let this = self.clone();
             self.inner.tasks.spawn(async move {
-                if let Ok(list) = this.request(&peer, "p2p:get_peers", Bytes::new()).await {
+                // A sample of its tables, not only its peers: addresses
+                // from past its neighbourhood.
+                if let Ok(list) = this.request(&peer, "p2p:get_addrs", Bytes::new()).await {
                     let mut st = this.state();
                     for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
-                        st.add_candidate(a, &this.inner.me);
+                        st.learn(a, &peer.0, &this.inner.me);
                     }
                 }
             });
         }
+        if let Some(addr) = feeler {
+            let this = self.clone();
+            self.inner.tasks.spawn(async move { this.feel(&addr).await });
+        }
         if tracker_due {
             self.tracker_round().await;
+        }
+    }
+
+    /// A feeler: a short connection to `addr` (from the new table) that
+    /// asks for its peers and closes, within the handshake timeout. An
+    /// answer moves it to the tried table and its list into the new one
+    /// (heard from it); silence counts a failure.
+    async fn feel(&self, addr: &str) {
+        let msg = &self.inner.msg;
+        let probe = async {
+            let conn = msg.connect(addr).await?;
+            let answer = msg.request(conn, "p2p:get_peers", Bytes::new()).await;
+            msg.close(conn);
+            answer.map_err(Error::from)
+        };
+        let answer = tokio::time::timeout(self.inner.config.handshake_timeout, probe).await;
+        let mut st = self.state();
+        match answer {
+            Ok(Ok(list)) => {
+                st.book.seen(addr, now_ms());
+                st.new.remove(addr);
+                for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
+                    st.learn(a, addr, &self.inner.me);
+                }
+            }
+            _ => st.new.failed(addr),
         }
     }
 
@@ -235,7 +271,7 @@ impl<M: Messenger> P2p<M> {
                 Ok(list) => {
                     let mut st = self.state();
                     for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
-                        st.add_candidate(a, &self.inner.me);
+                        st.learn(a, &tracker, &self.inner.me);
                     }
                 }
                 Err(e) => tracing::debug!(%tracker, "tracker join failed: {e}"),

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use toy_msg::ConnId;
 
+use crate::addrman::NewTable;
 use crate::book::PeerBook;
-use crate::config::{MAX_CANDIDATES, MAX_SPARES_PER_PEER};
+use crate::config::{MAX_SPARES_PER_PEER, PEER_LIST_SAMPLE};
 use crate::{PeerId, evict, join_addrs, netgroup_of, origin_of, same_host};
 
 #[derive(Debug)]
@@ -69,14 +70,16 @@ pub(crate) struct Spare {
 /// inbound plus `max_peers` outbound; pending handshakes by the transport's
 /// inbound limit and the handshake timeout; spares by
 /// [`MAX_SPARES_PER_PEER`] per peer;
-/// candidates by [`MAX_CANDIDATES`]; bans by [`MAX_BANS`]; the book by its
-/// own limit.
+/// addresses heard of by the new table's limit ([`crate::addrman`]); bans
+/// by [`MAX_BANS`]; the book by its own limit.
 pub(crate) struct State {
     pub(crate) peers: HashMap<PeerId, PeerInfo>,
     pub(crate) by_conn: HashMap<ConnId, PeerId>,
     pub(crate) pending_inbound: HashMap<ConnId, Instant>,
     pub(crate) dialing: HashSet<String>,
-    pub(crate) candidates: VecDeque<String>,
+    /// Addresses heard of, not reached yet (Bitcoin Core's "new" table;
+    /// the book is the "tried" one).
+    pub(crate) new: NewTable,
     /// Bans by origin ([`origin_of`]), never by announced address.
     pub(crate) bans: HashMap<String, Instant>,
     /// Origins of recently removed peers, for late reports.
@@ -106,14 +109,40 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn add_candidate(&mut self, addr: String, me: &str) {
-        if addr == me || self.peers.contains_key(&PeerId(addr.clone())) || self.candidates.contains(&addr) {
+    /// Remembers `addr`, heard from `source` (a peer's address, or
+    /// `"bootstrap"` for the configured ones), in the new table; our own
+    /// address, current peers and addresses already reached are skipped.
+    pub(crate) fn learn(&mut self, addr: String, source: &str, me: &str) {
+        if addr == me || self.peers.contains_key(&PeerId(addr.clone())) || self.book.contains(&addr) {
             return;
         }
-        self.candidates.push_back(addr);
-        while self.candidates.len() > MAX_CANDIDATES {
-            self.candidates.pop_front();
+        self.new.add(addr, source);
+    }
+
+    /// An address to dial: at random from the tried (the book) or the new
+    /// table, half and half (Bitcoin Core's choice), skipping peers,
+    /// dials under way and banned origins.
+    pub(crate) fn pick_dial(&mut self) -> Option<String> {
+        let mut rng = self.rng.clone();
+        let skip = |a: &str| {
+            self.peers.contains_key(&PeerId(a.to_owned())) || self.dialing.contains(a) || self.banned(&origin_of(a))
+        };
+        let tried = self.book.addrs();
+        let mut pick = None;
+        for _ in 0..8 {
+            let from_tried = !tried.is_empty() && (self.new.len() == 0 || rand::Rng::gen_bool(&mut rng, 0.5));
+            let a = if from_tried {
+                Some(tried[rand::Rng::gen_range(&mut rng, 0..tried.len())].clone()).filter(|a| !skip(a))
+            } else {
+                self.new.select(&mut rng, skip)
+            };
+            if a.is_some() {
+                pick = a;
+                break;
+            }
         }
+        self.rng = rng;
+        pick
     }
 
     /// Keeps `conn` (from `remote`, its hello for `claim` refused) open as
@@ -152,8 +181,34 @@ impl State {
         self.bans.get(addr).is_some_and(|until| *until > Instant::now())
     }
 
+    /// The answer to `p2p:get_peers`: our peers (the workshop's meaning,
+    /// and what a crawl of the network reads as its edges).
     pub(crate) fn peer_list(&self, except: Option<&str>) -> String {
         join_addrs(self.peers.keys().map(|p| p.0.as_str()).filter(|a| Some(*a) != except))
+    }
+
+    /// The answer to `p2p:get_addrs` and the list sent with a hello's
+    /// answer: our peers, then a random sample of
+    /// [`PEER_LIST_SAMPLE`] addresses from the tried and new tables, so
+    /// what a node learns reaches past its neighbourhood (Bitcoin Core
+    /// answers `getaddr` with a random part of its table).
+    pub(crate) fn addr_sample(&mut self, except: Option<&str>) -> String {
+        let mut rng = self.rng.clone();
+        let mut list: Vec<String> =
+            self.peers.keys().map(|p| p.0.clone()).filter(|a| Some(a.as_str()) != except).collect();
+        let tried = self.book.addrs();
+        for _ in 0..PEER_LIST_SAMPLE / 2 {
+            if tried.is_empty() {
+                break;
+            }
+            list.push(tried[rand::Rng::gen_range(&mut rng, 0..tried.len())].clone());
+        }
+        list.extend(self.new.sample(&mut rng, PEER_LIST_SAMPLE / 2));
+        self.rng = rng;
+        list.sort();
+        list.dedup();
+        list.retain(|a| Some(a.as_str()) != except);
+        join_addrs(list.iter().map(String::as_str))
     }
 
     pub(crate) fn inbound_count(&self) -> usize {

@@ -508,3 +508,70 @@ async fn refused_connections_kept_open_are_bounded_per_peer_and_go_with_it() {
     wait_until("the spares close when their peer goes", || raw.connections().is_empty()).await;
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_made_up_addresses_fills_only_its_share_of_the_new_table() {
+    // Before: learned addresses went into one queue of 1 000, oldest
+    // dropped first, so a peer answering every request with 100 fresh
+    // made-up addresses replaced everything the node had heard of. Now
+    // they land only in the buckets of that peer's network group (Bitcoin
+    // Core's new table): at most 8 × 16 of the 1 024 slots.
+    let net = MemoryNetwork::new();
+    let (t, ev) = net.endpoint(Default::default());
+    let (msg, events) = Messaging::new(t, ev, Default::default());
+    msg.listen("victim:1").await.expect("listen");
+    let config = Config::builder().max_peers(8).seed(1).tick(Duration::from_millis(20)).build().expect("config");
+    let victim = P2p::start(msg, events, config).expect("start");
+    // The attacker: a bare endpoint answering every address request with
+    // 100 new made-up addresses.
+    let (t, ev) = net.endpoint(Default::default());
+    let (evil, _events) = Messaging::new(t, ev, Default::default());
+    evil.listen("evil:1").await.expect("listen");
+    let answers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for kind in ["p2p:get_addrs", "p2p:get_peers"] {
+        let c = answers.clone();
+        evil.register_handler(
+            kind,
+            toy_msg::handler_fn(move |_, _| {
+                let n = c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let list: Vec<String> = (0..100).map(|i| format!("junk{}:1", n * 100 + i)).collect();
+                async move { Some(Bytes::from(list.join(","))) }
+            }),
+        )
+        .expect("register");
+    }
+    let conn = evil.connect("victim:1").await.expect("connect");
+    let hello = evil.request(conn, "p2p:hello", Bytes::from_static(b"evil:1")).await.expect("hello");
+    assert_eq!(hello.first(), Some(&1), "the attacker is a peer");
+    // Short of peers, the victim asks its one peer for addresses every few
+    // ticks: 30 answers are 3 000 made-up addresses.
+    wait_until("30 address answers", || answers.load(std::sync::atomic::Ordering::Relaxed) >= 30).await;
+    let junk = victim.candidates().iter().filter(|a| a.starts_with("junk")).count();
+    assert!(junk > 0, "the victim did learn from its peer");
+    assert!(junk <= 8 * 16, "{junk} made-up addresses from one peer in the table");
+    victim.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_peers_names_only_peers_and_get_addrs_reaches_past_them() {
+    // get_peers keeps the workshop's meaning (a crawl of the network reads
+    // its answers as edges); get_addrs and the hello answer carry a sample
+    // of the tables too, which is what mixes the graph.
+    let net = MemoryNetwork::new();
+    let a = node(&net, "a:1", vec![]).await;
+    let b = node(&net, "b:1", vec![]).await;
+    let c = node(&net, "c:1", vec![]).await;
+    // b reached c by dialling: c is in b's tried table (an inbound claim
+    // alone would not be).
+    b.connect("c:1").await.expect("peer");
+    // c leaves; b still knows of it (tried), but it is no peer.
+    c.shutdown().await;
+    wait_until("c is gone", || !b.peers().contains(&PeerId("c:1".into()))).await;
+    let bid = a.connect("b:1").await.expect("peer");
+    let peers = a.request(&bid, "p2p:get_peers", Bytes::new()).await.expect("answer");
+    assert_eq!(String::from_utf8_lossy(&peers), "", "b's only peer is the asker");
+    let addrs = a.request(&bid, "p2p:get_addrs", Bytes::new()).await.expect("answer");
+    assert!(String::from_utf8_lossy(&addrs).contains("c:1"), "the sample names c: {addrs:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
