@@ -18,9 +18,11 @@
 //! ```
 //!
 //! Discovery sources, each optional and combinable: a bootstrap list, the
-//! persisted [`book::PeerBook`], a [`tracker`], and the peer lists of peers.
-//! Addresses learned from others are only *candidates* until a dial to them
-//! succeeds. When two nodes dial each other at once, the connection opened by
+//! persisted [`book::PeerBook`] (the "tried" table), a [`tracker`], and the
+//! address lists of peers (`p2p:get_addrs`, hello answers), kept in the
+//! [`addrman`] "new" table bucketed by who told us, until a dial or a
+//! feeler reaches them. Dials pick at random from both tables, which keeps
+//! the network's graph close to a random one. When two nodes dial each other at once, the connection opened by
 //! the node with the smaller address wins on both sides.
 //!
 //! The layer above uses the [`PeerNetwork`] trait; [`P2p`] implements it over
@@ -32,8 +34,9 @@
 //! Bitcoin Core's `AttemptToEvictConnection`); `node` the [`P2p`] handle and
 //! its start and shutdown; `handshake` the hello both ways, contested
 //! claims and connection events; `maintenance` the tick (dialling towards
-//! the outbound target, discovery, trimming, the book, the tracker);
-//! `service` the [`PeerNetwork`] implementation; [`book`] and [`tracker`].
+//! the outbound target, discovery, feelers, trimming, the book, the
+//! tracker); `service` the [`PeerNetwork`] implementation; [`addrman`],
+//! [`book`] and [`tracker`].
 //!
 //! ## Example
 //!
