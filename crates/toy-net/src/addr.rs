@@ -47,7 +47,11 @@ pub fn origin_of(remote: &str) -> String {
 
 /// The group a connection from `remote` counts in for per-group limits:
 /// the IPv4 /16 or IPv6 /32 it comes from (as Bitcoin Core's netgroups),
-/// else [`origin_of`] (loopback and names: one connection each).
+/// else [`origin_of`]: loopback and names, one connection each; private and
+/// link-local addresses (10/8, 172.16/12, 192.168/16, 169.254/16, fc00::/7,
+/// fe80::/10), one host each. A private network (a LAN, containers, the
+/// testnet's namespaces) is one operator's: all of it in one /16 would
+/// make every node one group to the new table and to eviction.
 ///
 /// ```
 /// assert_eq!(toy_net::netgroup_of("203.0.113.7:9000"), toy_net::netgroup_of("203.0.1.1:1"));
@@ -57,6 +61,10 @@ pub fn origin_of(remote: &str) -> String {
 pub fn netgroup_of(remote: &str) -> String {
     match remote.parse::<SocketAddr>().map(|sa| sa.ip().to_canonical()) {
         Ok(ip) if ip.is_loopback() => origin_of(remote),
+        Ok(IpAddr::V4(v4)) if v4.is_private() || v4.is_link_local() => v4.to_string(),
+        Ok(IpAddr::V6(v6)) if (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 => {
+            v6.to_string()
+        }
         Ok(IpAddr::V4(v4)) => {
             let [a, b, ..] = v4.octets();
             format!("{a}.{b}.0.0/16")
@@ -78,6 +86,15 @@ mod tests {
         assert_eq!(origin_of("[::ffff:198.51.100.2]:5"), "198.51.100.2");
         assert_eq!(netgroup_of("[::ffff:198.51.100.2]:5"), "198.51.0.0/16");
         assert_eq!(origin_of("[::ffff:127.0.0.1]:5"), "127.0.0.1:5");
+    }
+
+    #[test]
+    fn private_hosts_are_groups_of_their_own() {
+        assert_ne!(netgroup_of("10.79.0.1:1"), netgroup_of("10.79.0.2:1"));
+        assert_eq!(netgroup_of("10.79.0.1:1"), netgroup_of("10.79.0.1:2"));
+        assert_ne!(netgroup_of("192.168.1.5:1"), netgroup_of("192.168.1.6:1"));
+        assert_ne!(netgroup_of("[fd00::1]:1"), netgroup_of("[fd00::2]:1"));
+        assert_eq!(netgroup_of("8.8.4.4:1"), netgroup_of("8.8.8.8:1"), "public: the /16");
     }
 
     #[test]

@@ -14,9 +14,12 @@
 //! - **Bucketed by source.** An address lands in one of [`NEW_BUCKETS`]
 //!   buckets chosen by a keyed hash of the *source's* network group and the
 //!   address's group, and each source group can reach only
-//!   [`BUCKETS_PER_SOURCE_GROUP`] of them. One peer (or one attacker's
-//!   netgroup) can fill at most 8 × 16 = 128 of the 1 024 slots, however
-//!   many addresses it sends.
+//!   [`BUCKETS_PER_SOURCE_GROUP`] of them. The source is where the
+//!   connection that told us comes from (its remote address), never a name
+//!   it claimed: one network group of senders (an IPv4 /16; one host for
+//!   loopback and private addresses) fills at most 8 × 16 = 128 of the
+//!   1 024 slots, however many addresses it sends and however many names
+//!   it claims.
 //! - **What is there stays.** A full bucket takes a newcomer only in the
 //!   place of an address that failed a dial; a flood of fresh addresses
 //!   cannot flush the ones heard before (Bitcoin Core keeps an entry unless
@@ -141,6 +144,14 @@ impl NewTable {
             let before = bucket.len();
             bucket.retain(|e| e.addr != addr);
             self.len -= before - bucket.len();
+        }
+    }
+
+    /// `addr` answered (a feeler, a refused hello): its failures are
+    /// forgotten.
+    pub(crate) fn answered(&mut self, addr: &str) {
+        for e in self.buckets.iter_mut().flatten().filter(|e| e.addr == addr) {
+            e.failures = 0;
         }
     }
 

@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 /// ago is dropped.
 pub const MAX_BOOK_ENTRIES: usize = 1000;
 
+/// Entries one network group ([`toy_msg::netgroup_of`] of the address)
+/// may hold: 32. A newcomer of a full group replaces that group's entry
+/// seen longest ago, so one /16 that keeps answering cannot fill the
+/// tried table that half of all dials draw from.
+pub const MAX_PER_GROUP: usize = 32;
+
 /// Failed dials in a row after which an address is dropped.
 pub const MAX_FAILURES: u32 = 5;
 
@@ -27,11 +33,14 @@ pub struct BookEntry {
     pub failures: u32,
 }
 
-/// Addresses of peers that completed a handshake, with when they were last
-/// seen and how often dialling them failed since.
+/// Addresses we dialled and completed a handshake with (the "tried" table
+/// of Bitcoin Core's address manager), with when they were last seen and
+/// how often dialling them failed since.
 ///
-/// Bounded: [`MAX_BOOK_ENTRIES`] entries (oldest `last_seen` evicted);
-/// entries with [`MAX_FAILURES`] failures or older than [`MAX_AGE_MS`] age out.
+/// Bounded: [`MAX_BOOK_ENTRIES`] entries (oldest `last_seen` evicted), at
+/// most [`MAX_PER_GROUP`] per network group (the group's oldest evicted);
+/// entries with [`MAX_FAILURES`] failures or older than [`MAX_AGE_MS`] age
+/// out.
 #[derive(Debug, Default)]
 pub struct PeerBook {
     entries: HashMap<String, BookEntry>,
@@ -66,6 +75,16 @@ impl PeerBook {
 
     /// Records a successful handshake with `addr`.
     pub fn seen(&mut self, addr: &str, now_ms: u64) {
+        if !self.entries.contains_key(addr) {
+            let group = toy_msg::netgroup_of(addr);
+            let mut same: Vec<&BookEntry> =
+                self.entries.values().filter(|e| toy_msg::netgroup_of(&e.addr) == group).collect();
+            if same.len() >= MAX_PER_GROUP {
+                same.sort_by_key(|e| e.last_seen_ms);
+                let oldest = same[0].addr.clone();
+                self.entries.remove(&oldest);
+            }
+        }
         let e = self.entries.entry(addr.to_owned()).or_insert_with(|| BookEntry {
             addr: addr.to_owned(),
             last_seen_ms: 0,
@@ -104,6 +123,14 @@ impl PeerBook {
         let mut v: Vec<&BookEntry> = self.entries.values().collect();
         v.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms).then(a.failures.cmp(&b.failures)));
         v.into_iter().map(|e| e.addr.clone()).collect()
+    }
+
+    /// A random address, without sorting or copying the book.
+    pub fn random(&self, rng: &mut impl rand::Rng) -> Option<&str> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        self.entries.values().nth(rng.gen_range(0..self.entries.len())).map(|e| e.addr.as_str())
     }
 
     /// Whether `addr` is in the book.
@@ -162,6 +189,19 @@ mod tests {
         assert!(again.is_empty());
         std::fs::write(&path, b"not json").expect("write");
         assert!(PeerBook::load(&path).is_empty(), "corrupt file gives an empty book");
+    }
+
+    #[test]
+    fn one_group_holds_at_most_its_share() {
+        let mut b = PeerBook::in_memory();
+        b.seen("198.51.100.1:1", 1);
+        for i in 0..200u64 {
+            b.seen(&format!("203.0.{}.{}:1", i / 200, i % 200), 10 + i);
+        }
+        let theirs = b.addrs().iter().filter(|a| a.starts_with("203.0.")).count();
+        assert_eq!(theirs, MAX_PER_GROUP);
+        assert!(b.contains("198.51.100.1:1"), "another group's entry stays");
+        assert!(b.contains("203.0.0.199:1") && !b.contains("203.0.0.0:1"), "the group's oldest went");
     }
 
     #[test]

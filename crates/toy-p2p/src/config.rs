@@ -62,9 +62,12 @@ pub const DEFAULT_MAX_PEERS: usize = 8;
 /// Peer events ([`crate::PeerEvent`]) a subscriber may fall behind by: 64.
 /// Past it the subscriber misses the oldest and is told it lagged.
 pub const PEER_EVENT_BUFFER: usize = 64;
-/// Random addresses from the tried and new tables added to each peer list
-/// we answer with, besides our peers: 32 (half from each table).
+/// Random addresses from the tried and new tables that `p2p:get_addrs`
+/// and hello answers carry besides our peers: 32 (half from each table).
 pub const PEER_LIST_SAMPLE: usize = 32;
+/// Ticks a drawn sample of [`PEER_LIST_SAMPLE`] addresses is reused: 10
+/// (5 s at the default tick).
+pub const SAMPLE_REFRESH_TICKS: u64 = 10;
 /// A feeler every this many ticks: a short connection to a random address
 /// of the new table that asks for its peers and closes. An address that
 /// answers is moved to the tried table (the book), its list learned; one

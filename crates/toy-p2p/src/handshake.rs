@@ -255,11 +255,17 @@ impl<M: Messenger> P2p<M> {
         let mut st = self.state();
         st.dialing.remove(addr);
         match &result {
-            // It answered (a refusal too): tried, no longer new.
-            Ok(_) | Err(Error::Rejected { .. }) => {
+            // A completed handshake: tried, no longer new.
+            Ok(_) => {
                 st.book.seen(addr, now_ms());
                 st.new.remove(addr);
             }
+            // It answered but refused (full, say): alive, still new. A
+            // refusal costs nothing to send, so it earns no tried place.
+            Err(Error::Rejected { .. }) => st.new.answered(addr),
+            // Refused here, before any dial (already a peer, banned): says
+            // nothing about the address.
+            Err(Error::Refused { .. }) => {}
             Err(_) => {
                 st.book.failed(addr);
                 st.new.failed(addr);
@@ -290,8 +296,9 @@ impl<M: Messenger> P2p<M> {
         };
         let learned = parse_addrs(list, MAX_ADDRS_PER_LIST);
         let mut st = self.state();
+        // Heard from the host we reached (a name may stand for any host).
         for a in learned {
-            st.learn(a, addr, &self.inner.me);
+            st.learn(a, &remote, &self.inner.me);
         }
         // The address answered: an inbound peer merely claiming it while it
         // was contested gives way to the verified connection.

@@ -12,9 +12,12 @@
 //!  dialler                                   listener
 //!  ── p2p:hello  "10.0.0.1:15151" ─────────►  accept?  not itself, not a duplicate,
 //!  ◄──────── 0x01 "10.0.0.2:15151,10.0.0.3:15151"      not banned, inbound < 2·max
-//!             (0x00 + peers on rejection: the dialler closes and tries those)
+//!             (peers and a random sample of the tables; 0x00 + the same on
+//!             rejection: the dialler closes and keeps them in its new table)
 //!  ── p2p:get_peers  "" ───────────────────►
-//!  ◄──────── "10.0.0.2:15151,10.0.0.3:15151"
+//!  ◄──────── "10.0.0.2:15151,10.0.0.3:15151"        (peers only)
+//!  ── p2p:get_addrs  "" ───────────────────►
+//!  ◄──────── "10.0.0.2:15151,10.0.7.9:15151,…"   (peers and a sample)
 //! ```
 //!
 //! Discovery sources, each optional and combinable: a bootstrap list, the
@@ -92,7 +95,8 @@ pub(crate) use addr::same_host;
 pub use addr::{is_valid_addr, join_addrs, parse_addrs};
 pub use config::{
     BAN_THRESHOLD, Config, ConfigBuilder, DEFAULT_MAX_PEERS, DEFAULT_TRIM_GRACE, FEELER_EVERY, MAX_ADDRS_PER_LIST,
-    MAX_BANS, MAX_PARALLEL_DIALS, MAX_SPARES_PER_PEER, PEER_EVENT_BUFFER, PEER_LIST_SAMPLE, TOP_UP_EVERY,
+    MAX_BANS, MAX_PARALLEL_DIALS, MAX_SPARES_PER_PEER, PEER_EVENT_BUFFER, PEER_LIST_SAMPLE, SAMPLE_REFRESH_TICKS,
+    TOP_UP_EVERY,
 };
 pub use error::Error;
 pub use node::P2p;

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use toy_msg::{ConnId, Messenger};
 
 use crate::config::*;
-use crate::node::{P2p, now_ms};
+use crate::node::{CloseOnDrop, P2p, now_ms};
 use crate::{Error, PeerId, PeerNetwork, origin_of, parse_addrs};
 
 impl<M: Messenger> P2p<M> {
@@ -204,8 +204,12 @@ impl<M: Messenger> P2p<M> {
                 // from past its neighbourhood.
                 if let Ok(list) = this.request(&peer, "p2p:get_addrs", Bytes::new()).await {
                     let mut st = this.state();
+                    // The source is where the peer's connection comes from,
+                    // not the address it claimed: claims are free, so many
+                    // claims from one host would be many sources.
+                    let Some(source) = st.peers.get(&peer).map(|p| p.remote.clone()) else { return };
                     for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
-                        st.learn(a, &peer.0, &this.inner.me);
+                        st.learn(a, &source, &this.inner.me);
                     }
                 }
             });
@@ -223,22 +227,33 @@ impl<M: Messenger> P2p<M> {
     /// asks for its peers and closes, within the handshake timeout. An
     /// answer moves it to the tried table and its list into the new one
     /// (heard from it); silence counts a failure.
+    ///
+    /// It stays in the new table: an answer to `p2p:get_peers` is cheaper
+    /// to give than a handshake, so only a dial that completes a hello
+    /// earns a place in the tried table. While it runs the address counts
+    /// as being dialled.
     async fn feel(&self, addr: &str) {
+        if !self.state().dialing.insert(addr.to_owned()) {
+            return;
+        }
         let msg = &self.inner.msg;
         let probe = async {
             let conn = msg.connect(addr).await?;
-            let answer = msg.request(conn, "p2p:get_peers", Bytes::new()).await;
-            msg.close(conn);
-            answer.map_err(Error::from)
+            // Closed however this ends, the timeout's drop included.
+            let _close = CloseOnDrop(msg, conn);
+            let remote = msg.remote_addr(conn).unwrap_or_else(|| addr.to_owned());
+            let list = msg.request(conn, "p2p:get_peers", Bytes::new()).await?;
+            Ok::<_, Error>((remote, list))
         };
         let answer = tokio::time::timeout(self.inner.config.handshake_timeout, probe).await;
         let mut st = self.state();
+        st.dialing.remove(addr);
         match answer {
-            Ok(Ok(list)) => {
-                st.book.seen(addr, now_ms());
-                st.new.remove(addr);
+            Ok(Ok((remote, list))) => {
+                st.new.answered(addr);
+                // Heard from where the answer came from, not the name.
                 for a in parse_addrs(&list, MAX_ADDRS_PER_LIST) {
-                    st.learn(a, addr, &self.inner.me);
+                    st.learn(a, &remote, &self.inner.me);
                 }
             }
             _ => st.new.failed(addr),

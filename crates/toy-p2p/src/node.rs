@@ -90,6 +90,7 @@ impl<M: Messenger> P2p<M> {
             pending_inbound: HashMap::new(),
             dialing: HashSet::new(),
             new: NewTable::new(0),
+            sample: None,
             bans: HashMap::new(),
             gone: VecDeque::new(),
             displaced: VecDeque::new(),

@@ -8,7 +8,7 @@ use toy_msg::ConnId;
 
 use crate::addrman::NewTable;
 use crate::book::PeerBook;
-use crate::config::{MAX_SPARES_PER_PEER, PEER_LIST_SAMPLE};
+use crate::config::{MAX_SPARES_PER_PEER, PEER_LIST_SAMPLE, SAMPLE_REFRESH_TICKS};
 use crate::{PeerId, evict, join_addrs, netgroup_of, origin_of, same_host};
 
 #[derive(Debug)]
@@ -80,6 +80,9 @@ pub(crate) struct State {
     /// Addresses heard of, not reached yet (Bitcoin Core's "new" table;
     /// the book is the "tried" one).
     pub(crate) new: NewTable,
+    /// The random addresses `p2p:get_addrs` and hello answers carry, and
+    /// the tick they were drawn at ([`State::addr_sample`]).
+    pub(crate) sample: Option<(u64, Vec<String>)>,
     /// Bans by origin ([`origin_of`]), never by announced address.
     pub(crate) bans: HashMap<String, Instant>,
     /// Origins of recently removed peers, for late reports.
@@ -127,12 +130,11 @@ impl State {
         let skip = |a: &str| {
             self.peers.contains_key(&PeerId(a.to_owned())) || self.dialing.contains(a) || self.banned(&origin_of(a))
         };
-        let tried = self.book.addrs();
         let mut pick = None;
         for _ in 0..8 {
-            let from_tried = !tried.is_empty() && (self.new.len() == 0 || rand::Rng::gen_bool(&mut rng, 0.5));
+            let from_tried = !self.book.is_empty() && (self.new.len() == 0 || rand::Rng::gen_bool(&mut rng, 0.5));
             let a = if from_tried {
-                Some(tried[rand::Rng::gen_range(&mut rng, 0..tried.len())].clone()).filter(|a| !skip(a))
+                self.book.random(&mut rng).filter(|a| !skip(a)).map(str::to_owned)
             } else {
                 self.new.select(&mut rng, skip)
             };
@@ -192,23 +194,32 @@ impl State {
     /// [`PEER_LIST_SAMPLE`] addresses from the tried and new tables, so
     /// what a node learns reaches past its neighbourhood (Bitcoin Core
     /// answers `getaddr` with a random part of its table).
+    ///
+    /// The sample is drawn once per [`SAMPLE_REFRESH_TICKS`] and reused: a
+    /// stranger's hello (answered with this list) costs a copy, not a
+    /// draw, and asking again and again does not read out the tables.
     pub(crate) fn addr_sample(&mut self, except: Option<&str>) -> String {
-        let mut rng = self.rng.clone();
-        let mut list: Vec<String> =
-            self.peers.keys().map(|p| p.0.clone()).filter(|a| Some(a.as_str()) != except).collect();
-        let tried = self.book.addrs();
-        for _ in 0..PEER_LIST_SAMPLE / 2 {
-            if tried.is_empty() {
-                break;
+        if self.sample.as_ref().is_none_or(|(at, _)| self.ticks >= at + SAMPLE_REFRESH_TICKS) {
+            let mut rng = self.rng.clone();
+            let mut drawn: Vec<String> = Vec::with_capacity(PEER_LIST_SAMPLE);
+            for _ in 0..PEER_LIST_SAMPLE / 2 {
+                if let Some(a) = self.book.random(&mut rng) {
+                    drawn.push(a.to_owned());
+                }
             }
-            list.push(tried[rand::Rng::gen_range(&mut rng, 0..tried.len())].clone());
+            drawn.extend(self.new.sample(&mut rng, PEER_LIST_SAMPLE / 2));
+            drawn.sort();
+            drawn.dedup();
+            self.rng = rng;
+            self.sample = Some((self.ticks, drawn));
         }
-        list.extend(self.new.sample(&mut rng, PEER_LIST_SAMPLE / 2));
-        self.rng = rng;
-        list.sort();
+        let drawn = self.sample.as_ref().map(|(_, d)| d.as_slice()).unwrap_or_default();
+        let peers = self.peers.keys().map(|p| p.0.as_str());
+        let mut list: Vec<&str> =
+            peers.chain(drawn.iter().map(String::as_str)).filter(|a| Some(*a) != except).collect();
+        list.sort_unstable();
         list.dedup();
-        list.retain(|a| Some(a.as_str()) != except);
-        join_addrs(list.iter().map(String::as_str))
+        join_addrs(list.into_iter())
     }
 
     pub(crate) fn inbound_count(&self) -> usize {
