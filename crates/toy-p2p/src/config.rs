@@ -65,9 +65,12 @@ pub const PEER_EVENT_BUFFER: usize = 64;
 /// Random addresses from the tried and new tables that `p2p:get_addrs`
 /// and hello answers carry besides our peers: 32 (half from each table).
 pub const PEER_LIST_SAMPLE: usize = 32;
-/// Ticks a drawn sample of [`PEER_LIST_SAMPLE`] addresses is reused: 10
-/// (5 s at the default tick).
-pub const SAMPLE_REFRESH_TICKS: u64 = 10;
+/// Ticks a drawn sample of [`PEER_LIST_SAMPLE`] addresses is reused: 1
+/// (a fresh draw at most once a tick, however many ask). Longer reuse
+/// hands every newcomer of a busy moment the same addresses: at 10 ticks
+/// the 1 000-node simulation's mean distance rose from 1.03× to 1.14× a
+/// random graph's.
+pub const SAMPLE_REFRESH_TICKS: u64 = 1;
 /// A feeler every this many ticks: a short connection to a random address
 /// of the new table that asks for its peers and closes. An address that
 /// answers is moved to the tried table (the book), its list learned; one

@@ -195,9 +195,10 @@ impl State {
     /// what a node learns reaches past its neighbourhood (Bitcoin Core
     /// answers `getaddr` with a random part of its table).
     ///
-    /// The sample is drawn once per [`SAMPLE_REFRESH_TICKS`] and reused: a
-    /// stranger's hello (answered with this list) costs a copy, not a
-    /// draw, and asking again and again does not read out the tables.
+    /// The sample is drawn at most once per [`SAMPLE_REFRESH_TICKS`] and
+    /// reused: a stranger's hello (answered with this list) costs a copy,
+    /// not a draw, and asking again and again reads out no more of the
+    /// tables.
     pub(crate) fn addr_sample(&mut self, except: Option<&str>) -> String {
         if self.sample.as_ref().is_none_or(|(at, _)| self.ticks >= at + SAMPLE_REFRESH_TICKS) {
             let mut rng = self.rng.clone();
@@ -219,7 +220,7 @@ impl State {
             peers.chain(drawn.iter().map(String::as_str)).filter(|a| Some(*a) != except).collect();
         list.sort_unstable();
         list.dedup();
-        join_addrs(list.into_iter())
+        join_addrs(list)
     }
 
     pub(crate) fn inbound_count(&self) -> usize {
