@@ -225,13 +225,14 @@ impl<M: Messenger> P2p<M> {
 
     /// A feeler: a short connection to `addr` (from the new table) that
     /// asks for its peers and closes, within the handshake timeout. An
-    /// answer moves it to the tried table and its list into the new one
-    /// (heard from it); silence counts a failure.
+    /// answer clears the address's failures and puts its list in the new
+    /// table (heard from the connection's remote address); silence counts
+    /// a failure.
     ///
-    /// It stays in the new table: an answer to `p2p:get_peers` is cheaper
-    /// to give than a handshake, so only a dial that completes a hello
-    /// earns a place in the tried table. While it runs the address counts
-    /// as being dialled.
+    /// The address stays in the new table: an answer to `p2p:get_peers` is
+    /// cheaper to give than a handshake, so only a dial that completes a
+    /// hello earns a place in the tried table. While it runs the address
+    /// counts as being dialled.
     async fn feel(&self, addr: &str) {
         if !self.state().dialing.insert(addr.to_owned()) {
             return;
