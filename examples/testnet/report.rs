@@ -3,10 +3,12 @@
 //! millisecond it stored it and its parent) and each reorganisation. The
 //! nodes share one clock (one machine), so arrival times compare directly.
 //!
-//! - **Propagation**: for each block, the delay from its first arrival
-//!   anywhere (the miner storing it) to its arrival at each other node that
-//!   was up and on the miner's side of any partition at that moment; p50,
-//!   p90 and p99 over all such pairs. Next to it, the bound the peer graph
+//! - **Propagation**: for each block of the final best chain, the delay
+//!   from its first arrival anywhere (the miner storing it) to its arrival
+//!   at each other node that was up and on the miner's side of any
+//!   partition at that moment; p50, p90 and p99 over all such pairs. Stale
+//!   blocks are left out: a losing branch is not relayed, so the time it
+//!   takes to reach a node measures sync, not propagation. Next to it, the bound the peer graph
 //!   allows for the same pairs: hops on the shortest path (in the graph of
 //!   the block's time) × the mean per-link latency. It leaves out jitter,
 //!   pacing, spikes and each hop's checking, so a figure below it is luck
@@ -201,7 +203,11 @@ pub(crate) fn summarise(logs: &[NodeLog], run: &Run<'_>) -> Summary {
         }
     }
     let dists: Vec<(u64, Vec<Vec<Option<u32>>>)> = graphs.iter().map(|(t, g)| (*t, hops(g))).collect();
-    for (hash, (t0, origin, _, _)) in first.iter().filter(|(_, e)| e.0 >= since_ms) {
+    // Propagation of the blocks that count: those on the final best chain.
+    // A block on a losing branch is not relayed (only the best chain is)
+    // and reaches most nodes late, by sync, if at all.
+    let counted = |hash: &&str| tip.is_none() || best.contains(hash);
+    for (hash, (t0, origin, _, _)) in first.iter().filter(|(h, e)| e.0 >= since_ms && counted(h)) {
         // The graph as it was when the block appeared (else the first one).
         let dist = dists.iter().rev().find(|(t, _)| t <= t0).or(dists.first()).map(|(_, d)| d);
         for (node, log) in logs.iter().enumerate() {
@@ -281,7 +287,10 @@ x DEBUG toy_chain::arrival: block stored hash=s4 parent=s3 height=4 at_ms=4000
 
     #[test]
     fn logs_give_stale_blocks_reorgs_and_delays_from_each_blocks_first_arrival() {
-        let logs = [NodeLog::parse(LOG_A), NodeLog::parse(LOG_B)];
+        let mut b = LOG_B.to_owned();
+        // B also stores the stale b2, late (by sync): not a propagation.
+        b.push_str("x DEBUG toy_chain::arrival: block stored hash=b2 parent=b1 height=2 at_ms=9000\n");
+        let logs = [NodeLog::parse(LOG_A), NodeLog::parse(&b)];
         assert_eq!(logs[0].arrivals.len(), 4);
         assert_eq!(logs[0].reorgs, vec![1]);
         let graphs = [(0, vec![HashSet::from([1]), HashSet::from([0])])];
@@ -290,7 +299,8 @@ x DEBUG toy_chain::arrival: block stored hash=s4 parent=s3 height=4 at_ms=4000
         // b2 is off the chain g-b1-s2-s3; s4 is above the final tip.
         assert_eq!((s.stale, s.counted, s.longest_reorg), (1, 4, 1));
         assert_eq!(s.stale_since, (1, 4), "every block came after since_ms = 0");
-        // b1: A first, B +100; s2: A first, B +50; s3: A first, B +300; s4 only B.
+        // b1: A first, B +100; s2: A first, B +50; s3: A first, B +300; s4
+        // only B; b2 (stale) is not counted.
         assert_eq!(s.delays, vec![50, 100, 300]);
         assert_eq!(s.bounds, vec![50, 50, 50]);
         let text = s.to_string();
