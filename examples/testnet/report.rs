@@ -5,14 +5,17 @@
 //!
 //! - **Propagation**: for each block of the final best chain, the delay
 //!   from its first arrival anywhere (the miner storing it) to its arrival
-//!   at each other node that was up and on the miner's side of any
-//!   partition at that moment; p50, p90 and p99 over all such pairs. Stale
-//!   blocks are left out: a losing branch is not relayed, so the time it
-//!   takes to reach a node measures sync, not propagation. Next to it, the bound the peer graph
-//!   allows for the same pairs: hops on the shortest path (in the graph of
-//!   the block's time) × the mean per-link latency. It leaves out jitter,
-//!   pacing, spikes and each hop's checking, so a figure below it is luck
-//!   with jitter, and the gap above it is what relaying costs.
+//!   at each other node; p50, p90 and p99 over all such pairs. Left out:
+//!   a node that was down, or on the other side of a partition, when the
+//!   block appeared, or within the testnet's catch-up grace after the
+//!   fault ended (the outages it passes in); and stale blocks, because a
+//!   losing branch is not relayed, so the time it takes to reach a node
+//!   measures sync, not propagation.
+//! - **The bound**, next to it: for the same pairs, hops on the shortest
+//!   path (in the peer graph of the block's time) × the mean per-link
+//!   latency. It leaves out jitter, pacing, spikes and each hop's checking,
+//!   so a figure below it is luck with jitter, and the gap above it is what
+//!   relaying costs.
 //! - **Stale blocks**: blocks stored anywhere, at or below the final tip's
 //!   height, that are not on the final best chain.
 //! - **Longest reorg**: the most blocks one reorganisation undid.
