@@ -9,10 +9,14 @@
 //!  a response carries its request's id and an empty kind
 //! ```
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Bytes before the kind: the type byte and the 4-byte id.
 pub const HEADER_LEN: usize = 5;
+
+/// Kinds up to this many bytes get their head built on the stack by
+/// [`with_head`]; longer ones in a `Vec`.
+const STACK_KIND: usize = 58;
 
 /// What a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,6 +100,67 @@ pub fn check_kind(kind: &str) -> Result<(), InvalidKind> {
     Ok(())
 }
 
+/// A message's header, borrowed from its frame: what the dispatcher reads
+/// before it knows whether anyone handles the kind, so it costs no
+/// allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// One-way, request or response.
+    pub ty: MessageType,
+    /// Matches a response to its request.
+    pub id: u32,
+    /// The kind, borrowed from the frame.
+    pub kind: &'a str,
+    /// Where the payload starts in the frame.
+    pub payload_at: usize,
+}
+
+impl<'a> Header<'a> {
+    /// Reads the header at the start of `frame`. Never panics.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] saying what is malformed.
+    pub fn decode(frame: &'a [u8]) -> Result<Self, DecodeError> {
+        if frame.len() < HEADER_LEN + 1 {
+            return Err(DecodeError::TooShort { len: frame.len() });
+        }
+        let ty = MessageType::from_byte(frame[0]).ok_or(DecodeError::UnknownType(frame[0]))?;
+        let id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+        let rest = &frame[HEADER_LEN..];
+        let nul = rest.iter().position(|&b| b == 0).ok_or(DecodeError::UnterminatedKind)?;
+        let kind = std::str::from_utf8(&rest[..nul]).map_err(|_| DecodeError::KindNotUtf8)?;
+        Ok(Self { ty, id, kind, payload_at: HEADER_LEN + nul + 1 })
+    }
+}
+
+/// Calls `f` with the encoded head of a message (type, id, kind and its
+/// terminator: everything before the payload), built on the stack for
+/// kinds up to 58 bytes. The messaging layer hands it to
+/// [`toy_net::Transport::send_parts`] with the payload, so sending builds
+/// no frame of its own.
+///
+/// # Errors
+/// [`InvalidKind`] when the kind contains 0x00.
+pub fn with_head<R>(ty: MessageType, id: u32, kind: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R, InvalidKind> {
+    check_kind(kind)?;
+    let len = HEADER_LEN + kind.len() + 1;
+    let fill = |head: &mut [u8]| {
+        head[0] = ty.to_byte();
+        head[1..HEADER_LEN].copy_from_slice(&id.to_be_bytes());
+        head[HEADER_LEN..len - 1].copy_from_slice(kind.as_bytes());
+        head[len - 1] = 0;
+    };
+    if kind.len() <= STACK_KIND {
+        let mut head = [0u8; HEADER_LEN + STACK_KIND + 1];
+        fill(&mut head[..len]);
+        Ok(f(&head[..len]))
+    } else {
+        let mut head = vec![0u8; len];
+        fill(&mut head);
+        Ok(f(&head))
+    }
+}
+
 /// Encodes a message into a fresh frame.
 ///
 /// # Errors
@@ -124,17 +189,11 @@ impl Message {
     ///
     /// # Errors
     /// A [`DecodeError`] saying what is malformed.
-    pub fn decode(frame: Bytes) -> Result<Self, DecodeError> {
-        if frame.len() < HEADER_LEN + 1 {
-            return Err(DecodeError::TooShort { len: frame.len() });
-        }
-        let ty = MessageType::from_byte(frame[0]).ok_or(DecodeError::UnknownType(frame[0]))?;
-        let id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
-        let rest = &frame[HEADER_LEN..];
-        let nul = rest.iter().position(|&b| b == 0).ok_or(DecodeError::UnterminatedKind)?;
-        let kind = std::str::from_utf8(&rest[..nul]).map_err(|_| DecodeError::KindNotUtf8)?.to_owned();
-        let payload = frame.slice(HEADER_LEN + nul + 1..);
-        Ok(Self { ty, id, kind, payload })
+    pub fn decode(mut frame: Bytes) -> Result<Self, DecodeError> {
+        let header = Header::decode(&frame)?;
+        let (ty, id, kind, at) = (header.ty, header.id, header.kind.to_owned(), header.payload_at);
+        frame.advance(at);
+        Ok(Self { ty, id, kind, payload: frame })
     }
 }
 
@@ -180,6 +239,16 @@ mod tests {
             let msg = Message { ty, id, kind, payload: Bytes::from(payload) };
             let frame = msg.encode().expect("kind has no NUL");
             prop_assert_eq!(Message::decode(frame).expect("decodes"), msg);
+        }
+
+        #[test]
+        fn the_head_and_payload_are_the_encoded_frame(ty in any_type(), id in any::<u32>(), kind in "[^\u{0}]{0,80}", payload in prop::collection::vec(any::<u8>(), 0..100)) {
+            let whole = encode(ty, id, &kind, &payload).expect("kind has no NUL");
+            let parts = with_head(ty, id, &kind, |head| [head, &payload[..]].concat()).expect("kind has no NUL");
+            prop_assert_eq!(&whole[..], &parts[..]);
+            let header = Header::decode(&whole).expect("decodes");
+            prop_assert_eq!((header.ty, header.id, header.kind), (ty, id, kind.as_str()));
+            prop_assert_eq!(&whole[header.payload_at..], &payload[..]);
         }
 
         #[test]

@@ -67,7 +67,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-pub use codec::{DecodeError, InvalidKind, Message, MessageType};
+pub use codec::{DecodeError, Header, InvalidKind, Message, MessageType};
 pub use config::{
     Config, ConfigBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_HANDLERS_PER_CONN,
     DEFAULT_MAX_PENDING_PER_CONN, DEFAULT_PRIORITY_KINDS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RESERVED_HANDLERS,
@@ -152,12 +152,17 @@ impl Events {
 /// request to another peer, a channel send), blocking is not. Move CPU-heavy
 /// work (signature checks, hashing large data) to `spawn_blocking` or a task of
 /// your own and await its result.
+///
+/// The dispatcher polls a new invocation once at once and keeps it only if
+/// it has to wait, so a handler that answers without waiting costs one
+/// allocation (its future's box) and nothing else. The handler comes as an
+/// `Arc` so its future owns what it needs and can be kept when it waits.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Handles a message from `conn`. For a request, `Some(payload)` is sent
     /// back as the response; `None` sends nothing (the requester times out).
     /// The return value of a one-way message is ignored.
-    async fn handle(&self, conn: ConnId, payload: Bytes) -> Option<Bytes>;
+    async fn handle(self: Arc<Self>, conn: ConnId, payload: Bytes) -> Option<Bytes>;
 }
 
 /// A [`Handler`] made from an async closure; see [`handler_fn`].
@@ -169,7 +174,7 @@ where
     F: Fn(ConnId, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Option<Bytes>> + Send + 'static,
 {
-    async fn handle(&self, conn: ConnId, payload: Bytes) -> Option<Bytes> {
+    async fn handle(self: Arc<Self>, conn: ConnId, payload: Bytes) -> Option<Bytes> {
         (self.0)(conn, payload).await
     }
 }

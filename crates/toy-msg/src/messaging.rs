@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use toy_net::{ConnId, Transport};
 
-use crate::codec::{self, Message, MessageType};
+use crate::codec::{self, MessageType};
 use crate::{Config, Error, Event, Events, Handler, Messenger};
 
 type Waiter = oneshot::Sender<Result<Bytes, Error>>;
@@ -206,17 +206,19 @@ impl<T: Transport> Messaging<T> {
     /// connection's handler invocations still running: past its share
     /// ([`Config::max_handlers_per_conn`]) its messages are dropped, so a
     /// flooding peer slows only itself.
+    ///
+    /// The header is read in place (the kind borrowed from the frame) and
+    /// the payload is the rest of the frame, so a message costs no
+    /// allocation until its handler runs.
     async fn on_frame(
         &self,
         conn: ConnId,
-        data: Bytes,
+        mut data: Bytes,
         running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
         share: &mut ConnShare,
     ) {
-        let slots = share.slots.clone();
-        let priority_slots = share.priority.clone();
-        let msg = match Message::decode(data) {
-            Ok(msg) => msg,
+        let header = match codec::Header::decode(&data) {
+            Ok(header) => header,
             Err(error) => {
                 let remote = self.inner.transport.remote_addr(conn).unwrap_or_default();
                 if let Some(held_back) = WARNINGS.allow("malformed message") {
@@ -227,11 +229,12 @@ impl<T: Transport> Messaging<T> {
                 return;
             }
         };
-        match msg.ty {
+        let (ty, id, at) = (header.ty, header.id, header.payload_at);
+        match ty {
             MessageType::Response => {
                 let waiter = {
                     let mut pending = self.pending();
-                    let waiter = pending.get_mut(&conn).and_then(|m| m.remove(&msg.id));
+                    let waiter = pending.get_mut(&conn).and_then(|m| m.remove(&id));
                     if pending.get(&conn).is_some_and(HashMap::is_empty) {
                         pending.remove(&conn);
                     }
@@ -239,29 +242,28 @@ impl<T: Transport> Messaging<T> {
                 };
                 match waiter {
                     Some(w) => {
-                        let _ = w.send(Ok(msg.payload));
+                        data.advance(at);
+                        let _ = w.send(Ok(data));
                     }
-                    None => {
-                        tracing::debug!(%conn, id = msg.id, "response to no pending request (late or unknown)")
-                    }
+                    None => tracing::debug!(%conn, id, "response to no pending request (late or unknown)"),
                 }
             }
             MessageType::OneWay | MessageType::Request => {
                 let handler =
-                    self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(&msg.kind).cloned();
+                    self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(header.kind).cloned();
                 let Some(handler) = handler else {
-                    tracing::debug!(%conn, kind = %msg.kind, "no handler for kind; ignored");
+                    tracing::debug!(%conn, kind = %header.kind, "no handler for kind; ignored");
                     if !share.take_unhandled(Instant::now()) {
                         // Best effort: never wait for room on the dispatcher.
-                        let _ = self.inner.events.try_send(Event::Unhandled { conn, kind: msg.kind.to_string() });
+                        let _ = self.inner.events.try_send(Event::Unhandled { conn, kind: header.kind.to_owned() });
                     }
                     return;
                 };
                 // Checked before the handler runs at all: a message dropped
                 // here has had no effect (the gossip layer has not marked it
                 // seen, so another peer's copy is still handled).
-                if slots.load(Ordering::Acquire) >= self.inner.config.max_handlers_per_conn {
-                    tracing::debug!(%conn, kind = %msg.kind, "this connection's handler share is busy; message dropped");
+                if share.slots.load(Ordering::Acquire) >= self.inner.config.max_handlers_per_conn {
+                    tracing::debug!(%conn, kind = %header.kind, "this connection's handler share is busy; message dropped");
                     return;
                 }
                 // The last slots are kept for priority kinds (handshakes,
@@ -272,53 +274,62 @@ impl<T: Transport> Messaging<T> {
                 // and priority kinds flooded by a few cannot take it all.
                 let config = &self.inner.config;
                 let ordinary = config.max_concurrent_handlers.saturating_sub(config.reserved_handlers);
-                let priority = config.is_priority(&msg.kind);
+                let priority = config.is_priority(header.kind);
                 let limit =
-                    if priority && priority_slots.load(Ordering::Acquire) < (config.reserved_handlers / 8).max(1) {
+                    if priority && share.priority.load(Ordering::Acquire) < (config.reserved_handlers / 8).max(1) {
                         config.max_concurrent_handlers
                     } else {
                         ordinary
                     };
                 if running.len() >= limit {
                     if let Some(held_back) = WARNINGS.allow("handlers busy") {
-                        tracing::warn!(%conn, kind = %msg.kind, held_back, "all handlers busy; message dropped");
+                        tracing::warn!(%conn, kind = %header.kind, held_back, "all handlers busy; message dropped");
                     }
                     return;
                 }
-                let transport = self.inner.clone();
-                // Held while the invocation runs: this connection's share.
-                slots.fetch_add(1, Ordering::AcqRel);
-                let slot = SlotGuard(slots);
-                let priority_slot = priority.then(|| {
-                    priority_slots.fetch_add(1, Ordering::AcqRel);
-                    SlotGuard(priority_slots)
-                });
-                let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
-                    let _slot = slot;
-                    let _priority_slot = priority_slot;
-                    let response = handler.handle(conn, msg.payload).await;
-                    if msg.ty == MessageType::Request
-                        && let Some(payload) = response
-                    {
-                        match codec::encode(MessageType::Response, msg.id, "", &payload) {
-                            Ok(frame) => {
-                                if let Err(e) = transport.transport.send(conn, frame) {
-                                    tracing::debug!(%conn, kind = %msg.kind, "response not sent: {e}");
-                                }
-                            }
-                            Err(e) => tracing::error!("cannot encode response: {e}"),
-                        }
-                    }
-                });
-                // Most handlers finish without waiting: poll once here and only
-                // keep the future if it has to wait. A pending future was polled
-                // with the dispatcher's waker, which at worst wakes the
+                data.advance(at);
+                let mut fut = handler.handle(conn, data);
+                // Most handlers finish without waiting: poll once here, and
+                // only a future that has to wait is kept (and holds a slot of
+                // its connection's share while it does). A pending future was
+                // polled with the dispatcher's waker, which at worst wakes the
                 // dispatcher once more; `running` polls it with its own after.
                 let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-                if first.is_pending() {
-                    running.push(fut);
+                match first {
+                    Poll::Ready(response) => self.respond(conn, ty, id, response),
+                    Poll::Pending => {
+                        share.slots.fetch_add(1, Ordering::AcqRel);
+                        let slot = SlotGuard(share.slots.clone());
+                        let priority_slot = priority.then(|| {
+                            share.priority.fetch_add(1, Ordering::AcqRel);
+                            SlotGuard(share.priority.clone())
+                        });
+                        let this = self.clone();
+                        running.push(Box::pin(async move {
+                            let _slot = slot;
+                            let _priority_slot = priority_slot;
+                            let response = fut.await;
+                            this.respond(conn, ty, id, response);
+                        }));
+                    }
                 }
             }
+        }
+    }
+
+    /// Sends a handler's answer to a request; the answer to a one-way
+    /// message is dropped.
+    fn respond(&self, conn: ConnId, ty: MessageType, id: u32, response: Option<Bytes>) {
+        let (MessageType::Request, Some(payload)) = (ty, response) else {
+            return;
+        };
+        let sent = codec::with_head(MessageType::Response, id, "", |head| {
+            self.inner.transport.send_parts(conn, head, payload)
+        });
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(%conn, id, "response not sent: {e}"),
+            Err(e) => tracing::error!("cannot encode response: {e}"),
         }
     }
 
@@ -377,8 +388,8 @@ impl<T: Transport> Messenger for Messaging<T> {
     }
 
     fn send(&self, conn: ConnId, kind: &str, payload: Bytes) -> Result<(), Error> {
-        let frame = codec::encode(MessageType::OneWay, 0, kind, &payload)?;
-        Ok(self.inner.transport.send(conn, frame)?)
+        codec::with_head(MessageType::OneWay, 0, kind, |head| self.inner.transport.send_parts(conn, head, payload))??;
+        Ok(())
     }
 
     async fn request_timeout(
@@ -396,8 +407,9 @@ impl<T: Transport> Messenger for Messaging<T> {
         // after the send then finds the waiter.
         let (id, rx) = self.register_waiter(conn)?;
         let _guard = WaiterGuard { msg: self, conn, id };
-        let frame = codec::encode(MessageType::Request, id, kind, &payload)?;
-        match self.inner.transport.send(conn, frame) {
+        match codec::with_head(MessageType::Request, id, kind, |head| {
+            self.inner.transport.send_parts(conn, head, payload)
+        })? {
             Ok(()) => {}
             Err(toy_net::Error::UnknownConnection(_)) => return Err(Error::Disconnected { conn }),
             Err(e) => return Err(e.into()),

@@ -153,6 +153,44 @@ pub async fn frames_arrive_in_order_both_ways<H: Harness>(h: H) {
     b.shutdown().await;
 }
 
+/// Frames sent as a head and a body ([`Transport::send_parts`]) arrive as
+/// their concatenation, in order with frames sent whole, at every size
+/// (heads short and long, bodies small and large); the maximum counts both
+/// parts.
+pub async fn frames_sent_in_parts_arrive_whole_and_in_order<H: Harness>(h: H) {
+    let small = Config::builder().max_frame_len(200_000).build().expect("config");
+    let (a, _ae, ac, b, mut be, bc) = connected_pair(&h, small, Config::default()).await;
+    let cases: &[(usize, usize)] =
+        &[(0, 0), (6, 0), (6, 64), (11, 1013), (11, 1014), (40, 5), (100, 4000), (11, 70_000), (3, 1), (200, 0)];
+    let mut want = Vec::new();
+    for (i, &(head_len, body_len)) in cases.iter().enumerate() {
+        let head = vec![(i + 1) as u8; head_len];
+        let body = frame(i, body_len);
+        a.send_parts(ac, &head, body.clone()).expect("a sends in parts");
+        let whole = frame(i + 500, 10);
+        a.send(ac, whole.clone()).expect("a sends whole");
+        want.push([&head[..], &body[..]].concat());
+        want.push(whole.to_vec());
+    }
+    assert!(
+        matches!(
+            a.send_parts(ac, &[0; 100], frame(0, 199_901)),
+            Err(crate::Error::FrameTooLarge { len: 200_001, max: 200_000 })
+        ),
+        "the maximum counts the head"
+    );
+    for (i, want) in want.iter().enumerate() {
+        let got = wait_for(&mut be, "frame at b", |ev| match ev {
+            Event::Frame { conn, data } if conn == bc => Some(data),
+            _ => None,
+        })
+        .await;
+        assert_eq!(&got[..], &want[..], "frame {i}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// A close writes what was queued, then both sides report who ended it.
 pub async fn close_flushes_then_reports_both_sides<H: Harness>(h: H) {
     let (a, mut ae, ac, b, mut be, bc) = connected_pair(&h, Config::default(), Config::default()).await;
@@ -353,6 +391,7 @@ macro_rules! conformance_suite {
             use super::*;
             $crate::conformance_suite!(@tests $harness;
                 frames_arrive_in_order_both_ways,
+                frames_sent_in_parts_arrive_whole_and_in_order,
                 close_flushes_then_reports_both_sides,
                 oversize_frame_closes_receiver,
                 a_demoted_connection_takes_small_frames_again,

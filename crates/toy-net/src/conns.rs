@@ -7,23 +7,47 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::queue::{EventQueue, Refused, SendQueue, TryPush};
+pub(crate) use crate::queue::{Head, Outgoing};
 use crate::{Config, ConnId, DisconnectReason, Error, Event, Events};
 
 /// How long [`ConnTable::shutdown`] waits for connection tasks to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// An item of a connection's send queue.
+/// The table's handle on a connection's send queue: when the entry leaves
+/// the table, the queue's reader sees the end after what is queued.
 #[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A frame payload and, when the transport simulates latency, the moment
-    /// it was queued.
-    Frame(Bytes, Option<Instant>),
-    /// Close after everything queued before this marker is written.
-    Close,
+struct SendTx(Arc<SendQueue>);
+
+impl Drop for SendTx {
+    fn drop(&mut self) {
+        self.0.close_senders();
+    }
+}
+
+/// The task's handle on a connection's send queue: when the task ends,
+/// later sends are refused ([`Error::UnknownConnection`]).
+#[derive(Debug)]
+pub(crate) struct SendRx(Arc<SendQueue>);
+
+impl SendRx {
+    /// See [`SendQueue::take_all`].
+    pub(crate) async fn take_all(
+        &self,
+        into: &mut std::collections::VecDeque<Outgoing>,
+        give_back: &mut Option<bytes::BytesMut>,
+    ) -> bool {
+        self.0.take_all(into, give_back).await
+    }
+}
+
+impl Drop for SendRx {
+    fn drop(&mut self) {
+        self.0.close_receiver();
+    }
 }
 
 /// The first reason recorded for a connection's end wins.
@@ -47,12 +71,14 @@ impl ReasonSlot {
 #[derive(Debug)]
 pub(crate) struct ConnParts {
     pub(crate) id: ConnId,
-    pub(crate) rx: mpsc::Receiver<Outgoing>,
-    pub(crate) queued_bytes: Arc<AtomicUsize>,
+    /// The send queue this task drains.
+    pub(crate) rx: SendRx,
     pub(crate) cancel: CancellationToken,
     pub(crate) reason: Arc<ReasonSlot>,
     /// The largest frame the reader accepts now (raised by `promote`).
     pub(crate) frame_limit: Arc<AtomicUsize>,
+    /// Bytes of partial frames its reader holds (see [`ConnTable::hold`]).
+    pub(crate) held: Arc<AtomicUsize>,
 }
 
 impl ConnParts {
@@ -64,8 +90,7 @@ impl ConnParts {
 
 #[derive(Debug)]
 struct Entry {
-    tx: mpsc::Sender<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
+    tx: SendTx,
     cancel: CancellationToken,
     reason: Arc<ReasonSlot>,
     remote: String,
@@ -80,7 +105,7 @@ struct Entry {
     /// The largest frame its reader accepts now.
     frame_limit: Arc<AtomicUsize>,
     /// Bytes of partial frames its reader holds.
-    held: AtomicUsize,
+    held: Arc<AtomicUsize>,
 }
 
 /// Bounded table of open connections.
@@ -97,7 +122,7 @@ pub(crate) struct ConnTable {
     /// Bytes all readers hold in partial frames, bounded by the config's
     /// `read_budget`.
     buffered: AtomicUsize,
-    events: mpsc::Sender<Event>,
+    events: Arc<EventQueue>,
     /// Whether frames carry their queueing time (the memory transport's
     /// latency needs it; TCP skips the clock read).
     stamp_time: bool,
@@ -105,9 +130,17 @@ pub(crate) struct ConnTable {
     pub(crate) tracker: TaskTracker,
 }
 
+impl Drop for ConnTable {
+    fn drop(&mut self) {
+        // Every handle and task is gone: the events end after the last one.
+        self.events.close_producers();
+    }
+}
+
 impl ConnTable {
     pub(crate) fn new(config: Config, stamp_time: bool) -> (Arc<Self>, Events) {
-        let (events, rx) = mpsc::channel(config.event_buffer);
+        let events = Arc::new(EventQueue::new(config.event_buffer));
+        let rx = events.clone();
         let table = Self {
             config,
             next_id: AtomicU64::new(1),
@@ -166,8 +199,8 @@ impl ConnTable {
             return None;
         }
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::channel(self.config.send_queue_frames);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(SendQueue::default());
+        let held = Arc::new(AtomicUsize::new(0));
         let cancel = self.root.child_token();
         let reason = Arc::new(ReasonSlot::default());
         if incoming {
@@ -179,8 +212,7 @@ impl ConnTable {
         self.write().insert(
             id,
             Entry {
-                tx,
-                queued_bytes: queued_bytes.clone(),
+                tx: SendTx(queue.clone()),
                 cancel: cancel.clone(),
                 reason: reason.clone(),
                 group: crate::netgroup_of(&remote),
@@ -189,10 +221,10 @@ impl ConnTable {
                 promoted: std::sync::atomic::AtomicBool::new(!incoming),
                 tag,
                 frame_limit: frame_limit.clone(),
-                held: AtomicUsize::new(0),
+                held: held.clone(),
             },
         );
-        Some(ConnParts { id, rx, queued_bytes, cancel, reason, frame_limit })
+        Some(ConnParts { id, rx: SendRx(queue), cancel, reason, frame_limit, held })
     }
 
     /// Emits `Connected` for a registered connection. Waits for room in the
@@ -204,17 +236,20 @@ impl ConnTable {
     /// Emits a frame event, waiting for room (this is the backpressure).
     /// Returns `false` when the connection was cancelled meanwhile.
     pub(crate) async fn emit(&self, event: Event, cancel: &CancellationToken) -> bool {
-        // Fast path: room in the channel, no waiting and no cancel future.
-        let event = match self.events.try_send(event) {
+        // Fast path: room in the queue, no waiting and no cancel future.
+        let event = match self.events.try_push(event) {
             Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(event)) => event,
+            Err(TryPush::Gone) => return false,
+            Err(TryPush::Full(event)) => event,
         };
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => false,
-            sent = self.events.send(event) => sent.is_ok(),
-        }
+        self.events.push_all(&mut vec![event], cancel).await
+    }
+
+    /// Emits every event of `events` in order (draining it), waiting for
+    /// room: one lock for what fits. Returns `false` when the connection was
+    /// cancelled meanwhile or nobody takes events any more.
+    pub(crate) async fn emit_all(&self, events: &mut Vec<Event>, cancel: &CancellationToken) -> bool {
+        self.events.push_all(events, cancel).await
     }
 
     /// Removes a connection whose task ended and reports it.
@@ -230,41 +265,30 @@ impl ConnTable {
         let event = Event::Disconnected { conn: id, reason };
         // Wait for room, but never past shutdown: a consumer that stopped
         // draining must not keep the task alive.
-        tokio::select! {
-            biased;
-            _ = self.events.send(event) => {}
-            _ = self.root.cancelled() => {}
-        }
+        self.events.push_all(&mut vec![event], &self.root).await;
     }
 
-    /// Queues a frame without waiting.
-    pub(crate) fn send(&self, id: ConnId, frame: Bytes) -> Result<(), Error> {
-        let len = frame.len();
+    /// Queues the frame `head` + `body` without waiting.
+    pub(crate) fn send(&self, id: ConnId, head: &[u8], body: Bytes) -> Result<(), Error> {
+        let len = head.len() + body.len();
         if len > self.config.max_frame_len {
             return Err(Error::FrameTooLarge { len: len as u64, max: self.config.max_frame_len });
         }
         let map = self.read();
         let entry = map.get(&id).ok_or(Error::UnknownConnection(id))?;
-        let queued = entry.queued_bytes.load(Ordering::Acquire);
-        let over_bytes = queued > 0 && queued + len > self.config.send_queue_bytes;
-        if !over_bytes {
-            // Count the bytes before the frame becomes visible to the writer,
-            // which subtracts them when it takes the frame.
-            entry.queued_bytes.fetch_add(len, Ordering::AcqRel);
-            match entry.tx.try_send(Outgoing::Frame(frame, self.stamp_time.then(Instant::now))) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    entry.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                    return Err(Error::UnknownConnection(id));
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    entry.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                }
-            }
-        }
-        let err = Error::SendQueueFull {
-            queued_frames: self.config.send_queue_frames - entry.tx.capacity(),
-            queued_bytes: entry.queued_bytes.load(Ordering::Acquire),
+        let (max_frames, max_bytes) = (self.config.send_queue_frames, self.config.send_queue_bytes);
+        // Small frames are copied into the writer's wire buffer (TCP); the
+        // memory transport keeps each frame whole, with its time.
+        let queued = if !self.stamp_time && len <= crate::queue::COPY_MAX {
+            entry.tx.0.push_copy(head, &body, max_frames, max_bytes)
+        } else {
+            let frame = Outgoing::Frame { head: Head::new(head), body, at: self.stamp_time.then(Instant::now) };
+            entry.tx.0.push(frame, max_frames, max_bytes)
+        };
+        let err = match queued {
+            Ok(()) => return Ok(()),
+            Err(Refused::Gone) => return Err(Error::UnknownConnection(id)),
+            Err(Refused::Full { frames, bytes }) => Error::SendQueueFull { queued_frames: frames, queued_bytes: bytes },
         };
         tracing::debug!(conn = %id, remote = %entry.remote, "peer too slow: {err}");
         entry.reason.set(DisconnectReason::SendQueueFull);
@@ -283,7 +307,9 @@ impl ConnTable {
         let map = self.read();
         if let Some(entry) = map.get(&id) {
             entry.reason.set(reason);
-            if entry.tx.try_send(Outgoing::Close).is_err() {
+            // The marker counts as a frame, not as bytes: a full queue
+            // closes at once, as before.
+            if entry.tx.0.push(Outgoing::Close, self.config.send_queue_frames, usize::MAX).is_err() {
                 entry.cancel.cancel();
             }
         }
@@ -344,13 +370,6 @@ impl ConnTable {
     /// largest holder close; it gives its bytes back as it goes).
     pub(crate) fn force_hold(&self, more: usize) {
         self.buffered.fetch_add(more, Ordering::AcqRel);
-    }
-
-    /// Records what one connection's reader holds now.
-    pub(crate) fn set_held(&self, id: ConnId, bytes: usize) {
-        if let Some(entry) = self.read().get(&id) {
-            entry.held.store(bytes, Ordering::Release);
-        }
     }
 
     /// The connection whose reader holds the most, and how much.

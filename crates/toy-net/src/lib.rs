@@ -65,6 +65,7 @@ mod config;
 mod conns;
 mod error;
 mod memory;
+mod queue;
 mod tcp;
 pub mod throttle;
 
@@ -72,10 +73,12 @@ pub mod throttle;
 pub mod conformance;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use bytes::{Bytes, BytesMut};
+
+use crate::queue::EventQueue;
 
 pub use addr::{netgroup_of, origin_of};
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
@@ -190,35 +193,63 @@ pub enum Event {
 
 /// The receiving end of a transport's events.
 ///
-/// Bounded: when nobody drains it, reading from the network stops (and the
-/// peers' send queues fill), so memory stays bounded.
+/// Bounded by [`Config::event_buffer`] events, plus at most
+/// [`Events::TAKE_AHEAD`] that [`Events::next`] took in its last batch: when
+/// nobody drains it, reading from the network stops (and the peers' send
+/// queues fill), so memory stays bounded.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::Receiver<Event>,
+    queue: Arc<EventQueue>,
+    /// Events [`Events::next`] took in one batch and has not handed out yet.
+    ready: std::collections::VecDeque<Event>,
 }
 
 impl Events {
-    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> Self {
-        Self { rx }
+    pub(crate) fn new(queue: Arc<EventQueue>) -> Self {
+        Self { queue, ready: std::collections::VecDeque::new() }
     }
+
+    /// Events [`Events::next`] takes from the queue at once, handing them
+    /// out one by one: one lock per batch rather than per event.
+    pub const TAKE_AHEAD: usize = 64;
 
     /// The next event, or `None` once every handle of the transport is
     /// dropped and every event was taken. Cancel-safe: no event is lost if the
     /// future is dropped.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        if let Some(event) = self.ready.pop_front() {
+            return Some(event);
+        }
+        let ready = &mut self.ready;
+        std::future::poll_fn(|cx| self.queue.poll_take(cx, ready, Self::TAKE_AHEAD)).await;
+        self.ready.pop_front()
     }
 
     /// The next event if one is ready now.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        self.ready.pop_front().or_else(|| self.queue.try_take())
     }
 
     /// Waits for at least one event, then appends up to `limit` ready events
-    /// to `buf`; returns how many, 0 once the stream has ended. Taking events
-    /// in batches saves a wake-up per event under load. Cancel-safe.
+    /// to `buf`; returns how many, 0 once the stream has ended (or when
+    /// `limit` is 0). Taking events in batches saves a lock and a wake-up per
+    /// event under load. Cancel-safe.
     pub async fn next_batch(&mut self, buf: &mut Vec<Event>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
+        if limit == 0 {
+            return 0;
+        }
+        if !self.ready.is_empty() {
+            let n = self.ready.len().min(limit);
+            buf.extend(self.ready.drain(..n));
+            return n;
+        }
+        std::future::poll_fn(|cx| self.queue.poll_take(cx, buf, limit)).await
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.queue.close_consumer();
     }
 }
 
@@ -250,6 +281,25 @@ pub trait Transport: Send + Sync + 'static {
     /// [`Error::SendQueueFull`] when the peer is too slow — the connection is
     /// then closed.
     fn send(&self, conn: ConnId, frame: Bytes) -> Result<(), Error>;
+
+    /// Queues the frame `head` followed by `body`, as [`Transport::send`]
+    /// would queue their concatenation (same errors; the maximum counts
+    /// both). `head` is copied and should be small, a header; `body` is
+    /// shared, never copied. The layer above puts its header in front of a
+    /// payload this way without building a frame of its own: both transports
+    /// here keep a short head inline in the send queue and write the two
+    /// parts straight into the connection's write buffer.
+    ///
+    /// The provided implementation concatenates and calls `send`.
+    fn send_parts(&self, conn: ConnId, head: &[u8], body: Bytes) -> Result<(), Error> {
+        if head.is_empty() {
+            return self.send(conn, body);
+        }
+        let mut frame = BytesMut::with_capacity(head.len() + body.len());
+        frame.extend_from_slice(head);
+        frame.extend_from_slice(&body);
+        self.send(conn, frame.freeze())
+    }
 
     /// Closes a connection after the frames already queued are written.
     /// Closing an unknown or closed connection does nothing.

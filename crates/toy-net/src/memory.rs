@@ -2,7 +2,7 @@
 //! simulations.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::conns::{ConnParts, ConnTable, Outgoing};
+use crate::conns::{ConnParts, ConnTable, Outgoing, SendRx};
 use crate::{Config, ConnId, DisconnectReason, Error, Event, Events, Transport};
 
 /// A simulated network: a registry of listening endpoints, link latencies and
@@ -229,15 +229,19 @@ impl Transport for MemoryTransport {
             Side { endpoint: remote.clone(), conn: their_id, peer: self.endpoint.clone(), peer_conn: our_id };
         // Swap the queues: each task drains the other end's send queue and
         // releases that end's queued-byte count.
-        let our_parts = ConnParts { rx: theirs.rx, queued_bytes: theirs.queued_bytes, ..ours };
-        let their_parts = ConnParts { rx: ours.rx, queued_bytes: ours.queued_bytes, ..theirs };
+        let our_parts = ConnParts { rx: theirs.rx, ..ours };
+        let their_parts = ConnParts { rx: ours.rx, ..theirs };
         self.table().tracker.spawn(our_side.run(our_parts, addr.to_owned(), false));
         remote.table.tracker.spawn(their_side.run(their_parts, self.endpoint.name(), true));
         Ok(id)
     }
 
     fn send(&self, conn: ConnId, frame: Bytes) -> Result<(), Error> {
-        self.table().send(conn, frame)
+        self.table().send(conn, &[], frame)
+    }
+
+    fn send_parts(&self, conn: ConnId, head: &[u8], body: Bytes) -> Result<(), Error> {
+        self.table().send(conn, head, body)
     }
 
     fn close(&self, conn: ConnId) {
@@ -296,15 +300,14 @@ impl Side {
     /// Reports the connection, then delivers the peer's frames into this
     /// end's events until either end closes.
     ///
-    /// `parts.rx` and `parts.queued_bytes` are the *peer's* send queue and
-    /// its byte count.
-    async fn run(self, mut parts: ConnParts, remote: String, incoming: bool) {
+    /// `parts.rx` is the *peer's* send queue.
+    async fn run(self, parts: ConnParts, remote: String, incoming: bool) {
         let table = self.endpoint.table.clone();
         let reason = if table.emit_connected(&parts, remote, incoming).await {
             tokio::select! {
                 biased;
                 _ = parts.cancel.cancelled() => parts.cancelled_reason(),
-                reason = self.deliver(&mut parts.rx, &parts.queued_bytes, &parts.cancel) => reason,
+                reason = self.deliver(&parts.rx, &parts.cancel) => reason,
             }
         } else {
             parts.cancelled_reason()
@@ -318,36 +321,50 @@ impl Side {
         self.peer.table.abort_with(self.peer_conn, peer_reason);
     }
 
-    async fn deliver(
-        &self,
-        rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
-        peer_queued: &AtomicUsize,
-        cancel: &CancellationToken,
-    ) -> DisconnectReason {
+    async fn deliver(&self, rx: &SendRx, cancel: &CancellationToken) -> DisconnectReason {
         let table = &self.endpoint.table;
+        let mut items = std::collections::VecDeque::new();
         loop {
-            match rx.recv().await {
-                None => return DisconnectReason::RemoteClosed,
-                Some(Outgoing::Close) => {
-                    self.peer.table.abort_with(self.peer_conn, DisconnectReason::Closed);
-                    return DisconnectReason::RemoteClosed;
+            if !rx.take_all(&mut items, &mut None).await {
+                return DisconnectReason::RemoteClosed;
+            }
+            while let Some(item) = items.pop_front() {
+                let (head, body, queued_at) = match item {
+                    Outgoing::Close => {
+                        self.peer.table.abort_with(self.peer_conn, DisconnectReason::Closed);
+                        return DisconnectReason::RemoteClosed;
+                    }
+                    Outgoing::Frame { head, body, at } => (head, body, at),
+                    // This transport queues every frame whole (its table
+                    // stamps times); wire buffers are TCP's.
+                    Outgoing::Wire(_) => {
+                        tracing::error!(conn = %self.conn, "wire buffer in a memory send queue; closing");
+                        return DisconnectReason::Io(std::io::ErrorKind::InvalidData);
+                    }
+                };
+                let latency = self.endpoint.net.latency(self.endpoint.id, self.peer.id);
+                if let Some(queued_at) = queued_at.filter(|_| !latency.is_zero()) {
+                    tokio::time::sleep_until((queued_at + latency).into()).await;
                 }
-                Some(Outgoing::Frame(data, queued_at)) => {
-                    peer_queued.fetch_sub(data.len(), Ordering::AcqRel);
-                    let latency = self.endpoint.net.latency(self.endpoint.id, self.peer.id);
-                    if let Some(queued_at) = queued_at.filter(|_| !latency.is_zero()) {
-                        tokio::time::sleep_until((queued_at + latency).into()).await;
+                // The receiver gets one frame, as from TCP.
+                let data = match head.as_slice() {
+                    [] => body,
+                    head => {
+                        let mut frame = bytes::BytesMut::with_capacity(head.len() + body.len());
+                        frame.extend_from_slice(head);
+                        frame.extend_from_slice(&body);
+                        frame.freeze()
                     }
-                    // The connection's limit now: a stranger's until
-                    // promoted, as over TCP.
-                    let max = table.frame_limit(self.conn);
-                    if data.len() > max {
-                        tracing::warn!(conn = %self.conn, len = data.len(), max, "peer sent an oversize frame; closing");
-                        return DisconnectReason::FrameTooLarge { len: data.len() as u64, max };
-                    }
-                    if !table.emit(Event::Frame { conn: self.conn, data }, cancel).await {
-                        return DisconnectReason::Shutdown;
-                    }
+                };
+                // The connection's limit now: a stranger's until
+                // promoted, as over TCP.
+                let max = table.frame_limit(self.conn);
+                if data.len() > max {
+                    tracing::warn!(conn = %self.conn, len = data.len(), max, "peer sent an oversize frame; closing");
+                    return DisconnectReason::FrameTooLarge { len: data.len() as u64, max };
+                }
+                if !table.emit(Event::Frame { conn: self.conn, data }, cancel).await {
+                    return DisconnectReason::Shutdown;
                 }
             }
         }

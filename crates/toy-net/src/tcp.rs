@@ -5,25 +5,35 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
 use crate::codec::FrameCodec;
-use crate::conns::{ConnParts, ConnTable, Outgoing};
+use crate::conns::{ConnParts, ConnTable, Outgoing, SendRx};
 use crate::{Config, ConnId, DisconnectReason, Error, Event, Events, Transport};
 
-/// Initial read buffer per connection; it grows only up to one frame.
 /// Warnings a flood of bad connections would repeat, summarised (one line
 /// per kind per 10 s, with the count held back).
 static WARNINGS: std::sync::LazyLock<crate::Throttle> = std::sync::LazyLock::new(crate::Throttle::default);
 
+/// A read buffer's size; one grows past this only to hold a frame larger
+/// than it.
 const READ_BUF: usize = 16 * 1024;
-/// Frames are gathered into one write until the buffer holds this much.
+/// Read buffers a connection keeps besides the one it reads into, while
+/// frames cut from them may still be on their way up (see [`read_loop`]).
+/// A read of less than an eighth of a buffer (the stream is not busy) drops
+/// all but one.
+const READ_SPARES: usize = 4;
+/// Frames are gathered into one write until the buffer holds this much; a
+/// frame body this large is written from its own memory, not copied.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Send-queue slots the writer keeps once a burst is over (a batch of an
+/// eighth of this or less); during a burst the slots are kept, so a steady
+/// stream of frames allocates nothing.
+const WRITE_SLOTS_KEPT: usize = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -116,7 +126,11 @@ impl Transport for TcpTransport {
     }
 
     fn send(&self, conn: ConnId, frame: Bytes) -> Result<(), Error> {
-        self.table().send(conn, frame)
+        self.table().send(conn, &[], frame)
+    }
+
+    fn send_parts(&self, conn: ConnId, head: &[u8], body: Bytes) -> Result<(), Error> {
+        self.table().send(conn, head, body)
     }
 
     fn close(&self, conn: ConnId) {
@@ -177,16 +191,15 @@ impl TcpTransport {
 
 /// Runs one connection: reports it, then reads and writes until either side
 /// ends, the connection is closed or the transport shuts down.
-async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, mut parts: ConnParts, remote: String, incoming: bool) {
+async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, parts: ConnParts, remote: String, incoming: bool) {
     let reason = if table.emit_connected(&parts, remote, incoming).await {
         let (r, w) = stream.into_split();
         let cancel = parts.cancel.clone();
-        let queued = parts.queued_bytes.clone();
         tokio::select! {
             biased;
             _ = cancel.cancelled() => parts.cancelled_reason(),
-            reason = write_loop(w, &mut parts.rx, &queued) => reason,
-            reason = read_loop(&table, parts.id, &cancel, &parts.frame_limit, r) => reason,
+            reason = write_loop(w, &parts.rx) => reason,
+            reason = read_loop(&table, parts.id, &cancel, &parts.frame_limit, &parts.held, r) => reason,
         }
     } else {
         parts.cancelled_reason()
@@ -207,6 +220,8 @@ async fn run_conn(table: Arc<ConnTable>, stream: TcpStream, mut parts: ConnParts
 struct Held<'a> {
     table: &'a ConnTable,
     id: ConnId,
+    /// The connection's entry in the table's view of who holds what.
+    count: &'a AtomicUsize,
     bytes: usize,
 }
 
@@ -217,7 +232,7 @@ impl Held<'_> {
     fn set(&mut self, now: usize) -> bool {
         if now <= self.bytes {
             self.table.release(self.bytes - now);
-            self.table.set_held(self.id, now);
+            self.count.store(now, Ordering::Release);
             self.bytes = now;
             return true;
         }
@@ -235,7 +250,7 @@ impl Held<'_> {
                 _ => return false,
             }
         }
-        self.table.set_held(self.id, now);
+        self.count.store(now, Ordering::Release);
         self.bytes = now;
         true
     }
@@ -244,54 +259,98 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.table.release(self.bytes);
-        self.table.set_held(self.id, 0);
+        self.count.store(0, Ordering::Release);
     }
 }
 
 /// Reads frames until the connection ends. What it buffers of a frame still
 /// arriving is counted against the transport's read budget, and the frame
 /// limit is the connection's current one (small until promoted).
+///
+/// The frames of one read go to the event queue together, and they are cut
+/// from the read buffer without a copy, so they keep its memory until the
+/// layer above drops them. When a buffer runs out of room the reader turns
+/// to the oldest of its spares (the buffers before) if every frame cut from
+/// it has been dropped (`BytesMut::try_reclaim`), and allocates only when
+/// some are still held: a connection read steadily allocates nothing, where
+/// a single buffer would need a new one every 16 KiB (its last frames are
+/// always still on their way up when it fills).
 async fn read_loop(
     table: &ConnTable,
     id: ConnId,
     cancel: &tokio_util::sync::CancellationToken,
     frame_limit: &AtomicUsize,
+    held_count: &AtomicUsize,
     mut r: OwnedReadHalf,
 ) -> DisconnectReason {
-    let mut held = Held { table, id, bytes: 0 };
+    let mut held = Held { table, id, count: held_count, bytes: 0 };
     let mut codec = FrameCodec::new(frame_limit.load(Ordering::Acquire));
     let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut spares = std::collections::VecDeque::<BytesMut>::new();
+    let mut batch = Vec::new();
     loop {
         codec.set_max_frame_len(frame_limit.load(Ordering::Acquire));
+        let mut bad = None;
         loop {
             match codec.decode(&mut buf) {
-                Ok(Some(data)) => {
-                    if !table.emit(Event::Frame { conn: id, data }, cancel).await {
-                        return DisconnectReason::Shutdown;
-                    }
-                }
+                Ok(Some(data)) => batch.push(Event::Frame { conn: id, data }),
                 Ok(None) => break,
                 Err(Error::FrameTooLarge { len, max }) => {
                     if let Some(held_back) = WARNINGS.allow("oversize frame") {
                         tracing::warn!(conn = %id, len, max, held_back, "peer sent an oversize frame; closing");
                     }
-                    return DisconnectReason::FrameTooLarge { len, max };
+                    bad = Some(DisconnectReason::FrameTooLarge { len, max });
+                    break;
                 }
                 Err(e) => {
                     if let Some(held_back) = WARNINGS.allow("frame decode") {
                         tracing::warn!(conn = %id, held_back, "frame decode failed: {e}");
                     }
-                    return DisconnectReason::Io(std::io::ErrorKind::InvalidData);
+                    bad = Some(DisconnectReason::Io(std::io::ErrorKind::InvalidData));
+                    break;
                 }
             }
+        }
+        // The whole frames before a bad one are delivered, as if they had
+        // come in a read of their own.
+        if !batch.is_empty() && !table.emit_all(&mut batch, cancel).await {
+            return DisconnectReason::Shutdown;
+        }
+        if let Some(reason) = bad {
+            return reason;
         }
         // Frames taken out of the buffer are no longer held.
         held.set(buf.len());
         if buf.capacity() - buf.len() < READ_BUF / 4 {
-            buf.reserve(READ_BUF);
+            if buf.len() >= READ_BUF / 4 {
+                // A large frame arriving: grow this buffer to hold it.
+                buf.reserve(READ_BUF);
+            } else {
+                // Move the few bytes of the next frame to the oldest spare
+                // if it is free again, else to a new buffer; this one
+                // becomes a spare, free once its frames are dropped.
+                let free = spares.front_mut().is_some_and(|oldest| oldest.try_reclaim(READ_BUF));
+                let mut next = match spares.pop_front() {
+                    Some(oldest) if free => oldest,
+                    held => {
+                        if let Some(held) = held {
+                            spares.push_front(held);
+                        }
+                        BytesMut::with_capacity(READ_BUF)
+                    }
+                };
+                next.extend_from_slice(&buf);
+                let mut old = std::mem::replace(&mut buf, next);
+                old.clear();
+                spares.push_back(old);
+                if spares.len() > READ_SPARES {
+                    spares.pop_front();
+                }
+            }
         }
         match r.read_buf(&mut buf).await {
             Ok(0) => return DisconnectReason::RemoteClosed,
+            Ok(n) if n < READ_BUF / 8 && spares.len() > 1 => spares.truncate(1),
             Ok(_) => {}
             Err(e) => return DisconnectReason::Io(e.kind()),
         }
@@ -304,42 +363,77 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    mut w: OwnedWriteHalf,
-    rx: &mut mpsc::Receiver<Outgoing>,
-    queued: &AtomicUsize,
-) -> DisconnectReason {
+/// Writes what the send queue holds: everything queued is taken in one
+/// lock, gathered into one buffer (length prefix, head, body) and written
+/// with as few syscalls as it fills; a body of [`WRITE_BATCH`] bytes or more
+/// is written from its own memory.
+async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    let mut items = std::collections::VecDeque::new();
+    let mut written: Option<BytesMut> = None;
     loop {
-        let Some(first) = rx.recv().await else {
+        if !rx.take_all(&mut items, &mut written).await {
             return DisconnectReason::Shutdown;
-        };
+        }
+        // A small batch after a burst: the burst's slots go back.
+        if items.len() <= WRITE_SLOTS_KEPT / 8 && items.capacity() > WRITE_SLOTS_KEPT {
+            items.shrink_to(WRITE_SLOTS_KEPT);
+        }
         let mut close = false;
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Frame(frame, _) => {
-                    queued.fetch_sub(frame.len(), Ordering::AcqRel);
-                    // Length was checked by `send`; it fits the prefix.
-                    buf.reserve(4 + frame.len());
-                    buf.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-                    buf.extend_from_slice(&frame);
+        while let Some(item) = items.pop_front() {
+            let (head, mut body) = match item {
+                Outgoing::Frame { head, body, .. } => (head, body),
+                Outgoing::Wire(mut wire) => {
+                    // Frames already in wire format: written as they are,
+                    // after what is gathered before them.
+                    if !buf.is_empty()
+                        && let Err(e) = w.write_all_buf(&mut buf).await
+                    {
+                        return DisconnectReason::Io(e.kind());
+                    }
+                    if let Err(e) = w.write_all_buf(&mut wire).await {
+                        return DisconnectReason::Io(e.kind());
+                    }
+                    // The largest goes back to the queue for reuse.
+                    if written.as_ref().is_none_or(|w| w.capacity() < wire.capacity()) {
+                        written = Some(wire);
+                    }
+                    continue;
                 }
                 Outgoing::Close => {
                     close = true;
                     break;
                 }
+            };
+            let head = head.as_slice();
+            // Length was checked by `send`; it fits the prefix.
+            buf.put_u32((head.len() + body.len()) as u32);
+            buf.extend_from_slice(head);
+            if body.len() >= WRITE_BATCH {
+                if let Err(e) = w.write_all_buf(&mut buf).await {
+                    return DisconnectReason::Io(e.kind());
+                }
+                if let Err(e) = w.write_all_buf(&mut body).await {
+                    return DisconnectReason::Io(e.kind());
+                }
+                continue;
             }
-            if buf.len() < WRITE_BATCH {
-                next = rx.try_recv().ok();
+            buf.extend_from_slice(&body);
+            if buf.len() >= WRITE_BATCH
+                && let Err(e) = w.write_all_buf(&mut buf).await
+            {
+                return DisconnectReason::Io(e.kind());
             }
         }
-        if let Err(e) = w.write_all_buf(&mut buf).await {
+        if !buf.is_empty()
+            && let Err(e) = w.write_all_buf(&mut buf).await
+        {
             return DisconnectReason::Io(e.kind());
         }
         if close {
             let _ = w.shutdown().await;
             return DisconnectReason::Closed;
         }
+        items.clear();
     }
 }
