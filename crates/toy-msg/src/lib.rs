@@ -65,6 +65,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 pub use codec::{DecodeError, Header, InvalidKind, Message, MessageType};
@@ -154,28 +155,30 @@ impl Events {
 /// your own and await its result.
 ///
 /// The dispatcher polls a new invocation once at once and keeps it only if
-/// it has to wait, so a handler that answers without waiting costs one
-/// allocation (its future's box) and nothing else. The handler comes as an
-/// `Arc` so its future owns what it needs and can be kept when it waits.
-#[async_trait]
+/// it has to wait, so a handler that answers without waiting costs its
+/// future's box and nothing else. That is why `handle` is written out
+/// rather than `async fn`: the handler comes as an `Arc` so its future can
+/// own what it needs and be kept when it waits, and an implementation boxes
+/// only the state its future really holds ([`handler_fn`]'s boxes the
+/// closure's future alone: one byte for a closure that does its work before
+/// its `async` block).
 pub trait Handler: Send + Sync + 'static {
     /// Handles a message from `conn`. For a request, `Some(payload)` is sent
     /// back as the response; `None` sends nothing (the requester times out).
     /// The return value of a one-way message is ignored.
-    async fn handle(self: Arc<Self>, conn: ConnId, payload: Bytes) -> Option<Bytes>;
+    fn handle(self: Arc<Self>, conn: ConnId, payload: Bytes) -> BoxFuture<'static, Option<Bytes>>;
 }
 
 /// A [`Handler`] made from an async closure; see [`handler_fn`].
 pub struct HandlerFn<F>(F);
 
-#[async_trait]
 impl<F, Fut> Handler for HandlerFn<F>
 where
     F: Fn(ConnId, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Option<Bytes>> + Send + 'static,
 {
-    async fn handle(self: Arc<Self>, conn: ConnId, payload: Bytes) -> Option<Bytes> {
-        (self.0)(conn, payload).await
+    fn handle(self: Arc<Self>, conn: ConnId, payload: Bytes) -> BoxFuture<'static, Option<Bytes>> {
+        Box::pin((self.0)(conn, payload))
     }
 }
 

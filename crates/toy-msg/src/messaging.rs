@@ -15,7 +15,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use toy_net::{ConnId, Transport};
+use toy_net::{ConnId, ConnIdHasher, Transport};
 
 use crate::codec::{self, MessageType};
 use crate::{Config, Error, Event, Events, Handler, Messenger};
@@ -100,6 +100,39 @@ impl ConnShare {
     }
 }
 
+/// The dispatcher's copy of the handlers of the kinds it saw last, with
+/// whether each is a priority kind: a message of a known kind costs a short
+/// comparison, not a lock, a keyed hash and the priority list.
+///
+/// At most [`KnownHandlers::CAP`] kinds; a new one replaces the oldest.
+/// Only registered kinds enter (handlers are never removed, so an entry
+/// never goes stale); an unknown kind is looked up in the registry each
+/// time, so a handler registered later is found.
+#[derive(Default)]
+struct KnownHandlers {
+    entries: Vec<(Box<str>, Arc<dyn Handler>, bool)>,
+    next: usize,
+}
+
+impl KnownHandlers {
+    const CAP: usize = 16;
+
+    fn get(&self, kind: &str) -> Option<(Arc<dyn Handler>, bool)> {
+        self.entries.iter().find(|(k, _, _)| &**k == kind).map(|(_, h, p)| (h.clone(), *p))
+    }
+
+    fn insert(&mut self, kind: &str, handler: Arc<dyn Handler>, priority: bool) -> (Arc<dyn Handler>, bool) {
+        let entry = (kind.into(), handler.clone(), priority);
+        if self.entries.len() < Self::CAP {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % Self::CAP;
+        }
+        (handler, priority)
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -143,7 +176,8 @@ impl<T: Transport> Messaging<T> {
     /// waiting for a response never stops the responses from being read.
     async fn dispatch(&self, mut net_events: toy_net::Events) {
         let mut running: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
-        let mut in_use: HashMap<ConnId, ConnShare> = HashMap::new();
+        let mut in_use: HashMap<ConnId, ConnShare, ConnIdHasher> = HashMap::default();
+        let mut known = KnownHandlers::default();
         let mut batch = Vec::with_capacity(EVENT_BATCH);
         loop {
             tokio::select! {
@@ -155,7 +189,7 @@ impl<T: Transport> Messaging<T> {
                         return;
                     }
                     for event in batch.drain(..) {
-                        self.on_event(event, &mut running, &mut in_use).await;
+                        self.on_event(event, &mut running, &mut in_use, &mut known).await;
                     }
                 }
             }
@@ -166,7 +200,8 @@ impl<T: Transport> Messaging<T> {
         &self,
         event: toy_net::Event,
         running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
-        in_use: &mut HashMap<ConnId, ConnShare>,
+        in_use: &mut HashMap<ConnId, ConnShare, ConnIdHasher>,
+        known: &mut KnownHandlers,
     ) {
         match event {
             toy_net::Event::Connected { conn, incoming, remote } => {
@@ -174,7 +209,7 @@ impl<T: Transport> Messaging<T> {
             }
             toy_net::Event::Frame { conn, data } => {
                 let share = in_use.entry(conn).or_insert_with(ConnShare::new);
-                self.on_frame(conn, data, running, share).await;
+                self.on_frame(conn, data, running, share, known).await;
             }
             toy_net::Event::Disconnected { conn, reason } => {
                 in_use.remove(&conn);
@@ -216,6 +251,7 @@ impl<T: Transport> Messaging<T> {
         mut data: Bytes,
         running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
         share: &mut ConnShare,
+        known: &mut KnownHandlers,
     ) {
         let header = match codec::Header::decode(&data) {
             Ok(header) => header,
@@ -249,9 +285,13 @@ impl<T: Transport> Messaging<T> {
                 }
             }
             MessageType::OneWay | MessageType::Request => {
-                let handler =
-                    self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(header.kind).cloned();
-                let Some(handler) = handler else {
+                let found = known.get(header.kind).or_else(|| {
+                    let handler =
+                        self.inner.handlers.read().unwrap_or_else(PoisonError::into_inner).get(header.kind).cloned()?;
+                    let priority = self.inner.config.is_priority(header.kind);
+                    Some(known.insert(header.kind, handler, priority))
+                });
+                let Some((handler, priority)) = found else {
                     tracing::debug!(%conn, kind = %header.kind, "no handler for kind; ignored");
                     if !share.take_unhandled(Instant::now()) {
                         // Best effort: never wait for room on the dispatcher.
@@ -274,7 +314,6 @@ impl<T: Transport> Messaging<T> {
                 // and priority kinds flooded by a few cannot take it all.
                 let config = &self.inner.config;
                 let ordinary = config.max_concurrent_handlers.saturating_sub(config.reserved_handlers);
-                let priority = config.is_priority(header.kind);
                 let limit =
                     if priority && share.priority.load(Ordering::Acquire) < (config.reserved_handlers / 8).max(1) {
                         config.max_concurrent_handlers

@@ -117,7 +117,7 @@ struct Entry {
 pub(crate) struct ConnTable {
     config: Config,
     next_id: AtomicU64,
-    map: RwLock<HashMap<ConnId, Entry>>,
+    map: RwLock<HashMap<ConnId, Entry, crate::ConnIdHasher>>,
     inbound: AtomicUsize,
     /// Bytes all readers hold in partial frames, bounded by the config's
     /// `read_budget`.
@@ -144,7 +144,7 @@ impl ConnTable {
         let table = Self {
             config,
             next_id: AtomicU64::new(1),
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
             inbound: AtomicUsize::new(0),
             buffered: AtomicUsize::new(0),
             events,
@@ -159,11 +159,11 @@ impl ConnTable {
         &self.config
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Entry, crate::ConnIdHasher>> {
         self.map.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Entry, crate::ConnIdHasher>> {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -24,8 +24,9 @@ static WARNINGS: std::sync::LazyLock<crate::Throttle> = std::sync::LazyLock::new
 const READ_BUF: usize = 16 * 1024;
 /// Read buffers a connection keeps besides the one it reads into, while
 /// frames cut from them may still be on their way up (see [`read_loop`]).
-/// A read of less than an eighth of a buffer (the stream is not busy) drops
-/// all but one.
+/// After a read of less than an eighth of a buffer (the stream is not busy)
+/// it keeps one free spare at most: those still held by frames stay until
+/// they are free.
 const READ_SPARES: usize = 4;
 /// Frames are gathered into one write until the buffer holds this much; a
 /// frame body this large is written from its own memory, not copied.
@@ -350,7 +351,15 @@ async fn read_loop(
         }
         match r.read_buf(&mut buf).await {
             Ok(0) => return DisconnectReason::RemoteClosed,
-            Ok(n) if n < READ_BUF / 8 && spares.len() > 1 => spares.truncate(1),
+            Ok(n) if n < READ_BUF / 8 && spares.len() > 1 => {
+                let mut free_kept = false;
+                spares.retain_mut(|spare| {
+                    let free = spare.try_reclaim(READ_BUF);
+                    let keep = !free || !free_kept;
+                    free_kept |= free;
+                    keep
+                });
+            }
             Ok(_) => {}
             Err(e) => return DisconnectReason::Io(e.kind()),
         }
