@@ -34,13 +34,14 @@ impl Drop for SendTx {
 pub(crate) struct SendRx(Arc<SendQueue>);
 
 impl SendRx {
-    /// See [`SendQueue::take_all`].
-    pub(crate) async fn take_all(
+    /// See [`SendQueue::take`].
+    pub(crate) async fn take(
         &self,
         into: &mut std::collections::VecDeque<Outgoing>,
+        max_bytes: usize,
         give_back: &mut Option<bytes::BytesMut>,
     ) -> bool {
-        self.0.take_all(into, give_back).await
+        self.0.take(into, max_bytes, give_back).await
     }
 }
 

@@ -325,7 +325,9 @@ impl Side {
         let table = &self.endpoint.table;
         let mut items = std::collections::VecDeque::new();
         loop {
-            if !rx.take_all(&mut items, &mut None).await {
+            // Everything queued; it stays counted against the sender's
+            // limits until the next take, while its latency runs.
+            if !rx.take(&mut items, usize::MAX, &mut None).await {
                 return DisconnectReason::RemoteClosed;
             }
             while let Some(item) = items.pop_front() {
@@ -337,7 +339,7 @@ impl Side {
                     Outgoing::Frame { head, body, at } => (head, body, at),
                     // This transport queues every frame whole (its table
                     // stamps times); wire buffers are TCP's.
-                    Outgoing::Wire(_) => {
+                    Outgoing::Wire { .. } => {
                         tracing::error!(conn = %self.conn, "wire buffer in a memory send queue; closing");
                         return DisconnectReason::Io(std::io::ErrorKind::InvalidData);
                     }

@@ -34,13 +34,18 @@ const HEAD_INLINE: usize = 38;
 /// memory when they are large).
 pub(crate) const COPY_MAX: usize = 1024;
 
-/// A wire buffer takes frames until it holds this many bytes; the next
-/// frame starts another.
+/// A wire buffer takes frames while it stays within this many bytes; the
+/// next frame starts another. Its capacity never passes this either (it
+/// grows by doubling from [`WIRE_START`]).
 const WIRE_CHUNK: usize = 64 * 1024;
 
-/// A new wire buffer's capacity; it grows to [`WIRE_CHUNK`] and a little
-/// more under a stream of small frames.
+/// A new wire buffer's capacity. A buffer given back larger than this after
+/// a small batch is dropped, so an idle connection keeps 16 KiB at most.
 const WIRE_START: usize = 16 * 1024;
+
+/// Queue slots kept once the queue is empty again; a burst beyond them gives
+/// its memory back.
+const SLOTS_KEPT: usize = 64;
 
 /// The first part of a frame given to [`crate::Transport::send_parts`]:
 /// copied in, inline when short, so a message header costs no allocation.
@@ -79,19 +84,21 @@ pub(crate) enum Outgoing {
     /// queued when the transport simulates latency (the memory transport).
     Frame { head: Head, body: Bytes, at: Option<Instant> },
     /// Small frames already in wire format (length prefix, head, body),
-    /// copied in by [`SendQueue::push_copy`]: written as they are.
-    Wire(BytesMut),
+    /// copied in by [`SendQueue::push_copy`]: written as they are. `frames`
+    /// and `bytes` are what the queue's limits counted for them.
+    Wire { wire: BytesMut, frames: usize, bytes: usize },
     /// Close after everything queued before this marker is written.
     Close,
 }
 
 impl Outgoing {
-    /// The frame's length on the wire, without the length prefix.
-    fn frame_len(&self) -> usize {
+    /// What the queue's limits count for this item: frames, and bytes
+    /// without the length prefixes.
+    fn counted(&self) -> (usize, usize) {
         match self {
-            Outgoing::Frame { head, body, .. } => head.as_slice().len() + body.len(),
-            Outgoing::Wire(bytes) => bytes.len(),
-            Outgoing::Close => 0,
+            Outgoing::Frame { head, body, .. } => (1, head.as_slice().len() + body.len()),
+            Outgoing::Wire { frames, bytes, .. } => (*frames, *bytes),
+            Outgoing::Close => (1, 0),
         }
     }
 }
@@ -109,9 +116,11 @@ pub(crate) enum Refused {
 /// connection's writer.
 ///
 /// Bounded by the transport's `send_queue_frames` and `send_queue_bytes`
-/// (checked by [`SendQueue::push`]); nothing is evicted: a frame that does
-/// not fit is refused and the connection closed, since a peer that does not
-/// read must not make us buffer for it.
+/// (checked by [`SendQueue::push`]), and what the writer has taken stays
+/// counted until it takes more, so a writer stuck on a peer that does not
+/// read holds part of the same budget, never a second one. Nothing is
+/// evicted: a frame that does not fit is refused and the connection closed,
+/// since a peer that does not read must not make us buffer for it.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     state: Mutex<SendState>,
@@ -122,10 +131,13 @@ pub(crate) struct SendQueue {
 #[derive(Debug, Default)]
 struct SendState {
     items: VecDeque<Outgoing>,
-    /// Frames (and close markers) queued, those in wire buffers included.
+    /// Frames (and close markers) queued or being written, those in wire
+    /// buffers included.
     frames: usize,
-    /// Frame bytes queued and not yet taken by the writer.
+    /// Frame bytes queued or being written.
     bytes: usize,
+    /// Of those, what the writer took last (released when it takes again).
+    taken: (usize, usize),
     /// A wire buffer the writer gave back, for the next small frames.
     spare: Option<BytesMut>,
     /// The writer is gone; `push` refuses.
@@ -143,12 +155,12 @@ impl SendQueue {
     /// `max_bytes` bytes. One frame is always accepted into an empty queue
     /// (a frame larger than the byte limit still goes, alone).
     pub(crate) fn push(&self, item: Outgoing, max_frames: usize, max_bytes: usize) -> Result<(), Refused> {
-        let len = item.frame_len();
+        let (_, len) = item.counted();
         let was_empty = {
             let mut s = self.state();
             s.admit(len, max_frames, max_bytes)?;
             s.items.push_back(item);
-            s.frames == 1
+            s.items.len() == 1
         };
         if was_empty {
             self.ready.notify_one();
@@ -173,18 +185,23 @@ impl SendQueue {
         let was_empty = {
             let mut s = self.state();
             s.admit(len, max_frames, max_bytes)?;
-            if !matches!(s.items.back(), Some(Outgoing::Wire(wire)) if wire.len() < WIRE_CHUNK) {
+            let on_wire = crate::codec::LEN_PREFIX + len;
+            let fits = |wire: &BytesMut| wire.len() + on_wire <= WIRE_CHUNK;
+            if !matches!(s.items.back(), Some(Outgoing::Wire { wire, .. }) if fits(wire)) {
                 let fresh = s.spare.take().unwrap_or_else(|| BytesMut::with_capacity(WIRE_START));
-                s.items.push_back(Outgoing::Wire(fresh));
+                s.items.push_back(Outgoing::Wire { wire: fresh, frames: 0, bytes: 0 });
             }
-            if let Some(Outgoing::Wire(wire)) = s.items.back_mut() {
-                wire.reserve(crate::codec::LEN_PREFIX + len);
+            let was_empty = s.items.len() == 1;
+            if let Some(Outgoing::Wire { wire, frames, bytes }) = s.items.back_mut() {
+                wire.reserve(on_wire);
                 // `len` is at most COPY_MAX: it fits the prefix.
                 wire.put_u32(len as u32);
                 wire.extend_from_slice(head);
                 wire.extend_from_slice(body);
+                *frames += 1;
+                *bytes += len;
             }
-            s.frames == 1
+            was_empty && matches!(s.items.back(), Some(Outgoing::Wire { frames: 1, .. }))
         };
         if was_empty {
             self.ready.notify_one();
@@ -199,27 +216,50 @@ impl SendQueue {
         self.ready.notify_one();
     }
 
-    /// Moves everything queued into `into` (which should be empty; its
-    /// capacity is kept and reused) and waits while nothing is queued.
-    /// Returns `false` once the senders are gone and nothing is left.
-    /// Cancel-safe: items are only taken when it returns.
+    /// Moves the items at the front of the queue into `into`, up to about
+    /// `max_bytes` of frames (at least one item), and waits while nothing is
+    /// queued; what was taken the time before stops counting against the
+    /// limits now (the writer has written it). Returns `false` once the
+    /// senders are gone and nothing is left. Cancel-safe: items are only
+    /// taken when it returns.
+    ///
     /// `give_back` is a wire buffer the writer is done with: kept (emptied)
-    /// for the next small frames.
-    pub(crate) async fn take_all(&self, into: &mut VecDeque<Outgoing>, give_back: &mut Option<BytesMut>) -> bool {
+    /// for the next small frames unless the queue has one, or it grew past
+    /// [`WIRE_START`] and the queue is quiet.
+    pub(crate) async fn take(
+        &self,
+        into: &mut VecDeque<Outgoing>,
+        max_bytes: usize,
+        give_back: &mut Option<BytesMut>,
+    ) -> bool {
         loop {
             let ready = self.ready.notified();
             {
                 let mut s = self.state();
+                let (frames, bytes) = std::mem::take(&mut s.taken);
+                s.frames = s.frames.saturating_sub(frames);
+                s.bytes = s.bytes.saturating_sub(bytes);
                 if let Some(mut wire) = give_back.take()
                     && s.spare.is_none()
+                    && (wire.capacity() <= WIRE_START || !s.items.is_empty())
                 {
                     wire.clear();
                     s.spare = Some(wire);
                 }
                 if !s.items.is_empty() {
-                    std::mem::swap(&mut s.items, into);
-                    s.bytes = 0;
-                    s.frames = 0;
+                    let mut taken = (0, 0);
+                    while let Some(item) = s.items.pop_front() {
+                        let (f, b) = item.counted();
+                        taken = (taken.0 + f, taken.1 + b);
+                        into.push_back(item);
+                        if taken.1 >= max_bytes {
+                            break;
+                        }
+                    }
+                    s.taken = taken;
+                    if s.items.is_empty() && s.items.capacity() > SLOTS_KEPT {
+                        s.items.shrink_to(SLOTS_KEPT);
+                    }
                     return true;
                 }
                 if s.closed {
@@ -239,6 +279,7 @@ impl SendQueue {
         s.spare = None;
         s.bytes = 0;
         s.frames = 0;
+        s.taken = (0, 0);
     }
 
     /// Frames and bytes queued now.
@@ -269,7 +310,11 @@ impl SendState {
 ///
 /// Bounded by the transport's `event_buffer` events: a producer waits for
 /// room (this is the backpressure that stops reading from the network when
-/// nobody drains the events); nothing is evicted.
+/// nobody drains the events); nothing is evicted. Fair enough between
+/// connections: a TCP reader hands over at most 256 events per turn (a
+/// quarter of the default buffer), and producers waiting for room are all
+/// woken when the consumer takes, to race for it, not served in order as a
+/// channel's semaphore would.
 #[derive(Debug)]
 pub(crate) struct EventQueue {
     state: Mutex<EventState>,
@@ -485,29 +530,29 @@ mod tests {
         assert_eq!(q.len(), (4, 11));
         assert_eq!(q.push_copy(b"", b"x", 4, 1000), Err(Refused::Full { frames: 4, bytes: 11 }));
         let mut items = VecDeque::new();
-        assert!(q.take_all(&mut items, &mut None).await);
+        assert!(q.take(&mut items, usize::MAX, &mut None).await);
         let kinds: Vec<Vec<u8>> = items
             .iter()
             .map(|i| match i {
-                Outgoing::Wire(w) => w.to_vec(),
+                Outgoing::Wire { wire, .. } => wire.to_vec(),
                 Outgoing::Frame { head, .. } => head.as_slice().to_vec(),
                 Outgoing::Close => vec![],
             })
             .collect();
         assert_eq!(kinds, vec![b"\0\0\0\x04h1ab\0\0\0\x01c".to_vec(), vec![7], b"\0\0\0\x01h".to_vec()]);
         // The writer gives a buffer back; the next small frame goes into it.
-        let Some(Outgoing::Wire(used)) = items.pop_front() else { panic!("a wire buffer first") };
+        let Some(Outgoing::Wire { wire: used, .. }) = items.pop_front() else { panic!("a wire buffer first") };
         let capacity = used.capacity();
         let mut give_back = Some(used);
         q.push_copy(b"", b"z", 8, 1000).expect("room");
         items.clear();
-        assert!(q.take_all(&mut items, &mut give_back).await);
+        assert!(q.take(&mut items, usize::MAX, &mut give_back).await);
         assert!(give_back.is_none(), "taken into the queue's spare");
         q.push_copy(b"", b"y", 8, 1000).expect("room");
         items.clear();
-        assert!(q.take_all(&mut items, &mut None).await);
+        assert!(q.take(&mut items, usize::MAX, &mut None).await);
         match items.front() {
-            Some(Outgoing::Wire(w)) => {
+            Some(Outgoing::Wire { wire: w, .. }) => {
                 assert_eq!(&w[..], b"\0\0\0\x01y");
                 assert_eq!(w.capacity(), capacity, "the spare was reused");
             }
@@ -516,33 +561,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_writer_takes_everything_in_order_then_sees_the_senders_go() {
+    async fn the_writer_takes_in_order_then_sees_the_senders_go() {
         let q = Arc::new(SendQueue::default());
-        let mut taken = VecDeque::new();
         let waiting = {
             let q = q.clone();
             tokio::spawn(async move {
                 let mut into = VecDeque::new();
-                let more = q.take_all(&mut into, &mut None).await;
+                let more = q.take(&mut into, usize::MAX, &mut None).await;
                 (more, into.len())
             })
         };
-        for n in 0..3 {
+        q.push(frame(0), 8, 1000).expect("room");
+        let (more, n) = waiting.await.expect("task");
+        assert!(more && n == 1, "a waiting writer is woken with what was queued");
+        for n in 1..3 {
             q.push(frame(n), 8, 1000).expect("room");
         }
-        let (more, n) = waiting.await.expect("task");
-        assert!(more && (1..=3).contains(&n), "woken with what was queued");
-        if n < 3 {
-            assert!(q.take_all(&mut taken, &mut None).await);
-        }
-        assert_eq!(q.len(), (0, 0), "taking empties the queue and its byte count");
-        q.push(frame(9), 8, 1000).expect("room");
+        let mut taken = VecDeque::new();
+        assert!(q.take(&mut taken, 5, &mut None).await);
+        assert_eq!(taken.len(), 1, "at most about max_bytes per take, at least one item");
+        assert_eq!(q.len(), (2, 10), "the earlier take is released; this one still counts");
         q.close_senders();
-        let mut last = VecDeque::new();
-        assert!(q.take_all(&mut last, &mut None).await, "what was queued before the close is still taken");
-        assert_eq!(last.len(), 1);
-        last.clear();
-        assert!(!q.take_all(&mut last, &mut None).await, "then the end");
+        assert!(q.take(&mut taken, usize::MAX, &mut None).await, "what was queued before the close is still taken");
+        assert_eq!(taken.len(), 2);
+        assert_eq!(q.len(), (1, 5));
+        assert!(!q.take(&mut taken, usize::MAX, &mut None).await, "then the end");
+        assert_eq!(q.len(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_writer_stuck_on_a_peer_that_does_not_read_holds_part_of_the_budget_not_a_second_one() {
+        let q = SendQueue::default();
+        for n in 0..4 {
+            q.push(frame(n), 4, 1000).expect("room");
+        }
+        let mut taken = VecDeque::new();
+        assert!(q.take(&mut taken, usize::MAX, &mut None).await);
+        // The writer now blocks writing these: the queue is still full.
+        assert_eq!(q.push(frame(9), 4, 1000), Err(Refused::Full { frames: 4, bytes: 20 }));
+        assert_eq!(q.push_copy(b"", b"x", 4, 1000), Err(Refused::Full { frames: 4, bytes: 20 }));
     }
 
     #[tokio::test]

@@ -22,19 +22,21 @@ static WARNINGS: std::sync::LazyLock<crate::Throttle> = std::sync::LazyLock::new
 /// A read buffer's size; one grows past this only to hold a frame larger
 /// than it.
 const READ_BUF: usize = 16 * 1024;
-/// Read buffers a connection keeps besides the one it reads into, while
-/// frames cut from them may still be on their way up (see [`read_loop`]).
-/// After a read of less than an eighth of a buffer (the stream is not busy)
-/// it keeps one free spare at most: those still held by frames stay until
-/// they are free.
+/// Read buffers of [`READ_BUF`] a promoted connection keeps besides the one
+/// it reads into, while frames cut from them may still be on their way up
+/// (see [`read_loop`]): at most 64 KiB per connection. After a read of less
+/// than an eighth of a buffer (the stream is not busy) it keeps one free
+/// spare at most; those still held by frames stay until they are free. A
+/// stranger (not promoted) keeps none, and a buffer grown for a large frame
+/// is never kept.
 const READ_SPARES: usize = 4;
 /// Frames are gathered into one write until the buffer holds this much; a
 /// frame body this large is written from its own memory, not copied.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Send-queue slots the writer keeps once a burst is over (a batch of an
-/// eighth of this or less); during a burst the slots are kept, so a steady
-/// stream of frames allocates nothing.
-const WRITE_SLOTS_KEPT: usize = 256;
+/// Frames of one read handed to the event queue at a time: one connection's
+/// share of a turn at the queue (a quarter of the default event buffer), and
+/// the most events a reader holds outside it.
+const EVENT_CHUNK: usize = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -288,13 +290,25 @@ async fn read_loop(
     let mut codec = FrameCodec::new(frame_limit.load(Ordering::Acquire));
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut spares = std::collections::VecDeque::<BytesMut>::new();
-    let mut batch = Vec::new();
+    // Whether `buf` was grown past READ_BUF for a large frame.
+    let mut grown = false;
+    let mut batch = Vec::with_capacity(EVENT_CHUNK);
     loop {
-        codec.set_max_frame_len(frame_limit.load(Ordering::Acquire));
+        let limit = frame_limit.load(Ordering::Acquire);
+        codec.set_max_frame_len(limit);
+        let promoted = limit >= table.config().max_frame_len();
+        if !promoted {
+            spares.clear();
+        }
         let mut bad = None;
         loop {
             match codec.decode(&mut buf) {
-                Ok(Some(data)) => batch.push(Event::Frame { conn: id, data }),
+                Ok(Some(data)) => {
+                    batch.push(Event::Frame { conn: id, data });
+                    if batch.len() >= EVENT_CHUNK && !table.emit_all(&mut batch, cancel).await {
+                        return DisconnectReason::Shutdown;
+                    }
+                }
                 Ok(None) => break,
                 Err(Error::FrameTooLarge { len, max }) => {
                     if let Some(held_back) = WARNINGS.allow("oversize frame") {
@@ -326,6 +340,7 @@ async fn read_loop(
             if buf.len() >= READ_BUF / 4 {
                 // A large frame arriving: grow this buffer to hold it.
                 buf.reserve(READ_BUF);
+                grown = true;
             } else {
                 // Move the few bytes of the next frame to the oldest spare
                 // if it is free again, else to a new buffer; this one
@@ -342,10 +357,13 @@ async fn read_loop(
                 };
                 next.extend_from_slice(&buf);
                 let mut old = std::mem::replace(&mut buf, next);
-                old.clear();
-                spares.push_back(old);
-                if spares.len() > READ_SPARES {
-                    spares.pop_front();
+                let was_grown = std::mem::take(&mut grown);
+                if promoted && !was_grown {
+                    old.clear();
+                    spares.push_back(old);
+                    if spares.len() > READ_SPARES {
+                        spares.pop_front();
+                    }
                 }
             }
         }
@@ -372,27 +390,24 @@ async fn read_loop(
     }
 }
 
-/// Writes what the send queue holds: everything queued is taken in one
-/// lock, gathered into one buffer (length prefix, head, body) and written
-/// with as few syscalls as it fills; a body of [`WRITE_BATCH`] bytes or more
-/// is written from its own memory.
+/// Writes what the send queue holds: about [`WRITE_BATCH`] bytes of it are
+/// taken at a time in one lock (they count against the queue's limits until
+/// written), wire buffers are written as they are, other frames gathered
+/// into one buffer (length prefix, head, body); a body of [`WRITE_BATCH`]
+/// bytes or more is written from its own memory.
 async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     let mut items = std::collections::VecDeque::new();
     let mut written: Option<BytesMut> = None;
     loop {
-        if !rx.take_all(&mut items, &mut written).await {
+        if !rx.take(&mut items, WRITE_BATCH, &mut written).await {
             return DisconnectReason::Shutdown;
-        }
-        // A small batch after a burst: the burst's slots go back.
-        if items.len() <= WRITE_SLOTS_KEPT / 8 && items.capacity() > WRITE_SLOTS_KEPT {
-            items.shrink_to(WRITE_SLOTS_KEPT);
         }
         let mut close = false;
         while let Some(item) = items.pop_front() {
             let (head, mut body) = match item {
                 Outgoing::Frame { head, body, .. } => (head, body),
-                Outgoing::Wire(mut wire) => {
+                Outgoing::Wire { mut wire, .. } => {
                     // Frames already in wire format: written as they are,
                     // after what is gathered before them.
                     if !buf.is_empty()
@@ -403,10 +418,8 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
                     if let Err(e) = w.write_all_buf(&mut wire).await {
                         return DisconnectReason::Io(e.kind());
                     }
-                    // The largest goes back to the queue for reuse.
-                    if written.as_ref().is_none_or(|w| w.capacity() < wire.capacity()) {
-                        written = Some(wire);
-                    }
+                    // One goes back to the queue for reuse.
+                    written = Some(wire);
                     continue;
                 }
                 Outgoing::Close => {
