@@ -147,10 +147,13 @@ async fn net_pair() -> Net {
     let counter = Arc::new(Counter::default());
     let c = counter.clone();
     tokio::spawn(async move {
-        let _server = server;
         while let Some(ev) = events.next().await {
-            if let Event::Frame { .. } = ev {
-                c.add();
+            match ev {
+                Event::Frame { .. } => c.add(),
+                // As toy-p2p does once a peer's hello is accepted: an
+                // identified peer, not a stranger.
+                Event::Connected { conn, .. } => server.promote(conn),
+                _ => {}
             }
         }
     });
@@ -181,7 +184,16 @@ impl OneWay for Msg {
 async fn msg_pair() -> (Msg, Messaging<TcpTransport>) {
     let (t, ev) = TcpTransport::new(toy::net::Config::default());
     let (server, server_events) = Messaging::new(t, ev, Config::default());
-    std::mem::forget(server_events);
+    let promoter = server.clone();
+    tokio::spawn(async move {
+        let mut server_events = server_events;
+        // As toy-p2p does once a peer's hello is accepted.
+        while let Some(ev) = server_events.next().await {
+            if let toy::msg::Event::Connected { conn, .. } = ev {
+                promoter.promote(conn);
+            }
+        }
+    });
     let counter = Arc::new(Counter::default());
     let c = counter.clone();
     server

@@ -43,6 +43,11 @@ impl SendRx {
     ) -> bool {
         self.0.take(into, max_bytes, give_back).await
     }
+
+    /// See [`SendQueue::written`].
+    pub(crate) fn written(&self) {
+        self.0.written();
+    }
 }
 
 impl Drop for SendRx {

@@ -39,8 +39,9 @@ pub(crate) const COPY_MAX: usize = 1024;
 /// grows by doubling from [`WIRE_START`]).
 const WIRE_CHUNK: usize = 64 * 1024;
 
-/// A new wire buffer's capacity. A buffer given back larger than this after
-/// a small batch is dropped, so an idle connection keeps 16 KiB at most.
+/// A new wire buffer's capacity. The queue keeps one buffer the writer gave
+/// back, of [`WIRE_CHUNK`] at most, for the connection's life: that is what
+/// a connection keeps for sending once its traffic stops.
 const WIRE_START: usize = 16 * 1024;
 
 /// Queue slots kept once the queue is empty again; a burst beyond them gives
@@ -116,9 +117,10 @@ pub(crate) enum Refused {
 /// connection's writer.
 ///
 /// Bounded by the transport's `send_queue_frames` and `send_queue_bytes`
-/// (checked by [`SendQueue::push`]), and what the writer has taken stays
-/// counted until it takes more, so a writer stuck on a peer that does not
-/// read holds part of the same budget, never a second one. Nothing is
+/// (checked by [`SendQueue::push`]). The bytes the writer has taken stay
+/// counted until it has written them, so a writer stuck on a peer that does
+/// not read holds part of the same byte budget, never a second one; frames
+/// leave the count when taken (the writer takes about 64 KiB at a time). Nothing is
 /// evicted: a frame that does not fit is refused and the connection closed,
 /// since a peer that does not read must not make us buffer for it.
 #[derive(Debug, Default)]
@@ -131,13 +133,12 @@ pub(crate) struct SendQueue {
 #[derive(Debug, Default)]
 struct SendState {
     items: VecDeque<Outgoing>,
-    /// Frames (and close markers) queued or being written, those in wire
-    /// buffers included.
+    /// Frames (and close markers) queued, those in wire buffers included.
     frames: usize,
     /// Frame bytes queued or being written.
     bytes: usize,
-    /// Of those, what the writer took last (released when it takes again).
-    taken: (usize, usize),
+    /// Of those, the bytes the writer took last and may still be writing.
+    taken_bytes: usize,
     /// A wire buffer the writer gave back, for the next small frames.
     spare: Option<BytesMut>,
     /// The writer is gone; `push` refuses.
@@ -218,14 +219,13 @@ impl SendQueue {
 
     /// Moves the items at the front of the queue into `into`, up to about
     /// `max_bytes` of frames (at least one item), and waits while nothing is
-    /// queued; what was taken the time before stops counting against the
-    /// limits now (the writer has written it). Returns `false` once the
+    /// queued. Their frames leave the count now, their bytes when the writer
+    /// calls [`SendQueue::written`] (or takes again). Returns `false` once the
     /// senders are gone and nothing is left. Cancel-safe: items are only
     /// taken when it returns.
     ///
     /// `give_back` is a wire buffer the writer is done with: kept (emptied)
-    /// for the next small frames unless the queue has one, or it grew past
-    /// [`WIRE_START`] and the queue is quiet.
+    /// for the next small frames unless the queue has one.
     pub(crate) async fn take(
         &self,
         into: &mut VecDeque<Outgoing>,
@@ -236,27 +236,25 @@ impl SendQueue {
             let ready = self.ready.notified();
             {
                 let mut s = self.state();
-                let (frames, bytes) = std::mem::take(&mut s.taken);
-                s.frames = s.frames.saturating_sub(frames);
-                s.bytes = s.bytes.saturating_sub(bytes);
+                s.release_taken();
                 if let Some(mut wire) = give_back.take()
                     && s.spare.is_none()
-                    && (wire.capacity() <= WIRE_START || !s.items.is_empty())
                 {
                     wire.clear();
                     s.spare = Some(wire);
                 }
                 if !s.items.is_empty() {
-                    let mut taken = (0, 0);
+                    let mut taken = 0;
                     while let Some(item) = s.items.pop_front() {
-                        let (f, b) = item.counted();
-                        taken = (taken.0 + f, taken.1 + b);
+                        let (frames, bytes) = item.counted();
+                        s.frames = s.frames.saturating_sub(frames);
+                        taken += bytes;
                         into.push_back(item);
-                        if taken.1 >= max_bytes {
+                        if taken >= max_bytes {
                             break;
                         }
                     }
-                    s.taken = taken;
+                    s.taken_bytes = taken;
                     if s.items.is_empty() && s.items.capacity() > SLOTS_KEPT {
                         s.items.shrink_to(SLOTS_KEPT);
                     }
@@ -270,6 +268,11 @@ impl SendQueue {
         }
     }
 
+    /// The writer has written what it took last: its bytes leave the count.
+    pub(crate) fn written(&self) {
+        self.state().release_taken();
+    }
+
     /// Marks the receiving side gone: later pushes are refused, and what is
     /// queued is dropped.
     pub(crate) fn close_receiver(&self) {
@@ -279,7 +282,7 @@ impl SendQueue {
         s.spare = None;
         s.bytes = 0;
         s.frames = 0;
-        s.taken = (0, 0);
+        s.taken_bytes = 0;
     }
 
     /// Frames and bytes queued now.
@@ -291,6 +294,10 @@ impl SendQueue {
 }
 
 impl SendState {
+    fn release_taken(&mut self) {
+        self.bytes = self.bytes.saturating_sub(std::mem::take(&mut self.taken_bytes));
+    }
+
     /// Counts a frame of `len` bytes in, or says why not.
     fn admit(&mut self, len: usize, max_frames: usize, max_bytes: usize) -> Result<(), Refused> {
         if self.gone {
@@ -580,11 +587,13 @@ mod tests {
         let mut taken = VecDeque::new();
         assert!(q.take(&mut taken, 5, &mut None).await);
         assert_eq!(taken.len(), 1, "at most about max_bytes per take, at least one item");
-        assert_eq!(q.len(), (2, 10), "the earlier take is released; this one still counts");
+        assert_eq!(q.len(), (1, 10), "the earlier take's bytes are released; this one's still count");
+        q.written();
+        assert_eq!(q.len(), (1, 5), "written: released");
         q.close_senders();
         assert!(q.take(&mut taken, usize::MAX, &mut None).await, "what was queued before the close is still taken");
         assert_eq!(taken.len(), 2);
-        assert_eq!(q.len(), (1, 5));
+        assert_eq!(q.len(), (0, 5));
         assert!(!q.take(&mut taken, usize::MAX, &mut None).await, "then the end");
         assert_eq!(q.len(), (0, 0));
     }
@@ -593,13 +602,15 @@ mod tests {
     async fn a_writer_stuck_on_a_peer_that_does_not_read_holds_part_of_the_budget_not_a_second_one() {
         let q = SendQueue::default();
         for n in 0..4 {
-            q.push(frame(n), 4, 1000).expect("room");
+            q.push(frame(n), 8, 20).expect("room");
         }
         let mut taken = VecDeque::new();
         assert!(q.take(&mut taken, usize::MAX, &mut None).await);
-        // The writer now blocks writing these: the queue is still full.
-        assert_eq!(q.push(frame(9), 4, 1000), Err(Refused::Full { frames: 4, bytes: 20 }));
-        assert_eq!(q.push_copy(b"", b"x", 4, 1000), Err(Refused::Full { frames: 4, bytes: 20 }));
+        // The writer now blocks writing these: their bytes still fill the budget.
+        assert_eq!(q.push(frame(9), 8, 20), Err(Refused::Full { frames: 0, bytes: 20 }));
+        assert_eq!(q.push_copy(b"", b"x", 8, 20), Err(Refused::Full { frames: 0, bytes: 20 }));
+        q.written();
+        assert_eq!(q.push(frame(9), 8, 20), Ok(()));
     }
 
     #[tokio::test]

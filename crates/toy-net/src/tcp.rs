@@ -398,9 +398,9 @@ async fn read_loop(
 async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     let mut items = std::collections::VecDeque::new();
-    let mut written: Option<BytesMut> = None;
+    let mut done_wire: Option<BytesMut> = None;
     loop {
-        if !rx.take(&mut items, WRITE_BATCH, &mut written).await {
+        if !rx.take(&mut items, WRITE_BATCH, &mut done_wire).await {
             return DisconnectReason::Shutdown;
         }
         let mut close = false;
@@ -419,7 +419,7 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
                         return DisconnectReason::Io(e.kind());
                     }
                     // One goes back to the queue for reuse.
-                    written = Some(wire);
+                    done_wire = Some(wire);
                     continue;
                 }
                 Outgoing::Close => {
@@ -452,6 +452,7 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
         {
             return DisconnectReason::Io(e.kind());
         }
+        rx.written();
         if close {
             let _ = w.shutdown().await;
             return DisconnectReason::Closed;
