@@ -242,12 +242,13 @@ fn one_way(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("toy_msg", label), &payload, |b, p| {
             b.iter_custom(|iters| rt.block_on(run_batches(&mut msg, p, iters)))
         });
-        // Memory: heap bytes allocated per message, over 20 batches.
+        // Memory: heap bytes allocated per message, over 200 batches (enough
+        // that a buffer allocated once in a while is averaged, not sampled).
         for (name, path) in [("raw_framing", &mut raw as &mut dyn OneWay), ("toy_net", &mut net), ("toy_msg", &mut msg)]
         {
             let before = ALLOCATED.load(Ordering::Relaxed);
-            rt.block_on(run_batches(path, &payload, 20));
-            let per = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / (20 * BATCH) as f64;
+            rt.block_on(run_batches(path, &payload, 200));
+            let per = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / (200 * BATCH) as f64;
             println!("one_way/{name}/{label}: {per:.0} heap bytes allocated per message");
         }
     }

@@ -172,6 +172,14 @@ pub async fn frames_sent_in_parts_arrive_whole_and_in_order<H: Harness>(h: H) {
         want.push([&head[..], &body[..]].concat());
         want.push(whole.to_vec());
     }
+    // A burst of small frames (many of TCP's wire buffers, written together)
+    // with a large one now and then.
+    for i in 0..900 {
+        let len = if i % 300 == 299 { 20_000 } else { 100 + i % 7 };
+        let body = frame(i, len);
+        a.send_parts(ac, &[0xee; 6], body.clone()).expect("within the queue's limits");
+        want.push([&[0xee; 6][..], &body[..]].concat());
+    }
     assert!(
         matches!(
             a.send_parts(ac, &[0; 100], frame(0, 199_901)),

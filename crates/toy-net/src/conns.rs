@@ -39,7 +39,7 @@ impl SendRx {
         &self,
         into: &mut std::collections::VecDeque<Outgoing>,
         max_bytes: usize,
-        give_back: &mut Option<bytes::BytesMut>,
+        give_back: &mut Vec<bytes::BytesMut>,
     ) -> bool {
         self.0.take(into, max_bytes, give_back).await
     }

@@ -327,7 +327,7 @@ impl Side {
         loop {
             // Everything queued; it stays counted against the sender's
             // limits until the next take, while its latency runs.
-            if !rx.take(&mut items, usize::MAX, &mut None).await {
+            if !rx.take(&mut items, usize::MAX, &mut Vec::new()).await {
                 return DisconnectReason::RemoteClosed;
             }
             while let Some(item) = items.pop_front() {

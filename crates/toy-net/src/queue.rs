@@ -34,15 +34,14 @@ const HEAD_INLINE: usize = 38;
 /// memory when they are large).
 pub(crate) const COPY_MAX: usize = 1024;
 
-/// A wire buffer takes frames while it stays within this many bytes; the
-/// next frame starts another. Its capacity never passes this either (it
-/// grows by doubling from [`WIRE_START`]).
-const WIRE_CHUNK: usize = 64 * 1024;
+/// A wire buffer's capacity: it takes frames while they fit and never grows;
+/// the next frame starts another.
+const WIRE_CHUNK: usize = 16 * 1024;
 
-/// A new wire buffer's capacity. The queue keeps one buffer the writer gave
-/// back, of [`WIRE_CHUNK`] at most, for the connection's life: that is what
-/// a connection keeps for sending once its traffic stops.
-const WIRE_START: usize = 16 * 1024;
+/// Wire buffers the queue keeps for reuse once the writer has written them:
+/// what a connection keeps for sending once its traffic stops (64 KiB).
+/// Enough that the sender rarely finds none while the writer writes.
+const WIRE_SPARES: usize = 4;
 
 /// Queue slots kept once the queue is empty again; a burst beyond them gives
 /// its memory back.
@@ -139,8 +138,9 @@ struct SendState {
     bytes: usize,
     /// Of those, the bytes the writer took last and may still be writing.
     taken_bytes: usize,
-    /// A wire buffer the writer gave back, for the next small frames.
-    spare: Option<BytesMut>,
+    /// Wire buffers the writer gave back, for the next small frames (at
+    /// most [`WIRE_SPARES`]).
+    spares: Vec<BytesMut>,
     /// The writer is gone; `push` refuses.
     gone: bool,
     /// Every sending handle is gone; the writer ends once the queue is empty.
@@ -187,15 +187,16 @@ impl SendQueue {
             let mut s = self.state();
             s.admit(len, max_frames, max_bytes)?;
             let on_wire = crate::codec::LEN_PREFIX + len;
-            let fits = |wire: &BytesMut| wire.len() + on_wire <= WIRE_CHUNK;
+            let fits = |wire: &BytesMut| wire.capacity() - wire.len() >= on_wire;
             if !matches!(s.items.back(), Some(Outgoing::Wire { wire, .. }) if fits(wire)) {
-                let fresh = s.spare.take().unwrap_or_else(|| BytesMut::with_capacity(WIRE_START));
+                let fresh = s.spares.pop().unwrap_or_else(|| BytesMut::with_capacity(WIRE_CHUNK));
                 s.items.push_back(Outgoing::Wire { wire: fresh, frames: 0, bytes: 0 });
             }
             let was_empty = s.items.len() == 1;
             if let Some(Outgoing::Wire { wire, frames, bytes }) = s.items.back_mut() {
+                // Room was checked (a new buffer has room for any frame up
+                // to COPY_MAX): this never allocates. `len` fits the prefix.
                 wire.reserve(on_wire);
-                // `len` is at most COPY_MAX: it fits the prefix.
                 wire.put_u32(len as u32);
                 wire.extend_from_slice(head);
                 wire.extend_from_slice(body);
@@ -224,24 +225,26 @@ impl SendQueue {
     /// senders are gone and nothing is left. Cancel-safe: items are only
     /// taken when it returns.
     ///
-    /// `give_back` is a wire buffer the writer is done with: kept (emptied)
-    /// for the next small frames unless the queue has one.
+    /// `give_back` holds wire buffers the writer is done with: kept (emptied)
+    /// for the next small frames, up to [`WIRE_SPARES`].
     pub(crate) async fn take(
         &self,
         into: &mut VecDeque<Outgoing>,
         max_bytes: usize,
-        give_back: &mut Option<BytesMut>,
+        give_back: &mut Vec<BytesMut>,
     ) -> bool {
         loop {
             let ready = self.ready.notified();
             {
                 let mut s = self.state();
                 s.release_taken();
-                if let Some(mut wire) = give_back.take()
-                    && s.spare.is_none()
-                {
+                for mut wire in give_back.drain(..) {
                     wire.clear();
-                    s.spare = Some(wire);
+                    // Written out, the view sits at the end of its memory:
+                    // move it back to the start (it is no one else's).
+                    if s.spares.len() < WIRE_SPARES && wire.try_reclaim(WIRE_CHUNK) {
+                        s.spares.push(wire);
+                    }
                 }
                 if !s.items.is_empty() {
                     let mut taken = 0;
@@ -279,7 +282,7 @@ impl SendQueue {
         let mut s = self.state();
         s.gone = true;
         s.items = VecDeque::new();
-        s.spare = None;
+        s.spares = Vec::new();
         s.bytes = 0;
         s.frames = 0;
         s.taken_bytes = 0;
@@ -537,7 +540,7 @@ mod tests {
         assert_eq!(q.len(), (4, 11));
         assert_eq!(q.push_copy(b"", b"x", 4, 1000), Err(Refused::Full { frames: 4, bytes: 11 }));
         let mut items = VecDeque::new();
-        assert!(q.take(&mut items, usize::MAX, &mut None).await);
+        assert!(q.take(&mut items, usize::MAX, &mut Vec::new()).await);
         let kinds: Vec<Vec<u8>> = items
             .iter()
             .map(|i| match i {
@@ -550,14 +553,14 @@ mod tests {
         // The writer gives a buffer back; the next small frame goes into it.
         let Some(Outgoing::Wire { wire: used, .. }) = items.pop_front() else { panic!("a wire buffer first") };
         let capacity = used.capacity();
-        let mut give_back = Some(used);
+        let mut give_back = vec![used];
         q.push_copy(b"", b"z", 8, 1000).expect("room");
         items.clear();
         assert!(q.take(&mut items, usize::MAX, &mut give_back).await);
-        assert!(give_back.is_none(), "taken into the queue's spare");
+        assert!(give_back.is_empty(), "taken into the queue's spares");
         q.push_copy(b"", b"y", 8, 1000).expect("room");
         items.clear();
-        assert!(q.take(&mut items, usize::MAX, &mut None).await);
+        assert!(q.take(&mut items, usize::MAX, &mut Vec::new()).await);
         match items.front() {
             Some(Outgoing::Wire { wire: w, .. }) => {
                 assert_eq!(&w[..], b"\0\0\0\x01y");
@@ -574,7 +577,7 @@ mod tests {
             let q = q.clone();
             tokio::spawn(async move {
                 let mut into = VecDeque::new();
-                let more = q.take(&mut into, usize::MAX, &mut None).await;
+                let more = q.take(&mut into, usize::MAX, &mut Vec::new()).await;
                 (more, into.len())
             })
         };
@@ -585,16 +588,19 @@ mod tests {
             q.push(frame(n), 8, 1000).expect("room");
         }
         let mut taken = VecDeque::new();
-        assert!(q.take(&mut taken, 5, &mut None).await);
+        assert!(q.take(&mut taken, 5, &mut Vec::new()).await);
         assert_eq!(taken.len(), 1, "at most about max_bytes per take, at least one item");
         assert_eq!(q.len(), (1, 10), "the earlier take's bytes are released; this one's still count");
         q.written();
         assert_eq!(q.len(), (1, 5), "written: released");
         q.close_senders();
-        assert!(q.take(&mut taken, usize::MAX, &mut None).await, "what was queued before the close is still taken");
+        assert!(
+            q.take(&mut taken, usize::MAX, &mut Vec::new()).await,
+            "what was queued before the close is still taken"
+        );
         assert_eq!(taken.len(), 2);
         assert_eq!(q.len(), (0, 5));
-        assert!(!q.take(&mut taken, usize::MAX, &mut None).await, "then the end");
+        assert!(!q.take(&mut taken, usize::MAX, &mut Vec::new()).await, "then the end");
         assert_eq!(q.len(), (0, 0));
     }
 
@@ -605,7 +611,7 @@ mod tests {
             q.push(frame(n), 8, 20).expect("room");
         }
         let mut taken = VecDeque::new();
-        assert!(q.take(&mut taken, usize::MAX, &mut None).await);
+        assert!(q.take(&mut taken, usize::MAX, &mut Vec::new()).await);
         // The writer now blocks writing these: their bytes still fill the budget.
         assert_eq!(q.push(frame(9), 8, 20), Err(Refused::Full { frames: 0, bytes: 20 }));
         assert_eq!(q.push_copy(b"", b"x", 8, 20), Err(Refused::Full { frames: 0, bytes: 20 }));

@@ -29,7 +29,7 @@ const READ_BUF: usize = 16 * 1024;
 /// spare at most; those still held by frames stay until they are free. A
 /// stranger (not promoted) keeps none, and a buffer grown for a large frame
 /// is never kept.
-const READ_SPARES: usize = 4;
+const READ_SPARES: usize = 8;
 /// Frames are gathered into one write until the buffer holds this much; a
 /// frame body this large is written from its own memory, not copied.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -398,7 +398,10 @@ async fn read_loop(
 async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     let mut items = std::collections::VecDeque::new();
-    let mut done_wire: Option<BytesMut> = None;
+    // Wire buffers taken and not yet written; at most one of `wires` and
+    // `buf` holds bytes at a time, so the order on the wire is the queue's.
+    let mut wires: Vec<BytesMut> = Vec::new();
+    let mut done_wire: Vec<BytesMut> = Vec::new();
     loop {
         if !rx.take(&mut items, WRITE_BATCH, &mut done_wire).await {
             return DisconnectReason::Shutdown;
@@ -407,7 +410,7 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
         while let Some(item) = items.pop_front() {
             let (head, mut body) = match item {
                 Outgoing::Frame { head, body, .. } => (head, body),
-                Outgoing::Wire { mut wire, .. } => {
+                Outgoing::Wire { wire, .. } => {
                     // Frames already in wire format: written as they are,
                     // after what is gathered before them.
                     if !buf.is_empty()
@@ -415,11 +418,7 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
                     {
                         return DisconnectReason::Io(e.kind());
                     }
-                    if let Err(e) = w.write_all_buf(&mut wire).await {
-                        return DisconnectReason::Io(e.kind());
-                    }
-                    // One goes back to the queue for reuse.
-                    done_wire = Some(wire);
+                    wires.push(wire);
                     continue;
                 }
                 Outgoing::Close => {
@@ -427,6 +426,9 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
                     break;
                 }
             };
+            if let Err(e) = write_wires(&mut w, &mut wires, &mut done_wire).await {
+                return DisconnectReason::Io(e.kind());
+            }
             let head = head.as_slice();
             // Length was checked by `send`; it fits the prefix.
             buf.put_u32((head.len() + body.len()) as u32);
@@ -447,6 +449,9 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
                 return DisconnectReason::Io(e.kind());
             }
         }
+        if let Err(e) = write_wires(&mut w, &mut wires, &mut done_wire).await {
+            return DisconnectReason::Io(e.kind());
+        }
         if !buf.is_empty()
             && let Err(e) = w.write_all_buf(&mut buf).await
         {
@@ -459,4 +464,43 @@ async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
         }
         items.clear();
     }
+}
+
+/// Writes wire buffers in order with vectored writes (a take's worth, about
+/// [`WRITE_BATCH`], in one syscall when the socket takes it), moving each
+/// written one to `done` for reuse.
+async fn write_wires(
+    w: &mut OwnedWriteHalf,
+    wires: &mut Vec<BytesMut>,
+    done: &mut Vec<BytesMut>,
+) -> std::io::Result<()> {
+    use bytes::Buf;
+    const SLICES: usize = 8;
+    let mut first = 0;
+    while first < wires.len() {
+        let mut slices = [std::io::IoSlice::new(&[]); SLICES];
+        let n = (wires.len() - first).min(SLICES);
+        for (slice, wire) in slices.iter_mut().zip(&wires[first..first + n]) {
+            *slice = std::io::IoSlice::new(wire);
+        }
+        let mut written = w.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && first < wires.len() {
+            let wire = &mut wires[first];
+            let k = written.min(wire.len());
+            wire.advance(k);
+            written -= k;
+            if wire.is_empty() {
+                first += 1;
+            }
+        }
+        // Empty buffers (none are queued empty, but be safe) are skipped.
+        while first < wires.len() && wires[first].is_empty() {
+            first += 1;
+        }
+    }
+    done.append(wires);
+    Ok(())
 }
