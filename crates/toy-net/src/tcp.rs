@@ -29,7 +29,7 @@ const READ_BUF: usize = 16 * 1024;
 /// spare at most; those still held by frames stay until they are free. A
 /// stranger (not promoted) keeps none, and a buffer grown for a large frame
 /// is never kept.
-const READ_SPARES: usize = 8;
+const READ_SPARES: usize = 4;
 /// Frames are gathered into one write until the buffer holds this much; a
 /// frame body this large is written from its own memory, not copied.
 const WRITE_BATCH: usize = 64 * 1024;
