@@ -286,7 +286,8 @@ pub async fn send_checks_own_limits<H: Harness>(h: H) {
 }
 
 /// A peer that stops reading is disconnected once our send queue fills, and
-/// our queue never holds more than its limit.
+/// our queue never holds more than its limits (frames queued; bytes queued
+/// or being written).
 pub async fn slow_reader_is_disconnected<H: Harness>(h: H) {
     let tight = Config::builder().send_queue_frames(8).send_queue_bytes(256 * 1024).build().expect("config");
     let reader = Config::builder().event_buffer(4).build().expect("config");

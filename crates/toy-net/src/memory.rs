@@ -325,8 +325,9 @@ impl Side {
         let table = &self.endpoint.table;
         let mut items = std::collections::VecDeque::new();
         loop {
-            // Everything queued; it stays counted against the sender's
-            // limits until the next take, while its latency runs.
+            // Everything queued. Its bytes stay counted against the
+            // sender's byte limit until the next take, while its latency
+            // runs; its frames leave the count now (as over TCP).
             if !rx.take(&mut items, usize::MAX, &mut Vec::new()).await {
                 return DisconnectReason::RemoteClosed;
             }

@@ -85,7 +85,8 @@ pub(crate) enum Outgoing {
     Frame { head: Head, body: Bytes, at: Option<Instant> },
     /// Small frames already in wire format (length prefix, head, body),
     /// copied in by [`SendQueue::push_copy`]: written as they are. `frames`
-    /// and `bytes` are what the queue's limits counted for them.
+    /// and `bytes` are what the queue's limits counted for them (`bytes` is
+    /// the buffer's capacity, whatever it holds).
     Wire { wire: BytesMut, frames: usize, bytes: usize },
     /// Close after everything queued before this marker is written.
     Close,
@@ -119,7 +120,11 @@ pub(crate) enum Refused {
 /// (checked by [`SendQueue::push`]). The bytes the writer has taken stay
 /// counted until it has written them, so a writer stuck on a peer that does
 /// not read holds part of the same byte budget, never a second one; frames
-/// leave the count when taken (the writer takes about 64 KiB at a time). Nothing is
+/// leave the count when taken (the writer takes about 64 KiB at a time, so
+/// a stuck writer holds at most that many more). A wire buffer is charged
+/// its whole capacity. Besides, the queue keeps up to [`WIRE_SPARES`]
+/// written-out wire buffers for reuse, one once its writer's batches are
+/// light. Nothing is
 /// evicted: a frame that does not fit is refused and the connection closed,
 /// since a peer that does not read must not make us buffer for it.
 #[derive(Debug, Default)]
@@ -138,6 +143,8 @@ struct SendState {
     bytes: usize,
     /// Of those, the bytes the writer took last and may still be writing.
     taken_bytes: usize,
+    /// What the writer's last take held, written or not (how busy it is).
+    last_take: usize,
     /// Wire buffers the writer gave back, for the next small frames (at
     /// most [`WIRE_SPARES`]).
     spares: Vec<BytesMut>,
@@ -175,6 +182,11 @@ impl SendQueue {
     /// then writes the buffer as it is, and gives it back for reuse: small
     /// frames cost the queue no allocation and the writer no copy, and the
     /// caller's `body` is released on the caller's thread.
+    ///
+    /// A frame that opens a new wire buffer is charged the buffer's whole
+    /// [`WIRE_CHUNK`] against the byte limit, and those that join it nothing
+    /// more: the limit counts the memory queued, so small frames between
+    /// large ones (a buffer each) cannot hold more than it.
     pub(crate) fn push_copy(
         &self,
         head: &[u8],
@@ -185,15 +197,17 @@ impl SendQueue {
         let len = head.len() + body.len();
         let was_empty = {
             let mut s = self.state();
-            s.admit(len, max_frames, max_bytes)?;
             let on_wire = crate::codec::LEN_PREFIX + len;
             let fits = |wire: &BytesMut| wire.capacity() - wire.len() >= on_wire;
-            if !matches!(s.items.back(), Some(Outgoing::Wire { wire, .. }) if fits(wire)) {
+            if matches!(s.items.back(), Some(Outgoing::Wire { wire, .. }) if fits(wire)) {
+                s.admit(0, max_frames, max_bytes)?;
+            } else {
+                s.admit(WIRE_CHUNK, max_frames, max_bytes)?;
                 let fresh = s.spares.pop().unwrap_or_else(|| BytesMut::with_capacity(WIRE_CHUNK));
-                s.items.push_back(Outgoing::Wire { wire: fresh, frames: 0, bytes: 0 });
+                s.items.push_back(Outgoing::Wire { wire: fresh, frames: 0, bytes: WIRE_CHUNK });
             }
             let was_empty = s.items.len() == 1;
-            if let Some(Outgoing::Wire { wire, frames, bytes }) = s.items.back_mut() {
+            if let Some(Outgoing::Wire { wire, frames, .. }) = s.items.back_mut() {
                 // Room was checked (a new buffer has room for any frame up
                 // to COPY_MAX): this never allocates. `len` fits the prefix.
                 wire.reserve(on_wire);
@@ -201,7 +215,6 @@ impl SendQueue {
                 wire.extend_from_slice(head);
                 wire.extend_from_slice(body);
                 *frames += 1;
-                *bytes += len;
             }
             was_empty && matches!(s.items.back(), Some(Outgoing::Wire { frames: 1, .. }))
         };
@@ -238,14 +251,18 @@ impl SendQueue {
             {
                 let mut s = self.state();
                 s.release_taken();
+                // After a light batch (less than one buffer's worth) one
+                // spare is enough: an idle connection keeps 16 KiB.
+                let keep = if s.last_take <= WIRE_CHUNK { 1 } else { WIRE_SPARES };
                 for mut wire in give_back.drain(..) {
                     wire.clear();
                     // Written out, the view sits at the end of its memory:
                     // move it back to the start (it is no one else's).
-                    if s.spares.len() < WIRE_SPARES && wire.try_reclaim(WIRE_CHUNK) {
+                    if s.spares.len() < keep && wire.try_reclaim(WIRE_CHUNK) {
                         s.spares.push(wire);
                     }
                 }
+                s.spares.truncate(keep);
                 if !s.items.is_empty() {
                     let mut taken = 0;
                     while let Some(item) = s.items.pop_front() {
@@ -258,6 +275,7 @@ impl SendQueue {
                         }
                     }
                     s.taken_bytes = taken;
+                    s.last_take = taken;
                     if s.items.is_empty() && s.items.capacity() > SLOTS_KEPT {
                         s.items.shrink_to(SLOTS_KEPT);
                     }
@@ -533,12 +551,19 @@ mod tests {
     #[tokio::test]
     async fn small_frames_are_copied_into_one_wire_buffer_in_order_and_the_buffer_is_reused() {
         let q = SendQueue::default();
-        q.push_copy(b"h1", b"ab", 8, 1000).expect("room");
-        q.push_copy(b"", b"c", 8, 1000).expect("room");
-        q.push(frame(7), 8, 1000).expect("room");
-        q.push_copy(b"h", b"", 8, 1000).expect("room");
-        assert_eq!(q.len(), (4, 11));
-        assert_eq!(q.push_copy(b"", b"x", 4, 1000), Err(Refused::Full { frames: 4, bytes: 11 }));
+        let max = 1 << 20;
+        q.push_copy(b"h1", b"ab", 8, max).expect("room");
+        q.push_copy(b"", b"c", 8, max).expect("room");
+        q.push(frame(7), 8, max).expect("room");
+        q.push_copy(b"h", b"", 8, max).expect("room");
+        // Each wire buffer is charged its capacity, a frame by reference its length.
+        assert_eq!(q.len(), (4, 2 * WIRE_CHUNK + 5));
+        assert_eq!(q.push_copy(b"", b"x", 4, max), Err(Refused::Full { frames: 4, bytes: 2 * WIRE_CHUNK + 5 }));
+        assert_eq!(
+            q.push(frame(8), 8, 2 * WIRE_CHUNK + 5),
+            Err(Refused::Full { frames: 4, bytes: 2 * WIRE_CHUNK + 5 }),
+            "the charge counts against the byte limit"
+        );
         let mut items = VecDeque::new();
         assert!(q.take(&mut items, usize::MAX, &mut Vec::new()).await);
         let kinds: Vec<Vec<u8>> = items
@@ -554,11 +579,11 @@ mod tests {
         let Some(Outgoing::Wire { wire: used, .. }) = items.pop_front() else { panic!("a wire buffer first") };
         let capacity = used.capacity();
         let mut give_back = vec![used];
-        q.push_copy(b"", b"z", 8, 1000).expect("room");
+        q.push_copy(b"", b"z", 8, max).expect("room");
         items.clear();
         assert!(q.take(&mut items, usize::MAX, &mut give_back).await);
         assert!(give_back.is_empty(), "taken into the queue's spares");
-        q.push_copy(b"", b"y", 8, 1000).expect("room");
+        q.push_copy(b"", b"y", 8, max).expect("room");
         items.clear();
         assert!(q.take(&mut items, usize::MAX, &mut Vec::new()).await);
         match items.front() {
