@@ -396,7 +396,9 @@ async fn read_loop(
 /// into one buffer (length prefix, head, body); a body of [`WRITE_BATCH`]
 /// bytes or more is written from its own memory.
 async fn write_loop(mut w: OwnedWriteHalf, rx: &SendRx) -> DisconnectReason {
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    // Only frames over the copy threshold pass through here (small ones come
+    // in wire buffers), so it starts empty and grows when one does.
+    let mut buf = BytesMut::new();
     let mut items = std::collections::VecDeque::new();
     // Wire buffers taken and not yet written; at most one of `wires` and
     // `buf` holds bytes at a time, so the order on the wire is the queue's.
