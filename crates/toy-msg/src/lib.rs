@@ -154,7 +154,7 @@ impl Events {
 /// work (signature checks, hashing large data) to `spawn_blocking` or a task of
 /// your own and await its result.
 ///
-/// The dispatcher polls a new invocation once at once and keeps it only if
+/// The dispatcher polls a new invocation once, straight away, and keeps it only if
 /// it has to wait, so a handler that answers without waiting costs its
 /// future's box and nothing else. That is why `handle` is written out
 /// rather than `async fn`: the handler comes as an `Arc` so its future can
