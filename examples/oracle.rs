@@ -143,6 +143,22 @@ struct Entry {
     nonce: u64,
 }
 
+/// Books a transfer the chain took into the oracle's ledger: the sender
+/// pays amount and fee and uses its nonce, the recipient gets the amount.
+fn record_transfer(
+    ledger: &mut HashMap<usize, Entry>,
+    from: usize,
+    to: usize,
+    amount: u64,
+    fee: u64,
+) -> anyhow::Result<()> {
+    let e = ledger.get_mut(&from).context("wallet")?;
+    e.balance -= amount + fee;
+    e.nonce += 1;
+    ledger.get_mut(&to).context("wallet")?.balance += amount;
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct Status {
     height: u64,
@@ -323,10 +339,7 @@ async fn main() -> anyhow::Result<()> {
         match client.submit(node, &tx).await {
             Ok(Ok(id)) => {
                 sent += 1;
-                let e = ledger.get_mut(&from).context("wallet")?;
-                e.balance -= amount + fee;
-                e.nonce += 1;
-                ledger.get_mut(&to).context("wallet")?.balance += amount;
+                record_transfer(&mut ledger, from, to, amount, fee)?;
                 kept.push(from, tx);
                 tracing::debug!(%id, from, to, amount, fee, "sent");
                 if sent.is_multiple_of(50) {
@@ -357,10 +370,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 if used {
                     sent += 1;
-                    let e = ledger.get_mut(&from).context("wallet")?;
-                    e.balance -= amount + fee;
-                    e.nonce += 1;
-                    ledger.get_mut(&to).context("wallet")?.balance += amount;
+                    record_transfer(&mut ledger, from, to, amount, fee)?;
                     kept.push(from, tx);
                     tracing::info!(from, nonce = entry.nonce, "no answer, but the transfer went through");
                 }
